@@ -1,0 +1,71 @@
+//! The platform's nouns, parsed once at the edge.
+//!
+//! Every value here is a newtype that can only be built from input that
+//! Kubernetes (and the rest of Palisade) will accept, so code past the CLI or
+//! the store never re-checks a name, an image or a quantity. Errors carry the
+//! offending input and say what would have been accepted.
+
+mod image;
+mod labels;
+mod names;
+mod quantity;
+mod resources;
+
+pub use image::Image;
+pub use labels::{LabelKey, LabelValue, Labels, parse_label};
+pub use names::{DeploymentName, NodePoolName, TenantName};
+pub use quantity::{Cpu, Memory};
+pub use resources::{
+    Deployment, EgressMode, EgressProfile, Gateway, GatewayScope, Port, Quota, Replicas, Tenant,
+};
+
+/// Why a value was not accepted into the model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// A tenant, deployment or node-pool name breaks the DNS-1123 label rules.
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidName {
+        /// What was being named ("tenant", "deployment", ...).
+        kind: &'static str,
+        /// The rejected input.
+        name: String,
+        /// What rule it broke.
+        reason: String,
+    },
+    /// An image reference that a container runtime would not pull.
+    #[error("invalid image reference {image:?}: {reason}")]
+    InvalidImage {
+        /// The rejected input.
+        image: String,
+        /// What rule it broke.
+        reason: &'static str,
+    },
+    /// A CPU or memory quantity that is not a Kubernetes quantity.
+    #[error("invalid {kind} quantity {value:?}: {reason}")]
+    InvalidQuantity {
+        /// "cpu" or "memory".
+        kind: &'static str,
+        /// The rejected input.
+        value: String,
+        /// What would have been accepted.
+        reason: &'static str,
+    },
+    /// A label key or value that Kubernetes would reject.
+    #[error("invalid label {label:?}: {reason}")]
+    InvalidLabel {
+        /// The rejected input.
+        label: String,
+        /// What rule it broke.
+        reason: String,
+    },
+    /// A number outside its allowed range (replicas, ports, pods).
+    #[error("invalid {kind} {value:?}: {reason}")]
+    OutOfRange {
+        /// What the number counts.
+        kind: &'static str,
+        /// The rejected input.
+        value: String,
+        /// The accepted range.
+        reason: String,
+    },
+}
