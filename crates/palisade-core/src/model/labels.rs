@@ -56,12 +56,10 @@ impl FromStr for LabelKey {
             Some((p, n)) => (Some(p), n),
             None => (None, s),
         };
-        if let Some(p) = prefix {
-            if !is_dns_subdomain(p) {
-                return Err(fail(
-                    "the prefix must be a DNS subdomain such as example.com",
-                ));
-            }
+        if prefix.is_some_and(|p| !is_dns_subdomain(p)) {
+            return Err(fail(
+                "the prefix must be a DNS subdomain such as example.com",
+            ));
         }
         if !is_name_segment(name) {
             return Err(fail(
