@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo bench -p palisade-core --bench allocator`.
 
+// A benchmark should stop loudly if its setup is wrong.
+#![allow(clippy::expect_used)]
+
 use palisade_core::allocator::{SubnetAllocator, Timestamp};
 use palisade_core::{Pool, SubnetLen};
 use std::time::{Duration, Instant};
