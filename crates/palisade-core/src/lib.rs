@@ -16,6 +16,7 @@ pub mod allocator;
 mod bitset;
 pub mod model;
 pub mod pool;
+pub mod snapshot;
 
 pub use allocator::{Ledger, MemoryLedger, SubnetIndex, Timestamp};
 pub use model::{
@@ -24,3 +25,4 @@ pub use model::{
     TenantName,
 };
 pub use pool::{Pool, PoolError, SubnetLen};
+pub use snapshot::{AllowRule, Snapshot};
