@@ -15,6 +15,7 @@
 pub mod allocator;
 mod bitset;
 pub mod model;
+pub mod policy;
 pub mod pool;
 pub mod snapshot;
 
@@ -23,6 +24,9 @@ pub use model::{
     Cpu, Deployment, DeploymentName, EgressMode, EgressProfile, Gateway, GatewayScope, Image,
     LabelKey, LabelValue, Labels, Memory, ModelError, NodePoolName, Port, Quota, Replicas, Tenant,
     TenantName,
+};
+pub use policy::{
+    Endpoint, Flow, Policy, PolicyOptions, PortProto, Ports, Protocol, Reason, Rule, Verdict,
 };
 pub use pool::{Pool, PoolError, SubnetLen};
 pub use snapshot::{AllowRule, Snapshot};
