@@ -67,7 +67,7 @@ fn main() {
         mixed.as_secs_f64() * 1e3,
         mixed.as_nanos() as f64 / ops as f64
     );
-    assert_eq!(a.usage().allocated, live_target as u128);
+    assert_eq!(a.usage(now).allocated, live_target as u128);
     let bytes = a.heap_bytes() + std::mem::size_of::<SubnetAllocator>();
     println!(
         "memory after mixed ops: {:.3} bytes per live allocation",

@@ -295,8 +295,13 @@ impl SubnetAllocator {
             && !self.ledger.quarantined.contains(i)
     }
 
-    /// Current counts.
-    pub fn usage(&self) -> PoolUsage {
+    /// Counts as of `now`: subnets whose quarantine has ended count as
+    /// recycled, as the SQLite store reports them.
+    pub fn usage(&mut self, now: Timestamp) -> PoolUsage {
+        match self.ledger.promote_due(now) {
+            Ok(()) => {}
+            Err(never) => match never {},
+        }
         PoolUsage::new(
             &self.pool,
             self.ledger.high_water as u128,
@@ -338,8 +343,8 @@ mod tests {
         a.release(app1, now).unwrap();
         let app3 = a.allocate(now).unwrap();
         assert_eq!(app3, app1);
-        assert_eq!(a.usage().allocated, 2);
-        assert_eq!(a.usage().recycled_available, 0);
+        assert_eq!(a.usage(now).allocated, 2);
+        assert_eq!(a.usage(now).recycled_available, 0);
     }
 
     #[test]
@@ -347,7 +352,7 @@ mod tests {
         let mut a = SubnetAllocator::new(pool("fd00::/48", 96, 60));
         let s0 = a.allocate(Timestamp(0)).unwrap();
         a.release(s0, Timestamp(10)).unwrap();
-        assert_eq!(a.usage().quarantined, 1);
+        assert_eq!(a.usage(Timestamp(10)).quarantined, 1);
         let s1 = a.allocate(Timestamp(69)).unwrap();
         assert_ne!(s1, s0, "quarantined subnet handed out early");
         let s2 = a.allocate(Timestamp(70)).unwrap();
@@ -450,7 +455,7 @@ mod tests {
                     Op::Release(_) => {}
                     Op::Wait(secs) => now = now.plus_secs(secs),
                 }
-                let u = a.usage();
+                let u = a.usage(now);
                 prop_assert_eq!(u.allocated, live.len() as u128);
                 prop_assert_eq!(u.allocated + u.recycled_available + u.quarantined + u.never_used, u.capacity);
             }

@@ -223,6 +223,21 @@ pub struct Tenant {
     pub created_at: Timestamp,
 }
 
+impl Tenant {
+    /// A tenant with default quota, no node pool and proxy egress: what
+    /// `palisade create` makes when a deployment names a new tenant.
+    pub fn with_defaults(name: TenantName, created_at: Timestamp) -> Self {
+        Self {
+            name,
+            quota: Quota::default(),
+            node_pool: None,
+            egress: EgressProfile::default(),
+            labels: Labels::new(),
+            created_at,
+        }
+    }
+}
+
 /// A workload of a tenant with its own IPv6 subnet.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Deployment {
@@ -267,13 +282,16 @@ pub enum GatewayScope {
 }
 
 impl GatewayScope {
-    /// The gateway's name, derived from its scope so each scope has at most
-    /// one gateway: `central`, `<tenant>`, `<tenant>-<deployment>`.
-    pub fn name(&self) -> String {
+    /// A unique, unambiguous identifier derived from the scope, so each
+    /// scope has at most one gateway: `central`, `per-tenant/<tenant>`,
+    /// `per-deployment/<tenant>/<deployment>`.
+    pub fn id(&self) -> String {
         match self {
             GatewayScope::Central => "central".into(),
-            GatewayScope::PerTenant { tenant } => tenant.to_string(),
-            GatewayScope::PerDeployment { tenant, deployment } => format!("{tenant}-{deployment}"),
+            GatewayScope::PerTenant { tenant } => format!("per-tenant/{tenant}"),
+            GatewayScope::PerDeployment { tenant, deployment } => {
+                format!("per-deployment/{tenant}/{deployment}")
+            }
         }
     }
 
@@ -351,7 +369,7 @@ mod tests {
             deployment: web.clone(),
         };
         assert!(per_dep.fronts(&acme, &web) && !per_dep.fronts(&acme, &api));
-        assert_eq!(per_dep.name(), "acme-corp-web-frontend");
+        assert_eq!(per_dep.id(), "per-deployment/acme-corp/web-frontend");
     }
 
     #[test]
