@@ -307,6 +307,8 @@ pub struct Policy {
     rules: Vec<Rule>,
     /// (from, to) → indices into `rules`, ascending.
     index: BTreeMap<(Endpoint, Endpoint), Vec<usize>>,
+    /// to → indices into `rules`, ascending.
+    by_to: BTreeMap<Endpoint, Vec<usize>>,
 }
 
 impl Policy {
@@ -411,13 +413,19 @@ impl Policy {
         rules.sort();
         rules.dedup();
         let mut index: BTreeMap<(Endpoint, Endpoint), Vec<usize>> = BTreeMap::new();
+        let mut by_to: BTreeMap<Endpoint, Vec<usize>> = BTreeMap::new();
         for (i, r) in rules.iter().enumerate() {
             index
                 .entry((r.from.clone(), r.to.clone()))
                 .or_default()
                 .push(i);
+            by_to.entry(r.to.clone()).or_default().push(i);
         }
-        Self { rules, index }
+        Self {
+            rules,
+            index,
+            by_to,
+        }
     }
 
     /// Every rule, sorted by (from, to, ports, reason).
@@ -427,7 +435,11 @@ impl Policy {
 
     /// The rules whose server is `to`: what a backend renders as ingress.
     pub fn rules_to<'a>(&'a self, to: &'a Endpoint) -> impl Iterator<Item = &'a Rule> + 'a {
-        self.rules.iter().filter(move |r| &r.to == to)
+        self.by_to
+            .get(to)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.rules[i])
     }
 
     /// The rules whose client is `from`: what a backend renders as egress.
@@ -782,13 +794,18 @@ mod tests {
     }
 
     #[test]
-    fn rules_from_returns_exactly_the_rules_of_a_client() {
+    fn rules_from_and_rules_to_return_exactly_the_rules_of_an_endpoint() {
         let policy = Policy::compile(&seed());
         let api = e("acme-corp", "api");
         let mine: Vec<&Rule> = policy.rules_from(&api).collect();
         let expected: Vec<&Rule> = policy.rules().iter().filter(|r| r.from == api).collect();
         assert_eq!(mine, expected);
         assert_eq!(mine.len(), 4);
+        let db = e("acme-corp", "db");
+        let theirs: Vec<&Rule> = policy.rules_to(&db).collect();
+        let expected: Vec<&Rule> = policy.rules().iter().filter(|r| r.to == db).collect();
+        assert_eq!(theirs, expected);
+        assert_eq!(theirs.len(), 2);
     }
 
     #[test]

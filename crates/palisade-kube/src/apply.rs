@@ -1,0 +1,1 @@
+//! Server-side apply (filled in by a later commit).

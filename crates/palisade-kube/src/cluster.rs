@@ -1,0 +1,1 @@
+//! Cluster set-up (filled in by a later commit).

@@ -1,0 +1,80 @@
+//! Palisade's Kubernetes output.
+//!
+//! The core decides what the platform should look like; this crate says it
+//! in Kubernetes: typed objects (`k8s-openapi` for built-in kinds, derived
+//! custom resources for Cilium, the Gateway API and Flux), serialised to
+//! byte-stable YAML, laid out as a Kustomize + Flux GitOps tree or streamed,
+//! the cluster set-up (eksctl, Cilium Helm values, gVisor installer), and
+//! server-side apply with pruning.
+//!
+//! Architecture invariant: nothing here decides policy. Who may talk to
+//! whom comes from [`palisade_core::Policy`]; this crate only translates.
+//! Everything except [`apply`] is pure computation plus file I/O, so it is
+//! tested without a cluster; `apply` is tested against a mock API server.
+
+#![forbid(unsafe_code)]
+
+pub mod apply;
+pub mod cluster;
+pub mod crds;
+pub mod fixtures;
+pub mod object;
+pub mod options;
+pub mod render;
+pub mod tree;
+pub mod yaml;
+
+pub use object::{Object, to_multi_doc};
+pub use options::{Environment, GitSource, PolicyFlavour, ProxyOptions, RenderOptions, Resources};
+pub use render::{Rendered, render};
+pub use tree::{TreeSummary, write_tree};
+
+/// Why rendering, writing or applying failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An object could not be turned into JSON (a bug in a typed object).
+    #[error("failed to serialize {kind} {name}: {source}")]
+    Serialize {
+        /// The object's kind.
+        kind: String,
+        /// The object's name.
+        name: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The model holds something Kubernetes cannot express.
+    #[error("failed to render {what}: {reason}")]
+    Unrepresentable {
+        /// What could not be rendered.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// Reading or writing the output tree failed.
+    #[error("failed to {action} {path}: {source}")]
+    Io {
+        /// What was being done ("write", "remove", "read").
+        action: &'static str,
+        /// The path.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The output directory holds something Palisade would overwrite but
+    /// did not write.
+    #[error("failed to write the tree: {0}")]
+    Tree(String),
+    /// A call to the Kubernetes API failed.
+    #[error("failed to {action} {object}: {source}")]
+    Kube {
+        /// What was being done ("apply", "list", "delete", "connect to").
+        action: &'static str,
+        /// The object or kind.
+        object: String,
+        /// The client's error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+}

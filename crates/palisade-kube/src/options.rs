@@ -1,0 +1,229 @@
+//! Everything about the Kubernetes output that is a platform choice rather
+//! than part of the model: one value, with defaults that reproduce the
+//! seeds, so the CLI maps flags onto it and tests build it in one line.
+
+use palisade_core::Port;
+use std::net::IpAddr;
+
+/// Which network-policy objects to render.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PolicyFlavour {
+    /// `CiliumNetworkPolicy` only (the default: selectors, entities, CIDRs).
+    #[default]
+    Cilium,
+    /// Plain `NetworkPolicy` only, for any CNI.
+    Kubernetes,
+    /// Both; they allow the same flows.
+    Both,
+}
+
+impl PolicyFlavour {
+    /// Whether Cilium policies are rendered.
+    pub fn cilium(self) -> bool {
+        matches!(self, PolicyFlavour::Cilium | PolicyFlavour::Both)
+    }
+    /// Whether Kubernetes policies are rendered.
+    pub fn kubernetes(self) -> bool {
+        matches!(self, PolicyFlavour::Kubernetes | PolicyFlavour::Both)
+    }
+}
+
+/// Where tenants' HTTP(S) traffic goes in `proxy` egress mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyOptions {
+    /// Host name or address put into `HTTP_PROXY`. An IP address is reached
+    /// by CIDR (a proxy VM outside the cluster, as in seed 002); a name is
+    /// taken to be the in-cluster proxy selected by `namespace`/`app`.
+    pub address: String,
+    /// Port.
+    pub port: Port,
+    /// Namespace of the in-cluster proxy.
+    pub namespace: String,
+    /// Value of the proxy pods' `app.kubernetes.io/name` label.
+    pub app: String,
+    /// `NO_PROXY`: destinations reached directly.
+    pub no_proxy: String,
+}
+
+impl ProxyOptions {
+    /// The address, if it is an IP (a proxy outside the cluster).
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.address.parse().ok()
+    }
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        Self {
+            address: "palisade-proxy.palisade-system.svc.cluster.local".into(),
+            port: palisade_core::policy::default_proxy_port(),
+            namespace: "palisade-system".into(),
+            app: "palisade-proxy".into(),
+            no_proxy: "localhost,127.0.0.1,::1,.svc,.cluster.local".into(),
+        }
+    }
+}
+
+/// CPU and memory of one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU request (Kubernetes quantity).
+    pub cpu_request: String,
+    /// Memory request.
+    pub memory_request: String,
+    /// CPU limit.
+    pub cpu_limit: String,
+    /// Memory limit.
+    pub memory_limit: String,
+}
+
+impl Resources {
+    /// Seed 002's small footprint: 50m/64Mi requested, 100m/128Mi limit.
+    pub fn small() -> Self {
+        Self {
+            cpu_request: "50m".into(),
+            memory_request: "64Mi".into(),
+            cpu_limit: "100m".into(),
+            memory_limit: "128Mi".into(),
+        }
+    }
+}
+
+impl Default for Resources {
+    /// 100m/128Mi requested, 500m/512Mi limit.
+    fn default() -> Self {
+        Self {
+            cpu_request: "100m".into(),
+            memory_request: "128Mi".into(),
+            cpu_limit: "500m".into(),
+            memory_limit: "512Mi".into(),
+        }
+    }
+}
+
+/// What one environment overlay changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    /// Directory name under `overlays/` and value of `ENVIRONMENT`.
+    pub name: String,
+    /// Replicas for every deployment; `None` keeps each deployment's own.
+    pub replicas: Option<u32>,
+    /// Container resources; `None` keeps the base's.
+    pub resources: Option<Resources>,
+    /// Proxy address for this environment; `None` keeps the base's.
+    pub proxy_address: Option<String>,
+    /// Flux reconcile interval.
+    pub interval: String,
+    /// Flux apply timeout.
+    pub timeout: Option<String>,
+    /// Flux retry interval.
+    pub retry_interval: Option<String>,
+}
+
+impl Environment {
+    /// Seed 002's development: one replica, small resources, 5m interval.
+    pub fn development() -> Self {
+        Self {
+            name: "development".into(),
+            replicas: Some(1),
+            resources: Some(Resources::small()),
+            proxy_address: None,
+            interval: "5m".into(),
+            timeout: None,
+            retry_interval: None,
+        }
+    }
+
+    /// Seed 002's production: the model's replicas, 1m interval, 5m
+    /// timeout, 1m retry.
+    pub fn production() -> Self {
+        Self {
+            name: "production".into(),
+            replicas: None,
+            resources: None,
+            proxy_address: None,
+            interval: "1m".into(),
+            timeout: Some("5m".into()),
+            retry_interval: Some("1m".into()),
+        }
+    }
+}
+
+/// The Git repository Flux pulls the tree from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSource {
+    /// Object name of the `GitRepository`.
+    pub name: String,
+    /// Repository URL.
+    pub url: String,
+    /// Branch.
+    pub branch: String,
+    /// Where the tree lives inside the repository (`.` = the root).
+    pub path: String,
+    /// Fetch interval.
+    pub interval: String,
+}
+
+impl Default for GitSource {
+    fn default() -> Self {
+        Self {
+            name: "palisade".into(),
+            url: "https://github.com/example/platform-gitops".into(),
+            branch: "main".into(),
+            path: ".".into(),
+            interval: "1m".into(),
+        }
+    }
+}
+
+/// All rendering choices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Which policy objects.
+    pub policy: PolicyFlavour,
+    /// `maskSize` of each deployment's `CiliumPodIPPool`; raised past the
+    /// subnet's prefix length when it is not longer.
+    pub pool_mask_size: u8,
+    /// `gatewayClassName` of rendered gateways.
+    pub gateway_class: String,
+    /// Namespace of the central gateway.
+    pub gateway_namespace: String,
+    /// Routes get host names `<deployment>.<tenant>.<domain>`.
+    pub gateway_domain: String,
+    /// The egress proxy.
+    pub proxy: ProxyOptions,
+    /// Runtime class of every tenant pod.
+    pub runtime_class: String,
+    /// Base container resources.
+    pub resources: Resources,
+    /// Run containers as non-root (only if the images allow it).
+    pub run_as_non_root: bool,
+    /// Mount the root file system read-only.
+    pub read_only_root_fs: bool,
+    /// Label that selects egress-gateway nodes in `cilium-egress-gateway` mode.
+    pub egress_gateway_node_label: (String, String),
+    /// Overlays.
+    pub environments: Vec<Environment>,
+    /// Flux source.
+    pub git: GitSource,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self {
+            policy: PolicyFlavour::default(),
+            pool_mask_size: 112,
+            gateway_class: "cilium".into(),
+            gateway_namespace: "palisade-gateways".into(),
+            gateway_domain: "apps.example.com".into(),
+            proxy: ProxyOptions::default(),
+            runtime_class: "gvisor".into(),
+            resources: Resources::default(),
+            run_as_non_root: false,
+            read_only_root_fs: false,
+            egress_gateway_node_label: ("palisade.io/egress-gateway".into(), "true".into()),
+            environments: vec![Environment::development(), Environment::production()],
+            git: GitSource::default(),
+        }
+    }
+}

@@ -1,0 +1,1053 @@
+//! From a [`Snapshot`] to Kubernetes objects.
+//!
+//! Output is grouped the way it is stored and deleted: platform objects,
+//! then per tenant its own objects and per deployment the deployment's.
+//! Deleting a deployment must remove exactly its group, so every object
+//! whose lifetime is the deployment's (its IP pool, policy, routes) lives in
+//! the deployment's group, and nothing in another group names it except
+//! through the policy model (an allow rule towards it).
+//!
+//! Network policies are not decided here: [`Policy`] decides, and this
+//! module only translates each rule into Cilium or Kubernetes syntax, so
+//! the cluster enforces what the lab and the dashboard show.
+
+use crate::Error;
+use crate::crds::{
+    AllowedRoutes, BackendRef, CiliumEgressGatewayPolicy, CiliumEgressGatewayPolicySpec,
+    CiliumNetworkPolicy, CiliumNetworkPolicySpec, CiliumPodIPPool, CiliumPodIPPoolSpec,
+    EgressGateway, EgressRule, EgressSelector, Gateway as GatewayObj, GatewayInfrastructure,
+    GatewaySpec, HTTPRoute, HTTPRouteRule, HTTPRouteSpec, IngressRule, IpPoolFamily, Listener,
+    ParentRef, PoolCidr, PortProtocol, PortRule, RouteNamespaces, Selector, SelectorRequirement,
+};
+use crate::object::Object;
+use crate::options::{RenderOptions, Resources};
+use k8s_openapi::api::apps::v1::{Deployment as K8sDeployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource,
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Toleration,
+};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use palisade_core::policy::{Endpoint, Ports, Reason, Rule};
+use palisade_core::{
+    Deployment, DeploymentName, EgressMode, GatewayScope, Policy, PolicyOptions, Snapshot, Tenant,
+    TenantName,
+};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Label on every object Palisade renders; `apply` prunes by it.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "palisade");
+/// Label naming the tenant.
+pub const TENANT_LABEL: &str = "palisade.io/tenant";
+/// Label naming the deployment; the policy selectors use it because users
+/// cannot set `palisade.io/` labels.
+pub const DEPLOYMENT_LABEL: &str = "palisade.io/deployment";
+/// Pod annotation choosing the Cilium IP pool.
+pub const IP_POOL_ANNOTATION: &str = "ipam.cilium.io/ip-pool";
+/// Taint key of dedicated node pools (`palisade.io/tenant=<t>:NoSchedule`).
+pub const NODE_POOL_TAINT: &str = "palisade.io/tenant";
+/// Node label of dedicated node pools (`node-pool=<pool>`).
+pub const NODE_POOL_LABEL: &str = "node-pool";
+/// Name of each tenant's egress ConfigMap.
+pub const EGRESS_CONFIG: &str = "egress-proxy";
+/// Name of each tenant's ServiceAccount, Role and RoleBinding.
+pub const WORKLOAD_SA: &str = "workload";
+
+/// Everything rendered for one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// Cluster-wide objects: the runtime class, the central gateway.
+    pub platform: Vec<Object>,
+    /// Per tenant, sorted by name.
+    pub tenants: Vec<TenantObjects>,
+}
+
+/// One tenant's objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantObjects {
+    /// The tenant.
+    pub tenant: TenantName,
+    /// Namespace, quota, RBAC, tenant-wide policies, tenant gateways.
+    pub objects: Vec<Object>,
+    /// The egress ConfigMap (proxy mode only). Kept apart because the
+    /// GitOps tree turns it into a `configMapGenerator` that overlays
+    /// replace.
+    pub egress_config: Option<Object>,
+    /// Per deployment, sorted by name.
+    pub deployments: Vec<DeploymentObjects>,
+}
+
+/// One deployment's objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentObjects {
+    /// The deployment.
+    pub name: DeploymentName,
+    /// IP pool, Deployment, Service, policies, routes.
+    pub objects: Vec<Object>,
+}
+
+impl Rendered {
+    /// Every object in a stable order: platform, then each tenant's own
+    /// objects (ConfigMap included) followed by its deployments'.
+    pub fn objects(&self) -> impl Iterator<Item = &Object> {
+        self.platform
+            .iter()
+            .chain(self.tenants.iter().flat_map(|t| {
+                t.objects
+                    .iter()
+                    .chain(t.egress_config.iter())
+                    .chain(t.deployments.iter().flat_map(|d| d.objects.iter()))
+            }))
+    }
+}
+
+/// Renders `snapshot`. Tenants are rendered in parallel; the output order
+/// does not depend on scheduling.
+pub fn render(snapshot: &Snapshot, options: &RenderOptions) -> Result<Rendered, Error> {
+    let policy = Policy::compile_with(
+        snapshot,
+        &PolicyOptions {
+            proxy_port: options.proxy.port,
+        },
+    );
+    let mut tenants: Vec<&Tenant> = snapshot.tenants.iter().collect();
+    tenants.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut by_tenant: BTreeMap<&TenantName, Vec<&Deployment>> = BTreeMap::new();
+    for d in &snapshot.deployments {
+        by_tenant.entry(&d.tenant).or_default().push(d);
+    }
+    let cx = Cx {
+        snapshot,
+        options,
+        policy: &policy,
+    };
+    let tenants = tenants
+        .par_iter()
+        .map(|t| {
+            let mut deps = by_tenant.get(&t.name).cloned().unwrap_or_default();
+            deps.sort_by(|a, b| a.name.cmp(&b.name));
+            cx.tenant(t, &deps)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(Rendered {
+        platform: cx.platform()?,
+        tenants,
+    })
+}
+
+/// Shared read-only inputs.
+struct Cx<'a> {
+    snapshot: &'a Snapshot,
+    options: &'a RenderOptions,
+    policy: &'a Policy,
+}
+
+fn labels<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, String> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn meta(name: &str, namespace: Option<&str>, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(labels),
+        ..ObjectMeta::default()
+    }
+}
+
+fn tenant_labels(t: &TenantName) -> BTreeMap<String, String> {
+    labels([MANAGED_BY, (TENANT_LABEL, t.as_str())])
+}
+
+fn q(s: &str) -> Quantity {
+    Quantity(s.to_owned())
+}
+
+/// The `CiliumPodIPPool` name of a deployment: unique cluster-wide because
+/// neither name may contain a dot.
+pub fn pool_name(tenant: &TenantName, deployment: &DeploymentName) -> String {
+    format!("{tenant}.{deployment}")
+}
+
+/// The Service name of a deployment: Service names must start with a
+/// letter (DNS-1035), deployment names need not.
+pub fn service_name(deployment: &DeploymentName) -> Result<String, Error> {
+    let name = deployment.as_str();
+    if name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Ok(name.to_owned());
+    }
+    let prefixed = format!("svc-{name}");
+    if prefixed.len() > 63 {
+        return Err(Error::Unrepresentable {
+            what: format!("deployment {name}"),
+            reason: "a Service name must start with a letter and the prefixed name \
+                     svc-<name> exceeds 63 characters; rename the deployment"
+                .into(),
+        });
+    }
+    Ok(prefixed)
+}
+
+/// The object name of a gateway and its namespace.
+fn gateway_object(scope: &GatewayScope, options: &RenderOptions) -> (String, String) {
+    match scope {
+        GatewayScope::Central => ("central".into(), options.gateway_namespace.clone()),
+        GatewayScope::PerTenant { tenant } => ("tenant".into(), tenant.namespace()),
+        GatewayScope::PerDeployment { tenant, deployment } => {
+            (format!("deployment-{deployment}"), tenant.namespace())
+        }
+    }
+}
+
+/// The policy-object name of a deployment; the prefix keeps it apart from
+/// the tenant-wide `default-deny`.
+fn policy_name(d: &DeploymentName) -> String {
+    format!("deployment-{d}")
+}
+
+fn cilium_ports(ports: &Ports) -> Vec<PortRule> {
+    match ports {
+        Ports::Any => Vec::new(),
+        Ports::Only(set) => vec![PortRule {
+            ports: set
+                .iter()
+                .map(|p| PortProtocol {
+                    port: p.port.to_string(),
+                    protocol: p.protocol.as_k8s().into(),
+                })
+                .collect(),
+        }],
+    }
+}
+
+fn k8s_ports(ports: &Ports) -> Option<Vec<NetworkPolicyPort>> {
+    match ports {
+        Ports::Any => None,
+        Ports::Only(set) => Some(
+            set.iter()
+                .map(|p| NetworkPolicyPort {
+                    port: Some(IntOrString::Int(i32::from(p.port.get()))),
+                    protocol: Some(p.protocol.as_k8s().into()),
+                    ..NetworkPolicyPort::default()
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn host_cidr(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => format!("{a}/32"),
+        IpAddr::V6(a) => format!("{a}/128"),
+    }
+}
+
+/// The pods one policy object is about.
+struct PolicyTarget<'a> {
+    /// Their endpoint in the policy model.
+    me: &'a Endpoint,
+    /// The policy object's name.
+    name: &'a str,
+    /// Their namespace.
+    ns: &'a str,
+    /// Labels selecting them.
+    selector: BTreeMap<String, String>,
+    /// Labels of the policy object.
+    labels: &'a BTreeMap<String, String>,
+}
+
+/// How an endpoint is addressed in a policy.
+enum Peer {
+    /// Pods by labels in a namespace (`None`: the policy's own namespace).
+    Pods {
+        namespace: Option<String>,
+        labels: BTreeMap<String, String>,
+    },
+    /// Addresses outside the cluster.
+    Cidr(String),
+    /// Anything outside the cluster.
+    World,
+}
+
+impl Cx<'_> {
+    fn peer(&self, ep: &Endpoint, own_ns: &str) -> Peer {
+        let opts = self.options;
+        match ep {
+            Endpoint::Deployment { tenant, deployment } => {
+                let ns = tenant.namespace();
+                Peer::Pods {
+                    namespace: (ns != own_ns).then_some(ns),
+                    labels: labels([(DEPLOYMENT_LABEL, deployment.as_str())]),
+                }
+            }
+            Endpoint::Gateway { scope } => {
+                let (name, ns) = gateway_object(scope, opts);
+                Peer::Pods {
+                    namespace: (ns != own_ns).then_some(ns),
+                    labels: labels([
+                        ("role", "gateway"),
+                        ("gateway.networking.k8s.io/gateway-name", name.as_str()),
+                    ]),
+                }
+            }
+            Endpoint::EgressProxy { .. } => match opts.proxy.ip() {
+                Some(ip) => Peer::Cidr(host_cidr(ip)),
+                None => Peer::Pods {
+                    namespace: Some(opts.proxy.namespace.clone()),
+                    labels: labels([("app.kubernetes.io/name", opts.proxy.app.as_str())]),
+                },
+            },
+            Endpoint::ClusterDns => Peer::Pods {
+                namespace: Some("kube-system".into()),
+                labels: labels([("k8s-app", "kube-dns")]),
+            },
+            Endpoint::Internet => Peer::World,
+        }
+    }
+
+    fn cilium_selector(peer_ns: &Option<String>, l: &BTreeMap<String, String>) -> Selector {
+        let mut s = Selector::labels(l.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(ns) = peer_ns {
+            s.match_labels
+                .insert("k8s:io.kubernetes.pod.namespace".into(), ns.clone());
+        }
+        s
+    }
+
+    fn cilium_ingress(&self, rule: &Rule, own_ns: &str) -> Vec<IngressRule> {
+        let to_ports = cilium_ports(&rule.ports);
+        let mut out = Vec::new();
+        match self.peer(&rule.from, own_ns) {
+            Peer::Pods { namespace, labels } => out.push(IngressRule {
+                from_endpoints: vec![Self::cilium_selector(&namespace, &labels)],
+                to_ports: to_ports.clone(),
+                ..IngressRule::default()
+            }),
+            Peer::Cidr(_) | Peer::World => out.push(IngressRule {
+                from_entities: vec!["world".into()],
+                to_ports: to_ports.clone(),
+                ..IngressRule::default()
+            }),
+        }
+        if matches!(rule.reason, Reason::Gateway { .. }) && self.options.gateway_class == "cilium" {
+            // Cilium's own Gateway API implementation proxies through the
+            // node's Envoy, whose traffic carries the `ingress` identity
+            // rather than gateway pod labels.
+            out.push(IngressRule {
+                from_entities: vec!["ingress".into()],
+                to_ports,
+                ..IngressRule::default()
+            });
+        }
+        out
+    }
+
+    fn cilium_egress(&self, rule: &Rule, own_ns: &str) -> EgressRule {
+        let to_ports = cilium_ports(&rule.ports);
+        match self.peer(&rule.to, own_ns) {
+            Peer::Pods { namespace, labels } => EgressRule {
+                to_endpoints: vec![Self::cilium_selector(&namespace, &labels)],
+                to_ports,
+                ..EgressRule::default()
+            },
+            Peer::Cidr(c) => EgressRule {
+                to_cidr: vec![c],
+                to_ports,
+                ..EgressRule::default()
+            },
+            Peer::World => EgressRule {
+                to_entities: vec!["world".into()],
+                to_ports,
+                ..EgressRule::default()
+            },
+        }
+    }
+
+    fn k8s_peers(&self, ep: &Endpoint, own_ns: &str) -> Vec<NetworkPolicyPeer> {
+        let sel = |l: BTreeMap<String, String>| LabelSelector {
+            match_labels: Some(l),
+            ..LabelSelector::default()
+        };
+        match self.peer(ep, own_ns) {
+            Peer::Pods { namespace, labels } => vec![NetworkPolicyPeer {
+                namespace_selector: namespace.map(|ns| {
+                    sel(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_owned(),
+                        ns,
+                    )]))
+                }),
+                pod_selector: Some(sel(labels)),
+                ..NetworkPolicyPeer::default()
+            }],
+            Peer::Cidr(c) => vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: c,
+                    except: None,
+                }),
+                ..NetworkPolicyPeer::default()
+            }],
+            // NetworkPolicy has no notion of "outside the cluster".
+            Peer::World => ["0.0.0.0/0", "::/0"]
+                .into_iter()
+                .map(|c| NetworkPolicyPeer {
+                    ip_block: Some(IPBlock {
+                        cidr: c.into(),
+                        except: None,
+                    }),
+                    ..NetworkPolicyPeer::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// The Cilium and/or Kubernetes policy objects for the pods `me`,
+    /// selected by `selector` in `ns`.
+    fn policies_for(
+        &self,
+        target: PolicyTarget<'_>,
+        extra_ingress: Vec<IngressRule>,
+        out: &mut Vec<Object>,
+    ) -> Result<(), Error> {
+        let PolicyTarget {
+            me,
+            name,
+            ns,
+            selector,
+            labels: obj_labels,
+        } = target;
+        let ingress: Vec<&Rule> = self.policy.rules_to(me).collect();
+        let egress: Vec<&Rule> = self.policy.rules_from(me).collect();
+        if self.options.policy.cilium() {
+            let mut ing: Vec<IngressRule> = extra_ingress;
+            ing.extend(ingress.iter().flat_map(|r| self.cilium_ingress(r, ns)));
+            let eg: Vec<EgressRule> = egress.iter().map(|r| self.cilium_egress(r, ns)).collect();
+            let cnp = CiliumNetworkPolicy {
+                metadata: meta(name, Some(ns), obj_labels.clone()),
+                spec: CiliumNetworkPolicySpec {
+                    description: Some(describe(me, &ingress, &egress)),
+                    endpoint_selector: Selector::labels(selector.clone()),
+                    ingress: (!ing.is_empty()).then_some(ing),
+                    egress: (!eg.is_empty()).then_some(eg),
+                },
+            };
+            out.push(Object::new(&cnp)?);
+        }
+        if self.options.policy.kubernetes() {
+            let ing: Vec<NetworkPolicyIngressRule> = ingress
+                .iter()
+                .map(|r| NetworkPolicyIngressRule {
+                    from: Some(self.k8s_peers(&r.from, ns)),
+                    ports: k8s_ports(&r.ports),
+                })
+                .collect();
+            let eg: Vec<NetworkPolicyEgressRule> = egress
+                .iter()
+                .map(|r| NetworkPolicyEgressRule {
+                    to: Some(self.k8s_peers(&r.to, ns)),
+                    ports: k8s_ports(&r.ports),
+                })
+                .collect();
+            let np = NetworkPolicy {
+                metadata: meta(name, Some(ns), obj_labels.clone()),
+                spec: Some(NetworkPolicySpec {
+                    pod_selector: Some(LabelSelector {
+                        match_labels: Some(selector),
+                        ..LabelSelector::default()
+                    }),
+                    policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                    ingress: (!ing.is_empty()).then_some(ing),
+                    egress: (!eg.is_empty()).then_some(eg),
+                }),
+            };
+            out.push(Object::new(&np)?);
+        }
+        Ok(())
+    }
+
+    fn platform(&self) -> Result<Vec<Object>, Error> {
+        let mut out = vec![Object::new(&RuntimeClass {
+            metadata: meta(&self.options.runtime_class, None, labels([MANAGED_BY])),
+            handler: "runsc".into(),
+            ..RuntimeClass::default()
+        })?];
+        let central: Vec<_> = self
+            .snapshot
+            .gateways
+            .iter()
+            .filter(|g| g.scope == GatewayScope::Central)
+            .collect();
+        if !central.is_empty() {
+            let ns = &self.options.gateway_namespace;
+            out.push(Object::new(&Namespace {
+                metadata: meta(ns, None, labels([MANAGED_BY])),
+                ..Namespace::default()
+            })?);
+            self.gateway(&GatewayScope::Central, &labels([MANAGED_BY]), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn gateway(
+        &self,
+        scope: &GatewayScope,
+        obj_labels: &BTreeMap<String, String>,
+        out: &mut Vec<Object>,
+    ) -> Result<(), Error> {
+        let (name, ns) = gateway_object(scope, self.options);
+        let allowed = match scope {
+            GatewayScope::Central => RouteNamespaces {
+                from: "Selector".into(),
+                selector: Some(Selector {
+                    match_labels: BTreeMap::new(),
+                    match_expressions: vec![SelectorRequirement {
+                        key: TENANT_LABEL.into(),
+                        operator: "Exists".into(),
+                        values: Vec::new(),
+                    }],
+                }),
+            },
+            _ => RouteNamespaces {
+                from: "Same".into(),
+                selector: None,
+            },
+        };
+        let gw = GatewayObj {
+            metadata: meta(&name, Some(&ns), obj_labels.clone()),
+            spec: GatewaySpec {
+                gateway_class_name: self.options.gateway_class.clone(),
+                infrastructure: Some(GatewayInfrastructure {
+                    labels: labels([("role", "gateway")]),
+                }),
+                listeners: vec![Listener {
+                    name: "http".into(),
+                    protocol: "HTTP".into(),
+                    port: 80,
+                    allowed_routes: Some(AllowedRoutes {
+                        namespaces: allowed,
+                    }),
+                }],
+            },
+        };
+        out.push(Object::new(&gw)?);
+        // The gateway's own pods: reachable from anywhere on the listener,
+        // and reaching only what the policy model lets the gateway reach.
+        let http = Ports::Only([palisade_core::PortProto::tcp(palisade_core::Port::HTTP)].into());
+        let from_anywhere = IngressRule {
+            from_entities: vec!["world".into(), "cluster".into()],
+            to_ports: cilium_ports(&http),
+            ..IngressRule::default()
+        };
+        self.policies_for(
+            PolicyTarget {
+                me: &Endpoint::Gateway {
+                    scope: scope.clone(),
+                },
+                name: &format!("gateway-{name}"),
+                ns: &ns,
+                selector: labels([
+                    ("role", "gateway"),
+                    ("gateway.networking.k8s.io/gateway-name", name.as_str()),
+                ]),
+                labels: obj_labels,
+            },
+            vec![from_anywhere],
+            out,
+        )
+    }
+
+    fn tenant(&self, t: &Tenant, deps: &[&Deployment]) -> Result<TenantObjects, Error> {
+        let ns = t.name.namespace();
+        let ns = ns.as_str();
+        let own = tenant_labels(&t.name);
+        let mut out = Vec::new();
+
+        let mut ns_labels: BTreeMap<String, String> = t
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ns_labels.extend(own.clone());
+        ns_labels.insert("tenant".into(), t.name.to_string());
+        ns_labels.insert(
+            "network/isolation".into(),
+            match t.egress.mode {
+                EgressMode::Proxy => "egress-proxy",
+                EgressMode::CiliumEgressGateway => "egress-gateway",
+            }
+            .into(),
+        );
+        ns_labels.insert(
+            "pod-security.kubernetes.io/enforce".into(),
+            if self.options.run_as_non_root {
+                "restricted"
+            } else {
+                "baseline"
+            }
+            .into(),
+        );
+        out.push(Object::new(&Namespace {
+            metadata: meta(ns, None, ns_labels),
+            ..Namespace::default()
+        })?);
+
+        out.push(Object::new(&ResourceQuota {
+            metadata: meta("tenant-quota", Some(ns), own.clone()),
+            spec: Some(ResourceQuotaSpec {
+                hard: Some(BTreeMap::from([
+                    ("requests.cpu".to_owned(), q(&t.quota.cpu.to_string())),
+                    ("requests.memory".to_owned(), q(&t.quota.memory.to_string())),
+                    ("pods".to_owned(), q(&t.quota.pods.to_string())),
+                ])),
+                ..ResourceQuotaSpec::default()
+            }),
+            ..ResourceQuota::default()
+        })?);
+
+        let r = &self.options.resources;
+        out.push(Object::new(&LimitRange {
+            metadata: meta("tenant-limits", Some(ns), own.clone()),
+            spec: Some(LimitRangeSpec {
+                limits: vec![LimitRangeItem {
+                    type_: "Container".into(),
+                    default: Some(BTreeMap::from([
+                        ("cpu".to_owned(), q(&r.cpu_limit)),
+                        ("memory".to_owned(), q(&r.memory_limit)),
+                    ])),
+                    default_request: Some(BTreeMap::from([
+                        ("cpu".to_owned(), q(&r.cpu_request)),
+                        ("memory".to_owned(), q(&r.memory_request)),
+                    ])),
+                    ..LimitRangeItem::default()
+                }],
+            }),
+        })?);
+
+        out.push(Object::new(&ServiceAccount {
+            metadata: meta(WORKLOAD_SA, Some(ns), own.clone()),
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        })?);
+        out.push(Object::new(&Role {
+            metadata: meta(WORKLOAD_SA, Some(ns), own.clone()),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["pods".into(), "services".into(), "endpoints".into()]),
+                verbs: vec!["get".into(), "list".into(), "watch".into()],
+                ..PolicyRule::default()
+            }]),
+        })?);
+        out.push(Object::new(&RoleBinding {
+            metadata: meta(WORKLOAD_SA, Some(ns), own.clone()),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: WORKLOAD_SA.into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: WORKLOAD_SA.into(),
+                namespace: Some(ns.to_owned()),
+                ..Subject::default()
+            }]),
+        })?);
+
+        if self.options.policy.cilium() {
+            out.push(Object::new(&CiliumNetworkPolicy {
+                metadata: meta("default-deny", Some(ns), own.clone()),
+                spec: CiliumNetworkPolicySpec {
+                    description: Some(
+                        "Default deny: every pod of the tenant, ingress and egress; \
+                         the deployment-* policies open what the policy model allows."
+                            .into(),
+                    ),
+                    endpoint_selector: Selector::default(),
+                    ingress: Some(vec![IngressRule::default()]),
+                    egress: Some(vec![EgressRule::default()]),
+                },
+            })?);
+        }
+        if self.options.policy.kubernetes() {
+            out.push(Object::new(&NetworkPolicy {
+                metadata: meta("default-deny", Some(ns), own.clone()),
+                spec: Some(NetworkPolicySpec {
+                    pod_selector: Some(LabelSelector::default()),
+                    policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                    ..NetworkPolicySpec::default()
+                }),
+            })?);
+        }
+
+        if t.egress.mode == EgressMode::CiliumEgressGateway {
+            let (k, v) = &self.options.egress_gateway_node_label;
+            out.push(Object::new(&CiliumEgressGatewayPolicy {
+                metadata: meta(ns, None, own.clone()),
+                spec: CiliumEgressGatewayPolicySpec {
+                    selectors: vec![EgressSelector {
+                        namespace_selector: Some(Selector::labels([(
+                            "kubernetes.io/metadata.name",
+                            ns,
+                        )])),
+                        pod_selector: None,
+                    }],
+                    destination_cidrs: vec!["0.0.0.0/0".into()],
+                    egress_gateway: EgressGateway {
+                        node_selector: Selector::labels([(k.as_str(), v.as_str())]),
+                        egress_ip: t.egress.ip.map(|ip| ip.to_string()),
+                    },
+                },
+            })?);
+        }
+
+        for g in &self.snapshot.gateways {
+            if g.scope != GatewayScope::Central && g.scope.tenant() == Some(&t.name) {
+                self.gateway(&g.scope, &own, &mut out)?;
+            }
+        }
+
+        let egress_config = match t.egress.mode {
+            EgressMode::Proxy => Some(Object::new(&ConfigMap {
+                metadata: meta(EGRESS_CONFIG, Some(ns), own.clone()),
+                data: Some(egress_literals(self.options, None).into_iter().collect()),
+                ..ConfigMap::default()
+            })?),
+            EgressMode::CiliumEgressGateway => None,
+        };
+
+        let deployments = deps
+            .iter()
+            .map(|d| {
+                Ok(DeploymentObjects {
+                    name: d.name.clone(),
+                    objects: self.deployment(t, d)?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(TenantObjects {
+            tenant: t.name.clone(),
+            objects: out,
+            egress_config,
+            deployments,
+        })
+    }
+
+    fn deployment(&self, t: &Tenant, d: &Deployment) -> Result<Vec<Object>, Error> {
+        let opts = self.options;
+        let ns = t.name.namespace();
+        let ns = ns.as_str();
+        let own = {
+            let mut l = tenant_labels(&t.name);
+            l.insert(DEPLOYMENT_LABEL.into(), d.name.to_string());
+            l
+        };
+        let mut out = Vec::new();
+
+        let pool = pool_name(&t.name, &d.name);
+        let prefix = d.subnet.prefix_len();
+        let mask = if opts.pool_mask_size > prefix {
+            opts.pool_mask_size
+        } else {
+            // A pool whose mask equals its prefix goes to one node only.
+            prefix.saturating_add(16).min(128)
+        };
+        out.push(Object::new(&CiliumPodIPPool {
+            metadata: meta(&pool, None, own.clone()),
+            spec: CiliumPodIPPoolSpec {
+                ipv6: IpPoolFamily {
+                    cidrs: vec![PoolCidr {
+                        cidr: d.subnet.to_string(),
+                    }],
+                    mask_size: mask,
+                },
+            },
+        })?);
+
+        let mut pod_labels: BTreeMap<String, String> = d
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        pod_labels.extend(own.clone());
+        pod_labels.insert("app.kubernetes.io/name".into(), d.name.to_string());
+        pod_labels.insert("tenant".into(), t.name.to_string());
+        pod_labels.insert("deployment".into(), d.name.to_string());
+        let selector = labels([(DEPLOYMENT_LABEL, d.name.as_str())]);
+
+        let env = match t.egress.mode {
+            EgressMode::Proxy => Some(proxy_env()),
+            EgressMode::CiliumEgressGateway => None,
+        };
+        let (tolerations, node_selector) = match &t.node_pool {
+            Some(pool) => (
+                Some(vec![Toleration {
+                    key: Some(NODE_POOL_TAINT.into()),
+                    operator: Some("Equal".into()),
+                    value: Some(t.name.to_string()),
+                    effect: Some("NoSchedule".into()),
+                    ..Toleration::default()
+                }]),
+                Some(BTreeMap::from([(
+                    NODE_POOL_LABEL.to_owned(),
+                    pool.to_string(),
+                )])),
+            ),
+            None => (None, None),
+        };
+        let caps = if opts.run_as_non_root {
+            vec!["NET_BIND_SERVICE".to_owned()]
+        } else {
+            // What common images that start as root (nginx, postgres) need
+            // to drop privileges themselves.
+            [
+                "CHOWN",
+                "DAC_OVERRIDE",
+                "FOWNER",
+                "NET_BIND_SERVICE",
+                "SETGID",
+                "SETUID",
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        let container = Container {
+            name: d.name.to_string(),
+            image: Some(d.image.to_string()),
+            ports: (!d.ports.is_empty()).then(|| {
+                d.ports
+                    .iter()
+                    .map(|p| ContainerPort {
+                        container_port: i32::from(p.get()),
+                        protocol: Some("TCP".into()),
+                        ..ContainerPort::default()
+                    })
+                    .collect()
+            }),
+            env,
+            resources: Some(resources(&opts.resources)),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                privileged: Some(false),
+                read_only_root_filesystem: Some(opts.read_only_root_fs),
+                run_as_non_root: opts.run_as_non_root.then_some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    add: Some(caps),
+                }),
+                ..SecurityContext::default()
+            }),
+            ..Container::default()
+        };
+        let dep = K8sDeployment {
+            metadata: meta(d.name.as_str(), Some(ns), own.clone()),
+            spec: Some(DeploymentSpec {
+                replicas: Some(i32::try_from(d.replicas.get()).unwrap_or(i32::MAX)),
+                selector: LabelSelector {
+                    match_labels: Some(selector.clone()),
+                    ..LabelSelector::default()
+                },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(pod_labels),
+                        annotations: Some(BTreeMap::from([(
+                            IP_POOL_ANNOTATION.to_owned(),
+                            pool.clone(),
+                        )])),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        runtime_class_name: Some(opts.runtime_class.clone()),
+                        service_account_name: Some(WORKLOAD_SA.into()),
+                        automount_service_account_token: Some(false),
+                        enable_service_links: Some(false),
+                        security_context: Some(PodSecurityContext {
+                            run_as_non_root: opts.run_as_non_root.then_some(true),
+                            seccomp_profile: Some(SeccompProfile {
+                                type_: "RuntimeDefault".into(),
+                                ..SeccompProfile::default()
+                            }),
+                            ..PodSecurityContext::default()
+                        }),
+                        tolerations,
+                        node_selector,
+                        containers: vec![container],
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            }),
+            ..K8sDeployment::default()
+        };
+        out.push(Object::new(&dep)?);
+
+        let svc_name = service_name(&d.name)?;
+        out.push(Object::new(&Service {
+            metadata: meta(&svc_name, Some(ns), own.clone()),
+            spec: Some(if d.ports.is_empty() {
+                ServiceSpec {
+                    cluster_ip: Some("None".into()),
+                    selector: Some(selector.clone()),
+                    ..ServiceSpec::default()
+                }
+            } else {
+                ServiceSpec {
+                    ip_family_policy: Some("PreferDualStack".into()),
+                    selector: Some(selector.clone()),
+                    ports: Some(
+                        d.ports
+                            .iter()
+                            .map(|p| ServicePort {
+                                name: Some(format!("tcp-{p}")),
+                                port: i32::from(p.get()),
+                                target_port: Some(IntOrString::Int(i32::from(p.get()))),
+                                protocol: Some("TCP".into()),
+                                ..ServicePort::default()
+                            })
+                            .collect(),
+                    ),
+                    ..ServiceSpec::default()
+                }
+            }),
+            ..Service::default()
+        })?);
+
+        self.policies_for(
+            PolicyTarget {
+                me: &Endpoint::deployment(&t.name, &d.name),
+                name: &policy_name(&d.name),
+                ns,
+                selector,
+                labels: &own,
+            },
+            Vec::new(),
+            &mut out,
+        )?;
+
+        if let Some(port) = d.ports.first() {
+            for g in &self.snapshot.gateways {
+                if !g.scope.fronts(&t.name, &d.name) {
+                    continue;
+                }
+                let (gw_name, gw_ns) = gateway_object(&g.scope, opts);
+                let route_name = match &g.scope {
+                    GatewayScope::Central => format!("central-{}", d.name),
+                    GatewayScope::PerTenant { .. } => format!("tenant-{}", d.name),
+                    GatewayScope::PerDeployment { .. } => format!("deployment-{}", d.name),
+                };
+                out.push(Object::new(&HTTPRoute {
+                    metadata: meta(&route_name, Some(ns), own.clone()),
+                    spec: HTTPRouteSpec {
+                        parent_refs: vec![ParentRef {
+                            name: gw_name,
+                            namespace: (gw_ns != ns).then_some(gw_ns),
+                        }],
+                        hostnames: vec![format!("{}.{}.{}", d.name, t.name, opts.gateway_domain)],
+                        rules: vec![HTTPRouteRule {
+                            backend_refs: vec![BackendRef {
+                                name: svc_name.clone(),
+                                port: port.get(),
+                            }],
+                        }],
+                    },
+                })?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn resources(r: &Resources) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), q(&r.cpu_request)),
+            ("memory".to_owned(), q(&r.memory_request)),
+        ])),
+        limits: Some(BTreeMap::from([
+            ("cpu".to_owned(), q(&r.cpu_limit)),
+            ("memory".to_owned(), q(&r.memory_limit)),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The egress ConfigMap's data; `environment` adds `ENVIRONMENT`.
+pub fn egress_literals(
+    options: &RenderOptions,
+    environment: Option<(&str, Option<&str>)>,
+) -> BTreeMap<String, String> {
+    let address = environment
+        .and_then(|(_, a)| a)
+        .unwrap_or(&options.proxy.address);
+    // An IPv6 literal must be bracketed inside a proxy URL.
+    let address = match address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(a)) => format!("[{a}]"),
+        _ => address.to_owned(),
+    };
+    let mut m = BTreeMap::from([
+        ("PROXY_ADDRESS".to_owned(), address),
+        ("PROXY_PORT".to_owned(), options.proxy.port.to_string()),
+        ("NO_PROXY".to_owned(), options.proxy.no_proxy.clone()),
+    ]);
+    if let Some((env, _)) = environment {
+        m.insert("ENVIRONMENT".into(), env.to_owned());
+    }
+    m
+}
+
+fn proxy_env() -> Vec<EnvVar> {
+    let from_config = |name: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(ConfigMapKeySelector {
+                name: EGRESS_CONFIG.into(),
+                key: name.into(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let value = |name: &str, v: &str| EnvVar {
+        name: name.into(),
+        value: Some(v.into()),
+        ..EnvVar::default()
+    };
+    let url = "http://$(PROXY_ADDRESS):$(PROXY_PORT)";
+    vec![
+        from_config("PROXY_ADDRESS"),
+        from_config("PROXY_PORT"),
+        from_config("NO_PROXY"),
+        value("HTTP_PROXY", url),
+        value("HTTPS_PROXY", url),
+        // curl and many other tools read only the lower-case names.
+        value("http_proxy", url),
+        value("https_proxy", url),
+        value("no_proxy", "$(NO_PROXY)"),
+    ]
+}
+
+/// A one-line summary of what a policy object allows, for `kubectl describe`.
+fn describe(me: &Endpoint, ingress: &[&Rule], egress: &[&Rule]) -> String {
+    let reasons = |rules: &[&Rule]| {
+        let mut v: Vec<String> = rules.iter().map(|r| r.reason.to_string()).collect();
+        v.dedup();
+        v.join("; ")
+    };
+    format!(
+        "{me}: ingress [{}]; egress [{}]",
+        reasons(ingress),
+        reasons(egress)
+    )
+}

@@ -1,0 +1,389 @@
+//! The GitOps tree: Kustomize base and overlays plus Flux objects, written
+//! so that a re-render touches only what changed.
+//!
+//! The layout follows seed 002 and is laid out by lifetime, so deleting a
+//! deployment deletes its file rather than editing a shared one:
+//!
+//! ```text
+//! base/kustomization.yaml               platform + one entry per tenant
+//! base/platform/<kind>-<name>.yaml      RuntimeClass, central gateway
+//! base/tenants/<t>/kustomization.yaml   tenant.yaml, deployments, egress configMapGenerator
+//! base/tenants/<t>/tenant.yaml          namespace, quota, RBAC, tenant policies
+//! base/tenants/<t>/deployments/<d>.yaml pool, Deployment, Service, policy, routes
+//! overlays/<env>/kustomization.yaml     patches + configMapGenerator (behavior: replace)
+//! overlays/<env>/*-patch.yaml           replicas / resources JSON patches
+//! flux/                                 GitRepository + one Kustomization per env
+//! .palisade-tree                        the files Palisade wrote (for removal)
+//! ```
+//!
+//! Only files listed in `.palisade-tree` are ever removed, so files a user
+//! adds next to the tree are left alone.
+
+use crate::crds::{
+    FluxKustomization, FluxKustomizationSpec, GitRef, GitRepository, GitRepositorySpec, SourceRef,
+};
+use crate::object::{Object, to_multi_doc};
+use crate::options::{Environment, RenderOptions};
+use crate::render::{EGRESS_CONFIG, MANAGED_BY, Rendered, egress_literals};
+use crate::{Error, yaml};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use rayon::prelude::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The file listing what Palisade wrote last time.
+pub const MANIFEST: &str = ".palisade-tree";
+
+/// Relative path → file contents.
+pub type Files = BTreeMap<String, String>;
+
+/// What a tree write did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeSummary {
+    /// Files that did not exist.
+    pub added: Vec<String>,
+    /// Files whose contents changed.
+    pub changed: Vec<String>,
+    /// Files removed because nothing renders them any more.
+    pub removed: Vec<String>,
+    /// Files left untouched.
+    pub unchanged: usize,
+}
+
+impl TreeSummary {
+    /// Whether the write changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl fmt::Display for TreeSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} added, {} changed, {} removed, {} unchanged",
+            self.added.len(),
+            self.changed.len(),
+            self.removed.len(),
+            self.unchanged
+        )?;
+        const SHOWN: usize = 20;
+        for (sign, list) in [
+            ("+", &self.added),
+            ("~", &self.changed),
+            ("-", &self.removed),
+        ] {
+            for p in list.iter().take(SHOWN) {
+                writeln!(f, "  {sign} {p}")?;
+            }
+            if list.len() > SHOWN {
+                writeln!(f, "  {sign} … and {} more", list.len() - SHOWN)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn file_name(o: &Object) -> String {
+    format!("{}-{}.yaml", o.kind.to_ascii_lowercase(), o.name)
+}
+
+fn kustomization(body: Value) -> String {
+    let mut v = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+    });
+    if let (Value::Object(dst), Value::Object(src)) = (&mut v, body) {
+        dst.extend(src);
+    }
+    yaml::to_string(&v)
+}
+
+fn literals(m: &BTreeMap<String, String>) -> Vec<String> {
+    m.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Every file of the tree, in memory.
+pub fn files(rendered: &Rendered, options: &RenderOptions) -> Result<Files, Error> {
+    let mut files = Files::new();
+
+    let mut base_resources = vec!["platform".to_owned()];
+    let mut platform_resources = Vec::new();
+    for o in &rendered.platform {
+        let name = file_name(o);
+        files.insert(format!("base/platform/{name}"), o.to_yaml());
+        platform_resources.push(name);
+    }
+    files.insert(
+        "base/platform/kustomization.yaml".into(),
+        kustomization(json!({ "resources": platform_resources })),
+    );
+
+    let tenant_files: Vec<Files> = rendered
+        .tenants
+        .par_iter()
+        .map(|t| {
+            let dir = format!("base/tenants/{}", t.tenant);
+            let mut out = Files::new();
+            let mut resources = vec!["tenant.yaml".to_owned()];
+            out.insert(format!("{dir}/tenant.yaml"), to_multi_doc(&t.objects));
+            for d in &t.deployments {
+                let rel = format!("deployments/{}.yaml", d.name);
+                out.insert(format!("{dir}/{rel}"), to_multi_doc(&d.objects));
+                resources.push(rel);
+            }
+            let mut k = json!({ "resources": resources });
+            if t.egress_config.is_some() {
+                k["configMapGenerator"] = json!([{
+                    "name": EGRESS_CONFIG,
+                    "namespace": t.tenant.namespace(),
+                    "literals": literals(&egress_literals(options, None)),
+                    "options": { "labels": {
+                        MANAGED_BY.0: MANAGED_BY.1,
+                        crate::render::TENANT_LABEL: t.tenant.as_str(),
+                    }},
+                }]);
+            }
+            out.insert(format!("{dir}/kustomization.yaml"), kustomization(k));
+            out
+        })
+        .collect();
+    for (t, f) in rendered.tenants.iter().zip(tenant_files) {
+        base_resources.push(format!("tenants/{}", t.tenant));
+        files.extend(f);
+    }
+    files.insert(
+        "base/kustomization.yaml".into(),
+        kustomization(json!({ "resources": base_resources })),
+    );
+
+    for env in &options.environments {
+        overlay(&mut files, rendered, options, env);
+    }
+    flux(&mut files, options)?;
+    Ok(files)
+}
+
+fn overlay(files: &mut Files, rendered: &Rendered, options: &RenderOptions, env: &Environment) {
+    let dir = format!("overlays/{}", env.name);
+    let target = json!({
+        "kind": "Deployment",
+        "labelSelector": format!("{}={}", MANAGED_BY.0, MANAGED_BY.1),
+    });
+    let mut patches = Vec::new();
+    if let Some(n) = env.replicas {
+        files.insert(
+            format!("{dir}/replicas-patch.yaml"),
+            yaml::to_string(&json!([{ "op": "replace", "path": "/spec/replicas", "value": n }])),
+        );
+        patches.push(json!({ "path": "replicas-patch.yaml", "target": target }));
+    }
+    if let Some(r) = &env.resources {
+        files.insert(
+            format!("{dir}/resources-patch.yaml"),
+            yaml::to_string(&json!([{
+                "op": "replace",
+                "path": "/spec/template/spec/containers/0/resources",
+                "value": {
+                    "requests": { "cpu": r.cpu_request, "memory": r.memory_request },
+                    "limits": { "cpu": r.cpu_limit, "memory": r.memory_limit },
+                },
+            }])),
+        );
+        patches.push(json!({ "path": "resources-patch.yaml", "target": target }));
+    }
+    let lits = literals(&egress_literals(
+        options,
+        Some((&env.name, env.proxy_address.as_deref())),
+    ));
+    let generators: Vec<Value> = rendered
+        .tenants
+        .iter()
+        .filter(|t| t.egress_config.is_some())
+        .map(|t| {
+            json!({
+                "name": EGRESS_CONFIG,
+                "namespace": t.tenant.namespace(),
+                "behavior": "replace",
+                "literals": lits,
+            })
+        })
+        .collect();
+    let mut k = json!({
+        "resources": ["../../base"],
+        "labels": [{ "pairs": { "palisade.io/environment": env.name }, "includeSelectors": false }],
+    });
+    if !patches.is_empty() {
+        k["patches"] = Value::Array(patches);
+    }
+    if !generators.is_empty() {
+        k["configMapGenerator"] = Value::Array(generators);
+    }
+    files.insert(format!("{dir}/kustomization.yaml"), kustomization(k));
+}
+
+fn flux(files: &mut Files, options: &RenderOptions) -> Result<(), Error> {
+    let git = &options.git;
+    let labels = BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())]);
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some("flux-system".into()),
+        labels: Some(labels.clone()),
+        ..ObjectMeta::default()
+    };
+    let repo = GitRepository {
+        metadata: meta(&git.name),
+        spec: GitRepositorySpec {
+            interval: git.interval.clone(),
+            url: git.url.clone(),
+            git_ref: GitRef {
+                branch: git.branch.clone(),
+            },
+        },
+    };
+    let mut resources = vec!["gitrepository.yaml".to_owned()];
+    files.insert(
+        "flux/gitrepository.yaml".into(),
+        Object::new(&repo)?.to_yaml(),
+    );
+    let root = git.path.trim_end_matches('/');
+    for env in &options.environments {
+        let k = FluxKustomization {
+            metadata: meta(&format!("{}-{}", git.name, env.name)),
+            spec: FluxKustomizationSpec {
+                interval: env.interval.clone(),
+                path: format!("{root}/overlays/{}", env.name),
+                prune: true,
+                source_ref: SourceRef {
+                    kind: "GitRepository".into(),
+                    name: git.name.clone(),
+                },
+                timeout: env.timeout.clone(),
+                retry_interval: env.retry_interval.clone(),
+            },
+        };
+        let name = format!("kustomization-{}.yaml", env.name);
+        files.insert(format!("flux/{name}"), Object::new(&k)?.to_yaml());
+        resources.push(name);
+    }
+    files.insert(
+        "flux/kustomization.yaml".into(),
+        kustomization(json!({ "resources": resources })),
+    );
+    Ok(())
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+    let path = path.to_owned();
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+enum Outcome {
+    Added,
+    Changed,
+    Unchanged,
+}
+
+/// Writes `files` under `root`: only files whose bytes differ are written,
+/// and files from the previous write that are no longer rendered are
+/// removed (with directories left empty).
+pub fn write_files(root: &Path, files: &Files) -> Result<TreeSummary, Error> {
+    fs::create_dir_all(root).map_err(io("create", root))?;
+    let manifest_path = root.join(MANIFEST);
+    let previous: BTreeSet<String> = match fs::read_to_string(&manifest_path) {
+        Ok(s) => s
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+        Err(e) => return Err(io("read", &manifest_path)(e)),
+    };
+
+    let dirs: BTreeSet<PathBuf> = files
+        .keys()
+        .filter_map(|rel| root.join(rel).parent().map(Path::to_owned))
+        .collect();
+    for d in &dirs {
+        fs::create_dir_all(d).map_err(io("create", d))?;
+    }
+
+    let outcomes: Vec<(&String, Outcome)> = files
+        .par_iter()
+        .map(|(rel, contents)| {
+            let path = root.join(rel);
+            let outcome = match fs::read(&path) {
+                Ok(old) if old == contents.as_bytes() => return Ok((rel, Outcome::Unchanged)),
+                Ok(_) => Outcome::Changed,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Outcome::Added,
+                Err(e) => return Err(io("read", &path)(e)),
+            };
+            fs::write(&path, contents).map_err(io("write", &path))?;
+            Ok((rel, outcome))
+        })
+        .collect::<Result<_, Error>>()?;
+
+    let mut summary = TreeSummary::default();
+    for (rel, o) in outcomes {
+        match o {
+            Outcome::Added => summary.added.push(rel.clone()),
+            Outcome::Changed => summary.changed.push(rel.clone()),
+            Outcome::Unchanged => summary.unchanged += 1,
+        }
+    }
+
+    for rel in previous.iter().filter(|p| !files.contains_key(*p)) {
+        if rel.split('/').any(|c| c == ".." || c.is_empty()) || rel.starts_with('/') {
+            return Err(Error::Tree(format!(
+                "{} lists {rel:?}, which is outside the tree; refusing to remove it",
+                manifest_path.display()
+            )));
+        }
+        let path = root.join(rel);
+        match fs::remove_file(&path) {
+            Ok(()) => summary.removed.push(rel.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove", &path)(e)),
+        }
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            // Stops at the first directory that is not empty (or the root).
+            if d == root || fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+
+    let manifest: String = files.keys().map(|k| format!("{k}\n")).collect();
+    if fs::read_to_string(&manifest_path).ok().as_deref() != Some(manifest.as_str()) {
+        fs::write(&manifest_path, manifest).map_err(io("write", &manifest_path))?;
+    }
+    Ok(summary)
+}
+
+/// Renders the tree for `rendered` and writes it under `root`.
+pub fn write_tree(
+    root: &Path,
+    rendered: &Rendered,
+    options: &RenderOptions,
+) -> Result<TreeSummary, Error> {
+    let files = files(rendered, options)?;
+    let summary = write_files(root, &files)?;
+    tracing::info!(
+        root = %root.display(),
+        added = summary.added.len(),
+        changed = summary.changed.len(),
+        removed = summary.removed.len(),
+        unchanged = summary.unchanged,
+        "wrote GitOps tree"
+    );
+    Ok(summary)
+}
