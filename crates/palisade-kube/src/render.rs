@@ -115,6 +115,15 @@ impl Rendered {
 /// Renders `snapshot`. Tenants are rendered in parallel; the output order
 /// does not depend on scheduling.
 pub fn render(snapshot: &Snapshot, options: &RenderOptions) -> Result<Rendered, Error> {
+    // Stores promise sorted lists, but output bytes must not depend on it.
+    let mut sorted = snapshot.clone();
+    sorted.tenants.sort_by(|a, b| a.name.cmp(&b.name));
+    sorted
+        .deployments
+        .sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
+    sorted.gateways.sort_by(|a, b| a.scope.cmp(&b.scope));
+    sorted.allow_rules.sort();
+    let snapshot = &sorted;
     let policy = Policy::compile_with(
         snapshot,
         &PolicyOptions {
@@ -433,7 +442,12 @@ impl Cx<'_> {
         let egress: Vec<&Rule> = self.policy.rules_from(me).collect();
         if self.options.policy.cilium() {
             let mut ing: Vec<IngressRule> = extra_ingress;
-            ing.extend(ingress.iter().flat_map(|r| self.cilium_ingress(r, ns)));
+            for rule in ingress.iter().flat_map(|r| self.cilium_ingress(r, ns)) {
+                // Several gateways add the same `ingress` entity rule.
+                if !ing.contains(&rule) {
+                    ing.push(rule);
+                }
+            }
             let eg: Vec<EgressRule> = egress.iter().map(|r| self.cilium_egress(r, ns)).collect();
             let cnp = CiliumNetworkPolicy {
                 metadata: meta(name, Some(ns), obj_labels.clone()),
@@ -712,8 +726,9 @@ impl Cx<'_> {
             })?);
         }
 
+        // Per-deployment gateways live with their deployment.
         for g in &self.snapshot.gateways {
-            if g.scope != GatewayScope::Central && g.scope.tenant() == Some(&t.name) {
+            if matches!(&g.scope, GatewayScope::PerTenant { tenant } if tenant == &t.name) {
                 self.gateway(&g.scope, &own, &mut out)?;
             }
         }
@@ -935,6 +950,13 @@ impl Cx<'_> {
             &mut out,
         )?;
 
+        for g in &self.snapshot.gateways {
+            if matches!(&g.scope, GatewayScope::PerDeployment { tenant, deployment }
+                if tenant == &t.name && deployment == &d.name)
+            {
+                self.gateway(&g.scope, &own, &mut out)?;
+            }
+        }
         if let Some(port) = d.ports.first() {
             for g in &self.snapshot.gateways {
                 if !g.scope.fronts(&t.name, &d.name) {

@@ -1,0 +1,476 @@
+//! The rendered output as a user sees it: golden files for the seed
+//! scenario, byte-stability, minimal re-renders, `kubectl kustomize` on
+//! every layer and schema validation of every object.
+//!
+//! External validators (kubectl, kubernetes-validate, the Cilium CRD
+//! validator) are optional outside CI: a missing one prints
+//! `SKIPPED: <why>` and the check passes; with `CI=true` it fails.
+
+// Test helpers outside #[test] fns panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use palisade_kube::fixtures;
+use palisade_kube::options::PolicyFlavour;
+use palisade_kube::tree::{self, Files};
+use palisade_kube::{RenderOptions, render, to_multi_doc};
+use serde_yaml_ng::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn seed_files(options: &RenderOptions) -> Files {
+    let rendered = render(&fixtures::seed(), options).unwrap();
+    tree::files(&rendered, options).unwrap()
+}
+
+fn seed_stream(options: &RenderOptions) -> String {
+    let rendered = render(&fixtures::seed(), options).unwrap();
+    let objects: Vec<_> = rendered.objects().cloned().collect();
+    to_multi_doc(&objects)
+}
+
+/// Compares `actual` with the golden file `rel`; `UPDATE_GOLDEN=1`
+/// rewrites it instead (review the diff by eye before committing).
+fn check_golden(rel: &str, actual: &str) -> Option<String> {
+    let path = golden_dir().join(rel);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return None;
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(expected) if expected == actual => None,
+        Ok(_) => Some(format!("{rel} differs from its golden file")),
+        Err(e) => Some(format!("{rel}: cannot read golden file: {e}")),
+    }
+}
+
+#[test]
+fn seed_tree_matches_golden_files() {
+    let files = seed_files(&RenderOptions::default());
+    let mut failures: Vec<String> = files
+        .iter()
+        .filter_map(|(rel, contents)| check_golden(&format!("tree/{rel}"), contents))
+        .collect();
+    if std::env::var_os("UPDATE_GOLDEN").is_none() {
+        // No golden file may be left over from something no longer rendered.
+        let root = golden_dir().join("tree");
+        for path in walk(&root) {
+            let rel = path
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if !files.contains_key(&rel) {
+                failures.push(format!("golden file {rel} is no longer rendered"));
+            }
+        }
+    }
+    failures.extend(check_golden(
+        "stream.yaml",
+        &seed_stream(&RenderOptions::default()),
+    ));
+    assert!(
+        failures.is_empty(),
+        "{}\n(run with UPDATE_GOLDEN=1 to accept)",
+        failures.join("\n")
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rendering_twice_gives_identical_bytes() {
+    let options = RenderOptions::default();
+    assert_eq!(seed_files(&options), seed_files(&options));
+    assert_eq!(seed_stream(&options), seed_stream(&options));
+
+    // Input order must not matter either: stores may list in any order.
+    let mut shuffled = fixtures::seed();
+    shuffled.deployments.reverse();
+    shuffled.tenants.reverse();
+    shuffled.gateways.reverse();
+    let a = tree::files(&render(&shuffled, &options).unwrap(), &options).unwrap();
+    let b = seed_files(&options);
+    let differing: Vec<&String> = b.keys().filter(|k| a.get(*k) != b.get(*k)).collect();
+    assert!(differing.is_empty(), "input order changed {differing:?}");
+    assert_eq!(a.len(), b.len());
+}
+
+#[test]
+fn rewriting_an_unchanged_tree_touches_nothing_and_a_deletion_only_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RenderOptions::default();
+    let snap = fixtures::seed();
+    let first = tree::write_tree(dir.path(), &render(&snap, &options).unwrap(), &options).unwrap();
+    assert!(first.changed.is_empty() && first.removed.is_empty());
+    assert_eq!(first.added.len(), seed_files(&options).len());
+
+    // A file the user keeps next to the tree survives every re-render.
+    std::fs::write(dir.path().join("base/NOTES.md"), "mine").unwrap();
+
+    let again = tree::write_tree(dir.path(), &render(&snap, &options).unwrap(), &options).unwrap();
+    assert!(again.is_empty(), "{again}");
+
+    let mut smaller = snap.clone();
+    smaller
+        .deployments
+        .retain(|d| !(d.tenant.as_str() == "acme-corp" && d.name.as_str() == "web-frontend"));
+    smaller.gateways.retain(|g| {
+        !matches!(&g.scope, palisade_core::GatewayScope::PerDeployment { deployment, .. }
+            if deployment.as_str() == "web-frontend")
+    });
+    let summary =
+        tree::write_tree(dir.path(), &render(&smaller, &options).unwrap(), &options).unwrap();
+    assert!(summary.added.is_empty(), "{summary}");
+    assert_eq!(
+        summary.removed,
+        ["base/tenants/acme-corp/deployments/web-frontend.yaml"]
+    );
+    assert_eq!(
+        summary.changed,
+        [
+            // The central gateway no longer reaches it.
+            "base/platform/ciliumnetworkpolicy-gateway-central.yaml",
+            // Its resources entry.
+            "base/tenants/acme-corp/kustomization.yaml",
+        ]
+    );
+    assert!(dir.path().join("base/NOTES.md").exists());
+
+    // Deleting the last deployment and the tenant removes its directory.
+    let mut no_big = smaller.clone();
+    no_big.tenants.retain(|t| t.name.as_str() != "big-corp");
+    no_big
+        .deployments
+        .retain(|d| d.tenant.as_str() != "big-corp");
+    no_big
+        .gateways
+        .retain(|g| g.scope.tenant().is_none_or(|t| t.as_str() != "big-corp"));
+    let summary =
+        tree::write_tree(dir.path(), &render(&no_big, &options).unwrap(), &options).unwrap();
+    assert_eq!(summary.removed.len(), 3, "{summary}");
+    assert!(!dir.path().join("base/tenants/big-corp").exists());
+}
+
+// ------------------------------------------------------------ validators
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Reports a missing validator: loudly, and fatally in CI.
+fn skip(why: &str) {
+    eprintln!("SKIPPED: {why}");
+    assert!(!in_ci(), "CI=true but a validator is missing: {why}");
+}
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(venv) = std::env::var_os("PALISADE_VENV") {
+        candidates.push(PathBuf::from(venv).join("bin").join(name));
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    candidates.push(manifest.join("../../target/venv-kube/bin").join(name));
+    candidates.push(PathBuf::from("/work/venv-kube/bin").join(name));
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|p| p.join(name)));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+fn schemas_dir() -> Option<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("PALISADE_SCHEMAS")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([manifest.join("../../../shared/schemas")])
+        .find(|p| p.join("validate_crd_objects.py").is_file())
+}
+
+fn docs(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn kind(v: &Value) -> String {
+    v["kind"].as_str().unwrap_or_default().to_owned()
+}
+
+fn api_version(v: &Value) -> String {
+    v["apiVersion"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Every option combination that changes which kinds or fields appear.
+fn variants() -> Vec<(&'static str, String)> {
+    let mut out = vec![("default", seed_stream(&RenderOptions::default()))];
+    let mut both = RenderOptions {
+        policy: PolicyFlavour::Both,
+        run_as_non_root: true,
+        read_only_root_fs: true,
+        ..RenderOptions::default()
+    };
+    both.proxy.address = "172.16.28.8".into();
+    out.push(("both-policies-proxy-ip", seed_stream(&both)));
+    out
+}
+
+fn write_docs(dir: &Path, name: &str, docs: &[&Value]) -> PathBuf {
+    let path = dir.join(name);
+    let mut s = String::new();
+    for d in docs {
+        s.push_str("---\n");
+        s.push_str(&serde_yaml_ng::to_string(d).unwrap());
+    }
+    std::fs::write(&path, s).unwrap();
+    path
+}
+
+#[test]
+fn every_builtin_object_validates_against_the_kubernetes_schemas() {
+    let Some(validator) = find_tool("kubernetes-validate") else {
+        return skip("kubernetes-validate not found (pip install kubernetes-validate)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (variant, stream) in variants() {
+        let all = docs(&stream);
+        let builtin: Vec<&Value> = all
+            .iter()
+            .filter(|v| !api_version(v).contains(".io/") || api_version(v).contains(".k8s.io/"))
+            .filter(|v| !api_version(v).starts_with("gateway.networking.k8s.io"))
+            .collect();
+        assert!(builtin.len() > 10, "{variant}: too few built-in objects");
+        let file = write_docs(dir.path(), &format!("{variant}.yaml"), &builtin);
+        let out = Command::new(&validator)
+            .args(["-k", "1.33", "--strict"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{variant}: {text}");
+        let passed = text.matches(" passed for resource ").count();
+        assert_eq!(passed, builtin.len(), "{variant}: {text}");
+        checked += passed;
+    }
+    eprintln!("validated {checked} built-in objects");
+}
+
+#[test]
+fn every_cilium_object_validates_against_the_cilium_crds() {
+    let Some(schemas) = schemas_dir() else {
+        return skip("Cilium CRD schemas not found (set PALISADE_SCHEMAS)");
+    };
+    let Some(python) = find_tool("python3") else {
+        return skip("python3 not found");
+    };
+    let probe = Command::new(&python)
+        .args(["-c", "import yaml, jsonschema, regex"])
+        .status()
+        .unwrap();
+    if !probe.success() {
+        return skip(&format!(
+            "{} lacks pyyaml/jsonschema/regex (set PALISADE_VENV)",
+            python.display()
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (variant, stream) in variants() {
+        let all = docs(&stream);
+        let cilium: Vec<&Value> = all
+            .iter()
+            .filter(|v| api_version(v).starts_with("cilium.io/"))
+            .collect();
+        let file = write_docs(dir.path(), &format!("{variant}.yaml"), &cilium);
+        let mut ok = 0;
+        for crd in [
+            "ciliumnetworkpolicies",
+            "ciliumpodippools",
+            "ciliumegressgatewaypolicies",
+        ] {
+            let out = Command::new(&python)
+                .arg(schemas.join("validate_crd_objects.py"))
+                .arg("--strict")
+                .arg(schemas.join(format!("cilium/{crd}.yaml")))
+                .arg(&file)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{variant} {crd}: {text}");
+            ok += text.lines().filter(|l| l.starts_with("ok ")).count();
+        }
+        // Every Cilium object was matched by one CRD and passed.
+        assert_eq!(ok, cilium.len(), "{variant}");
+        let kinds: std::collections::BTreeSet<String> = cilium.iter().map(|v| kind(v)).collect();
+        assert_eq!(
+            kinds.into_iter().collect::<Vec<_>>(),
+            [
+                "CiliumEgressGatewayPolicy",
+                "CiliumNetworkPolicy",
+                "CiliumPodIPPool"
+            ],
+            "{variant}"
+        );
+    }
+}
+
+fn kustomize(dir: &Path) -> Option<Vec<Value>> {
+    let out = match Command::new("kubectl").arg("kustomize").arg(dir).output() {
+        Ok(out) => out,
+        Err(e) => {
+            skip(&format!("kubectl not runnable: {e}"));
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(docs(&String::from_utf8(out.stdout).unwrap()))
+}
+
+#[test]
+fn kustomize_builds_base_and_overlays_with_the_claimed_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RenderOptions::default();
+    let snap = fixtures::seed();
+    tree::write_tree(dir.path(), &render(&snap, &options).unwrap(), &options).unwrap();
+
+    let Some(base) = kustomize(&dir.path().join("base")) else {
+        return;
+    };
+    let dev = kustomize(&dir.path().join("overlays/development")).unwrap();
+    let prod = kustomize(&dir.path().join("overlays/production")).unwrap();
+    let flux = kustomize(&dir.path().join("flux")).unwrap();
+    let stream = docs(&seed_stream(&options));
+    assert_eq!(base.len(), stream.len(), "base holds every rendered object");
+    assert_eq!(dev.len(), base.len());
+    assert_eq!(prod.len(), base.len());
+    assert_eq!(flux.len(), 3);
+
+    let deployments = |docs: &[Value]| -> Vec<(String, i64, String)> {
+        docs.iter()
+            .filter(|v| kind(v) == "Deployment")
+            .map(|v| {
+                (
+                    v["metadata"]["name"].as_str().unwrap().to_owned(),
+                    v["spec"]["replicas"].as_i64().unwrap(),
+                    v["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    };
+    let model: Vec<i64> = {
+        let mut d = snap.deployments.clone();
+        d.sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
+        d.iter().map(|d| i64::from(d.replicas.get())).collect()
+    };
+    let dev_d = deployments(&dev);
+    let prod_d = deployments(&prod);
+    assert_eq!(dev_d.len(), 4);
+    // Development: one replica and seed 002's small limits everywhere.
+    assert!(
+        dev_d.iter().all(|(_, r, m)| *r == 1 && m == "128Mi"),
+        "{dev_d:?}"
+    );
+    // Production: the model's replicas and the base resources.
+    assert_eq!(prod_d.iter().map(|d| d.1).collect::<Vec<_>>(), model);
+    assert!(prod_d.iter().all(|(_, _, m)| m == "512Mi"), "{prod_d:?}");
+    assert_eq!(deployments(&base), prod_d);
+
+    // The proxy ConfigMap says which environment it is, under a hashed
+    // name that every Deployment of the tenant refers to.
+    for (docs, env) in [
+        (&dev, Some("development")),
+        (&prod, Some("production")),
+        (&base, None),
+    ] {
+        let cms: Vec<&Value> = docs.iter().filter(|v| kind(v) == "ConfigMap").collect();
+        assert_eq!(cms.len(), 1, "only acme-corp uses the proxy");
+        assert_eq!(cms[0]["data"]["ENVIRONMENT"].as_str(), env);
+        let name = cms[0]["metadata"]["name"].as_str().unwrap();
+        assert!(name.starts_with("egress-proxy-"), "{name}");
+        let refs = docs
+            .iter()
+            .filter(|v| kind(v) == "Deployment")
+            .filter(|v| v["metadata"]["namespace"] == "tenant-acme-corp")
+            .map(|v| {
+                v["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"]
+                    ["configMapKeyRef"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(refs, vec![name.to_owned(); 3]);
+    }
+    // Every overlay object carries its environment label.
+    assert!(
+        dev.iter()
+            .all(|v| v["metadata"]["labels"]["palisade.io/environment"] == "development")
+    );
+}
+
+#[test]
+fn overlay_output_validates_too() {
+    // The overlays add generated ConfigMaps and patches: check the result
+    // of kustomize, not only the base objects.
+    let Some(validator) = find_tool("kubernetes-validate") else {
+        return skip("kubernetes-validate not found");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let options = RenderOptions::default();
+    tree::write_tree(
+        dir.path(),
+        &render(&fixtures::seed(), &options).unwrap(),
+        &options,
+    )
+    .unwrap();
+    for env in ["development", "production"] {
+        let Some(all) = kustomize(&dir.path().join("overlays").join(env)) else {
+            return;
+        };
+        let builtin: Vec<&Value> = all
+            .iter()
+            .filter(|v| !api_version(v).contains(".io/") || api_version(v).contains(".k8s.io/"))
+            .filter(|v| !api_version(v).starts_with("gateway.networking.k8s.io"))
+            .collect();
+        let file = write_docs(dir.path(), &format!("{env}.yaml"), &builtin);
+        let out = Command::new(&validator)
+            .args(["-k", "1.33", "--strict"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{env}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
