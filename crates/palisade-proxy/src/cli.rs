@@ -1,0 +1,177 @@
+//! Command-line entry, shared by the `palisade-proxy` binary and `palisade proxy`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use tokio::net::TcpListener;
+
+use crate::config::ProxyConfig;
+use crate::server::Proxy;
+
+/// Exit status for a bad configuration (EX_CONFIG from sysexits is 78; EX_USAGE 64
+/// is what linkerd and this project use for "your input is wrong").
+pub const EXIT_CONFIG: u8 = 64;
+
+const USAGE: &str = "usage:
+  palisade-proxy --config FILE          run the proxy
+  palisade-proxy check --config FILE    validate a config file and exit
+  palisade-proxy hash-password          read a password on stdin, print its Argon2 hash";
+
+enum Command {
+    Run(PathBuf),
+    Check(PathBuf),
+    HashPassword,
+}
+
+fn parse(args: &[String]) -> Result<Command, String> {
+    let mut config = None;
+    let mut verb = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" | "-c" => {
+                config = Some(PathBuf::from(it.next().ok_or("--config needs a file")?));
+            }
+            s if s.starts_with("--config=") => {
+                config = Some(PathBuf::from(&s["--config=".len()..]));
+            }
+            "check" | "hash-password" | "run" if verb.is_none() => verb = Some(a.clone()),
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    match (verb.as_deref(), config) {
+        (Some("hash-password"), _) => Ok(Command::HashPassword),
+        (Some("check"), Some(c)) => Ok(Command::Check(c)),
+        (None | Some("run"), Some(c)) => Ok(Command::Run(c)),
+        _ => Err("--config FILE is required".to_string()),
+    }
+}
+
+/// Run the proxy CLI with `args` (without the program name). Sets up JSON logging
+/// (`RUST_LOG` filters, default `info`), loads and validates the config before
+/// binding anything (exit 64 on error), then serves until SIGTERM or Ctrl-C;
+/// SIGHUP reloads the config file.
+pub fn main_with_args(args: &[String]) -> ExitCode {
+    let cmd = match parse(args) {
+        Ok(c) => c,
+        Err(msg) => {
+            if !msg.is_empty() {
+                eprintln!("palisade-proxy: {msg}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let path = match cmd {
+        Command::HashPassword => return hash_password(),
+        Command::Check(path) => {
+            return match ProxyConfig::load(&path) {
+                Ok(c) => {
+                    println!("{}: ok ({} tenants)", path.display(), c.tenants.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("palisade-proxy: {}: {e}", path.display());
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            };
+        }
+        Command::Run(path) => path,
+    };
+    let config = match ProxyConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("palisade-proxy: {}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("palisade-proxy: failed to start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "proxy failed");
+            eprintln!("palisade-proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .try_init();
+}
+
+async fn run(config: ProxyConfig, path: PathBuf) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("failed to bind listen address {}", config.listen))?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("failed to bind admin address {}", config.admin_listen))?;
+    let proxy = Proxy::new(config).with_config_file(path);
+    let handle = proxy.handle();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("failed to install SIGHUP handler")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("failed to install SIGTERM handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading config");
+            let _ = handle.reload_config_file();
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+        }
+    };
+    proxy.serve(listener, admin, shutdown).await?;
+    Ok(())
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        eprintln!("palisade-proxy: failed to read password from stdin");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    let salt = match SaltString::encode_b64(&rand::random::<[u8; 16]>()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("palisade-proxy: failed to make a salt: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match argon2::Argon2::default().hash_password(password.as_bytes(), &salt) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("palisade-proxy: failed to hash password: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! Request handling: identify the caller, apply limits and policy, resolve and
+//! check the destination, then forward (absolute-form HTTP) or tunnel (CONNECT).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::ProxyError;
+use crate::metrics::{AccessRecord, Metrics, UpstreamLabels};
+use crate::relay::{TunnelEnd, forward_prefix, relay};
+use crate::resolve::Resolver;
+use crate::runtime::{AuthOutcome, Limited, Runtime, Tenant, Verdict};
+use crate::sniff::{HeadFlags, HeadReset, Sniffer};
+use crate::target::{Host, Target, parse_authority};
+use crate::upstream::{Metered, Pool, PoolKey, Pooled, dial};
+
+/// Body type of responses to clients.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Header carrying the short reason of a refusal.
+pub const REASON_HEADER: &str = "x-palisade-reason";
+
+const VIA: &str = "1.1 palisade";
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub struct Shared {
+    /// The active compiled config.
+    pub runtime: ArcSwap<Runtime>,
+    /// Name resolution.
+    pub resolver: Arc<dyn Resolver>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Upstream connection pool.
+    pub pool: Arc<Pool>,
+    /// Tracks tunnels so shutdown can wait for them.
+    pub tunnels: TaskTracker,
+    /// Cancelled when the shutdown grace period is over.
+    pub abort: CancellationToken,
+    /// The proxy's own listener addresses (denied as destinations).
+    pub own: std::sync::Mutex<Vec<SocketAddr>>,
+}
+
+fn plain(status: StatusCode, text: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed());
+    *resp.status_mut() = status;
+    resp
+}
+
+fn error_response(err: &ProxyError) -> Response<ProxyBody> {
+    let mut resp = plain(err.status(), format!("palisade: {err}\n"));
+    let h = resp.headers_mut();
+    h.insert(REASON_HEADER, HeaderValue::from_static(err.reason()));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    match err {
+        ProxyError::AuthRequired => {
+            h.insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"palisade\""),
+            );
+        }
+        ProxyError::RateLimited(wait) => {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        _ => {}
+    }
+    resp
+}
+
+/// Serve one request from `client`.
+pub async fn handle(
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    head: Arc<HeadFlags>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let rt = shared.runtime.load_full();
+    let ambiguous = head.take_ambiguous();
+    // Once this request's body is done (or dropped), the next bytes are a head again.
+    let reset = HeadReset(head);
+    let mut rec = AccessRecord::new(shared.metrics.clone(), client, req.method().to_string());
+    let start = Instant::now();
+    let result = if ambiguous {
+        drop(reset);
+        Err(ProxyError::BadRequest("ambiguous-framing"))
+    } else if req.method() == Method::CONNECT {
+        drop(reset);
+        connect(&shared, &rt, req, &mut rec).await
+    } else {
+        forward(&shared, &rt, req, reset, &mut rec).await
+    };
+    shared
+        .metrics
+        .latency
+        .observe(start.elapsed().as_secs_f64());
+    match result {
+        Ok(Reply::Forwarded(resp)) => {
+            rec.status = resp.status().as_u16();
+            let counters = rec.counters.clone();
+            Ok(resp.map(|b| Metered::new(b, counters, false, Some(rec)).boxed()))
+        }
+        Ok(Reply::Tunnel(resp)) => Ok(resp),
+        Err(err) => {
+            rec.status = err.status().as_u16();
+            rec.decision = if err.is_upstream() { "error" } else { "deny" };
+            rec.reason = err.reason();
+            if err.is_upstream() {
+                shared
+                    .metrics
+                    .upstream_errors
+                    .get_or_create(&UpstreamLabels {
+                        tenant: rec.tenant.to_string(),
+                        reason: err.reason(),
+                    })
+                    .inc();
+            }
+            tracing::debug!(client = %client, error = %err, "request refused");
+            Ok(error_response(&err))
+        }
+    }
+}
+
+enum Reply {
+    Forwarded(Response<Incoming>),
+    Tunnel(Response<ProxyBody>),
+}
+
+/// Identify the caller, apply rate and concurrency limits and the tenant's domain
+/// and port policy. Fills the record's tenant, deployment and decision.
+fn admit<'rt>(
+    rt: &'rt Runtime,
+    headers: &HeaderMap,
+    target: &Target,
+    rec: &mut AccessRecord,
+) -> Result<&'rt Tenant, ProxyError> {
+    let (index, deployment) = match rt.identify(rec.client.ip()) {
+        Some(c) => (c.tenant, c.deployment.clone()),
+        None => match rt.authenticate(
+            headers
+                .get(header::PROXY_AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        ) {
+            AuthOutcome::Tenant(t) => (t, Arc::from("-")),
+            AuthOutcome::Invalid => return Err(ProxyError::AuthRequired),
+            AuthOutcome::Missing if rt.has_credentials() => return Err(ProxyError::AuthRequired),
+            AuthOutcome::Missing => return Err(ProxyError::UnknownCaller),
+        },
+    };
+    let tenant = rt.tenants.get(index).ok_or(ProxyError::UnknownCaller)?;
+    rec.tenant = tenant.name.clone();
+    rec.deployment = deployment;
+    match tenant.limiter.admit() {
+        Ok(permit) => rec.permit = permit,
+        Err(Limited::Rate(wait)) => return Err(ProxyError::RateLimited(wait)),
+        Err(Limited::Concurrency) => return Err(ProxyError::TooManyConcurrent),
+    }
+    match tenant.policy(&target.host, target.port) {
+        Verdict::Allow => {}
+        Verdict::Deny(reason) => return Err(ProxyError::Denied(reason)),
+        Verdict::Report(reason) => {
+            tracing::warn!(
+                tenant = %tenant.name,
+                dest = %target,
+                reason,
+                "report mode: request would be denied"
+            );
+            rec.decision = "report";
+            rec.reason = reason;
+        }
+    }
+    Ok(tenant)
+}
+
+/// Resolve once, check every answer, then dial only checked addresses from the
+/// tenant's egress address.
+async fn connect_checked(
+    shared: &Shared,
+    rt: &Runtime,
+    tenant: &Tenant,
+    target: &Target,
+    rec: &mut AccessRecord,
+) -> Result<(TcpStream, SocketAddr, Option<IpAddr>), ProxyError> {
+    let ips = match &target.host {
+        Host::Ip(ip) => vec![*ip],
+        Host::Name(name) => shared
+            .resolver
+            .resolve(name)
+            .await
+            .map_err(ProxyError::Resolve)?,
+    };
+    let addrs: Vec<SocketAddr> = ips
+        .iter()
+        .map(|ip| SocketAddr::new(ip.to_canonical(), target.port))
+        .collect();
+    for addr in &addrs {
+        if let Err(reason) = tenant.guard.check(*addr) {
+            rec.resolved = Some(*addr);
+            tracing::warn!(
+                tenant = %tenant.name,
+                dest = %target,
+                resolved = %addr,
+                reason = reason.as_str(),
+                "destination address denied"
+            );
+            return Err(ProxyError::Denied(reason.as_str()));
+        }
+    }
+    let timeout = rt.config.timeouts.connect.0;
+    let mut last = ProxyError::Resolve(std::io::ErrorKind::NotFound.into());
+    for addr in addrs {
+        let egress = rt.egress_for(tenant, addr.ip());
+        match tokio::time::timeout(timeout, dial(addr, egress)).await {
+            Ok(Ok(stream)) => {
+                rec.resolved = Some(addr);
+                rec.egress = egress;
+                return Ok((stream, addr, egress));
+            }
+            Ok(Err(e)) => last = ProxyError::Connect(e),
+            Err(_) => last = ProxyError::UpstreamTimeout,
+        }
+    }
+    Err(last)
+}
+
+/// Reject messages whose framing two parsers could disagree on.
+fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(ProxyError::BadRequest("ambiguous-framing"));
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next()
+        && lengths.any(|v| v != first)
+    {
+        return Err(ProxyError::BadRequest("ambiguous-framing"));
+    }
+    Ok(())
+}
+
+/// Remove hop-by-hop headers (RFC 9110 section 7.6.1), including any named in `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn add_via(headers: &mut HeaderMap) {
+    headers.append(header::VIA, HeaderValue::from_static(VIA));
+}
+
+async fn forward(
+    shared: &Arc<Shared>,
+    rt: &Runtime,
+    req: Request<Incoming>,
+    reset: HeadReset,
+    rec: &mut AccessRecord,
+) -> Result<Reply, ProxyError> {
+    check_framing(req.headers())?;
+    let uri = req.uri();
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(_) => return Err(ProxyError::BadRequest("unsupported-scheme")),
+        None => return Err(ProxyError::BadRequest("not-a-proxy-request")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or(ProxyError::BadRequest("missing-host"))?
+        .clone();
+    let target = parse_authority(authority.as_str(), Some(80))
+        .map_err(|_| ProxyError::BadRequest("bad-target"))?;
+    rec.dest = target.to_string();
+    let tenant = admit(rt, req.headers(), &target, rec)?;
+
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = Uri::try_from(path).map_err(|_| ProxyError::BadRequest("bad-target"))?;
+    strip_hop_by_hop(&mut parts.headers);
+    add_via(&mut parts.headers);
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        parts.headers.insert(header::HOST, host);
+    }
+    parts.version = hyper::Version::HTTP_11;
+    let body = Metered::new(body, rec.counters.clone(), true, None).with_reset(reset);
+    let mut request = Request::from_parts(parts, body);
+
+    let key = PoolKey {
+        generation: rt.generation,
+        tenant: tenant.name.clone(),
+        egress: (
+            rt.egress_for(tenant, IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            rt.egress_for(tenant, IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
+        ),
+        scheme: "http",
+        authority: authority.as_str().to_ascii_lowercase(),
+    };
+    let first_byte = rt.config.timeouts.first_byte.0;
+    // A pooled connection may have been closed by the origin an instant ago; if
+    // hyper hands the request back unsent, dial a fresh one.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut conn = match shared.pool.checkout(&key) {
+            Some(c) if attempt == 1 => c,
+            _ => {
+                let (stream, peer, egress) =
+                    connect_checked(shared, rt, tenant, &target, rec).await?;
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(ProxyError::Upstream)?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "upstream connection ended");
+                    }
+                });
+                Pooled::new(sender, peer, egress)
+            }
+        };
+        rec.resolved = Some(conn.peer);
+        rec.egress = conn.local;
+        let sent = tokio::time::timeout(first_byte, conn.sender.try_send_request(request)).await;
+        match sent {
+            Err(_) => return Err(ProxyError::UpstreamTimeout),
+            Ok(Ok(mut resp)) => {
+                shared.pool.checkin_when_ready(key, conn);
+                strip_hop_by_hop(resp.headers_mut());
+                add_via(resp.headers_mut());
+                return Ok(Reply::Forwarded(resp));
+            }
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(back) if attempt == 1 => request = back,
+                _ => return Err(ProxyError::Upstream(e.into_error())),
+            },
+        }
+    }
+}
+
+async fn connect(
+    shared: &Arc<Shared>,
+    rt: &Runtime,
+    mut req: Request<Incoming>,
+    rec: &mut AccessRecord,
+) -> Result<Reply, ProxyError> {
+    let authority = req
+        .uri()
+        .authority()
+        .ok_or(ProxyError::BadRequest("bad-connect-target"))?
+        .clone();
+    let target = parse_authority(authority.as_str(), None)
+        .map_err(|_| ProxyError::BadRequest("bad-connect-target"))?;
+    rec.dest = target.to_string();
+    let tenant = admit(rt, req.headers(), &target, rec)?;
+    let (upstream, _, _) = connect_checked(shared, rt, tenant, &target, rec).await?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let idle = rt.config.timeouts.idle.0;
+    let metrics = shared.metrics.clone();
+    let abort = shared.abort.clone();
+    let mut tunnel_rec = std::mem::replace(
+        rec,
+        AccessRecord::new(shared.metrics.clone(), rec.client, String::new()),
+    );
+    // The placeholder left in `rec` must not be logged.
+    rec.silent = true;
+    tunnel_rec.status = 200;
+    shared.tunnels.spawn(async move {
+        metrics.active_tunnels.inc();
+        let end = tokio::select! {
+            r = run_tunnel(on_upgrade, upstream, idle, &tunnel_rec) => r,
+            () = abort.cancelled() => Ok(TunnelEnd::Closed),
+        };
+        if let Err(e) = end {
+            tracing::debug!(error = %e, "tunnel ended with error");
+        }
+        metrics.active_tunnels.dec();
+        drop(tunnel_rec);
+    });
+    let resp = Response::new(Empty::new().map_err(|e| match e {}).boxed());
+    Ok(Reply::Tunnel(resp))
+}
+
+async fn run_tunnel(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    upstream: TcpStream,
+    idle: Duration,
+    rec: &AccessRecord,
+) -> std::io::Result<TunnelEnd> {
+    let upgraded = on_upgrade.await.map_err(std::io::Error::other)?;
+    match upgraded.downcast::<TokioIo<Sniffer<TcpStream>>>() {
+        Ok(parts) => {
+            let client = parts.io.into_inner().into_inner();
+            if !parts.read_buf.is_empty() {
+                forward_prefix(&upstream, &parts.read_buf).await?;
+                rec.counters.up.fetch_add(
+                    parts.read_buf.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+            relay(
+                &client,
+                &upstream,
+                idle,
+                &rec.counters.up,
+                &rec.counters.down,
+            )
+            .await
+        }
+        Err(upgraded) => {
+            let mut client = TokioIo::new(upgraded);
+            let mut upstream = upstream;
+            let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+            rec.counters
+                .up
+                .fetch_add(up, std::sync::atomic::Ordering::Relaxed);
+            rec.counters
+                .down
+                .fetch_add(down, std::sync::atomic::Ordering::Relaxed);
+            Ok(TunnelEnd::Closed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic eA=="),
+        );
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn both_length_headers_or_differing_lengths_are_ambiguous() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&h).is_ok());
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
+        assert!(check_framing(&h).is_err());
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(check_framing(&h).is_err());
+    }
+}

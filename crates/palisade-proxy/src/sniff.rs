@@ -1,0 +1,195 @@
+//! Detects request heads that carry both `Content-Length` and `Transfer-Encoding`.
+//!
+//! hyper resolves that conflict itself (Transfer-Encoding wins, the connection is
+//! closed afterwards) and drops `Content-Length` before the service sees the
+//! request, so the proxy cannot tell. This reader wrapper looks at the raw bytes
+//! of each request head (never at bodies) and flags the conflict, so the proxy
+//! can answer 400 as RFC 9112 section 6.3 allows and the project requires.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Shared between the connection's reader and the request handler.
+#[derive(Debug)]
+pub struct HeadFlags {
+    in_head: AtomicBool,
+    ambiguous: AtomicBool,
+}
+
+impl HeadFlags {
+    /// Whether the head just read had both length headers; clears the flag.
+    pub fn take_ambiguous(&self) -> bool {
+        self.ambiguous.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Resets the reader to "expecting a head" when dropped (at the end of a request body).
+#[derive(Debug)]
+pub struct HeadReset(pub Arc<HeadFlags>);
+
+impl Drop for HeadReset {
+    fn drop(&mut self) {
+        self.0.in_head.store(true, Ordering::Release);
+    }
+}
+
+/// The wrapper.
+#[derive(Debug)]
+pub struct Sniffer<T> {
+    inner: T,
+    flags: Arc<HeadFlags>,
+    /// Start of the current line, lower-cased, up to 20 bytes.
+    line: [u8; 20],
+    line_len: usize,
+    line_bytes: usize,
+    saw_cl: bool,
+    saw_te: bool,
+}
+
+impl<T> Sniffer<T> {
+    /// Wrap a connection.
+    pub fn new(inner: T) -> Self {
+        Sniffer {
+            inner,
+            flags: Arc::new(HeadFlags {
+                in_head: AtomicBool::new(true),
+                ambiguous: AtomicBool::new(false),
+            }),
+            line: [0; 20],
+            line_len: 0,
+            line_bytes: 0,
+            saw_cl: false,
+            saw_te: false,
+        }
+    }
+
+    /// The flags to hand to the request handler.
+    pub fn flags(&self) -> Arc<HeadFlags> {
+        self.flags.clone()
+    }
+
+    /// The wrapped connection.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    fn scan(&mut self, data: &[u8]) {
+        for &b in data {
+            if !self.flags.in_head.load(Ordering::Acquire) {
+                return;
+            }
+            if b == b'\n' {
+                // `line_bytes` counts the line without its CR.
+                if self.line_bytes == 0 {
+                    if self.saw_cl && self.saw_te {
+                        self.flags.ambiguous.store(true, Ordering::Release);
+                    }
+                    self.saw_cl = false;
+                    self.saw_te = false;
+                    self.flags.in_head.store(false, Ordering::Release);
+                } else {
+                    let name = &self.line[..self.line_len];
+                    if name.starts_with(b"content-length:") || name.starts_with(b"content-length ")
+                    {
+                        self.saw_cl = true;
+                    }
+                    if name.starts_with(b"transfer-encoding:")
+                        || name.starts_with(b"transfer-encoding ")
+                    {
+                        self.saw_te = true;
+                    }
+                }
+                self.line_len = 0;
+                self.line_bytes = 0;
+            } else if b != b'\r' {
+                if self.line_len < self.line.len() {
+                    self.line[self.line_len] = b.to_ascii_lowercase();
+                    self.line_len += 1;
+                }
+                self.line_bytes += 1;
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Sniffer<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = poll
+            && self.flags.in_head.load(Ordering::Acquire)
+        {
+            let new = buf.filled()[before..].to_vec();
+            self.scan(&new);
+        }
+        poll
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Sniffer<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sniff(chunks: &[&[u8]]) -> bool {
+        let mut s = Sniffer::new(());
+        for c in chunks {
+            s.scan(c);
+        }
+        s.flags.take_ambiguous()
+    }
+
+    #[test]
+    fn both_length_headers_are_flagged_even_split_across_reads() {
+        assert!(sniff(&[
+            b"POST / HTTP/1.1\r\nContent-Len",
+            b"gth: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ]));
+        assert!(!sniff(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+        ]));
+        assert!(!sniff(&[
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ]));
+    }
+
+    #[test]
+    fn bodies_are_not_scanned() {
+        // After the blank line the body mentions both names: not a head, not flagged.
+        assert!(!sniff(&[b"POST / HTTP/1.1\r\nContent-Length: 60\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n"]));
+    }
+}

@@ -1,0 +1,430 @@
+//! End-to-end behaviour with real sockets and real curl: forwarding, tunnels,
+//! tenant identification, egress binding and the SSRF deny rules.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::IpAddr;
+
+use palisade_proxy::StaticResolver;
+use support::*;
+
+/// Tenants: alpha (127.0.0.2, egress .20, may reach all loopback but .99),
+/// beta (127.0.0.3, egress .30, may reach only the two origins),
+/// gamma (no prefix, Basic credentials ci:s3cret, egress .40).
+fn config(ports: &[u16]) -> String {
+    let ports = ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Argon2id hash of "s3cret".
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$O/Z81KLM/IgRWNuyyAMoGw$0fY4T6Tn2UG9C5TLLSnk/E7CE1KRYknnqXX6X77raCI";
+    format!(
+        r#"
+timeouts: {{ connect: 2s, first_byte: 5s, header_read: 2s, idle: 30s, shutdown_grace: 2s }}
+tenants:
+- name: alpha
+  sources: [{{ prefix: 127.0.0.2/32, deployment: web }}]
+  egress: {{ ipv4: 127.0.0.20 }}
+  allow_ports: [{ports}]
+  allow_cidrs: [127.0.0.0/8]
+  deny_cidrs: [127.0.0.99/32]
+- name: beta
+  sources: [{{ prefix: 127.0.0.3/32, deployment: api }}]
+  egress: {{ ipv4: 127.0.0.30 }}
+  allow_ports: [{ports}]
+  allow_cidrs: [127.0.0.10/32, 127.0.0.11/32]
+- name: gamma
+  credentials: [{{ username: ci, password_hash: '{hash}' }}]
+  egress: {{ ipv4: 127.0.0.40 }}
+  allow_ports: [{ports}]
+  allow_cidrs: [127.0.0.10/32]
+"#
+    )
+}
+
+async fn setup() -> (Origin, Running) {
+    let origin = Origin::start("127.0.0.10").await;
+    let proxy = start_proxy(
+        &config(&[origin.addr.port()]),
+        with_resolver(StaticResolver::new([
+            (
+                "origin.test".to_string(),
+                vec!["127.0.0.10".parse::<IpAddr>().unwrap()],
+            ),
+            (
+                "internal.test".to_string(),
+                vec!["127.0.0.1".parse().unwrap()],
+            ),
+            (
+                "mixed.test".to_string(),
+                vec!["127.0.0.10".parse().unwrap(), "127.0.0.1".parse().unwrap()],
+            ),
+        ])),
+    )
+    .await;
+    (origin, proxy)
+}
+
+#[tokio::test]
+async fn tenants_are_identified_by_source_and_leave_from_their_own_egress_address() {
+    let (origin, proxy) = setup().await;
+    let url = origin.url("/peer");
+    let a = curl(&["-x", &proxy.url(), "--interface", "127.0.0.2", &url]).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "127.0.0.20"), "{a:?}");
+    let b = curl(&["-x", &proxy.url(), "--interface", "127.0.0.3", &url]).await;
+    assert_eq!((b.status, b.body.as_str()), (200, "127.0.0.30"), "{b:?}");
+    // Attribution shows in the metrics by tenant.
+    let (_, metrics) = admin_get(proxy.admin, "/metrics").await;
+    assert!(
+        metrics.contains(r#"tenant="alpha",decision="allow""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tenant="beta",decision="allow""#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn connect_tunnel_reaches_a_tls_origin_from_the_tenant_egress_address() {
+    let origin = Origin::start("127.0.0.10").await;
+    let tls = TlsOrigin::start("127.0.0.11").await;
+    let proxy = start_proxy(&config(&[origin.addr.port(), tls.addr.port()]), None).await;
+    let url = format!("https://{}/peer", tls.addr);
+    let a = curl(&["-k", "-x", &proxy.url(), "--interface", "127.0.0.2", &url]).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "127.0.0.20"), "{a:?}");
+    let b = curl(&["-k", "-x", &proxy.url(), "--interface", "127.0.0.3", &url]).await;
+    assert_eq!((b.status, b.body.as_str()), (200, "127.0.0.30"), "{b:?}");
+    // Large download through the tunnel arrives intact.
+    let big = curl(&[
+        "-k",
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.2",
+        &format!("https://{}/bytes/5000000", tls.addr),
+    ])
+    .await;
+    assert_eq!(big.body.len(), 5_000_000, "{}", big.stderr);
+}
+
+#[tokio::test]
+async fn keep_alive_reuses_the_client_connection_and_the_pooled_upstream() {
+    let (origin, proxy) = setup().await;
+    let url = origin.url("/peer");
+    let out = curl(&[
+        "-v",
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.2",
+        &url,
+        &url,
+        &url,
+    ])
+    .await;
+    assert!(
+        out.stderr.contains("Re-using existing connection")
+            || out.stderr.contains("Reusing existing"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.body.matches("127.0.0.20").count(), 3, "{out:?}");
+    assert_eq!(
+        origin.connections(),
+        1,
+        "three requests should share one upstream connection"
+    );
+}
+
+#[tokio::test]
+async fn pooled_connections_are_not_shared_between_tenants() {
+    let (origin, proxy) = setup().await;
+    let url = origin.url("/peer");
+    for (src, want) in [
+        ("127.0.0.2", "127.0.0.20"),
+        ("127.0.0.3", "127.0.0.30"),
+        ("127.0.0.2", "127.0.0.20"),
+        ("127.0.0.3", "127.0.0.30"),
+    ] {
+        let out = curl(&["-x", &proxy.url(), "--interface", src, &url]).await;
+        assert_eq!(out.body, want, "{out:?}");
+    }
+    assert_eq!(origin.connections(), 2, "one pooled upstream per tenant");
+}
+
+#[tokio::test]
+async fn large_bodies_flow_both_ways_and_chunked_uploads_work() {
+    let (origin, proxy) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("up.bin");
+    std::fs::write(&file, vec![7u8; 20 * 1024 * 1024]).unwrap();
+    let data = format!("@{}", file.display());
+    let up = curl(&[
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.2",
+        "--data-binary",
+        &data,
+        &origin.url("/echo"),
+    ])
+    .await;
+    assert_eq!((up.status, up.body.as_str()), (200, "20971520"), "{up:?}");
+    let chunked = curl(&[
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.2",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &data,
+        &origin.url("/echo"),
+    ])
+    .await;
+    assert_eq!(
+        (chunked.status, chunked.body.as_str()),
+        (200, "20971520"),
+        "{chunked:?}"
+    );
+    let down = curl(&[
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.2",
+        &origin.url("/bytes/20000000"),
+    ])
+    .await;
+    assert_eq!(down.status, 200);
+    assert_eq!(down.body.len(), 20_000_000);
+}
+
+#[tokio::test]
+async fn proxy_authorization_is_never_forwarded_and_via_is_added() {
+    let (origin, proxy) = setup().await;
+    let out = curl(&[
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.2",
+        "-U",
+        "someone:else",
+        "-H",
+        "Connection: x-hop",
+        "-H",
+        "X-Hop: 1",
+        "-H",
+        "X-Keep: 1",
+        &origin.url("/headers"),
+    ])
+    .await;
+    assert_eq!(out.status, 200, "{out:?}");
+    let body = out.body.to_ascii_lowercase();
+    assert!(!body.contains("proxy-authorization"), "{body}");
+    assert!(!body.contains("x-hop"), "{body}");
+    assert!(!body.contains("proxy-connection"), "{body}");
+    assert!(body.contains("x-keep: 1"), "{body}");
+    assert!(body.contains("via: 1.1 palisade"), "{body}");
+    assert!(
+        body.contains("target: /headers"),
+        "origin must get origin-form: {body}"
+    );
+}
+
+#[tokio::test]
+async fn strangers_get_407_and_valid_credentials_select_the_tenant() {
+    let (origin, proxy) = setup().await;
+    let url = origin.url("/peer");
+    let none = curl(&[
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.4",
+        "-D",
+        "-",
+        &url,
+    ])
+    .await;
+    assert_eq!(none.status, 407, "{none:?}");
+    assert!(
+        none.body
+            .to_ascii_lowercase()
+            .contains("proxy-authenticate: basic"),
+        "{none:?}"
+    );
+    let wrong = curl(&[
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.4",
+        "-U",
+        "ci:nope",
+        &url,
+    ])
+    .await;
+    assert_eq!(wrong.status, 407);
+    let ok = curl(&[
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.4",
+        "-U",
+        "ci:s3cret",
+        &url,
+    ])
+    .await;
+    assert_eq!((ok.status, ok.body.as_str()), (200, "127.0.0.40"), "{ok:?}");
+    let tunnel = curl(&[
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.4",
+        "-U",
+        "ci:s3cret",
+        "-p",
+        &url,
+    ])
+    .await;
+    assert_eq!(
+        (tunnel.status, tunnel.body.as_str()),
+        (200, "127.0.0.40"),
+        "{tunnel:?}"
+    );
+}
+
+#[tokio::test]
+async fn strangers_get_403_when_no_tenant_has_credentials() {
+    let origin = Origin::start("127.0.0.10").await;
+    let proxy = start_proxy(
+        "tenants:\n- name: a\n  sources: [{prefix: 127.0.0.2/32}]\n  allow_cidrs: [127.0.0.10/32]\n",
+        None,
+    )
+    .await;
+    let out = curl(&[
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.4",
+        &origin.url("/peer"),
+    ])
+    .await;
+    assert_eq!(out.status, 403, "{out:?}");
+    assert_eq!(origin.connections(), 0);
+}
+
+/// Raw request from beta (which may reach only 127.0.0.10/.11) for `host`.
+async fn beta_get(proxy: &Running, host_port: &str) -> String {
+    raw(
+        "127.0.0.3",
+        proxy.addr,
+        &format!("GET http://{host_port}/peer HTTP/1.1\r\nHost: {host_port}\r\n\r\n"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn loopback_in_every_notation_is_denied_after_resolution() {
+    let (origin, proxy) = setup().await;
+    let port = origin.addr.port();
+    // Sanity: the allowed origin works for beta.
+    let ok = beta_get(&proxy, &format!("127.0.0.10:{port}")).await;
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    for host in [
+        "127.0.0.1".to_string(),
+        "2130706433".to_string(),         // decimal
+        "0x7f000001".to_string(),         // hex
+        "0177.0.0.1".to_string(),         // octal
+        "127.1".to_string(),              // short form
+        "[::ffff:127.0.0.1]".to_string(), // IPv4-mapped
+        "[::ffff:7f00:1]".to_string(),
+        "[::127.0.0.1]".to_string(), // IPv4-compatible
+        "[::1]".to_string(),
+        "internal.test".to_string(), // name resolving to loopback
+        "mixed.test".to_string(),    // one good and one bad answer
+    ] {
+        let head = beta_get(&proxy, &format!("{host}:{port}")).await;
+        assert_eq!(status_of(&head), 403, "{host}: {head}");
+        assert!(
+            header_of(&head, "x-palisade-reason").is_some(),
+            "{host}: {head}"
+        );
+    }
+    let ok = beta_get(&proxy, &format!("origin.test:{port}")).await;
+    assert_eq!(
+        status_of(&ok),
+        200,
+        "a name resolving to an allowed address works: {ok}"
+    );
+    let tunnel = raw(
+        "127.0.0.3",
+        proxy.addr,
+        &format!("CONNECT 2130706433:{port} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status_of(&tunnel), 403, "{tunnel}");
+    assert_eq!(
+        origin.connections(),
+        2,
+        "only the two allowed requests (two authorities) reached the origin"
+    );
+}
+
+#[tokio::test]
+async fn a_narrow_tenant_deny_wins_inside_an_allowed_range_and_the_proxy_never_calls_itself() {
+    let (origin, proxy) = setup().await;
+    let port = origin.addr.port();
+    let head = raw(
+        "127.0.0.2",
+        proxy.addr,
+        &format!("GET http://127.0.0.99:{port}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status_of(&head), 403, "{head}");
+    assert_eq!(
+        header_of(&head, "x-palisade-reason").as_deref(),
+        Some("tenant-deny-cidr")
+    );
+    let self_port = proxy.addr.port();
+    let config = config(&[port, self_port]);
+    proxy
+        .handle
+        .reload(palisade_proxy::ProxyConfig::from_yaml(&config).unwrap())
+        .unwrap();
+    let head = raw(
+        "127.0.0.2",
+        proxy.addr,
+        &format!("GET http://127.0.0.1:{self_port}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status_of(&head), 403, "{head}");
+    assert_eq!(
+        header_of(&head, "x-palisade-reason").as_deref(),
+        Some("proxy-self")
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_502() {
+    let (_origin, proxy) = setup().await;
+    // Nothing listens on this port of an allowed address.
+    let closed = std::net::TcpListener::bind("127.0.0.10:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let cfg = config(&[port]);
+    proxy
+        .handle
+        .reload(palisade_proxy::ProxyConfig::from_yaml(&cfg).unwrap())
+        .unwrap();
+    let out = curl(&[
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.2",
+        &format!("http://127.0.0.10:{port}/"),
+    ])
+    .await;
+    assert_eq!(out.status, 502, "{out:?}");
+}

@@ -1,0 +1,265 @@
+//! Reload, shutdown, admin endpoints and the binary's exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use palisade_proxy::ProxyConfig;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(port: u16, egress: &str) -> String {
+    format!(
+        "reload_poll: 50ms\ntimeouts: {{ shutdown_grace: 3s }}\ntenants:\n- name: alpha\n  sources: [{{ prefix: 127.0.0.2/32, deployment: web }}]\n  egress: {{ ipv4: {egress} }}\n  allow_ports: [{port}]\n  allow_cidrs: [127.0.0.10/32]\n"
+    )
+}
+
+/// A keep-alive client from 127.0.0.2 that sends absolute-form GETs through the proxy.
+async fn client(
+    proxy: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = sock.connect(proxy).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn get(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    url: &str,
+) -> Result<(u16, String), String> {
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let req = hyper::Request::get(url)
+        .header("host", "x")
+        .body(Empty::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).to_string()))
+}
+
+#[tokio::test]
+async fn reload_during_a_request_stream_loses_nothing_and_a_bad_file_is_refused() {
+    let origin = Origin::start("127.0.0.10").await;
+    let port = origin.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.yaml");
+    std::fs::write(&path, config(port, "127.0.0.20")).unwrap();
+    let proxy = start_proxy_with(ProxyConfig::load(&path).unwrap(), None, Some(path.clone())).await;
+
+    // An open tunnel from before the reload.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut tunnel = sock.connect(proxy.addr).await.unwrap();
+    tunnel
+        .write_all(format!("CONNECT {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.addr).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = tunnel.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let url = origin.url("/peer");
+    let stream = {
+        let url = url.clone();
+        let addr = proxy.addr;
+        tokio::spawn(async move {
+            let mut sender = client(addr).await;
+            let mut seen = Vec::new();
+            let mut failures = Vec::new();
+            for _ in 0..400 {
+                match get(&mut sender, &url).await {
+                    Ok((200, body)) => seen.push(body),
+                    other => failures.push(format!("{other:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (seen, failures)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(&path, config(port, "127.0.0.21")).unwrap();
+    let (seen, failures) = within(60, "request stream stalled", stream).await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "failed requests during reload: {failures:?}"
+    );
+    assert_eq!(seen.first().map(String::as_str), Some("127.0.0.20"));
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("127.0.0.21"),
+        "the new egress took effect"
+    );
+    assert!(proxy.handle.generation() >= 2);
+
+    // The tunnel opened before the reload still carries traffic.
+    tunnel
+        .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = within(5, "tunnel died on reload", tunnel.read(&mut buf))
+        .await
+        .unwrap();
+    let reply = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("127.0.0.20"),
+        "{reply}"
+    );
+
+    // A broken file is refused and the active config stays.
+    let generation = proxy.handle.generation();
+    std::fs::write(&path, "tenants: [{name: BAD}]\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(proxy.handle.generation(), generation);
+    assert!(proxy.handle.reload_from_file(&path).is_err());
+    let mut sender = client(proxy.addr).await;
+    assert_eq!(
+        get(&mut sender, &url).await.unwrap(),
+        (200, "127.0.0.21".to_string())
+    );
+    let (_, metrics) = admin_get(proxy.admin, "/metrics").await;
+    assert!(
+        metrics.contains(r#"palisade_proxy_config_reloads_total{result="rejected"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
+    let origin = Origin::start("127.0.0.10").await;
+    let mut proxy = start_proxy(&config(origin.addr.port(), "127.0.0.20"), None).await;
+    let (status, _) = admin_get(proxy.admin, "/readyz").await;
+    assert_eq!(status, 200);
+    let (status, body) = admin_get(proxy.admin, "/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+
+    let slow = {
+        let proxy_url = proxy.url();
+        let url = origin.url("/slow");
+        tokio::spawn(
+            async move { curl(&["-x", &proxy_url, "--interface", "127.0.0.2", &url]).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.shutdown();
+    let out = within(10, "in-flight request not drained", slow)
+        .await
+        .unwrap();
+    assert_eq!((out.status, out.body.as_str()), (200, "slow"), "{out:?}");
+    within(10, "serve() did not return after drain", &mut proxy.done)
+        .await
+        .unwrap();
+    let refused = tokio::net::TcpStream::connect(proxy.addr).await;
+    assert!(refused.is_err(), "listener still accepting after shutdown");
+}
+
+#[test]
+fn the_binary_exits_64_with_a_precise_message_on_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "tenants:\n- name: a\n  sources: [{prefix: 10.0.0.0/24}]\n- name: b\n  sources: [{prefix: 10.0.0.0/24}]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade-proxy"))
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tenants[1].sources[0].prefix")
+            && err.contains("already claimed by tenant \"a\""),
+        "{err}"
+    );
+
+    std::fs::write(
+        &path,
+        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nlisten_typo: 1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade-proxy"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `listen_typo`"));
+}
+
+#[test]
+fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.yaml");
+    let write = |egress: &str| {
+        std::fs::write(
+            &path,
+            format!("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nreload_poll: 0s\ntenants:\n- name: a\n  sources: [{{prefix: 127.0.0.2/32}}]\n  egress: {{ipv4: {egress}}}\n"),
+        )
+        .unwrap();
+    };
+    write("127.0.0.20");
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_palisade-proxy"))
+            .args(["--config", path.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut next_json = |want: &str| -> serde_json::Value {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            if v["message"] == want {
+                return v;
+            }
+        }
+        panic!("proxy exited before logging {want:?}");
+    };
+    let started = next_json("proxy listening");
+    assert!(
+        started["listen"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let pid = child.0.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    let reloaded = next_json("config reloaded");
+    assert_eq!(reloaded["generation"], 2);
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    next_json("shutting down: draining connections and tunnels");
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
