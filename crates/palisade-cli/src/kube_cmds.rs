@@ -1,23 +1,247 @@
-//! `palisade render` and `palisade apply`: the Kubernetes output (issue 3).
-//!
-//! Placeholder until the Kubernetes crate lands: both commands fail loudly.
+//! `palisade render` and `palisade apply`: flags to [`RenderOptions`], the
+//! snapshot to objects, objects to a tree, a stream or a cluster.
 
-use palisade_core::Snapshot;
+use anyhow::Context as _;
+use palisade_core::{Port, Snapshot};
+use palisade_kube::apply::{ApplyOptions, apply as apply_objects, default_client};
+use palisade_kube::cluster::{self, ClusterOptions};
+use palisade_kube::{PolicyFlavour, RenderOptions, render as render_objects, to_multi_doc, tree};
+use std::io::Write as _;
+use std::path::PathBuf;
+
+/// Which network-policy objects to render.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PolicyArg {
+    /// CiliumNetworkPolicy (default).
+    Cilium,
+    /// Kubernetes NetworkPolicy.
+    Kubernetes,
+    /// Both.
+    Both,
+}
+
+/// Rendering choices shared by `render` and `apply`.
+#[derive(Debug, clap::Args)]
+pub struct OutputFlags {
+    /// Network-policy flavour.
+    #[arg(long, value_enum, default_value = "cilium")]
+    pub policy: PolicyArg,
+    /// gatewayClassName of rendered Gateways.
+    #[arg(long, default_value = "cilium")]
+    pub gateway_class: String,
+    /// Routes get host names <deployment>.<tenant>.<domain>.
+    #[arg(long, default_value = "apps.example.com")]
+    pub gateway_domain: String,
+    /// maskSize of each deployment's CiliumPodIPPool (per-node slice).
+    #[arg(long, default_value_t = 112)]
+    pub pool_mask_size: u8,
+    /// Egress proxy host or IP put into HTTP_PROXY (an IP is allowed by
+    /// CIDR, a name is the in-cluster proxy in palisade-system).
+    #[arg(long)]
+    pub proxy_address: Option<String>,
+    /// Egress proxy port.
+    #[arg(long, default_value = "3128")]
+    pub proxy_port: Port,
+    /// Run containers as non-root (only if every image supports it).
+    #[arg(long)]
+    pub non_root: bool,
+    /// Mount container root file systems read-only.
+    #[arg(long)]
+    pub read_only_root_fs: bool,
+    /// Git repository URL Flux pulls the tree from.
+    #[arg(long)]
+    pub git_url: Option<String>,
+    /// Git branch Flux follows.
+    #[arg(long, default_value = "main")]
+    pub git_branch: String,
+    /// Path of the tree inside the repository.
+    #[arg(long, default_value = ".")]
+    pub git_path: String,
+}
+
+impl OutputFlags {
+    fn options(&self) -> RenderOptions {
+        let mut o = RenderOptions {
+            policy: match self.policy {
+                PolicyArg::Cilium => PolicyFlavour::Cilium,
+                PolicyArg::Kubernetes => PolicyFlavour::Kubernetes,
+                PolicyArg::Both => PolicyFlavour::Both,
+            },
+            pool_mask_size: self.pool_mask_size,
+            gateway_class: self.gateway_class.clone(),
+            gateway_domain: self.gateway_domain.clone(),
+            run_as_non_root: self.non_root,
+            read_only_root_fs: self.read_only_root_fs,
+            ..RenderOptions::default()
+        };
+        if let Some(a) = &self.proxy_address {
+            o.proxy.address = a.clone();
+        }
+        o.proxy.port = self.proxy_port;
+        if let Some(url) = &self.git_url {
+            o.git.url = url.clone();
+        }
+        o.git.branch = self.git_branch.clone();
+        o.git.path = self.git_path.clone();
+        o
+    }
+}
+
+/// What to render instead of the workloads.
+#[derive(Debug, clap::Subcommand)]
+pub enum RenderTarget {
+    /// The cluster set-up: eksctl ClusterConfig, Cilium Helm values, gVisor installer.
+    Cluster(ClusterArgs),
+}
+
+/// Arguments of `palisade render cluster`.
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Directory to write into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// EKS cluster name.
+    #[arg(long, default_value = "palisade")]
+    pub name: String,
+    /// AWS region.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Kubernetes version.
+    #[arg(long, default_value = "1.33")]
+    pub kubernetes_version: String,
+    /// EC2 instance type of every node group.
+    #[arg(long, default_value = "m6i.large")]
+    pub instance_type: String,
+    /// Nodes per node group.
+    #[arg(long, default_value_t = 2)]
+    pub nodes: u32,
+}
 
 /// Arguments of `palisade render`.
 #[derive(Debug, clap::Args)]
-pub struct RenderArgs {}
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RenderArgs {
+    /// `cluster` renders the cluster set-up instead.
+    #[command(subcommand)]
+    pub target: Option<RenderTarget>,
+    /// Write the GitOps tree (base/, overlays/, flux/) into this directory.
+    #[arg(long, conflicts_with = "stdout", required_unless_present = "stdout")]
+    pub out: Option<PathBuf>,
+    /// Print every object as one multi-document YAML stream.
+    #[arg(long)]
+    pub stdout: bool,
+    #[command(flatten)]
+    pub flags: OutputFlags,
+}
 
 /// Arguments of `palisade apply`.
 #[derive(Debug, clap::Args)]
-pub struct ApplyArgs {}
+pub struct ApplyArgs {
+    /// Ask the API server to validate only (server-side dry run); delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not delete Palisade-owned objects that are no longer rendered.
+    #[arg(long)]
+    pub no_prune: bool,
+    #[command(flatten)]
+    pub flags: OutputFlags,
+}
 
 /// Runs `palisade render`.
-pub fn render(_args: &RenderArgs, _snapshot: &Snapshot) -> anyhow::Result<()> {
-    anyhow::bail!("palisade render is not implemented yet")
+pub fn render(args: &RenderArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
+    let options = args.flags.options();
+    if let Some(RenderTarget::Cluster(c)) = &args.target {
+        let cluster = ClusterOptions {
+            name: c.name.clone(),
+            region: c.region.clone(),
+            version: c.kubernetes_version.clone(),
+            instance_type: c.instance_type.clone(),
+            nodes: c.nodes,
+            ..ClusterOptions::default()
+        };
+        let files = cluster::files(snapshot, &options, &cluster);
+        let summary = tree::write_files(&c.out, &files).with_context(|| {
+            format!("failed to write the cluster set-up to {}", c.out.display())
+        })?;
+        print!("{summary}");
+        println!(
+            "next: review {0}/cilium-values.yaml, then run sh {0}/setup.sh",
+            c.out.display()
+        );
+        return Ok(());
+    }
+    let rendered = render_objects(snapshot, &options).context("failed to render")?;
+    match &args.out {
+        Some(dir) => {
+            let summary = tree::write_tree(dir, &rendered, &options)
+                .with_context(|| format!("failed to write the GitOps tree to {}", dir.display()))?;
+            print!("{summary}");
+        }
+        None => {
+            let objects: Vec<_> = rendered.objects().cloned().collect();
+            std::io::stdout()
+                .lock()
+                .write_all(to_multi_doc(&objects).as_bytes())
+                .context("failed to write to stdout")?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `palisade apply`.
-pub fn apply(_args: &ApplyArgs, _snapshot: &Snapshot) -> anyhow::Result<()> {
-    anyhow::bail!("palisade apply is not implemented yet")
+pub fn apply(args: &ApplyArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
+    let options = args.flags.options();
+    let rendered = render_objects(snapshot, &options).context("failed to render")?;
+    let objects: Vec<_> = rendered.objects().cloned().collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let report = runtime.block_on(async {
+        let client = default_client()
+            .await
+            .context("failed to find a cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+        apply_objects(
+            client,
+            &objects,
+            ApplyOptions {
+                dry_run: args.dry_run,
+                prune: !args.no_prune,
+            },
+        )
+        .await
+        .context("failed to apply")
+    })?;
+    let verb = if args.dry_run {
+        "would apply"
+    } else {
+        "applied"
+    };
+    for id in &report.applied {
+        println!("{verb} {id}");
+    }
+    let verb = if args.dry_run {
+        "would prune"
+    } else {
+        "pruned"
+    };
+    for id in &report.pruned {
+        println!("{verb} {id}");
+    }
+    println!(
+        "{} objects {}, {} {}",
+        report.applied.len(),
+        if args.dry_run {
+            "validated (dry run)"
+        } else {
+            "applied"
+        },
+        report.pruned.len(),
+        if args.dry_run {
+            "would be pruned"
+        } else {
+            "pruned"
+        }
+    );
+    Ok(())
 }

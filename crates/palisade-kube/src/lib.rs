@@ -66,8 +66,8 @@ pub enum Error {
     /// did not write.
     #[error("failed to write the tree: {0}")]
     Tree(String),
-    /// A call to the Kubernetes API failed.
-    #[error("failed to {action} {object}: {source}")]
+    /// A call to the Kubernetes API failed (the cause is the `source`).
+    #[error("failed to {action} {object}")]
     Kube {
         /// What was being done ("apply", "list", "delete", "connect to").
         action: &'static str,

@@ -230,6 +230,15 @@ fn variants() -> Vec<(&'static str, String)> {
     };
     both.proxy.address = "172.16.28.8".into();
     out.push(("both-policies-proxy-ip", seed_stream(&both)));
+    let cluster = palisade_kube::cluster::files(
+        &fixtures::seed(),
+        &RenderOptions::default(),
+        &palisade_kube::cluster::ClusterOptions::default(),
+    );
+    out.push((
+        "cluster-gvisor-installer",
+        cluster["gvisor-installer.yaml"].clone(),
+    ));
     out
 }
 
@@ -258,7 +267,7 @@ fn every_builtin_object_validates_against_the_kubernetes_schemas() {
             .filter(|v| !api_version(v).contains(".io/") || api_version(v).contains(".k8s.io/"))
             .filter(|v| !api_version(v).starts_with("gateway.networking.k8s.io"))
             .collect();
-        assert!(builtin.len() > 10, "{variant}: too few built-in objects");
+        assert!(!builtin.is_empty(), "{variant}: no built-in objects");
         let file = write_docs(dir.path(), &format!("{variant}.yaml"), &builtin);
         let out = Command::new(&validator)
             .args(["-k", "1.33", "--strict"])
@@ -300,6 +309,9 @@ fn every_cilium_object_validates_against_the_cilium_crds() {
             .iter()
             .filter(|v| api_version(v).starts_with("cilium.io/"))
             .collect();
+        if cilium.is_empty() {
+            continue;
+        }
         let file = write_docs(dir.path(), &format!("{variant}.yaml"), &cilium);
         let mut ok = 0;
         for crd in [
