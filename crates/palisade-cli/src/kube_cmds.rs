@@ -170,14 +170,14 @@ pub fn render(args: &RenderArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let rendered = render_objects(snapshot, &options).context("failed to render")?;
     match &args.out {
         Some(dir) => {
-            let summary = tree::write_tree(dir, &rendered, &options)
+            let summary = tree::write_snapshot(dir, snapshot, &options)
                 .with_context(|| format!("failed to write the GitOps tree to {}", dir.display()))?;
             print!("{summary}");
         }
         None => {
+            let rendered = render_objects(snapshot, &options).context("failed to render")?;
             let objects: Vec<_> = rendered.objects().cloned().collect();
             std::io::stdout()
                 .lock()

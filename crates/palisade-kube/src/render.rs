@@ -115,44 +115,81 @@ impl Rendered {
 /// Renders `snapshot`. Tenants are rendered in parallel; the output order
 /// does not depend on scheduling.
 pub fn render(snapshot: &Snapshot, options: &RenderOptions) -> Result<Rendered, Error> {
-    // Stores promise sorted lists, but output bytes must not depend on it.
-    let mut sorted = snapshot.clone();
-    sorted.tenants.sort_by(|a, b| a.name.cmp(&b.name));
-    sorted
-        .deployments
-        .sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
-    sorted.gateways.sort_by(|a, b| a.scope.cmp(&b.scope));
-    sorted.allow_rules.sort();
-    let snapshot = &sorted;
-    let policy = Policy::compile_with(
-        snapshot,
-        &PolicyOptions {
-            proxy_port: options.proxy.port,
-        },
-    );
-    let mut tenants: Vec<&Tenant> = snapshot.tenants.iter().collect();
-    tenants.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut by_tenant: BTreeMap<&TenantName, Vec<&Deployment>> = BTreeMap::new();
-    for d in &snapshot.deployments {
-        by_tenant.entry(&d.tenant).or_default().push(d);
-    }
-    let cx = Cx {
-        snapshot,
-        options,
-        policy: &policy,
-    };
-    let tenants = tenants
-        .par_iter()
-        .map(|t| {
-            let mut deps = by_tenant.get(&t.name).cloned().unwrap_or_default();
-            deps.sort_by(|a, b| a.name.cmp(&b.name));
-            cx.tenant(t, &deps)
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
+    let r = Renderer::new(snapshot, options);
     Ok(Rendered {
-        platform: cx.platform()?,
-        tenants,
+        platform: r.platform()?,
+        tenants: r.map_tenants(Ok)?,
     })
+}
+
+/// A snapshot prepared for rendering: sorted, with its policy compiled.
+/// [`Renderer::map_tenants`] hands each tenant's objects to a callback and
+/// drops them, so a large tree is written without holding it in memory.
+#[derive(Debug)]
+pub struct Renderer {
+    snapshot: Snapshot,
+    options: RenderOptions,
+    policy: Policy,
+}
+
+impl Renderer {
+    /// Sorts `snapshot` and compiles its policy.
+    pub fn new(snapshot: &Snapshot, options: &RenderOptions) -> Self {
+        // Stores promise sorted lists, but output bytes must not depend on it.
+        let mut sorted = snapshot.clone();
+        sorted.tenants.sort_by(|a, b| a.name.cmp(&b.name));
+        sorted
+            .deployments
+            .sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
+        sorted.gateways.sort_by(|a, b| a.scope.cmp(&b.scope));
+        sorted.allow_rules.sort();
+        let policy = Policy::compile_with(
+            &sorted,
+            &PolicyOptions {
+                proxy_port: options.proxy.port,
+            },
+        );
+        Self {
+            snapshot: sorted,
+            options: options.clone(),
+            policy,
+        }
+    }
+
+    fn cx(&self) -> Cx<'_> {
+        Cx {
+            snapshot: &self.snapshot,
+            options: &self.options,
+            policy: &self.policy,
+        }
+    }
+
+    /// The cluster-wide objects.
+    pub fn platform(&self) -> Result<Vec<Object>, Error> {
+        self.cx().platform()
+    }
+
+    /// Renders every tenant in parallel and maps its objects through `f`;
+    /// results come back in tenant-name order.
+    pub fn map_tenants<R, F>(&self, f: F) -> Result<Vec<R>, Error>
+    where
+        R: Send,
+        F: Fn(TenantObjects) -> Result<R, Error> + Sync,
+    {
+        let cx = self.cx();
+        let deps = &self.snapshot.deployments;
+        self.snapshot
+            .tenants
+            .par_iter()
+            .map(|t| {
+                // Deployments are sorted by (tenant, name): one slice each.
+                let lo = deps.partition_point(|d| d.tenant < t.name);
+                let hi = deps.partition_point(|d| d.tenant <= t.name);
+                let mine: Vec<&Deployment> = deps[lo..hi].iter().collect();
+                f(cx.tenant(t, &mine)?)
+            })
+            .collect()
+    }
 }
 
 /// Shared read-only inputs.

@@ -24,10 +24,12 @@ use crate::crds::{
 };
 use crate::object::{Object, to_multi_doc};
 use crate::options::{Environment, RenderOptions};
-use crate::render::{EGRESS_CONFIG, MANAGED_BY, Rendered, egress_literals};
+use crate::render::{
+    EGRESS_CONFIG, MANAGED_BY, Rendered, Renderer, TenantObjects, egress_literals,
+};
 use crate::{Error, yaml};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use rayon::prelude::*;
+use palisade_core::{Snapshot, TenantName};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -106,13 +108,49 @@ fn literals(m: &BTreeMap<String, String>) -> Vec<String> {
     m.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// Every file of the tree, in memory.
-pub fn files(rendered: &Rendered, options: &RenderOptions) -> Result<Files, Error> {
-    let mut files = Files::new();
+/// The files of one tenant's directory.
+fn tenant_files(t: &TenantObjects, options: &RenderOptions) -> Files {
+    let dir = format!("base/tenants/{}", t.tenant);
+    let mut out = Files::new();
+    let mut resources = vec!["tenant.yaml".to_owned()];
+    out.insert(format!("{dir}/tenant.yaml"), to_multi_doc(&t.objects));
+    for d in &t.deployments {
+        let rel = format!("deployments/{}.yaml", d.name);
+        out.insert(format!("{dir}/{rel}"), to_multi_doc(&d.objects));
+        resources.push(rel);
+    }
+    let mut k = json!({ "resources": resources });
+    if t.egress_config.is_some() {
+        k["configMapGenerator"] = json!([{
+            "name": EGRESS_CONFIG,
+            "namespace": t.tenant.namespace(),
+            "literals": literals(&egress_literals(options, None)),
+            "options": { "labels": {
+                MANAGED_BY.0: MANAGED_BY.1,
+                crate::render::TENANT_LABEL: t.tenant.as_str(),
+            }},
+        }]);
+    }
+    out.insert(format!("{dir}/kustomization.yaml"), kustomization(k));
+    out
+}
 
+/// What the shared files need to know about a tenant.
+struct TenantEntry {
+    name: TenantName,
+    uses_proxy: bool,
+}
+
+/// The files outside tenant directories: platform, base root, overlays, flux.
+fn shared_files(
+    platform: &[Object],
+    tenants: &[TenantEntry],
+    options: &RenderOptions,
+) -> Result<Files, Error> {
+    let mut files = Files::new();
     let mut base_resources = vec!["platform".to_owned()];
     let mut platform_resources = Vec::new();
-    for o in &rendered.platform {
+    for o in platform {
         let name = file_name(o);
         files.insert(format!("base/platform/{name}"), o.to_yaml());
         platform_resources.push(name);
@@ -121,53 +159,37 @@ pub fn files(rendered: &Rendered, options: &RenderOptions) -> Result<Files, Erro
         "base/platform/kustomization.yaml".into(),
         kustomization(json!({ "resources": platform_resources })),
     );
-
-    let tenant_files: Vec<Files> = rendered
-        .tenants
-        .par_iter()
-        .map(|t| {
-            let dir = format!("base/tenants/{}", t.tenant);
-            let mut out = Files::new();
-            let mut resources = vec!["tenant.yaml".to_owned()];
-            out.insert(format!("{dir}/tenant.yaml"), to_multi_doc(&t.objects));
-            for d in &t.deployments {
-                let rel = format!("deployments/{}.yaml", d.name);
-                out.insert(format!("{dir}/{rel}"), to_multi_doc(&d.objects));
-                resources.push(rel);
-            }
-            let mut k = json!({ "resources": resources });
-            if t.egress_config.is_some() {
-                k["configMapGenerator"] = json!([{
-                    "name": EGRESS_CONFIG,
-                    "namespace": t.tenant.namespace(),
-                    "literals": literals(&egress_literals(options, None)),
-                    "options": { "labels": {
-                        MANAGED_BY.0: MANAGED_BY.1,
-                        crate::render::TENANT_LABEL: t.tenant.as_str(),
-                    }},
-                }]);
-            }
-            out.insert(format!("{dir}/kustomization.yaml"), kustomization(k));
-            out
-        })
-        .collect();
-    for (t, f) in rendered.tenants.iter().zip(tenant_files) {
-        base_resources.push(format!("tenants/{}", t.tenant));
-        files.extend(f);
-    }
+    base_resources.extend(tenants.iter().map(|t| format!("tenants/{}", t.name)));
     files.insert(
         "base/kustomization.yaml".into(),
         kustomization(json!({ "resources": base_resources })),
     );
-
     for env in &options.environments {
-        overlay(&mut files, rendered, options, env);
+        overlay(&mut files, tenants, options, env);
     }
     flux(&mut files, options)?;
     Ok(files)
 }
 
-fn overlay(files: &mut Files, rendered: &Rendered, options: &RenderOptions, env: &Environment) {
+/// Every file of the tree, in memory.
+pub fn files(rendered: &Rendered, options: &RenderOptions) -> Result<Files, Error> {
+    let mut files = Files::new();
+    for t in &rendered.tenants {
+        files.extend(tenant_files(t, options));
+    }
+    let entries: Vec<TenantEntry> = rendered
+        .tenants
+        .iter()
+        .map(|t| TenantEntry {
+            name: t.tenant.clone(),
+            uses_proxy: t.egress_config.is_some(),
+        })
+        .collect();
+    files.extend(shared_files(&rendered.platform, &entries, options)?);
+    Ok(files)
+}
+
+fn overlay(files: &mut Files, tenants: &[TenantEntry], options: &RenderOptions, env: &Environment) {
     let dir = format!("overlays/{}", env.name);
     let target = json!({
         "kind": "Deployment",
@@ -199,14 +221,13 @@ fn overlay(files: &mut Files, rendered: &Rendered, options: &RenderOptions, env:
         options,
         Some((&env.name, env.proxy_address.as_deref())),
     ));
-    let generators: Vec<Value> = rendered
-        .tenants
+    let generators: Vec<Value> = tenants
         .iter()
-        .filter(|t| t.egress_config.is_some())
+        .filter(|t| t.uses_proxy)
         .map(|t| {
             json!({
                 "name": EGRESS_CONFIG,
-                "namespace": t.tenant.namespace(),
+                "namespace": t.name.namespace(),
                 "behavior": "replace",
                 "literals": lits,
             })
@@ -291,22 +312,22 @@ enum Outcome {
     Unchanged,
 }
 
-/// Writes `files` under `root`: only files whose bytes differ are written,
-/// and files from the previous write that are no longer rendered are
-/// removed (with directories left empty).
-pub fn write_files(root: &Path, files: &Files) -> Result<TreeSummary, Error> {
-    fs::create_dir_all(root).map_err(io("create", root))?;
+/// The previous write's file list.
+fn read_manifest(root: &Path) -> Result<BTreeSet<String>, Error> {
     let manifest_path = root.join(MANIFEST);
-    let previous: BTreeSet<String> = match fs::read_to_string(&manifest_path) {
-        Ok(s) => s
+    match fs::read_to_string(&manifest_path) {
+        Ok(s) => Ok(s
             .lines()
             .filter(|l| !l.is_empty())
             .map(str::to_owned)
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
-        Err(e) => return Err(io("read", &manifest_path)(e)),
-    };
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(e) => Err(io("read", &manifest_path)(e)),
+    }
+}
 
+/// Writes the files of one batch, each only if its bytes differ.
+fn write_batch(root: &Path, files: &Files) -> Result<Vec<(String, Outcome)>, Error> {
     let dirs: BTreeSet<PathBuf> = files
         .keys()
         .filter_map(|rel| root.join(rel).parent().map(Path::to_owned))
@@ -314,32 +335,46 @@ pub fn write_files(root: &Path, files: &Files) -> Result<TreeSummary, Error> {
     for d in &dirs {
         fs::create_dir_all(d).map_err(io("create", d))?;
     }
-
-    let outcomes: Vec<(&String, Outcome)> = files
-        .par_iter()
+    files
+        .iter()
         .map(|(rel, contents)| {
             let path = root.join(rel);
             let outcome = match fs::read(&path) {
-                Ok(old) if old == contents.as_bytes() => return Ok((rel, Outcome::Unchanged)),
+                Ok(old) if old == contents.as_bytes() => {
+                    return Ok((rel.clone(), Outcome::Unchanged));
+                }
                 Ok(_) => Outcome::Changed,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Outcome::Added,
                 Err(e) => return Err(io("read", &path)(e)),
             };
             fs::write(&path, contents).map_err(io("write", &path))?;
-            Ok((rel, outcome))
+            Ok((rel.clone(), outcome))
         })
-        .collect::<Result<_, Error>>()?;
+        .collect()
+}
 
+/// Tallies outcomes, removes files of the previous write that were not
+/// written now, and records the new file list.
+fn finish(
+    root: &Path,
+    previous: &BTreeSet<String>,
+    outcomes: Vec<(String, Outcome)>,
+) -> Result<TreeSummary, Error> {
+    let manifest_path = root.join(MANIFEST);
     let mut summary = TreeSummary::default();
+    let mut written = BTreeSet::new();
     for (rel, o) in outcomes {
         match o {
             Outcome::Added => summary.added.push(rel.clone()),
             Outcome::Changed => summary.changed.push(rel.clone()),
             Outcome::Unchanged => summary.unchanged += 1,
         }
+        written.insert(rel);
     }
+    summary.added.sort();
+    summary.changed.sort();
 
-    for rel in previous.iter().filter(|p| !files.contains_key(*p)) {
+    for rel in previous.iter().filter(|p| !written.contains(*p)) {
         if rel.split('/').any(|c| c == ".." || c.is_empty()) || rel.starts_with('/') {
             return Err(Error::Tree(format!(
                 "{} lists {rel:?}, which is outside the tree; refusing to remove it",
@@ -362,10 +397,61 @@ pub fn write_files(root: &Path, files: &Files) -> Result<TreeSummary, Error> {
         }
     }
 
-    let manifest: String = files.keys().map(|k| format!("{k}\n")).collect();
-    if fs::read_to_string(&manifest_path).ok().as_deref() != Some(manifest.as_str()) {
+    if &written != previous {
+        let manifest: String = written.iter().map(|k| format!("{k}\n")).collect();
         fs::write(&manifest_path, manifest).map_err(io("write", &manifest_path))?;
     }
+    Ok(summary)
+}
+
+/// Writes `files` under `root`: only files whose bytes differ are written,
+/// and files from the previous write that are no longer rendered are
+/// removed (with directories left empty).
+pub fn write_files(root: &Path, files: &Files) -> Result<TreeSummary, Error> {
+    fs::create_dir_all(root).map_err(io("create", root))?;
+    let previous = read_manifest(root)?;
+    let outcomes = write_batch(root, files)?;
+    finish(root, &previous, outcomes)
+}
+
+/// Renders `snapshot` straight into the tree under `root`, one tenant at a
+/// time in parallel, so memory stays proportional to one tenant rather
+/// than to the whole platform.
+pub fn write_snapshot(
+    root: &Path,
+    snapshot: &Snapshot,
+    options: &RenderOptions,
+) -> Result<TreeSummary, Error> {
+    fs::create_dir_all(root).map_err(io("create", root))?;
+    let previous = read_manifest(root)?;
+    let renderer = Renderer::new(snapshot, options);
+    let per_tenant = renderer.map_tenants(|t| {
+        let outcomes = write_batch(root, &tenant_files(&t, options))?;
+        Ok((
+            TenantEntry {
+                name: t.tenant.clone(),
+                uses_proxy: t.egress_config.is_some(),
+            },
+            outcomes,
+        ))
+    })?;
+    let mut outcomes = Vec::new();
+    let mut entries = Vec::with_capacity(per_tenant.len());
+    for (entry, o) in per_tenant {
+        entries.push(entry);
+        outcomes.extend(o);
+    }
+    let shared = shared_files(&renderer.platform()?, &entries, options)?;
+    outcomes.extend(write_batch(root, &shared)?);
+    let summary = finish(root, &previous, outcomes)?;
+    tracing::info!(
+        root = %root.display(),
+        added = summary.added.len(),
+        changed = summary.changed.len(),
+        removed = summary.removed.len(),
+        unchanged = summary.unchanged,
+        "wrote GitOps tree"
+    );
     Ok(summary)
 }
 

@@ -169,6 +169,33 @@ fn rewriting_an_unchanged_tree_touches_nothing_and_a_deletion_only_its_files() {
     assert!(!dir.path().join("base/tenants/big-corp").exists());
 }
 
+#[test]
+fn streaming_writer_writes_the_same_tree_as_the_in_memory_one() {
+    let options = RenderOptions::default();
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let snap = fixtures::seed();
+    tree::write_tree(a.path(), &render(&snap, &options).unwrap(), &options).unwrap();
+    let summary = tree::write_snapshot(b.path(), &snap, &options).unwrap();
+    assert_eq!(summary.added.len(), seed_files(&options).len());
+    for rel in seed_files(&options).keys() {
+        assert_eq!(
+            std::fs::read(a.path().join(rel)).unwrap(),
+            std::fs::read(b.path().join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(a.path().join(tree::MANIFEST)).unwrap(),
+        std::fs::read(b.path().join(tree::MANIFEST)).unwrap()
+    );
+    assert!(
+        tree::write_snapshot(b.path(), &snap, &options)
+            .unwrap()
+            .is_empty()
+    );
+}
+
 // ------------------------------------------------------------ validators
 
 fn in_ci() -> bool {
