@@ -14,7 +14,7 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-50}
 IDLE_TUNNELS=${IDLE_TUNNELS:-9900}
 BULK_BYTES=${BULK_BYTES:-2147483648}
-SETUP_COUNT=${SETUP_COUNT:-20000}
+SETUP_COUNT=${SETUP_COUNT:-10000}
 
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -36,9 +36,11 @@ echo "building release binaries..." >&2
 BIN=$CARGO_TARGET_DIR/release
 LOADGEN=$BIN/examples/loadgen
 
+# Each proxy's tunnels go to a different loopback address, so the TIME_WAIT
+# sockets one run leaves behind do not exhaust ephemeral ports for the next.
 ORIGIN=127.0.0.1:18080
 SOURCE=127.0.0.1:18091
-HOLD=127.0.0.1:18092
+declare -A DEST=([palisade]=127.0.0.1 [squid]=127.0.0.2 [tinyproxy]=127.0.0.3)
 PAL=127.0.0.1:18128
 SQUID=127.0.0.1:18130
 TINY=127.0.0.1:18131
@@ -58,12 +60,15 @@ http {
   uwsgi_temp_path $D/nginx-uwsgi;
   scgi_temp_path $D/nginx-scgi;
   keepalive_requests 1000000;
-  server { listen $ORIGIN; location / { return 200 "hello from the origin\n"; } }
+  server {
+    listen 127.0.0.1:18080; listen 127.0.0.2:18080; listen 127.0.0.3:18080;
+    location / { return 200 "hello from the origin\n"; }
+  }
 }
 EOF
 nginx -p "$D" -c "$D/nginx.conf" & PIDS+=($!)
 "$LOADGEN" source 18091 & PIDS+=($!)
-"$LOADGEN" hold 18092 & PIDS+=($!)
+for ip in "${DEST[@]}"; do "$LOADGEN" hold "$ip:18092" & PIDS+=($!); done
 
 # Palisade: one tenant for all of loopback; access log off (like Squid's access_log none).
 cat >"$D/palisade.yaml" <<EOF
@@ -149,14 +154,15 @@ field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k {print $2}'; }
 for p in palisade squid tinyproxy; do
   case $p in palisade) addr=$PAL; pid=$PAL_PID;; squid) addr=$SQUID; pid=$SQUID_PID;; tinyproxy) addr=$TINY; pid=$TINY_PID;; esac
   echo "CONNECT setup, bulk and idle tunnels: $p..." >&2
-  out=$("$LOADGEN" setup "$addr" "$ORIGIN" "$SETUP_COUNT" 50)
+  out=$("$LOADGEN" setup "$addr" "${DEST[$p]}:18080" "$SETUP_COUNT" 50 || echo "per_s=failed")
   SETUP[$p]=$(field "$out" per_s)
-  out=$("$LOADGEN" bulk "$addr" "$SOURCE" "$BULK_BYTES")
+  out=$("$LOADGEN" bulk "$addr" "$SOURCE" "$BULK_BYTES" || echo "mib_per_s=failed")
   BULK[$p]=$(field "$out" mib_per_s)
-  out=$("$LOADGEN" idle "$addr" "$HOLD" "$IDLE_TUNNELS" "$pid" || echo "tunnels=0 errors=$IDLE_TUNNELS bytes_per_tunnel=0")
+  out=$("$LOADGEN" idle "$addr" "${DEST[$p]}:18092" "$IDLE_TUNNELS" "$pid" || echo "tunnels=0 errors=$IDLE_TUNNELS bytes_per_tunnel=0")
   echo "  $out" >&2
   IDLE[$p]=$(field "$out" bytes_per_tunnel)
   IDLE_ERR[$p]=$(field "$out" errors)
+  kill -0 "$pid" 2>/dev/null || echo "  $p is no longer running" >&2
   sleep 3 # let the idle tunnels close before the next proxy
 done
 out=$("$LOADGEN" bulk --direct "$SOURCE" "$BULK_BYTES")

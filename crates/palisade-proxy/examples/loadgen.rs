@@ -1,7 +1,7 @@
 //! Load generator for `bench/run.sh` (loopback only). Not part of the test suite.
 //!
 //! ```text
-//! loadgen hold PORT                         accept and hold connections (tunnel sink)
+//! loadgen hold ADDR                         accept and hold connections (tunnel sink)
 //! loadgen source PORT                       on each connection, send bytes until the peer closes
 //! loadgen bulk (--proxy ADDR|--direct) TARGET BYTES     read BYTES through a CONNECT tunnel (or directly)
 //! loadgen setup --proxy ADDR TARGET COUNT CONCURRENCY   CONNECT, read 200, close; COUNT times
@@ -19,6 +19,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 async fn tunnel(proxy: SocketAddr, target: &str) -> std::io::Result<TcpStream> {
+    tokio::time::timeout(Duration::from_secs(10), tunnel_inner(proxy, target))
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("CONNECT timed out")))
+}
+
+async fn tunnel_inner(proxy: SocketAddr, target: &str) -> std::io::Result<TcpStream> {
     let mut s = TcpStream::connect(proxy).await?;
     s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
         .await?;
@@ -57,7 +63,7 @@ async fn main() {
     let a = |i: usize| args.get(i).cloned().unwrap_or_default();
     match a(0).as_str() {
         "hold" => {
-            let l = TcpListener::bind(format!("127.0.0.1:{}", a(1))).await.unwrap();
+            let l = TcpListener::bind(a(1)).await.unwrap();
             let mut held = Vec::new();
             loop {
                 if let Ok((s, _)) = l.accept().await {
@@ -66,9 +72,13 @@ async fn main() {
             }
         }
         "source" => {
-            let l = TcpListener::bind(format!("127.0.0.1:{}", a(1))).await.unwrap();
+            let l = TcpListener::bind(format!("127.0.0.1:{}", a(1)))
+                .await
+                .unwrap();
             loop {
-                let Ok((mut s, _)) = l.accept().await else { continue };
+                let Ok((mut s, _)) = l.accept().await else {
+                    continue;
+                };
                 tokio::spawn(async move {
                     let buf = vec![0x5a; 256 * 1024];
                     while s.write_all(&buf).await.is_ok() {}
@@ -81,9 +91,12 @@ async fn main() {
             let mut s = if a(1) == "--direct" {
                 TcpStream::connect(&target).await.unwrap()
             } else {
-                tunnel(a(1).trim_start_matches("--proxy=").parse().unwrap(), &target)
-                    .await
-                    .unwrap()
+                tunnel(
+                    a(1).trim_start_matches("--proxy=").parse().unwrap(),
+                    &target,
+                )
+                .await
+                .unwrap()
             };
             let mut buf = vec![0u8; 256 * 1024];
             let start = Instant::now();
@@ -96,7 +109,10 @@ async fn main() {
                 got += n as u64;
             }
             let secs = start.elapsed().as_secs_f64();
-            println!("bytes={got} secs={secs:.3} mib_per_s={:.0}", got as f64 / secs / 1048576.0);
+            println!(
+                "bytes={got} secs={secs:.3} mib_per_s={:.0}",
+                got as f64 / secs / 1048576.0
+            );
         }
         "setup" => {
             let proxy: SocketAddr = a(1).trim_start_matches("--proxy=").parse().unwrap();
