@@ -428,3 +428,41 @@ async fn upstream_failures_map_to_502() {
     .await;
     assert_eq!(out.status, 502, "{out:?}");
 }
+
+#[tokio::test]
+async fn ipv6_clients_are_identified_and_leave_from_the_tenant_ipv6_egress() {
+    // Origin and proxy on ::1 (this machine has it; CI machines are the same kind).
+    let origin = Origin::start("::1").await;
+    let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let yaml = format!(
+        "tenants:\n- name: six\n  sources: [{{prefix: '::1/128', deployment: v6}}]\n  egress: {{ipv6: '::1'}}\n  allow_ports: [{}]\n  allow_cidrs: ['::1/128']\n",
+        origin.addr.port()
+    );
+    let proxy = palisade_proxy::Proxy::new(palisade_proxy::ProxyConfig::from_yaml(&yaml).unwrap());
+    let handle = proxy.handle();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(proxy.serve(listener, admin, async {
+        let _ = rx.await;
+    }));
+    let out = curl(&[
+        "-x",
+        &format!("http://{addr}"),
+        "--interface",
+        "::1",
+        &origin.url("/peer"),
+    ])
+    .await;
+    assert_eq!((out.status, out.body.as_str()), (200, "::1"), "{out:?}");
+    let metrics = handle.metrics_text();
+    assert!(
+        metrics.contains(r#"tenant="six",decision="allow""#),
+        "{metrics}"
+    );
+    let _ = tx.send(());
+    within(10, "proxy did not stop", done)
+        .await
+        .unwrap()
+        .unwrap();
+}
