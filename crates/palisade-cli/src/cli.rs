@@ -1,0 +1,263 @@
+//! The command line, declared with clap.
+//!
+//! Positional shapes follow the seed scripts (`create <tenant> <deployment>
+//! <image> [replicas]`) so their users can switch by changing one word.
+//! Values are taken as strings and parsed by the model, so a bad name gets
+//! the model's one-line explanation rather than clap's usage dump.
+
+use crate::kube_cmds::{ApplyArgs, RenderArgs};
+use crate::proxy_cmds::ProxyConfigArgs;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Palisade: isolated tenants on a shared Kubernetes cluster: per-deployment
+/// IPv6 subnets with recycling, network policy, sandboxed runtime and fixed
+/// egress IPs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "palisade",
+    version,
+    propagate_version = true,
+    after_help = "State lives in SQLite at --state, else $PALISADE_STATE, else \
+                  $XDG_STATE_HOME/palisade/state.db, else ~/.local/state/palisade/state.db.\n\
+                  Start with `palisade init`, then `palisade create acme-corp web nginx:alpine 3`."
+)]
+pub struct Cli {
+    /// Path of the state database.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// Output format of listing commands.
+    #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How listings are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for programs.
+    Json,
+    /// YAML for programs and people.
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Set up the subnet pool (generates a random ULA /48 without --pool).
+    Init(InitArgs),
+    /// Create a deployment and allocate its subnet (creates the tenant on first use).
+    #[command(after_help = "Example: palisade create acme-corp web-frontend nginx:alpine 3")]
+    Create(CreateArgs),
+    /// Delete a deployment; its subnet is recycled.
+    Delete(DeploymentRef),
+    /// List deployments and their subnets.
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// Show pool capacity and utilisation.
+    Stats,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Same as `tenant create` (the seed's tenant-manager.sh verb).
+    #[command(name = "create-tenant")]
+    CreateTenant(TenantCreateArgs),
+    /// Manage ingress gateways (central, per tenant, per deployment).
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+    /// Same as `gateway create` (the seed's tenant-manager.sh verb).
+    #[command(name = "create-gateway", subcommand)]
+    CreateGateway(GatewayTarget),
+    /// Let one deployment reach another of the same tenant.
+    #[command(after_help = "Example: palisade allow acme-corp api-backend database --port 5432")]
+    Allow(RuleArgs),
+    /// Remove an allow rule.
+    Disallow(RuleArgs),
+    /// List allow rules.
+    Rules(ListArgs),
+    /// Create many deployments at once from a YAML or JSON list (all or nothing).
+    #[command(
+        after_help = "FILE holds a list of {tenant, name, image, replicas, ports, labels}; `-` reads stdin.\n\
+                            Example:\n  - {tenant: acme-corp, name: web, image: nginx:alpine, replicas: 3}"
+    )]
+    Import(ImportArgs),
+    /// Verify the store's integrity; exits non-zero on any problem.
+    Check,
+    /// Render Kubernetes objects (a GitOps tree or one YAML stream).
+    Render(RenderArgs),
+    /// Apply the rendered objects to a cluster with server-side apply.
+    Apply(ApplyArgs),
+    /// Run the egress proxy: `palisade proxy --config FILE` (also `check`, `hash-password`).
+    #[command(disable_help_flag = true)]
+    Proxy {
+        /// Arguments for the proxy (see docs/proxy.md).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
+    /// Generate the egress proxy's config from the store (tenants, subnets, egress IPs).
+    ProxyConfig(ProxyConfigArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Example: palisade completions bash > /etc/bash_completion.d/palisade")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// IPv6 pool to carve subnets from, e.g. fd00:1234:5678::/48. Default: a random RFC 4193 ULA /48.
+    #[arg(long, value_name = "CIDR")]
+    pub pool: Option<String>,
+    /// Prefix length of each deployment's subnet (64 to 120).
+    #[arg(long, value_name = "N", default_value = "96")]
+    pub prefix_len: String,
+    /// Keep released subnets out of circulation this long (e.g. 10m, 1h). Default: reuse at once.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub reuse_after: String,
+    /// Replace an existing pool (only while no deployments exist).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Tenant name (created with default quotas if new).
+    pub tenant: String,
+    /// Deployment name, unique within the tenant.
+    pub deployment: String,
+    /// Container image, e.g. nginx:alpine.
+    pub image: String,
+    /// Number of pods.
+    #[arg(default_value = "1")]
+    pub replicas: String,
+    /// Port the pods serve on (repeatable). Default: 80.
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<String>,
+    /// Label for the pods, key=value (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeploymentRef {
+    /// Tenant name.
+    pub tenant: String,
+    /// Deployment name.
+    pub deployment: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this tenant.
+    #[arg(long, short)]
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant with quotas, node pool and egress profile.
+    Create(TenantCreateArgs),
+    /// Delete a tenant (refused while it has deployments, unless --cascade).
+    Delete {
+        /// Tenant name.
+        tenant: String,
+        /// Also delete its deployments, allow rules and gateways.
+        #[arg(long)]
+        cascade: bool,
+    },
+    /// List tenants.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one tenant with its deployments.
+    Show {
+        /// Tenant name.
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TenantCreateArgs {
+    /// Tenant name; its namespace is tenant-<name>.
+    pub tenant: String,
+    /// CPU quota for the namespace (e.g. 4, 500m).
+    #[arg(long, default_value = "4")]
+    pub cpu: String,
+    /// Memory quota for the namespace (e.g. 8Gi).
+    #[arg(long, default_value = "8Gi")]
+    pub memory: String,
+    /// Most pods the tenant may run.
+    #[arg(long, default_value = "20")]
+    pub pods: String,
+    /// Dedicated node pool; pods get its toleration and nodeSelector.
+    #[arg(long, value_name = "POOL")]
+    pub node_pool: Option<String>,
+    /// How egress leaves the cluster: proxy or cilium-egress-gateway.
+    #[arg(long, default_value = "proxy", value_name = "MODE")]
+    pub egress_mode: String,
+    /// Fixed public IP the tenant's traffic leaves from.
+    #[arg(long, value_name = "IP")]
+    pub egress_ip: Option<String>,
+    /// Label for the namespace, key=value (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Create a gateway.
+    #[command(subcommand)]
+    Create(GatewayTarget),
+    /// Delete a gateway.
+    #[command(subcommand)]
+    Delete(GatewayTarget),
+    /// List gateways.
+    #[command(visible_alias = "ls")]
+    List,
+}
+
+/// The seed's three gateway patterns.
+#[derive(Debug, Clone, Subcommand)]
+pub enum GatewayTarget {
+    /// One gateway for every tenant.
+    Central,
+    /// One gateway for all deployments of a tenant.
+    PerTenant {
+        /// Tenant name.
+        tenant: String,
+    },
+    /// One gateway for a single deployment.
+    PerDeployment {
+        /// Tenant name.
+        tenant: String,
+        /// Deployment name.
+        deployment: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// Tenant of both deployments.
+    pub tenant: String,
+    /// The client deployment.
+    pub from: String,
+    /// The server deployment.
+    pub to: String,
+    /// Only this port (default: every port the server serves).
+    #[arg(long)]
+    pub port: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// YAML or JSON file, or - for stdin.
+    pub file: PathBuf,
+}

@@ -1,0 +1,104 @@
+//! `palisade proxy` (run the egress proxy) and `palisade proxy-config`
+//! (generate its configuration from the store).
+//!
+//! The proxy knows nothing of the store: everything it needs — which source
+//! prefix belongs to which tenant and deployment, and each tenant's egress
+//! address — travels through its YAML config, which this module writes.
+
+use anyhow::{Context, Result, anyhow};
+use palisade_core::Snapshot;
+use palisade_proxy::config::{EgressConfig, ProxyConfig, SourcePrefix, TenantConfig};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `palisade proxy-config`.
+#[derive(Debug, clap::Args)]
+pub struct ProxyConfigArgs {
+    /// Write the config here instead of stdout (atomically, so a running proxy reloads a whole file).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Address the proxy listens on.
+    #[arg(long, default_value = "0.0.0.0:3128")]
+    pub listen: SocketAddr,
+    /// Address of the proxy's admin listener (/metrics, /healthz).
+    #[arg(long, default_value = "127.0.0.1:9128")]
+    pub admin_listen: SocketAddr,
+    /// Cluster pod/service CIDR no tenant may reach (repeatable).
+    #[arg(long = "cluster-deny", value_name = "CIDR")]
+    pub cluster_deny: Vec<ipnet::IpNet>,
+    /// Default egress source address for tenants without one (repeatable: one IPv4, one IPv6).
+    #[arg(long = "default-egress", value_name = "IP")]
+    pub default_egress: Vec<IpAddr>,
+}
+
+/// Runs the egress proxy with the given arguments (`--config FILE`, `check`,
+/// `hash-password`); exits 64 on a bad config, as `palisade-proxy` does.
+pub fn run_proxy(args: &[String]) -> ExitCode {
+    palisade_proxy::cli::main_with_args(args)
+}
+
+fn egress(ips: impl IntoIterator<Item = IpAddr>) -> EgressConfig {
+    let mut e = EgressConfig::default();
+    for ip in ips {
+        match ip {
+            IpAddr::V4(v4) => e.ipv4 = Some(v4),
+            IpAddr::V6(v6) => e.ipv6 = Some(v6),
+        }
+    }
+    e
+}
+
+/// The proxy configuration for `snapshot`: one tenant per store tenant,
+/// identified by its deployments' subnets, leaving from its egress IP.
+pub fn proxy_config(args: &ProxyConfigArgs, snapshot: &Snapshot) -> Result<ProxyConfig> {
+    let mut config = ProxyConfig {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        cluster_deny: args.cluster_deny.clone(),
+        default_egress: egress(args.default_egress.iter().copied()),
+        ..ProxyConfig::default()
+    };
+    for tenant in &snapshot.tenants {
+        config.tenants.push(TenantConfig {
+            name: tenant
+                .name
+                .to_string()
+                .try_into()
+                .map_err(|e: String| anyhow!(e))?,
+            sources: snapshot
+                .deployments_of(&tenant.name)
+                .map(|d| SourcePrefix {
+                    prefix: d.subnet.into(),
+                    deployment: d.name.to_string(),
+                })
+                .collect(),
+            egress: egress(tenant.egress.ip),
+            ..TenantConfig::default()
+        });
+    }
+    Ok(config)
+}
+
+/// Runs `palisade proxy-config`.
+pub fn write_config(args: &ProxyConfigArgs, snapshot: &Snapshot) -> Result<()> {
+    let yaml = proxy_config(args, snapshot)?
+        .to_yaml()
+        .context("failed to serialise the proxy config")?;
+    match &args.out {
+        None => print!("{yaml}"),
+        Some(path) => {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, yaml)
+                .with_context(|| format!("failed to write {}", tmp.display()))?;
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("failed to replace {}", path.display()))?;
+            println!(
+                "wrote proxy config for {} tenants to {}",
+                snapshot.tenants.len(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
