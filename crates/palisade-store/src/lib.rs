@@ -143,6 +143,9 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
+        // 64 MiB of page cache (allocated only as used): bulk imports into a
+        // store of millions of rows otherwise thrash the default 2 MiB.
+        conn.pragma_update(None, "cache_size", -65536)?;
         schema::migrate(&mut conn, path)?;
         Ok(Self {
             conn,
@@ -335,13 +338,17 @@ impl Store {
                 counters,
             };
             let mut out = Vec::with_capacity(batch.len());
+            let mut known_tenants = std::collections::HashSet::new();
             for new in batch {
-                let tenant_created = if rows::tenant_exists(tx, &new.tenant)? {
+                let tenant_created = if known_tenants.contains(&new.tenant)
+                    || rows::tenant_exists(tx, &new.tenant)?
+                {
                     false
                 } else {
                     rows::insert_tenant(tx, &Tenant::with_defaults(new.tenant.clone(), now))?;
                     true
                 };
+                known_tenants.insert(new.tenant.clone());
                 if let Some(existing) = rows::deployment(tx, &new.tenant, &new.name)? {
                     return Err(StoreError::DeploymentExists {
                         tenant: new.tenant.clone(),
