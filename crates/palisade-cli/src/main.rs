@@ -442,12 +442,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Allow(a) => {
             let rule = allow_rule(a)?;
             open(&cli)?.allow(&rule, now())?;
-            println!("allowed {}", describe_rule(&rule));
+            println!("allowed {}", rule);
         }
         Command::Disallow(a) => {
             let rule = allow_rule(a)?;
             open(&cli)?.disallow(&rule, now())?;
-            println!("removed allow rule {}", describe_rule(&rule));
+            println!("removed allow rule {}", rule);
         }
         Command::Rules(a) => {
             let tenant = a.tenant.as_deref().map(tenant_name).transpose()?;
@@ -564,11 +564,6 @@ fn allow_rule(a: &cli::RuleArgs) -> Result<AllowRule> {
     })
 }
 
-fn describe_rule(r: &AllowRule) -> String {
-    let port = r.port.map_or("all ports".into(), |p| format!("port {p}"));
-    format!("{}: {} -> {} on {port}", r.tenant, r.from, r.to)
-}
-
 fn report_removed(removed: &Removed) {
     for d in &removed.deployments {
         println!(
@@ -577,7 +572,7 @@ fn report_removed(removed: &Removed) {
         );
     }
     for r in &removed.allow_rules {
-        println!("removed allow rule {}", describe_rule(r));
+        println!("removed allow rule {}", r);
     }
     for g in &removed.gateways {
         println!("removed gateway {}", g.id());

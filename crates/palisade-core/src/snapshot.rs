@@ -23,6 +23,17 @@ pub struct AllowRule {
     pub port: Option<Port>,
 }
 
+impl std::fmt::Display for AllowRule {
+    /// `acme: api -> db on port 5432`, or `on all ports`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} -> {} on ", self.tenant, self.from, self.to)?;
+        match self.port {
+            Some(p) => write!(f, "port {p}"),
+            None => f.write_str("all ports"),
+        }
+    }
+}
+
 /// The whole desired state at one instant, sorted by name so that every
 /// compiler's output is deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

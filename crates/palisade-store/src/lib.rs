@@ -349,11 +349,13 @@ impl Store {
                     true
                 };
                 known_tenants.insert(new.tenant.clone());
-                if let Some(existing) = rows::deployment(tx, &new.tenant, &new.name)? {
+                if rows::deployment_exists(tx, &new.tenant, &new.name)? {
+                    let subnet = rows::deployment(tx, &new.tenant, &new.name)?
+                        .map_or_else(String::new, |d| d.subnet.to_string());
                     return Err(StoreError::DeploymentExists {
                         tenant: new.tenant.clone(),
                         name: new.name.clone(),
-                        subnet: existing.subnet.to_string(),
+                        subnet,
                     });
                 }
                 let Some(index) = allocator::allocate(&pool, &mut ledger, now)? else {
@@ -497,7 +499,7 @@ impl Store {
             require_deployment(tx, &rule.tenant, &rule.from)?;
             require_deployment(tx, &rule.tenant, &rule.to)?;
             if rows::rule_exists(tx, rule)? {
-                return Err(StoreError::RuleExists(rows::describe_rule(rule)));
+                return Err(StoreError::RuleExists(rule.to_string()));
             }
             rows::insert_rule(tx, rule, now)?;
             rows::record(
@@ -517,7 +519,7 @@ impl Store {
             require_pool(tx, path)?;
             require_tenant(tx, &rule.tenant)?;
             if rows::delete_rule(tx, rule)? == 0 {
-                return Err(StoreError::RuleNotFound(rows::describe_rule(rule)));
+                return Err(StoreError::RuleNotFound(rule.to_string()));
             }
             rows::record(
                 tx,
@@ -592,7 +594,7 @@ fn require_deployment(
     name: &DeploymentName,
 ) -> Result<()> {
     require_tenant(tx, tenant)?;
-    if rows::deployment(tx, tenant, name)?.is_some() {
+    if rows::deployment_exists(tx, tenant, name)? {
         Ok(())
     } else {
         Err(StoreError::DeploymentNotFound {

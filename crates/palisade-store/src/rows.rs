@@ -153,6 +153,16 @@ fn subnet_len(tx: &Transaction<'_>) -> Result<u8> {
         .query_row([], |r| r.get(0))?)
 }
 
+pub(crate) fn deployment_exists(
+    tx: &Transaction<'_>,
+    tenant: &TenantName,
+    name: &DeploymentName,
+) -> Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM deployments WHERE tenant = ?1 AND name = ?2")?
+        .exists([tenant.as_str(), name.as_str()])?)
+}
+
 pub(crate) fn deployment(
     tx: &Transaction<'_>,
     tenant: &TenantName,
@@ -256,13 +266,6 @@ pub(crate) fn gateways(tx: &Transaction<'_>) -> Result<Vec<Gateway>> {
 
 fn port_column(rule: &AllowRule) -> u16 {
     rule.port.map_or(0, Port::get)
-}
-
-pub(crate) fn describe_rule(rule: &AllowRule) -> String {
-    match rule.port {
-        Some(p) => format!("{}: {} -> {} port {p}", rule.tenant, rule.from, rule.to),
-        None => format!("{}: {} -> {} (all ports)", rule.tenant, rule.from, rule.to),
-    }
 }
 
 pub(crate) fn rule_exists(tx: &Transaction<'_>, rule: &AllowRule) -> Result<bool> {
