@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Runs Palisade's whole test suite, first installing what the tests drive
-# for real when it is missing: curl (the proxy's client), and a Python venv
+# for real when it is missing: Debian packages (below), and a Python venv
 # under target/ with the offline Kubernetes and Cilium schema validators.
 # Tests whose tools are missing print "SKIPPED: <why>"; under CI=true they
 # fail instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v curl >/dev/null 2>&1; then
+# command -> Debian package: curl drives the proxy; ip, nft and runsc build
+# the lab's dataplane; chromium runs the dashboard's browser tests.
+missing=()
+for pair in curl:curl ip:iproute2 nft:nftables runsc:runsc chromium:chromium; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "WARNING: curl is missing; the proxy tests will fail (apt-get install curl)" >&2
+    echo "WARNING: missing ${missing[*]}; the tests that need them will say SKIPPED (apt-get install ${missing[*]})" >&2
   fi
 fi
 command -v kubectl >/dev/null 2>&1 || echo "WARNING: kubectl is missing; kustomize and plugin tests will fail" >&2
