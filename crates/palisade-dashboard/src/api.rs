@@ -1,0 +1,388 @@
+//! The HTTP surface: the JSON API and the embedded pages.
+
+use crate::error::ApiError;
+use crate::matrix::{self, LabState};
+use crate::{Config, MAX_MATRIX, egress, lab, views};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use palisade_core::allocator::Timestamp;
+use palisade_core::{DeploymentName, Policy, TenantName};
+use palisade_store::{NewDeployment, Store};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const STYLE_CSS: &str = include_str!("../assets/style.css");
+
+#[derive(Debug)]
+struct AppState {
+    config: Config,
+    /// For the proxy's metrics: never through a proxy from the environment.
+    http: reqwest::Client,
+}
+
+type Shared = State<Arc<AppState>>;
+type ApiResult<T = Json<Value>> = Result<T, ApiError>;
+
+/// The dashboard's router: pages, assets and `/api/*`.
+pub fn router(config: Config) -> Router {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    let state = Arc::new(AppState { config, http });
+    let api = Router::new()
+        .route("/config", get(config_info))
+        .route("/tenants", get(tenants))
+        .route("/tenants/{tenant}", get(tenant))
+        .route("/tenants/{tenant}/deployments", post(create_deployment))
+        .route(
+            "/tenants/{tenant}/deployments/{deployment}",
+            delete(delete_deployment),
+        )
+        .route("/stats", get(stats))
+        .route("/history", get(history))
+        .route("/matrix", get(matrix))
+        .route("/egress", get(egress_page))
+        .fallback(|uri: Uri| async move { ApiError::no_route(&format!("/api{}", uri.path())) });
+    Router::new()
+        .route("/", get(page))
+        .route("/tenants/{tenant}", get(page))
+        .route("/matrix", get(page))
+        .route("/egress", get(page))
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/style.css", get(style_css))
+        .nest("/api", api)
+        .fallback(not_found_page)
+        .with_state(state)
+}
+
+async fn page() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+async fn not_found_page(uri: Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html(format!(
+            "<!doctype html><title>Not found</title><p>No page at <code>{}</code>. <a href=\"/\">Overview</a></p>",
+            escape(uri.path())
+        )),
+    )
+        .into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn style_css() -> Response {
+    asset("text/css; charset=utf-8", STYLE_CSS)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+/// Runs `f` on a freshly opened store in a blocking task.
+async fn with_store<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&mut Store) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let path = state.config.state.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&path)?;
+        f(&mut store)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+}
+
+fn tenant_name(raw: &str) -> ApiResult<TenantName> {
+    raw.parse().map_err(|e| {
+        ApiError::bad_request("invalid_tenant_name", format!("invalid tenant name {raw:?}: {e}"))
+    })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> ApiResult {
+    serde_json::to_value(v)
+        .map(Json)
+        .map_err(|e| ApiError::internal(format!("failed to encode JSON: {e}")))
+}
+
+async fn config_info(State(s): Shared) -> Json<Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "allow_writes": s.config.allow_writes,
+        "proxy_metrics": s.config.proxy_metrics,
+        "lab_dir": s.config.lab_dir.display().to_string(),
+        "state": s.config.state.display().to_string(),
+    }))
+}
+
+async fn tenants(State(s): Shared) -> ApiResult {
+    let snapshot = with_store(&s, |st| Ok(st.snapshot()?)).await?;
+    Ok(Json(json!({ "tenants": views::tenants(&snapshot) })))
+}
+
+async fn tenant(State(s): Shared, Path(raw): Path<String>) -> ApiResult {
+    let name = tenant_name(&raw)?;
+    let snapshot = with_store(&s, |st| Ok(st.snapshot()?)).await?;
+    match views::tenant_detail(&snapshot, &name) {
+        Some(d) => to_json(&d),
+        None => Err(palisade_store::StoreError::TenantNotFound(name).into()),
+    }
+}
+
+async fn stats(State(s): Shared) -> ApiResult {
+    let now = now();
+    let (snapshot, usage) =
+        with_store(&s, move |st| Ok((st.snapshot()?, st.usage(now)?))).await?;
+    to_json(&views::stats(&snapshot, &usage))
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(State(s): Shared, Query(q): Query<HistoryQuery>) -> ApiResult {
+    let limit = q.limit.unwrap_or(1000);
+    if limit == 0 || limit > 100_000 {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and 100000, not {limit}"),
+        ));
+    }
+    let now = now();
+    let (events, usage) =
+        with_store(&s, move |st| Ok((st.history(limit)?, st.usage(now)?))).await?;
+    Ok(Json(json!({
+        "points": views::allocation_series(&events, usage.allocated)
+            .iter()
+            .map(|p| json!({ "at": p.at, "allocated": p.allocated.to_string() }))
+            .collect::<Vec<_>>(),
+        "events": events,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct MatrixQuery {
+    tenant: Option<String>,
+}
+
+async fn matrix(State(s): Shared, Query(q): Query<MatrixQuery>) -> ApiResult {
+    let tenant = q
+        .tenant
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(tenant_name)
+        .transpose()?;
+    let snapshot = with_store(&s, |st| Ok(st.snapshot()?)).await?;
+    if let Some(t) = &tenant {
+        if snapshot.tenant(t).is_none() {
+            return Err(palisade_store::StoreError::TenantNotFound(t.clone()).into());
+        }
+    }
+    let size = snapshot
+        .deployments
+        .iter()
+        .filter(|d| tenant.as_ref().is_none_or(|t| &d.tenant == t))
+        .count();
+    if size > MAX_MATRIX {
+        return Err(ApiError::bad_request(
+            "matrix_too_large",
+            format!(
+                "the matrix would have {size}×{size} cells (at most {MAX_MATRIX} deployments per side); pass ?tenant=NAME"
+            ),
+        ));
+    }
+    let dir = s.config.lab_dir.clone();
+    let lab = tokio::task::spawn_blocking(move || match lab::load(&dir) {
+        Ok(None) => LabState::Absent,
+        Ok(Some(r)) => LabState::Present(r),
+        Err(e) => LabState::Unreadable(e.to_string()),
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("lab task failed: {e}")))?;
+    let policy = Policy::compile(&snapshot);
+    to_json(&matrix::build(&snapshot, &policy, tenant.as_ref(), &lab))
+}
+
+async fn egress_page(State(s): Shared) -> ApiResult {
+    let Some(url) = &s.config.proxy_metrics else {
+        return Ok(Json(json!({
+            "configured": false,
+            "message": "proxy metrics are not configured: start the dashboard with --proxy-metrics http://<proxy admin address>/metrics",
+        })));
+    };
+    let unavailable = |why: String| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "proxy_metrics_unavailable",
+            format!("could not read the proxy's metrics from {url}: {why}"),
+        )
+    };
+    let response = s
+        .http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| unavailable(error_chain(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(unavailable(format!("HTTP {status}")));
+    }
+    let text = response
+        .text()
+        .await
+        .map_err(|e| unavailable(error_chain(&e)))?;
+    let summary = egress::summarise(&text).map_err(|e| unavailable(e.to_string()))?;
+    let mut v = serde_json::to_value(&summary)
+        .map_err(|e| ApiError::internal(format!("failed to encode JSON: {e}")))?;
+    if let Value::Object(m) = &mut v {
+        m.insert("configured".into(), json!(true));
+        m.insert("source".into(), json!(url));
+    }
+    Ok(Json(v))
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+fn require_writes(s: &AppState) -> ApiResult<()> {
+    if s.config.allow_writes {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            "the dashboard is read-only; start it with --allow-writes to create or delete deployments",
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    image: String,
+    #[serde(default)]
+    replicas: Option<u32>,
+    #[serde(default)]
+    ports: Vec<u16>,
+}
+
+async fn create_deployment(
+    State(s): Shared,
+    Path(raw): Path<String>,
+    body: Result<Json<CreateBody>, JsonRejection>,
+) -> ApiResult<Response> {
+    require_writes(&s)?;
+    let tenant = tenant_name(&raw)?;
+    let Json(body) = body.map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+    let invalid = |what: &str, e: palisade_core::ModelError| {
+        ApiError::bad_request("invalid_body", format!("invalid {what}: {e}"))
+    };
+    let new = NewDeployment {
+        tenant: tenant.clone(),
+        name: body.name.parse().map_err(|e| invalid("name", e))?,
+        image: body.image.parse().map_err(|e| invalid("image", e))?,
+        replicas: body
+            .replicas
+            .unwrap_or(1)
+            .try_into()
+            .map_err(|e| invalid("replicas", e))?,
+        ports: body
+            .ports
+            .iter()
+            .map(|p| (*p).try_into())
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid("ports", e))?,
+        labels: Default::default(),
+    };
+    let now = now();
+    let snapshot = with_store(&s, move |st| {
+        // Tenants are created explicitly (CLI); the dashboard only adds
+        // deployments to existing ones.
+        st.tenant(&tenant)?;
+        st.create_deployment(&new, now)?;
+        Ok(st.snapshot()?)
+    })
+    .await?;
+    let detail = views::tenant_detail(&snapshot, &tenant_name(&raw)?)
+        .ok_or_else(|| ApiError::internal("tenant vanished after create"))?;
+    let created = detail
+        .deployment_list
+        .into_iter()
+        .find(|d| d.name == body.name)
+        .ok_or_else(|| ApiError::internal("deployment vanished after create"))?;
+    Ok((StatusCode::CREATED, to_json(&created)?).into_response())
+}
+
+async fn delete_deployment(
+    State(s): Shared,
+    Path((raw_tenant, raw_deployment)): Path<(String, String)>,
+) -> ApiResult {
+    require_writes(&s)?;
+    let tenant = tenant_name(&raw_tenant)?;
+    let name: DeploymentName = raw_deployment.parse().map_err(|e| {
+        ApiError::bad_request(
+            "invalid_deployment_name",
+            format!("invalid deployment name {raw_deployment:?}: {e}"),
+        )
+    })?;
+    let now = now();
+    let removed = with_store(&s, move |st| Ok(st.delete_deployment(&tenant, &name, now)?)).await?;
+    Ok(Json(json!({
+        "deleted": removed.deployments.iter().map(|d| json!({
+            "tenant": d.tenant.to_string(),
+            "name": d.name.to_string(),
+            "subnet": d.subnet.to_string(),
+        })).collect::<Vec<_>>(),
+        "allow_rules_removed": removed.allow_rules.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "gateways_removed": removed.gateways.iter().map(|g| g.id()).collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,72 @@
+//! API errors: a status code and a JSON body `{"error": {"code", "message"}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use palisade_store::StoreError;
+
+/// An error answered as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code (`tenant_not_found`, ...).
+    pub code: &'static str,
+    /// One line for people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with the given parts.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 for an unknown API path.
+    pub fn no_route(path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no API endpoint {path}; see docs/dashboard.md"),
+        )
+    }
+
+    /// 500 for a failure inside the dashboard.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let (status, code) = match &e {
+            StoreError::NotInitialised { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_initialised"),
+            StoreError::TenantNotFound(_) => (StatusCode::NOT_FOUND, "tenant_not_found"),
+            StoreError::DeploymentNotFound { .. } => (StatusCode::NOT_FOUND, "deployment_not_found"),
+            StoreError::DeploymentExists { .. } => (StatusCode::CONFLICT, "deployment_exists"),
+            StoreError::PoolExhausted { .. } => (StatusCode::CONFLICT, "pool_exhausted"),
+            StoreError::Model(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_state"),
+            StoreError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_state"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": { "code": self.code, "message": self.message }
+        });
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,105 @@
+//! The lab's last `verify` report, as the lab writes it to
+//! `<state dir>/lab/verify.json`.
+//!
+//! The dashboard only reads it: a report is evidence of what the dataplane
+//! did, which the matrix sets beside what the policy model says it should do.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// File name of the report inside the lab directory.
+pub const VERIFY_FILE: &str = "verify.json";
+
+/// One probe: did `from` reach `to` on `port`?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Client, as [`palisade_core::Endpoint`]'s Display (`acme/web`).
+    pub from: String,
+    /// Server, same form.
+    pub to: String,
+    /// TCP port probed.
+    pub port: u16,
+    /// What the lab expected (from the policy model when it ran).
+    pub expected: bool,
+    /// What the dataplane did.
+    pub observed: bool,
+    /// The model's reason for the expectation.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// A whole verify report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// RFC 3339 time the lab ran.
+    pub generated_at: String,
+    /// Every probe.
+    pub probes: Vec<Probe>,
+}
+
+/// Why a report could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// Reading failed for a reason other than absence.
+    #[error("failed to read the lab report {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not JSON of the expected shape.
+    #[error("invalid lab report {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+}
+
+/// Parses a report.
+pub fn parse(text: &str) -> Result<VerifyReport, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+/// Reads `<dir>/verify.json`; `Ok(None)` when the lab has not run.
+pub fn load(dir: &Path) -> Result<Option<VerifyReport>, LabError> {
+    let path = dir.join(VERIFY_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(LabError::Read { path, source }),
+    };
+    parse(&text)
+        .map(Some)
+        .map_err(|source| LabError::Parse { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_shape_and_rejects_others() {
+        let r = parse(
+            r#"{"generated_at":"2026-11-25T12:00:00Z","probes":[{"from":"acme/web","to":"acme/db","port":80,"expected":true,"observed":false,"reason":"default deny"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.probes.len(), 1);
+        assert_eq!(r.probes[0].from, "acme/web");
+        assert!(r.probes[0].expected && !r.probes[0].observed);
+        assert!(parse(r#"{"probes":[]}"#).is_err());
+        assert!(parse(r#"{"generated_at":"x","probes":[{"from":"a"}]}"#).is_err());
+    }
+
+    #[test]
+    fn missing_file_is_none_and_garbage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).unwrap().is_none());
+        std::fs::write(dir.path().join(VERIFY_FILE), "not json").unwrap();
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("invalid lab report"), "{e}");
+    }
+}
