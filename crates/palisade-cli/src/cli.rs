@@ -104,6 +104,8 @@ pub enum Command {
     },
     /// Generate the egress proxy's config from the store (tenants, subnets, egress IPs).
     ProxyConfig(ProxyConfigArgs),
+    /// The local Linux dataplane: namespaces, nftables and workloads from the store; verify isolation.
+    Lab(crate::lab_cmds::LabArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example: palisade completions bash > /etc/bash_completion.d/palisade")]
     Completions {

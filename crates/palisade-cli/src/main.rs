@@ -3,6 +3,7 @@
 
 mod cli;
 mod kube_cmds;
+mod lab_cmds;
 mod output;
 mod proxy_cmds;
 
@@ -518,6 +519,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply(a) => kube_cmds::apply(a, &open(&cli)?.snapshot()?)?,
         Command::Proxy { args } => return Ok(proxy_cmds::run_proxy(args)),
         Command::ProxyConfig(a) => proxy_cmds::write_config(a, &open(&cli)?.snapshot()?)?,
+        Command::Lab(a) => return lab_cmds::run(&cli, a),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "palisade", &mut std::io::stdout());

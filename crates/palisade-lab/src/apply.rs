@@ -1,0 +1,932 @@
+//! Turning a [`Plan`] into namespaces, links, addresses, one nftables table
+//! and processes — and taking them away again.
+//!
+//! This is the only module that touches the host. It shells out to `ip`
+//! (batched: one `ip -batch` for the router, one per pod) and `nft -f`
+//! (one atomic transaction per change), and remembers what it started in
+//! `<lab dir>/state.json`. That file is a convenience, not the source of
+//! truth for cleanup: `down` finds everything by the `pl-<lab id>-` prefix,
+//! so it also cleans up after a crash, and is idempotent.
+
+use crate::plan::{
+    self, ECHO_ADDR, GatewayPlan, HTTP_PORT, InfraNames, LabOptions, PROXY_ADDR, Plan, PodPlan,
+    ROUTER_LINK_LOCAL, Runtime, TenantEgress,
+};
+use crate::serve::Workload;
+use crate::{LabError, Result};
+use ipnet::Ipv6Net;
+use palisade_core::Snapshot;
+use palisade_core::policy::Policy;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Progress of a long operation, for a progress bar or plain lines.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// A new phase with this many steps.
+    Phase {
+        /// What is being done.
+        name: String,
+        /// How many steps.
+        total: u64,
+    },
+    /// One step done.
+    Tick(String),
+    /// A note worth printing (a runtime fallback, a skipped item).
+    Note(String),
+}
+
+/// A planned object with the process that runs it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Running<T> {
+    /// What was planned.
+    #[serde(flatten)]
+    pub spec: T,
+    /// Its process (in its namespace).
+    pub pid: u32,
+}
+
+/// What a running lab consists of: written by `up`/`sync`, read by
+/// `status`, `verify`, `sync` and `down`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LabState {
+    /// The lab id (`pl-<id>-` prefixes its namespaces).
+    pub lab_id: String,
+    /// When `up` ran (RFC 3339).
+    pub started_at: String,
+    /// When `up` or `sync` last changed it (RFC 3339).
+    pub synced_at: String,
+    /// The runtime pods were asked to use.
+    pub runtime: Runtime,
+    /// Fixed namespaces.
+    pub infra: InfraNames,
+    /// The subnet pool.
+    pub pool: Ipv6Net,
+    /// The egress proxy's port.
+    pub proxy_port: u16,
+    /// Pods.
+    pub pods: Vec<Running<PodPlan>>,
+    /// Gateways.
+    pub gateways: Vec<Running<GatewayPlan>>,
+    /// Tenant egress.
+    pub egress: Vec<TenantEgress>,
+    /// The egress proxy's process.
+    pub proxy_pid: u32,
+    /// The echo origin's process.
+    pub echo_pid: u32,
+    /// Where each policy endpoint lives (for tooling that inspects the table).
+    pub endpoints: Vec<(palisade_core::policy::Endpoint, Vec<Ipv6Net>)>,
+}
+
+/// One lab, kept in a directory (next to the state database).
+#[derive(Debug, Clone)]
+pub struct Lab {
+    /// `<state db dir>/lab` or as chosen.
+    pub dir: PathBuf,
+    /// The `palisade` binary that runs workloads and probes.
+    pub exe: PathBuf,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Runs a command, returning stdout, or its stderr as the error.
+pub(crate) fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let line = format!("{program} {}", args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(LabError::io(format!("cannot run `{line}`")))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .map_err(LabError::io(format!("cannot write to `{line}`")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(LabError::io(format!("cannot wait for `{line}`")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = stderr.trim();
+        return Err(LabError::Command {
+            command: truncate(&line, 120),
+            stderr: truncate(stderr, 2000),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        s.to_string()
+    } else {
+        let mut end = n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &s[..end])
+    }
+}
+
+/// Checks that this host can run a lab: Linux, root, `ip` and `nft`.
+pub fn check_host() -> Result<()> {
+    if !cfg!(target_os = "linux") {
+        return Err(LabError::Unsupported("Linux".into()));
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(LabError::Unsupported(
+            "root (network namespaces and nftables); try sudo".into(),
+        ));
+    }
+    for tool in ["ip", "nft"] {
+        if run(tool, &["-V"], None).is_err() {
+            return Err(LabError::Unsupported(format!(
+                "`{tool}` (Debian: apt-get install {})",
+                if tool == "ip" { "iproute2" } else { "nftables" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Network namespaces whose name starts with `prefix`.
+pub fn namespaces_with_prefix(prefix: &str) -> Result<Vec<String>> {
+    let out = run("ip", &["netns", "list"], None)?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Whether `runsc` can run a process inside namespace `netns`.
+pub fn runsc_works(netns: &str) -> bool {
+    let child = Command::new("ip")
+        .args(["netns", "exec", netns, "runsc"])
+        .args(runsc_flags())
+        .args(["do", "/bin/true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+}
+
+/// gVisor flags: rootless, no cgroups (`ip netns exec` remounts /sys, which
+/// hides the cgroup hierarchy), and the pod namespace's own network stack.
+fn runsc_flags() -> [&'static str; 3] {
+    ["--rootless", "--ignore-cgroups", "--network=host"]
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether process `pid`'s network namespace has a TCP socket listening on
+/// every one of `ports`.
+fn listening(pid: u32, ports: &[u16]) -> bool {
+    let mut found = BTreeSet::new();
+    for file in ["tcp6", "tcp"] {
+        let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            return false;
+        };
+        for line in table.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 3 && fields[3] == "0A" {
+                if let Some(port) = fields[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                {
+                    found.insert(port);
+                }
+            }
+        }
+    }
+    ports.iter().all(|p| found.contains(p))
+}
+
+impl Lab {
+    /// The lab for the state database at `state_db`: `<its dir>/lab`.
+    pub fn for_state(state_db: &Path, exe: PathBuf) -> Self {
+        let dir = state_db
+            .parent()
+            .map_or_else(|| PathBuf::from("lab"), |p| p.join("lab"));
+        Self { dir, exe }
+    }
+
+    /// The lab's id.
+    pub fn lab_id(&self) -> String {
+        plan::lab_id_for(&self.dir)
+    }
+
+    /// `pl-<id>-`.
+    pub fn prefix(&self) -> String {
+        format!("{}{}-", plan::NAME_PREFIX, self.lab_id())
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// Where `verify` writes its last report.
+    pub fn verify_path(&self) -> PathBuf {
+        self.dir.join("verify.json")
+    }
+
+    fn log_path(&self, netns: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{netns}.log"))
+    }
+
+    /// The running lab's state, or `None` if no lab runs.
+    pub fn load(&self) -> Result<Option<LabState>> {
+        let path = self.state_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LabError::io(format!("cannot read {}", path.display()))(e)),
+        };
+        let state: LabState =
+            serde_json::from_str(&text).map_err(LabError::json(format!("{}", path.display())))?;
+        Ok(Some(state))
+    }
+
+    /// The running lab's state, or [`LabError::NotRunning`].
+    pub fn require(&self) -> Result<LabState> {
+        self.load()?.ok_or(LabError::NotRunning)
+    }
+
+    fn save(&self, state: &LabState) -> Result<()> {
+        let path = self.state_path();
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(state).map_err(LabError::json("lab state"))?;
+        std::fs::write(&tmp, text).map_err(LabError::io(format!("cannot write {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(LabError::io(format!("cannot replace {}", path.display())))
+    }
+
+    /// Writes `text` to `<lab dir>/<name>` atomically and returns the path.
+    fn write_file(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, text).map_err(LabError::io(format!("cannot write {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(LabError::io(format!("cannot replace {}", path.display())))?;
+        Ok(path)
+    }
+
+    /// Starts a lab for `snapshot`. `runtime: None` uses gVisor when it
+    /// works on this host, else plain processes.
+    pub fn up(
+        &self,
+        snapshot: &Snapshot,
+        policy: &Policy,
+        runtime: Option<Runtime>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<LabState> {
+        check_host()?;
+        if self.load()?.is_some() && !namespaces_with_prefix(&self.prefix())?.is_empty() {
+            return Err(LabError::AlreadyRunning);
+        }
+        // Leftovers of a crashed run.
+        self.down(progress)?;
+        std::fs::create_dir_all(self.dir.join("logs"))
+            .map_err(LabError::io(format!("cannot create {}", self.dir.display())))?;
+
+        // Plan first (cheap, may refuse) with the requested runtime; the
+        // runtime is settled once the router namespace exists.
+        let mut options = LabOptions::for_dir(&self.dir, runtime.unwrap_or(Runtime::Plain));
+        let draft = plan::plan(snapshot, policy, &options)?;
+        let infra = draft.infra.clone();
+        progress(Progress::Phase {
+            name: "infrastructure".into(),
+            total: 4,
+        });
+        run("ip", &["netns", "add", &infra.router], None)?;
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &infra.router,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.forwarding=1",
+                "net.ipv6.conf.default.forwarding=1",
+            ],
+            None,
+        )?;
+        progress(Progress::Tick("router".into()));
+        let resolved = match runtime {
+            Some(r) => r,
+            None => {
+                if runsc_works(&infra.router) {
+                    Runtime::Runsc
+                } else {
+                    progress(Progress::Note(
+                        "runsc does not work here; pods run as plain processes".into(),
+                    ));
+                    Runtime::Plain
+                }
+            }
+        };
+        options.runtime = resolved;
+        let plan = plan::plan(snapshot, policy, &options)?;
+
+        // Proxy and internet namespaces.
+        run(
+            "ip",
+            &["-batch", "-"],
+            Some(&format!(
+                "netns add {}\nnetns add {}\n",
+                infra.proxy, infra.internet
+            )),
+        )?;
+        let mut router = String::new();
+        let _ = writeln!(
+            router,
+            "link add proxy-in type veth peer name in netns {p}\n\
+             link add proxy-out type veth peer name out netns {p}\n\
+             link add internet type veth peer name eth0 netns {i}",
+            p = infra.proxy,
+            i = infra.internet
+        );
+        for dev in ["proxy-in", "proxy-out", "internet"] {
+            let _ = writeln!(
+                router,
+                "link set {dev} up\naddr add {ROUTER_LINK_LOCAL}/64 dev {dev} nodad"
+            );
+        }
+        let _ = writeln!(
+            router,
+            "route add {PROXY_ADDR}/128 dev proxy-in\nroute add {ECHO_ADDR}/128 dev internet"
+        );
+        for e in &plan.egress {
+            let _ = writeln!(router, "route add {}/128 dev proxy-out", e.ip);
+        }
+        run("ip", &["-6", "-n", &infra.router, "-batch", "-"], Some(&router))?;
+        let mut proxy = format!(
+            "link set lo up\nlink set in up\nlink set out up\n\
+             addr add {PROXY_ADDR}/128 dev in nodad\n\
+             route add default via {ROUTER_LINK_LOCAL} dev out\n\
+             route add {} via {ROUTER_LINK_LOCAL} dev in\n",
+            plan.pool
+        );
+        for e in &plan.egress {
+            let _ = writeln!(proxy, "addr add {}/128 dev out nodad", e.ip);
+        }
+        run("ip", &["-6", "-n", &infra.proxy, "-batch", "-"], Some(&proxy))?;
+        run(
+            "ip",
+            &["-6", "-n", &infra.internet, "-batch", "-"],
+            Some(&format!(
+                "link set lo up\nlink set eth0 up\naddr add {ECHO_ADDR}/128 dev eth0 nodad\n\
+                 route add default via {ROUTER_LINK_LOCAL} dev eth0\n"
+            )),
+        )?;
+        progress(Progress::Tick("proxy and internet namespaces".into()));
+        self.apply_ruleset(&plan)?;
+        progress(Progress::Tick("nftables".into()));
+
+        let proxy_pid = self.start_proxy(&plan)?;
+        let echo_pid = self.spawn(
+            &infra.internet,
+            Runtime::Plain,
+            &Workload::Echo,
+            &[SocketAddr::new(IpAddr::V6(ECHO_ADDR), HTTP_PORT)],
+            &[],
+        )?;
+        self.wait_ready("the internet echo origin", echo_pid, &[HTTP_PORT], Duration::from_secs(10))?;
+        self.wait_ready(
+            "the egress proxy",
+            proxy_pid,
+            &[plan.options.policy.proxy_port.get()],
+            Duration::from_secs(10),
+        )?;
+        progress(Progress::Tick("egress proxy and internet echo".into()));
+
+        let now = now_rfc3339();
+        let mut state = LabState {
+            lab_id: plan.options.lab_id.clone(),
+            started_at: now.clone(),
+            synced_at: now,
+            runtime: resolved,
+            infra: infra.clone(),
+            pool: plan.pool,
+            proxy_port: plan.options.policy.proxy_port.get(),
+            pods: Vec::new(),
+            gateways: Vec::new(),
+            egress: plan.egress.clone(),
+            proxy_pid,
+            echo_pid,
+            endpoints: plan.endpoints.clone().into_iter().collect(),
+        };
+        // Save early so that a failure below still leaves `down` a record.
+        self.save(&state)?;
+        let (pods, gateways) = self.add_endpoints(&plan, &plan.pods, &plan.gateways, progress)?;
+        state.pods = pods;
+        state.gateways = gateways;
+        self.save(&state)?;
+        Ok(state)
+    }
+
+    /// Brings a running lab in line with `snapshot`: pods and gateways that
+    /// went away are removed, new ones are added, changed gateways restart,
+    /// the proxy reloads its config, and the nftables table is replaced in
+    /// one transaction. Returns (pods added, pods removed).
+    pub fn sync(
+        &self,
+        snapshot: &Snapshot,
+        policy: &Policy,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<(usize, usize, LabState)> {
+        check_host()?;
+        let mut state = self.require()?;
+        let options = LabOptions::for_dir(&self.dir, state.runtime);
+        let plan = plan::plan(snapshot, policy, &options)?;
+
+        let same_pod = |a: &PodPlan, b: &PodPlan| {
+            a.netns == b.netns && a.addr == b.addr && a.ports == b.ports && a.image == b.image
+        };
+        let (keep, gone): (Vec<_>, Vec<_>) = state
+            .pods
+            .drain(..)
+            .partition(|r| plan.pods.iter().any(|p| same_pod(p, &r.spec)));
+        let new_pods: Vec<PodPlan> = plan
+            .pods
+            .iter()
+            .filter(|p| !keep.iter().any(|r| same_pod(p, &r.spec)))
+            .cloned()
+            .collect();
+        let (keep_gw, gone_gw): (Vec<_>, Vec<_>) = state
+            .gateways
+            .drain(..)
+            .partition(|r| plan.gateways.iter().any(|g| *g == r.spec));
+        let new_gw: Vec<GatewayPlan> = plan
+            .gateways
+            .iter()
+            .filter(|g| !keep_gw.iter().any(|r| r.spec == **g))
+            .cloned()
+            .collect();
+        progress(Progress::Phase {
+            name: "sync".into(),
+            total: (gone.len() + gone_gw.len()) as u64,
+        });
+        let removed = gone.len();
+        for ns in gone
+            .iter()
+            .map(|r| &r.spec.netns)
+            .chain(gone_gw.iter().map(|r| &r.spec.netns))
+        {
+            remove_namespace(ns)?;
+            progress(Progress::Tick(format!("removed {ns}")));
+        }
+
+        // Egress addresses on the proxy's outside interface and their routes.
+        let old: BTreeSet<_> = state.egress.iter().map(|e| e.ip).collect();
+        let new: BTreeSet<_> = plan.egress.iter().map(|e| e.ip).collect();
+        let (mut router, mut proxy) = (String::new(), String::new());
+        for ip in old.difference(&new) {
+            let _ = writeln!(router, "route del {ip}/128 dev proxy-out");
+            let _ = writeln!(proxy, "addr del {ip}/128 dev out");
+        }
+        for ip in new.difference(&old) {
+            let _ = writeln!(router, "route add {ip}/128 dev proxy-out");
+            let _ = writeln!(proxy, "addr add {ip}/128 dev out nodad");
+        }
+        if !router.is_empty() {
+            run("ip", &["-6", "-n", &state.infra.router, "-batch", "-"], Some(&router))?;
+            run("ip", &["-6", "-n", &state.infra.proxy, "-batch", "-"], Some(&proxy))?;
+        }
+
+        // New policy first for what stays, then the new endpoints under it.
+        self.apply_ruleset(&plan)?;
+        self.write_file("proxy.yaml", &proxy_yaml(&plan)?)?;
+        if pid_alive(state.proxy_pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(state.proxy_pid as i32),
+                nix::sys::signal::Signal::SIGHUP,
+            );
+        }
+        state.pods = keep;
+        state.gateways = keep_gw;
+        state.egress = plan.egress.clone();
+        state.endpoints = plan.endpoints.clone().into_iter().collect();
+        state.synced_at = now_rfc3339();
+        self.save(&state)?;
+        let added = new_pods.len();
+        let (pods, gateways) = self.add_endpoints(&plan, &new_pods, &new_gw, progress)?;
+        state.pods.extend(pods);
+        state.gateways.extend(gateways);
+        state.pods.sort_by(|a, b| a.spec.netns.cmp(&b.spec.netns));
+        state.gateways.sort_by(|a, b| a.spec.netns.cmp(&b.spec.netns));
+        self.save(&state)?;
+        Ok((added, removed, state))
+    }
+
+    /// Removes every namespace (and so every link, address and nftables
+    /// table) and every process of this lab, found by name prefix. Returns
+    /// the namespaces removed. Idempotent.
+    pub fn down(&self, progress: &(dyn Fn(Progress) + Sync)) -> Result<Vec<String>> {
+        let state = self.load().ok().flatten();
+        let found = namespaces_with_prefix(&self.prefix())?;
+        progress(Progress::Phase {
+            name: "down".into(),
+            total: found.len() as u64,
+        });
+        for ns in &found {
+            remove_namespace(ns)?;
+            progress(Progress::Tick(ns.clone()));
+        }
+        // Processes whose namespace was already gone (a half-finished down).
+        if let Some(s) = &state {
+            let pids = s
+                .pods
+                .iter()
+                .map(|p| p.pid)
+                .chain(s.gateways.iter().map(|g| g.pid))
+                .chain([s.proxy_pid, s.echo_pid]);
+            for pid in pids {
+                if is_ours(pid, &self.exe) {
+                    kill(pid);
+                }
+            }
+        }
+        let _ = std::fs::remove_file(self.state_path());
+        Ok(found)
+    }
+
+    fn apply_ruleset(&self, plan: &Plan) -> Result<()> {
+        let path = self.write_file("ruleset.nft", &plan.ruleset)?;
+        let path = path.to_string_lossy().into_owned();
+        run(
+            "ip",
+            &["netns", "exec", &plan.infra.router, "nft", "-f", &path],
+            None,
+        )?;
+        Ok(())
+    }
+
+    fn start_proxy(&self, plan: &Plan) -> Result<u32> {
+        let config = self.write_file("proxy.yaml", &proxy_yaml(plan)?)?;
+        let log = self.open_log(&plan.infra.proxy)?;
+        let exe = self.exe.to_string_lossy().into_owned();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &plan.infra.proxy, &exe, "proxy", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(LabError::io("log file"))?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(LabError::io("cannot start the egress proxy"))?;
+        Ok(child.id())
+    }
+
+    fn open_log(&self, netns: &str) -> Result<std::fs::File> {
+        let path = self.log_path(netns);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(LabError::io(format!("cannot open {}", path.display())))
+    }
+
+    /// Starts `workload` in `netns`.
+    fn spawn(
+        &self,
+        netns: &str,
+        runtime: Runtime,
+        workload: &Workload,
+        listen: &[SocketAddr],
+        env: &[(&str, String)],
+    ) -> Result<u32> {
+        let spec = serde_json::to_string(&crate::serve::ServeSpec {
+            workload: workload.clone(),
+            listen: listen.to_vec(),
+        })
+        .map_err(LabError::json("workload spec"))?;
+        let log = self.open_log(netns)?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns]);
+        if runtime == Runtime::Runsc {
+            cmd.arg("runsc").args(runsc_flags()).arg("do");
+        }
+        cmd.arg(&self.exe)
+            .args(["lab", "__serve", &spec])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(LabError::io("log file"))?)
+            .stderr(log)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(LabError::io(format!("cannot start the workload in {netns}")))?;
+        Ok(child.id())
+    }
+
+    fn wait_ready(&self, what: &str, pid: u32, ports: &[u16], limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if listening(pid, ports) {
+                return Ok(());
+            }
+            if !pid_alive(pid) || Instant::now() > deadline {
+                return Err(LabError::NotReady(what.to_string(), limit));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Creates the namespaces, links and addresses of `pods` and `gateways`
+    /// and starts their processes.
+    fn add_endpoints(
+        &self,
+        plan: &Plan,
+        pods: &[PodPlan],
+        gateways: &[GatewayPlan],
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<(Vec<Running<PodPlan>>, Vec<Running<GatewayPlan>>)> {
+        if pods.is_empty() && gateways.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let attach: Vec<(&str, &str, std::net::Ipv6Addr)> = pods
+            .iter()
+            .map(|p| (p.netns.as_str(), p.veth.as_str(), p.addr))
+            .chain(
+                gateways
+                    .iter()
+                    .map(|g| (g.netns.as_str(), g.veth.as_str(), g.addr)),
+            )
+            .collect();
+        progress(Progress::Phase {
+            name: "namespaces".into(),
+            total: attach.len() as u64,
+        });
+        // Re-adding after a failed attempt must not trip over leftovers.
+        for (ns, _, _) in &attach {
+            if namespaces_with_prefix(ns)?.iter().any(|n| n == ns) {
+                remove_namespace(ns)?;
+            }
+        }
+        let mut add = String::new();
+        for (ns, _, _) in &attach {
+            let _ = writeln!(add, "netns add {ns}");
+        }
+        run("ip", &["-batch", "-"], Some(&add))?;
+        let mut router = String::new();
+        for (ns, veth, addr) in &attach {
+            let _ = writeln!(
+                router,
+                "link add {veth} type veth peer name eth0 netns {ns}\n\
+                 link set {veth} up\n\
+                 addr add {ROUTER_LINK_LOCAL}/64 dev {veth} nodad\n\
+                 route add {addr}/128 dev {veth}"
+            );
+        }
+        run("ip", &["-6", "-n", &plan.infra.router, "-batch", "-"], Some(&router))?;
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = attach
+                .chunks(attach.len().div_ceil(8).max(1))
+                .map(|chunk| {
+                    s.spawn(move || {
+                        for (ns, _, addr) in chunk {
+                            run(
+                                "ip",
+                                &["-6", "-n", ns, "-batch", "-"],
+                                Some(&format!(
+                                    "link set lo up\nlink set eth0 up\n\
+                                     addr add {addr}/128 dev eth0 nodad\n\
+                                     route add default via {ROUTER_LINK_LOCAL} dev eth0\n"
+                                )),
+                            )?;
+                            progress(Progress::Tick((*ns).to_string()));
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(LabError::Plan("a setup thread panicked".into())))
+                })
+                .collect()
+        });
+        for r in results {
+            r?;
+        }
+
+        progress(Progress::Phase {
+            name: "workloads".into(),
+            total: attach.len() as u64,
+        });
+        let proxy_url = format!("http://[{PROXY_ADDR}]:{}", plan.options.policy.proxy_port);
+        let env = vec![
+            ("HTTP_PROXY", proxy_url.clone()),
+            ("HTTPS_PROXY", proxy_url.clone()),
+            ("http_proxy", proxy_url.clone()),
+            ("https_proxy", proxy_url),
+        ];
+        let mut started: Vec<(PodPlan, u32)> = Vec::new();
+        for p in pods {
+            let pid = self.spawn(&p.netns, p.runtime, &pod_workload(p), &pod_listen(p), &env)?;
+            started.push((p.clone(), pid));
+        }
+        let mut gw_running = Vec::new();
+        for g in gateways {
+            let pid = self.spawn(
+                &g.netns,
+                Runtime::Plain,
+                &gateway_workload(g),
+                &[SocketAddr::new(IpAddr::V6(g.addr), HTTP_PORT)],
+                &[],
+            )?;
+            gw_running.push((g.clone(), pid));
+        }
+        // Wait for all of them together; a gVisor pod that does not come up
+        // falls back to a plain process, and says so.
+        let mut running = Vec::new();
+        let mut pending: BTreeMap<usize, Instant> =
+            (0..started.len()).map(|i| (i, Instant::now())).collect();
+        let limit = Duration::from_secs(30);
+        while !pending.is_empty() {
+            let mut done = Vec::new();
+            let mut retry = Vec::new();
+            for (&i, &since) in &pending {
+                let (p, pid) = &started[i];
+                if listening(*pid, &p.ports) {
+                    done.push(i);
+                    progress(Progress::Tick(format!("{}/{} ({})", p.tenant, p.name, p.runtime)));
+                } else if !pid_alive(*pid) || since.elapsed() > limit {
+                    if p.runtime == Runtime::Runsc {
+                        retry.push(i);
+                    } else {
+                        return Err(LabError::NotReady(
+                            format!("pod {}/{}", p.tenant, p.name),
+                            limit,
+                        ));
+                    }
+                }
+            }
+            for i in done {
+                pending.remove(&i);
+            }
+            for i in retry {
+                let mut plain = started[i].0.clone();
+                kill_namespace_processes(&plain.netns)?;
+                plain.runtime = Runtime::Plain;
+                progress(Progress::Note(format!(
+                    "{}/{}: gVisor did not start it; running it as a plain process",
+                    plain.tenant, plain.name
+                )));
+                let pid = self.spawn(
+                    &plain.netns,
+                    Runtime::Plain,
+                    &pod_workload(&plain),
+                    &pod_listen(&plain),
+                    &env,
+                )?;
+                started[i] = (plain, pid);
+                pending.insert(i, Instant::now());
+            }
+            if !pending.is_empty() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        for (p, pid) in started {
+            running.push(Running { spec: p, pid });
+        }
+        let mut gws = Vec::new();
+        for (g, pid) in gw_running {
+            self.wait_ready(&g.display, pid, &[HTTP_PORT], Duration::from_secs(10))?;
+            progress(Progress::Tick(g.display.clone()));
+            gws.push(Running { spec: g, pid });
+        }
+        Ok((running, gws))
+    }
+}
+
+fn proxy_yaml(plan: &Plan) -> Result<String> {
+    plan.proxy_config
+        .to_yaml()
+        .map_err(|e| LabError::Plan(format!("cannot serialise the proxy config: {e}")))
+}
+
+fn pod_workload(p: &PodPlan) -> Workload {
+    Workload::Pod {
+        tenant: p.tenant.clone(),
+        deployment: p.deployment.clone(),
+        pod: p.name.clone(),
+    }
+}
+
+fn pod_listen(p: &PodPlan) -> Vec<SocketAddr> {
+    p.ports
+        .iter()
+        .map(|port| SocketAddr::new(IpAddr::V6(p.addr), *port))
+        .collect()
+}
+
+fn gateway_workload(g: &GatewayPlan) -> Workload {
+    Workload::Gateway {
+        routes: g
+            .routes
+            .iter()
+            .map(|r| (r.host.clone(), r.backends.clone()))
+            .collect(),
+    }
+}
+
+fn kill(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Whether `pid` is a process the lab started (not a reused pid).
+fn is_ours(pid: u32, exe: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    cmdline.contains("runsc") || cmdline.contains(&*exe.to_string_lossy())
+}
+
+/// Kills every process in namespace `netns` and waits until they are gone.
+fn kill_namespace_processes(netns: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = run("ip", &["netns", "pids", netns], None).unwrap_or_default();
+        let pids: Vec<u32> = pids
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if pids.is_empty() || Instant::now() > deadline {
+            return Ok(());
+        }
+        for pid in pids {
+            kill(pid);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills a namespace's processes and deletes it (with its links and tables).
+fn remove_namespace(netns: &str) -> Result<()> {
+    kill_namespace_processes(netns)?;
+    match run("ip", &["netns", "del", netns], None) {
+        Ok(_) => Ok(()),
+        Err(LabError::Command { stderr, .. }) if stderr.contains("No such file") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes every lab namespace on the host (all labs), for `lab down --all`.
+pub fn down_all(progress: &(dyn Fn(Progress) + Sync)) -> Result<Vec<String>> {
+    let found = namespaces_with_prefix(plan::NAME_PREFIX)?;
+    progress(Progress::Phase {
+        name: "down".into(),
+        total: found.len() as u64,
+    });
+    for ns in &found {
+        remove_namespace(ns)?;
+        progress(Progress::Tick(ns.clone()));
+    }
+    Ok(found)
+}
+
+/// Whether `pid` is still running.
+pub fn alive(pid: u32) -> bool {
+    pid_alive(pid)
+}

@@ -1,0 +1,84 @@
+//! Palisade's embedded dataplane: the desired state that becomes Cilium
+//! objects on a cluster becomes network namespaces, IPv6 addresses and one
+//! nftables table on one Linux host, so isolation and egress can be shown for
+//! real on a laptop or in CI.
+//!
+//! The crate is split the way the rest of Palisade is:
+//! - [`plan`] and [`nft`] are pure: a [`palisade_core::Snapshot`] and its
+//!   [`palisade_core::policy::Policy`] in, a complete [`plan::Plan`] (names,
+//!   addresses, processes, the nftables ruleset text, the proxy config) out.
+//!   They never decide policy; they translate the policy model's rules.
+//! - [`verify::expectations`] is pure too: the probe matrix and the verdict
+//!   the policy model expects for each probe.
+//! - [`apply`] and [`verify`] do the I/O (`ip`, `nft -f`, process spawning,
+//!   probe agents), and [`serve`] holds the small programs that run inside the
+//!   namespaces (pod workload, internet echo, gateway reverse proxy, probe
+//!   agent).
+
+pub mod apply;
+pub mod nft;
+pub mod plan;
+pub mod progress;
+pub mod serve;
+pub mod verify;
+
+pub use apply::{Lab, LabState, Progress};
+pub use plan::{LabOptions, Plan, Runtime};
+
+/// Everything that can go wrong in the lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The lab needs Linux and root (network namespaces, nftables).
+    #[error("the lab needs {0}")]
+    Unsupported(String),
+    /// The store's state cannot be laid out as a lab.
+    #[error("cannot plan the lab: {0}")]
+    Plan(String),
+    /// An external command failed.
+    #[error("`{command}` failed: {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// A workload did not start listening in time.
+    #[error("{0} did not start listening within {1:?} (see its log in the lab directory)")]
+    NotReady(String, std::time::Duration),
+    /// No lab is running for this state.
+    #[error("no lab is running (start one with `palisade lab up`)")]
+    NotRunning,
+    /// A lab is already running.
+    #[error("a lab is already running for this state (use `palisade lab sync`, or `palisade lab down` first)")]
+    AlreadyRunning,
+    /// Reading or writing the lab directory, or spawning a process.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// (De)serialising the lab's state or the probe protocol.
+    #[error("{context}: {source}")]
+    Json {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: serde_json::Error,
+    },
+}
+
+impl LabError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| LabError::Io { context, source }
+    }
+    pub(crate) fn json(context: impl Into<String>) -> impl FnOnce(serde_json::Error) -> Self {
+        let context = context.into();
+        move |source| LabError::Json { context, source }
+    }
+}
+
+/// Result alias for the lab.
+pub type Result<T, E = LabError> = std::result::Result<T, E>;

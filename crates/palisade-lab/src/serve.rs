@@ -1,0 +1,333 @@
+//! The small programs that run inside the lab's namespaces.
+//!
+//! Container images cannot be pulled on a laptop or in CI, so every image
+//! maps to one built-in workload, run by the `palisade` binary itself (a
+//! hidden `palisade lab __serve` subcommand) under `ip netns exec`, optionally
+//! inside gVisor. Answers are one JSON object naming who answered and whom
+//! they saw calling, which is what `verify` checks.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// What a workload answers with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Answer {
+    /// `pod`, `internet-echo` or `gateway`.
+    pub role: String,
+    /// The pod's tenant (pods only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The pod's deployment (pods only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// The pod's name (pods only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The caller's address as the server saw it.
+    pub caller: String,
+}
+
+/// What `palisade lab __serve` runs: passed as one JSON argument.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServeSpec {
+    /// The workload.
+    pub workload: Workload,
+    /// Where it listens.
+    pub listen: Vec<SocketAddr>,
+}
+
+/// Which workload to run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "role", rename_all = "kebab-case")]
+pub enum Workload {
+    /// A pod: answers with its identity.
+    Pod {
+        /// Tenant.
+        tenant: String,
+        /// Deployment.
+        deployment: String,
+        /// Pod name.
+        pod: String,
+    },
+    /// The internet echo origin: answers with the caller's address.
+    Echo,
+    /// A gateway: forwards `Host: <deployment>.<tenant>` (or path
+    /// `/<tenant>/<deployment>/...`) to that deployment's pods.
+    Gateway {
+        /// (host, backends).
+        routes: Vec<(String, Vec<SocketAddr>)>,
+    },
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Serves `workload` on every address of `listen` until killed.
+pub async fn serve(workload: Workload, listen: Vec<SocketAddr>) -> std::io::Result<()> {
+    let workload = Arc::new(workload);
+    let rr = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for addr in listen {
+        let listener = TcpListener::bind(addr).await?;
+        let workload = workload.clone();
+        let rr = rr.clone();
+        tasks.spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let workload = workload.clone();
+                let rr = rr.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let workload = workload.clone();
+                        let rr = rr.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                handle(&workload, &rr, peer, req).await,
+                            )
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn handle(
+    workload: &Workload,
+    rr: &AtomicUsize,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let caller = peer.ip().to_canonical().to_string();
+    let answer = |role: &str, tenant: Option<&str>, deployment: Option<&str>, pod: Option<&str>| {
+        let a = Answer {
+            role: role.into(),
+            tenant: tenant.map(Into::into),
+            deployment: deployment.map(Into::into),
+            pod: pod.map(Into::into),
+            caller: caller.clone(),
+        };
+        json_response(
+            StatusCode::OK,
+            serde_json::to_string(&a).unwrap_or_default() + "\n",
+        )
+    };
+    match workload {
+        Workload::Pod {
+            tenant,
+            deployment,
+            pod,
+        } => answer("pod", Some(tenant), Some(deployment), Some(pod)),
+        Workload::Echo => answer("internet-echo", None, None, None),
+        Workload::Gateway { routes } => {
+            let host = req
+                .headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.split(':').next().unwrap_or(h).to_string())
+                .unwrap_or_default();
+            let path = req.uri().path().to_string();
+            let route = routes.iter().find(|(h, _)| *h == host).or_else(|| {
+                routes.iter().find(|(h, _)| {
+                    let mut parts = h.splitn(2, '.');
+                    let (d, t) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    path.starts_with(&format!("/{t}/{d}/")) || path == format!("/{t}/{d}")
+                })
+            });
+            let Some((_, backends)) = route.filter(|(_, b)| !b.is_empty()) else {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    format!("{{\"error\":\"no route for host {host:?} path {path:?}\"}}\n"),
+                );
+            };
+            let backend = backends[rr.fetch_add(1, Ordering::Relaxed) % backends.len()];
+            match http_get(backend, None, &host, "/", Duration::from_secs(2)).await {
+                Ok((status, body)) => {
+                    let mut r = json_response(StatusCode::OK, body);
+                    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                    r
+                }
+                Err(e) => json_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("{{\"error\":\"{backend}: {e}\"}}\n"),
+                ),
+            }
+        }
+    }
+}
+
+/// Why an HTTP probe failed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeFailure {
+    /// The TCP connection was not established (dropped or refused).
+    Connect(String),
+    /// Connected, but no HTTP answer.
+    Http(String),
+}
+
+impl std::fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeFailure::Connect(e) => write!(f, "no connection: {e}"),
+            ProbeFailure::Http(e) => write!(f, "connected, but no HTTP answer: {e}"),
+        }
+    }
+}
+
+/// `GET path` from `addr` (or through the proxy at `proxy`, for an absolute
+/// URL) with a connect timeout and an overall timeout; returns (status, body).
+pub async fn http_get(
+    addr: SocketAddr,
+    proxy: Option<SocketAddr>,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), ProbeFailure> {
+    let dial = proxy.unwrap_or(addr);
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(dial))
+        .await
+        .map_err(|_| ProbeFailure::Connect(format!("timed out after {timeout:?}")))?
+        .map_err(|e| ProbeFailure::Connect(e.to_string()))?;
+    let exchange = async {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let uri = match proxy {
+            Some(_) => format!("http://{addr}{path}"),
+            None => path.to_string(),
+        };
+        let req = Request::get(uri)
+            .header(hyper::header::HOST, host)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(timeout * 2, exchange)
+        .await
+        .map_err(|_| ProbeFailure::Http(format!("timed out after {:?}", timeout * 2)))?
+        .map_err(ProbeFailure::Http)
+}
+
+/// One request a probe agent makes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeRequest {
+    /// Correlates the answer.
+    pub id: usize,
+    /// Where to (the origin, also when going through a proxy).
+    pub addr: SocketAddr,
+    /// Through this HTTP proxy.
+    pub proxy: Option<SocketAddr>,
+    /// The `Host` header.
+    pub host: String,
+}
+
+/// A probe agent's answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeResult {
+    /// The request's id.
+    pub id: usize,
+    /// Status and body, or why not.
+    pub outcome: Result<(u16, String), ProbeFailure>,
+}
+
+/// Runs every probe concurrently from the current namespace.
+pub async fn run_probes(requests: Vec<ProbeRequest>, timeout: Duration) -> Vec<ProbeResult> {
+    let mut set = tokio::task::JoinSet::new();
+    for r in requests {
+        set.spawn(async move {
+            let outcome = http_get(r.addr, r.proxy, &r.host, "/", timeout).await;
+            ProbeResult { id: r.id, outcome }
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(r) = r {
+            out.push(r);
+        }
+    }
+    out.sort_by_key(|r| r.id);
+    out
+}
+
+/// What `palisade lab __probe` reads on stdin.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeBatch {
+    /// Connect timeout (the exchange gets twice this).
+    pub timeout_ms: u64,
+    /// The probes.
+    pub requests: Vec<ProbeRequest>,
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// Entry point of `palisade lab __serve SPEC`: serves until killed.
+pub fn serve_main(spec: &str) -> crate::Result<()> {
+    let spec: ServeSpec =
+        serde_json::from_str(spec).map_err(crate::LabError::json("workload spec"))?;
+    runtime()
+        .and_then(|rt| rt.block_on(serve(spec.workload, spec.listen)))
+        .map_err(crate::LabError::io("workload"))
+}
+
+/// Entry point of `palisade lab __probe`: a [`ProbeBatch`] on stdin, one
+/// [`ProbeResult`] per line on stdout.
+pub fn probe_main() -> crate::Result<()> {
+    use std::io::{Read, Write};
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(crate::LabError::io("probe input"))?;
+    let batch: ProbeBatch =
+        serde_json::from_str(&input).map_err(crate::LabError::json("probe input"))?;
+    let results = runtime()
+        .map_err(crate::LabError::io("probe runtime"))?
+        .block_on(run_probes(
+            batch.requests,
+            Duration::from_millis(batch.timeout_ms),
+        ));
+    let mut out = std::io::stdout().lock();
+    for r in results {
+        let line = serde_json::to_string(&r).map_err(crate::LabError::json("probe output"))?;
+        writeln!(out, "{line}").map_err(crate::LabError::io("probe output"))?;
+    }
+    Ok(())
+}

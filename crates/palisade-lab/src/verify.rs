@@ -1,0 +1,413 @@
+//! `lab verify`: the connectivity matrix, expected from the policy model and
+//! measured for real.
+//!
+//! [`expectations`] is pure: for every ordered pair of pods, every gateway →
+//! pod, and every pod → internet (direct, and through the tenant's proxy) it
+//! asks [`Policy::allowed`] what must happen and why. [`run`] then measures
+//! each probe with a real HTTP request from inside the source namespace (one
+//! probe agent per namespace, all probes concurrent, bounded timeouts) and
+//! compares. A mismatch names the pair and the rule that should have applied.
+
+use crate::apply::{Lab, LabState, Progress, run as run_cmd};
+use crate::plan::{ECHO_ADDR, HTTP_PORT, PROXY_ADDR, PodPlan};
+use crate::serve::{Answer, ProbeBatch, ProbeFailure, ProbeRequest, ProbeResult};
+use crate::{LabError, Result};
+use palisade_core::policy::{Endpoint, Policy, PortProto, Reason};
+use palisade_core::{DeploymentName, Port, TenantName};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// How a probe reaches its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeKind {
+    /// A direct TCP connection and HTTP request.
+    Direct,
+    /// An HTTP request to the internet echo through the tenant's egress proxy.
+    ViaProxy,
+}
+
+/// One planned probe and what the policy model expects of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The client endpoint.
+    pub from: Endpoint,
+    /// The server endpoint.
+    pub to: Endpoint,
+    /// The client pod (pods only).
+    pub from_pod: Option<String>,
+    /// The server pod (pods only).
+    pub to_pod: Option<String>,
+    /// The destination port (for proxy probes: the proxy's).
+    pub port: u16,
+    /// Direct or through the proxy.
+    pub kind: ProbeKind,
+    /// The namespace it runs in.
+    pub netns: String,
+    /// What to send.
+    pub addr: SocketAddr,
+    /// Through this proxy.
+    pub proxy: Option<SocketAddr>,
+    /// Whether the policy model allows it.
+    pub expected: bool,
+    /// The rule that allows it, or default deny.
+    pub reason: Reason,
+    /// The caller address the server must see (tenant egress IP).
+    pub expect_caller: Option<Ipv6Addr>,
+    /// The (tenant, deployment) that must answer.
+    pub expect_pod_of: Option<(String, String)>,
+}
+
+/// One measured probe.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Outcome {
+    /// Client endpoint (`acme/web`, `gateway/central`).
+    pub from: String,
+    /// Server endpoint (`acme/db`, `internet`, `egress-proxy/acme`).
+    pub to: String,
+    /// Client pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_pod: Option<String>,
+    /// Server pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_pod: Option<String>,
+    /// Destination port.
+    pub port: u16,
+    /// Direct or via the proxy.
+    pub kind: ProbeKind,
+    /// What the policy model expects.
+    pub expected: bool,
+    /// What happened.
+    pub observed: bool,
+    /// The rule that should apply (or `default deny`).
+    pub reason: String,
+    /// Whether expectation and observation agree (and the answer was right).
+    pub ok: bool,
+    /// What was seen, in a few words.
+    pub detail: String,
+}
+
+/// The result of one `verify`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    /// When (RFC 3339).
+    pub generated_at: String,
+    /// Every probe, in plan order.
+    pub probes: Vec<Outcome>,
+}
+
+impl Report {
+    /// The probes that disagree with the policy model.
+    pub fn mismatches(&self) -> impl Iterator<Item = &Outcome> {
+        self.probes.iter().filter(|o| !o.ok)
+    }
+}
+
+/// The shape of `<lab dir>/verify.json` (read by the dashboard).
+#[derive(Debug, serde::Serialize)]
+struct FileReport<'a> {
+    generated_at: &'a str,
+    probes: Vec<FileProbe<'a>>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct FileProbe<'a> {
+    from: &'a str,
+    to: &'a str,
+    port: u16,
+    expected: bool,
+    observed: bool,
+    reason: &'a str,
+}
+
+fn endpoint_of(p: &PodPlan) -> Result<Endpoint> {
+    let t: TenantName = p
+        .tenant
+        .parse()
+        .map_err(|e| LabError::Plan(format!("{e}")))?;
+    let d: DeploymentName = p
+        .deployment
+        .parse()
+        .map_err(|e| LabError::Plan(format!("{e}")))?;
+    Ok(Endpoint::deployment(&t, &d))
+}
+
+fn tcp(port: u16) -> Result<PortProto> {
+    Port::try_from(port)
+        .map(PortProto::tcp)
+        .map_err(|e| LabError::Plan(format!("{e}")))
+}
+
+/// Every probe of the lab in `state` and the verdict `policy` expects.
+pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
+    let mut out = Vec::new();
+    let echo = SocketAddr::new(IpAddr::V6(ECHO_ADDR), HTTP_PORT);
+    let proxy = SocketAddr::new(IpAddr::V6(PROXY_ADDR), state.proxy_port);
+    let to_pods = |from: &Endpoint,
+                   netns: &str,
+                   from_pod: Option<&str>,
+                   out: &mut Vec<Probe>|
+     -> Result<()> {
+        for dst in state.pods.iter().map(|r| &r.spec) {
+            if dst.netns == netns {
+                continue;
+            }
+            let to = endpoint_of(dst)?;
+            for &port in &dst.ports {
+                let v = policy.allowed(from, &to, tcp(port)?);
+                out.push(Probe {
+                    from: from.clone(),
+                    to: to.clone(),
+                    from_pod: from_pod.map(Into::into),
+                    to_pod: Some(dst.name.clone()),
+                    port,
+                    kind: ProbeKind::Direct,
+                    netns: netns.to_string(),
+                    addr: SocketAddr::new(IpAddr::V6(dst.addr), port),
+                    proxy: None,
+                    expected: v.allowed,
+                    reason: v.reason,
+                    expect_caller: None,
+                    expect_pod_of: Some((dst.tenant.clone(), dst.deployment.clone())),
+                });
+            }
+        }
+        Ok(())
+    };
+    for src in state.pods.iter().map(|r| &r.spec) {
+        let from = endpoint_of(src)?;
+        to_pods(&from, &src.netns, Some(&src.name), &mut out)?;
+        let egress_ip = state
+            .egress
+            .iter()
+            .find(|e| e.tenant == src.tenant)
+            .map(|e| e.ip);
+        let direct = policy.allowed(&from, &Endpoint::Internet, tcp(HTTP_PORT)?);
+        out.push(Probe {
+            from: from.clone(),
+            to: Endpoint::Internet,
+            from_pod: Some(src.name.clone()),
+            to_pod: None,
+            port: HTTP_PORT,
+            kind: ProbeKind::Direct,
+            netns: src.netns.clone(),
+            addr: echo,
+            proxy: None,
+            expected: direct.allowed,
+            reason: direct.reason,
+            expect_caller: egress_ip,
+            expect_pod_of: None,
+        });
+        let to = Endpoint::EgressProxy {
+            tenant: src
+                .tenant
+                .parse()
+                .map_err(|e| LabError::Plan(format!("{e}")))?,
+        };
+        let via = policy.allowed(&from, &to, tcp(state.proxy_port)?);
+        out.push(Probe {
+            from,
+            to,
+            from_pod: Some(src.name.clone()),
+            to_pod: None,
+            port: state.proxy_port,
+            kind: ProbeKind::ViaProxy,
+            netns: src.netns.clone(),
+            addr: echo,
+            proxy: Some(proxy),
+            expected: via.allowed,
+            reason: via.reason,
+            expect_caller: egress_ip,
+            expect_pod_of: None,
+        });
+    }
+    for g in state.gateways.iter().map(|r| &r.spec) {
+        let from = Endpoint::Gateway {
+            scope: g.scope.clone(),
+        };
+        to_pods(&from, &g.netns, None, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Compares one measurement with its expectation.
+pub fn judge(probe: &Probe, outcome: &Result<(u16, String), ProbeFailure>) -> Outcome {
+    let (observed, mut problem, detail) = match outcome {
+        Err(ProbeFailure::Connect(e)) => (false, None, format!("blocked ({e})")),
+        Err(e @ ProbeFailure::Http(_)) => (true, Some(e.to_string()), e.to_string()),
+        Ok((status, body)) => {
+            let answer: Option<Answer> = serde_json::from_str(body.trim()).ok();
+            match probe.kind {
+                ProbeKind::ViaProxy => {
+                    let reached = *status == 200
+                        && answer.as_ref().is_some_and(|a| a.role == "internet-echo");
+                    let detail = match &answer {
+                        Some(a) if reached => format!("echo saw {}", a.caller),
+                        _ => format!("proxy answered {status}"),
+                    };
+                    (reached, None, detail)
+                }
+                ProbeKind::Direct => (true, None, match &answer {
+                    Some(a) => format!("{} answered, saw {}", a.pod.as_deref().unwrap_or(&a.role), a.caller),
+                    None => format!("HTTP {status}"),
+                }),
+            }
+        }
+    };
+    if observed {
+        if let Ok((_, body)) = outcome {
+            let answer: Option<Answer> = serde_json::from_str(body.trim()).ok();
+            if let (Some(want), Some(a)) = (probe.expect_caller, &answer) {
+                if a.role == "internet-echo" && a.caller != want.to_string() {
+                    problem = Some(format!(
+                        "the internet saw {} instead of the tenant's egress IP {want}",
+                        a.caller
+                    ));
+                }
+            }
+            if let Some((t, d)) = &probe.expect_pod_of {
+                let right = answer.as_ref().is_some_and(|a| {
+                    a.tenant.as_deref() == Some(t) && a.deployment.as_deref() == Some(d)
+                });
+                if !right {
+                    problem = Some(format!("the wrong workload answered: {}", body.trim()));
+                }
+            }
+        }
+    }
+    let ok = observed == probe.expected && problem.is_none();
+    Outcome {
+        from: probe.from.to_string(),
+        to: probe.to.to_string(),
+        from_pod: probe.from_pod.clone(),
+        to_pod: probe.to_pod.clone(),
+        port: probe.port,
+        kind: probe.kind,
+        expected: probe.expected,
+        observed,
+        reason: probe.reason.to_string(),
+        ok,
+        detail: problem.unwrap_or(detail),
+    }
+}
+
+/// Measures every probe (one agent per source namespace, `parallel` agents
+/// at once) and judges it.
+pub fn run(
+    lab: &Lab,
+    probes: &[Probe],
+    timeout: Duration,
+    parallel: usize,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Report> {
+    let mut by_ns: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, p) in probes.iter().enumerate() {
+        match by_ns.last_mut() {
+            Some((ns, ids)) if *ns == p.netns => ids.push(i),
+            _ => by_ns.push((p.netns.clone(), vec![i])),
+        }
+    }
+    progress(Progress::Phase {
+        name: "verify".into(),
+        total: by_ns.len() as u64,
+    });
+    let results: Mutex<Vec<Option<Result<(u16, String), ProbeFailure>>>> =
+        Mutex::new(vec![None; probes.len()]);
+    let next = AtomicUsize::new(0);
+    let errors: Mutex<Vec<LabError>> = Mutex::new(Vec::new());
+    let exe = lab.exe.to_string_lossy().into_owned();
+    std::thread::scope(|s| {
+        for _ in 0..parallel.max(1) {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((ns, ids)) = by_ns.get(k) else {
+                        break;
+                    };
+                    let batch = ProbeBatch {
+                        timeout_ms: timeout.as_millis() as u64,
+                        requests: ids
+                            .iter()
+                            .map(|&i| ProbeRequest {
+                                id: i,
+                                addr: probes[i].addr,
+                                proxy: probes[i].proxy,
+                                host: probes[i].addr.to_string(),
+                            })
+                            .collect(),
+                    };
+                    let input = match serde_json::to_string(&batch) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            if let Ok(mut errs) = errors.lock() {
+                                errs.push(LabError::json("probe batch")(e));
+                            }
+                            continue;
+                        }
+                    };
+                    match run_cmd("ip", &["netns", "exec", ns, &exe, "lab", "__probe"], Some(&input))
+                    {
+                        Ok(out) => {
+                            if let Ok(mut res) = results.lock() {
+                                for line in out.lines() {
+                                    if let Ok(r) = serde_json::from_str::<ProbeResult>(line) {
+                                        if let Some(slot) = res.get_mut(r.id) {
+                                            *slot = Some(r.outcome);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut errs) = errors.lock() {
+                                errs.push(e);
+                            }
+                        }
+                    }
+                    progress(Progress::Tick(format!("{ns}: {} probes", ids.len())));
+                }
+            });
+        }
+    });
+    if let Some(e) = errors.into_inner().ok().and_then(|mut v| v.pop()) {
+        return Err(e);
+    }
+    let results = results.into_inner().unwrap_or_default();
+    let outcomes = probes
+        .iter()
+        .zip(results)
+        .map(|(p, r)| {
+            let r = r.unwrap_or_else(|| Err(ProbeFailure::Http("the probe agent gave no answer".into())));
+            judge(p, &r)
+        })
+        .collect();
+    Ok(Report {
+        generated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        probes: outcomes,
+    })
+}
+
+/// Writes `report` to `path` in the dashboard's shape, atomically.
+pub fn write_report(path: &std::path::Path, report: &Report) -> Result<()> {
+    let file = FileReport {
+        generated_at: &report.generated_at,
+        probes: report
+            .probes
+            .iter()
+            .map(|o| FileProbe {
+                from: &o.from,
+                to: &o.to,
+                port: o.port,
+                expected: o.expected,
+                observed: o.observed,
+                reason: &o.reason,
+            })
+            .collect(),
+    };
+    let text = serde_json::to_string_pretty(&file).map_err(LabError::json("verify report"))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).map_err(LabError::io(format!("cannot write {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(LabError::io(format!("cannot replace {}", path.display())))
+}
