@@ -1,0 +1,310 @@
+//! The custom resources: what users (and `palisade --store kubernetes`)
+//! write, and what the operator reports back.
+//!
+//! Spec fields are plain strings and numbers rather than the core's
+//! newtypes, so the API server accepts any object and the operator can
+//! explain a bad value in a status condition (the core's one-line error)
+//! instead of the user getting an opaque schema rejection for some fields
+//! and silence for others. The YAML under `deploy/crds/` is generated from
+//! these types ([`crds_yaml`]) and a test keeps it in sync.
+
+use kube::CustomResource;
+use kube::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// API group of every Palisade custom resource.
+pub const GROUP: &str = "palisade.io";
+/// Their version.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of every Palisade custom resource.
+pub const API_VERSION: &str = "palisade.io/v1alpha1";
+
+/// A tenant: its namespace `tenant-<name>`, quota, node pool and egress.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "palisade.io",
+    version = "v1alpha1",
+    kind = "Tenant",
+    plural = "tenants",
+    shortname = "ptenant",
+    status = "TenantStatus",
+    printcolumn = r#"{"name":"Namespace","type":"string","jsonPath":".status.namespace"}"#,
+    printcolumn = r#"{"name":"Deployments","type":"integer","jsonPath":".status.deploymentCount"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// Resource ceiling of the namespace (its ResourceQuota).
+    #[serde(default)]
+    pub quota: QuotaSpec,
+    /// Dedicated node pool: pods get its toleration and nodeSelector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_pool: Option<String>,
+    /// How the tenant's traffic leaves the cluster.
+    #[serde(default)]
+    pub egress: EgressSpec,
+    /// Labels for the namespace (keys under palisade.io/ are reserved).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A namespace's quota.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaSpec {
+    /// CPU requests, e.g. `4` or `500m`.
+    pub cpu: String,
+    /// Memory requests, e.g. `8Gi`.
+    pub memory: String,
+    /// Most pods at once.
+    pub pods: u32,
+}
+
+impl Default for QuotaSpec {
+    fn default() -> Self {
+        Self {
+            cpu: "4".into(),
+            memory: "8Gi".into(),
+            pods: 20,
+        }
+    }
+}
+
+/// Egress mode, as the CLI spells it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EgressModeSpec {
+    /// Through Palisade's egress proxy.
+    #[default]
+    Proxy,
+    /// Through a CiliumEgressGatewayPolicy.
+    CiliumEgressGateway,
+}
+
+/// Where and how a tenant's traffic leaves.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressSpec {
+    /// `proxy` or `cilium-egress-gateway`.
+    #[serde(default)]
+    pub mode: EgressModeSpec,
+    /// The fixed public address the traffic leaves from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Domains the egress proxy lets through (empty: all not denied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_domains: Vec<String>,
+    /// Domains the egress proxy refuses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_domains: Vec<String>,
+}
+
+/// A status condition, as `metav1.Condition` spells it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `SubnetAllocated`, ...
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// One CamelCase word.
+    pub reason: String,
+    /// For people.
+    #[serde(default)]
+    pub message: String,
+    /// When `status` last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    /// The generation this condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// What the operator reports about a tenant.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// `Ready` and, while deleting, `Terminating`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The tenant's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Workloads rendered (with a subnet and a valid spec).
+    #[serde(default)]
+    pub deployment_count: u32,
+    /// The generation last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// How a workload is reached from outside the cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayMode {
+    /// Not at all.
+    #[default]
+    None,
+    /// Through the tenant's gateway (which then fronts every workload of
+    /// the tenant, as `palisade gateway create per-tenant` does).
+    Tenant,
+    /// Through a gateway of its own.
+    Dedicated,
+}
+
+/// An environment variable of the workload's container.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct EnvVarSpec {
+    /// Name (a C identifier).
+    pub name: String,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// Container resources; unset fields take the operator's defaults.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesSpec {
+    /// e.g. `100m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_request: Option<String>,
+    /// e.g. `128Mi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_request: Option<String>,
+    /// e.g. `1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<String>,
+    /// e.g. `512Mi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
+}
+
+/// Another workload of the same tenant allowed to connect.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct AllowFrom {
+    /// The client workload's name.
+    pub deployment: String,
+    /// Only this port (default: every port this workload serves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// A workload of a tenant with its own IPv6 subnet. Lives in the tenant's
+/// namespace `tenant-<tenant>`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "palisade.io",
+    version = "v1alpha1",
+    kind = "TenantDeployment",
+    plural = "tenantdeployments",
+    shortname = "tdep",
+    namespaced,
+    status = "TenantDeploymentStatus",
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}"#,
+    printcolumn = r#"{"name":"Subnet","type":"string","jsonPath":".status.subnet"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantDeploymentSpec {
+    /// Container image, e.g. `nginx:alpine`.
+    pub image: String,
+    /// Number of pods.
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Ports the pods serve on (none: a headless Service).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// Environment of the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVarSpec>,
+    /// Container resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesSpec>,
+    /// Workloads of the same tenant allowed to connect to this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_from: Vec<AllowFrom>,
+    /// Ingress gateway: `none`, `tenant` or `dedicated`.
+    #[serde(default)]
+    pub gateway: GatewayMode,
+    /// Labels for the pods (keys under palisade.io/ are reserved).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// What the operator reports about a workload.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantDeploymentStatus {
+    /// `SubnetAllocated` and `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The allocated subnet in canonical form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// Pods ready, from the apps/v1 Deployment.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// The generation last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One allocated subnet. The object's name encodes the subnet (canonical
+/// text with `-` for `:`, then `-` and the prefix length), so the API
+/// server's name uniqueness is the allocation lock: whoever creates the
+/// object first owns the subnet.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "palisade.io",
+    version = "v1alpha1",
+    kind = "SubnetClaim",
+    plural = "subnetclaims",
+    shortname = "psc",
+    printcolumn = r#"{"name":"Subnet","type":"string","jsonPath":".spec.subnet"}"#,
+    printcolumn = r#"{"name":"Namespace","type":"string","jsonPath":".spec.namespace"}"#,
+    printcolumn = r#"{"name":"Deployment","type":"string","jsonPath":".spec.deployment"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnetClaimSpec {
+    /// The subnet in canonical form (RFC 5952), e.g. `fd00:1234:5678::/96`.
+    pub subnet: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The workload's namespace.
+    pub namespace: String,
+    /// The workload's name.
+    pub deployment: String,
+    /// The workload's uid: a re-created workload of the same name is a
+    /// different claimant.
+    pub workload_uid: String,
+}
+
+/// The CRDs, in the order they are installed.
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    vec![Tenant::crd(), TenantDeployment::crd(), SubnetClaim::crd()]
+}
+
+/// The committed files under `deploy/crds/`: (file name, YAML).
+pub fn crds_yaml() -> Result<Vec<(String, String)>, serde_yaml_ng::Error> {
+    let mut out = Vec::new();
+    for crd in crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let body = serde_yaml_ng::to_string(&crd)?;
+        out.push((
+            format!("{name}.yaml"),
+            format!("# Generated by `palisade-operator crds`; do not edit.\n---\n{body}"),
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,659 @@
+//! Reconcile as pure functions: from the custom resources the operator
+//! read to the objects it wants, what to apply, what to prune, and what
+//! status to report. No I/O here, so every decision is unit-tested; the
+//! [`crate::reconcile`] module only moves data between these functions and
+//! the API server.
+//!
+//! A tenant is the unit of rendering: a workload's network policy depends
+//! on its siblings (who may reach whom), so the tenant controller renders
+//! the whole tenant with `palisade_kube::render` — the same code as
+//! `palisade render` — from a one-tenant [`Snapshot`].
+
+use crate::claim::subnet_of;
+use crate::crd::{
+    Condition, EgressModeSpec, GatewayMode, SubnetClaim, Tenant, TenantDeployment,
+    TenantDeploymentSpec, TenantDeploymentStatus, TenantSpec, TenantStatus,
+};
+use ipnet::Ipv6Net;
+use kube::ResourceExt;
+use palisade_core::allocator::Timestamp;
+use palisade_core::model::parse_label;
+use palisade_core::{
+    AllowRule, Cpu, Deployment, DeploymentName, EgressMode, EgressProfile, Gateway, GatewayScope,
+    Image, Labels, Memory, ModelError, NodePoolName, Pool, Port, Quota, Replicas, Snapshot,
+    TenantName,
+};
+use palisade_kube::render::{MANAGED_BY, TENANT_LABEL};
+use palisade_kube::{Object, RenderOptions};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
+
+/// Field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "palisade-operator";
+/// Value of `app.kubernetes.io/managed-by` on what the operator applies;
+/// distinct from `palisade apply`'s, so neither prunes the other's objects.
+pub const MANAGED_BY_OPERATOR: &str = "palisade-operator";
+/// Annotation holding the hash of what was applied: equal hash, no write.
+pub const HASH_ANNOTATION: &str = "palisade.io/applied-hash";
+/// Finalizer on tenants: their workloads go first.
+pub const TENANT_FINALIZER: &str = "palisade.io/workloads";
+/// Finalizer on workloads: their subnet claim goes with them.
+pub const WORKLOAD_FINALIZER: &str = "palisade.io/subnet-claim";
+/// Claim label naming the workload.
+pub const DEPLOYMENT_LABEL: &str = "palisade.io/deployment";
+/// Claim label naming the workload's uid.
+pub const WORKLOAD_UID_LABEL: &str = "palisade.io/workload-uid";
+
+/// Prefix of tenant namespaces (the core's `TenantName::namespace`).
+pub const NAMESPACE_PREFIX: &str = "tenant-";
+
+/// A spec the operator cannot act on, with the model's explanation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+impl From<ModelError> for SpecError {
+    fn from(e: ModelError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// The tenant a workload's namespace belongs to (`tenant-<name>`).
+pub fn tenant_of_namespace(namespace: &str) -> Result<TenantName, SpecError> {
+    let name = namespace.strip_prefix(NAMESPACE_PREFIX).ok_or_else(|| {
+        SpecError(format!(
+            "namespace {namespace:?} is not a tenant namespace (tenant-<name>)"
+        ))
+    })?;
+    Ok(name.parse()?)
+}
+
+fn labels(map: &BTreeMap<String, String>) -> Result<Labels, SpecError> {
+    map.iter()
+        .map(|(k, v)| parse_label(&format!("{k}={v}")).map_err(SpecError::from))
+        .collect()
+}
+
+/// The core's tenant for a `Tenant` resource.
+pub fn core_tenant(name: &str, spec: &TenantSpec) -> Result<palisade_core::Tenant, SpecError> {
+    let name: TenantName = name.parse()?;
+    let ip = match &spec.egress.ip {
+        Some(ip) => Some(
+            ip.parse()
+                .map_err(|_| SpecError(format!("invalid egress ip {ip:?}: not an IP address")))?,
+        ),
+        None => None,
+    };
+    Ok(palisade_core::Tenant {
+        quota: Quota {
+            cpu: spec.quota.cpu.parse::<Cpu>()?,
+            memory: spec.quota.memory.parse::<Memory>()?,
+            pods: spec.quota.pods,
+        },
+        node_pool: spec
+            .node_pool
+            .as_deref()
+            .map(str::parse::<NodePoolName>)
+            .transpose()?,
+        egress: EgressProfile {
+            mode: match spec.egress.mode {
+                EgressModeSpec::Proxy => EgressMode::Proxy,
+                EgressModeSpec::CiliumEgressGateway => EgressMode::CiliumEgressGateway,
+            },
+            ip,
+        },
+        labels: labels(&spec.labels)?,
+        created_at: Timestamp(0),
+        name,
+    })
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Checks what the core model does not hold (env, resources) and builds
+/// the core's deployment.
+pub fn core_deployment(
+    tenant: &TenantName,
+    name: &str,
+    spec: &TenantDeploymentSpec,
+    subnet: Ipv6Net,
+) -> Result<Deployment, SpecError> {
+    let mut ports = spec
+        .ports
+        .iter()
+        .map(|p| p.to_string().parse::<Port>())
+        .collect::<Result<Vec<_>, _>>()?;
+    ports.sort();
+    ports.dedup();
+    for e in &spec.env {
+        if !is_env_name(&e.name) {
+            return Err(SpecError(format!(
+                "invalid env name {:?}: letters, digits and _, not starting with a digit",
+                e.name
+            )));
+        }
+    }
+    if let Some(r) = &spec.resources {
+        for cpu in [&r.cpu_request, &r.cpu_limit].into_iter().flatten() {
+            cpu.parse::<Cpu>()?;
+        }
+        for mem in [&r.memory_request, &r.memory_limit].into_iter().flatten() {
+            mem.parse::<Memory>()?;
+        }
+    }
+    for a in &spec.allow_from {
+        a.deployment.parse::<DeploymentName>()?;
+        if let Some(p) = a.port {
+            p.to_string().parse::<Port>()?;
+        }
+    }
+    Ok(Deployment {
+        tenant: tenant.clone(),
+        name: name.parse()?,
+        image: spec.image.parse::<Image>()?,
+        replicas: spec.replicas.to_string().parse::<Replicas>()?,
+        ports,
+        subnet,
+        labels: labels(&spec.labels)?,
+        created_at: Timestamp(0),
+    })
+}
+
+/// The subnet of a workload: the claim carrying its uid (the lowest if,
+/// after a crash, it has several).
+pub fn subnet_for(workload_uid: &str, claims: &[SubnetClaim]) -> Option<Ipv6Net> {
+    claims
+        .iter()
+        .filter(|c| c.spec.workload_uid == workload_uid && c.metadata.deletion_timestamp.is_none())
+        .filter_map(|c| subnet_of(&c.name_any()))
+        .min()
+}
+
+/// What a tenant reconcile wants, and why some workloads are left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Every object of the tenant, in apply order, labelled, owned by the
+    /// tenant and annotated with its hash.
+    pub objects: Vec<Object>,
+    /// Workloads rendered.
+    pub rendered: Vec<String>,
+    /// Workloads waiting for their subnet.
+    pub pending: Vec<String>,
+    /// Workloads whose spec is invalid, with the reason.
+    pub invalid: Vec<(String, String)>,
+}
+
+/// The desired objects of `tenant` with its `workloads` (those in its
+/// namespace) and the `claims` carrying its label.
+pub fn plan_tenant(
+    pool: &Pool,
+    options: &RenderOptions,
+    tenant: &Tenant,
+    workloads: &[TenantDeployment],
+    claims: &[SubnetClaim],
+) -> Result<Plan, SpecError> {
+    let core = core_tenant(&tenant.name_any(), &tenant.spec)?;
+    let mut plan = Plan {
+        objects: Vec::new(),
+        rendered: Vec::new(),
+        pending: Vec::new(),
+        invalid: Vec::new(),
+    };
+    let mut snapshot = Snapshot {
+        pool: pool.clone(),
+        tenants: vec![core.clone()],
+        deployments: Vec::new(),
+        gateways: Vec::new(),
+        allow_rules: Vec::new(),
+    };
+    let mut specs: BTreeMap<String, &TenantDeploymentSpec> = BTreeMap::new();
+    let mut sorted: Vec<&TenantDeployment> = workloads
+        .iter()
+        .filter(|w| w.metadata.deletion_timestamp.is_none())
+        .collect();
+    sorted.sort_by_key(|w| w.name_any());
+    for w in sorted {
+        let name = w.name_any();
+        let Some(subnet) = subnet_for(&w.uid().unwrap_or_default(), claims) else {
+            plan.pending.push(name);
+            continue;
+        };
+        match core_deployment(&core.name, &name, &w.spec, subnet) {
+            Ok(d) => {
+                match w.spec.gateway {
+                    GatewayMode::None => {}
+                    GatewayMode::Tenant => {
+                        let scope = GatewayScope::PerTenant {
+                            tenant: core.name.clone(),
+                        };
+                        if !snapshot.gateways.iter().any(|g| g.scope == scope) {
+                            snapshot.gateways.push(Gateway {
+                                scope,
+                                created_at: Timestamp(0),
+                            });
+                        }
+                    }
+                    GatewayMode::Dedicated => snapshot.gateways.push(Gateway {
+                        scope: GatewayScope::PerDeployment {
+                            tenant: core.name.clone(),
+                            deployment: d.name.clone(),
+                        },
+                        created_at: Timestamp(0),
+                    }),
+                }
+                snapshot.deployments.push(d);
+                specs.insert(name.clone(), &w.spec);
+                plan.rendered.push(name);
+            }
+            Err(e) => plan.invalid.push((name, e.0)),
+        }
+    }
+    // Allow rules between rendered workloads; a rule naming a workload
+    // that does not exist (yet) opens nothing.
+    for d in &snapshot.deployments {
+        let Some(spec) = specs.get(d.name.as_str()) else {
+            continue;
+        };
+        for a in &spec.allow_from {
+            let Ok(from) = a.deployment.parse::<DeploymentName>() else {
+                continue;
+            };
+            if !specs.contains_key(from.as_str()) {
+                continue;
+            }
+            snapshot.allow_rules.push(AllowRule {
+                tenant: core.name.clone(),
+                from,
+                to: d.name.clone(),
+                port: a.port.and_then(|p| p.to_string().parse().ok()),
+            });
+        }
+    }
+    let rendered = palisade_kube::render(&snapshot, options)
+        .map_err(|e| SpecError(format!("cannot render: {e}")))?;
+    let owner = owner_reference(tenant);
+    for t in rendered.tenants {
+        let mut objects = t.objects;
+        objects.extend(t.egress_config);
+        for d in t.deployments {
+            let spec = specs.get(d.name.as_str()).copied();
+            for mut o in d.objects {
+                if let (Some(spec), "Deployment", "apps/v1") =
+                    (spec, o.kind.as_str(), o.api_version.as_str())
+                {
+                    overlay_container(&mut o.body, spec);
+                }
+                objects.push(o);
+            }
+        }
+        for mut o in objects {
+            finish(&mut o, &owner);
+            plan.objects.push(o);
+        }
+    }
+    Ok(plan)
+}
+
+fn owner_reference(tenant: &Tenant) -> Value {
+    json!({
+        "apiVersion": crate::crd::API_VERSION,
+        "kind": "Tenant",
+        "name": tenant.name_any(),
+        "uid": tenant.uid().unwrap_or_default(),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+/// Adds what the core model does not carry: the container's env (after
+/// the proxy's, so a user can override `NO_PROXY`) and resources.
+fn overlay_container(body: &mut Value, spec: &TenantDeploymentSpec) {
+    let Some(container) = body
+        .pointer_mut("/spec/template/spec/containers/0")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    if !spec.env.is_empty() {
+        let mut env: Vec<Value> = container
+            .get("env")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for e in &spec.env {
+            env.retain(|v| v["name"] != e.name.as_str());
+            env.push(json!({"name": e.name, "value": e.value}));
+        }
+        container.insert("env".into(), Value::Array(env));
+    }
+    if let Some(r) = &spec.resources {
+        let set =
+            |c: &mut serde_json::Map<String, Value>, group: &str, key: &str, v: &Option<String>| {
+                let Some(v) = v else {
+                    return;
+                };
+                if let Some(m) = c
+                    .entry("resources")
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
+                    .map(|r| r.entry(group).or_insert_with(|| json!({})))
+                    .and_then(Value::as_object_mut)
+                {
+                    m.insert(key.into(), Value::String(v.clone()));
+                }
+            };
+        set(container, "requests", "cpu", &r.cpu_request);
+        set(container, "requests", "memory", &r.memory_request);
+        set(container, "limits", "cpu", &r.cpu_limit);
+        set(container, "limits", "memory", &r.memory_limit);
+    }
+}
+
+/// Relabels `managed-by`, sets the owner, and stamps the hash of the
+/// result (computed without the stamp).
+fn finish(o: &mut Object, owner: &Value) {
+    let Some(meta) = o.body.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(l) = meta.get_mut("labels").and_then(Value::as_object_mut) {
+        l.insert(MANAGED_BY.0.into(), MANAGED_BY_OPERATOR.into());
+    }
+    meta.insert("ownerReferences".into(), json!([owner]));
+    let hash = hash(&o.body);
+    if let Some(meta) = o.body.get_mut("metadata").and_then(Value::as_object_mut) {
+        let ann = meta.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(a) = ann.as_object_mut() {
+            a.insert(HASH_ANNOTATION.into(), hash.into());
+        }
+    }
+}
+
+/// A short, stable hash of a JSON value (sha256 of its compact text; keys
+/// are sorted by serde_json's map).
+pub fn hash(v: &Value) -> String {
+    let digest = Sha256::digest(v.to_string().as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A live object as far as apply and prune care.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Live {
+    /// `apiVersion`.
+    pub api_version: String,
+    /// `kind`.
+    pub kind: String,
+    /// Namespace, for namespaced kinds.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Its [`HASH_ANNOTATION`].
+    pub hash: Option<String>,
+    /// Already being deleted.
+    pub deleting: bool,
+}
+
+impl Live {
+    /// `Kind namespace/name`.
+    pub fn id(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
+}
+
+fn key(kind: &str, ns: &Option<String>, name: &str) -> (String, Option<String>, String) {
+    (kind.to_owned(), ns.clone(), name.to_owned())
+}
+
+fn stamped(o: &Object) -> Option<&str> {
+    o.body
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            HASH_ANNOTATION.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+}
+
+/// The desired objects that are missing or differ from what was last
+/// applied; unchanged objects are not written again.
+pub fn to_apply<'a>(desired: &'a [Object], live: &[Live]) -> Vec<&'a Object> {
+    let live: BTreeMap<_, _> = live
+        .iter()
+        .map(|l| (key(&l.kind, &l.namespace, &l.name), l))
+        .collect();
+    desired
+        .iter()
+        .filter(|o| match live.get(&key(&o.kind, &o.namespace, &o.name)) {
+            Some(l) => l.deleting || l.hash.as_deref() != stamped(o),
+            None => true,
+        })
+        .collect()
+}
+
+/// Owned live objects that are no longer desired (and not already going).
+pub fn to_prune(desired: &[Object], live: &[Live]) -> Vec<Live> {
+    let want: BTreeSet<_> = desired
+        .iter()
+        .map(|o| key(&o.kind, &o.namespace, &o.name))
+        .collect();
+    live.iter()
+        .filter(|l| !l.deleting && !want.contains(&key(&l.kind, &l.namespace, &l.name)))
+        .cloned()
+        .collect()
+}
+
+/// Sets `new` in `conditions`, keeping the transition time when the
+/// status did not change.
+pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition, now: &str) {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(c) => {
+            new.last_transition_time = if c.status == new.status {
+                c.last_transition_time.clone()
+            } else {
+                Some(now.to_owned())
+            };
+            *c = new;
+        }
+        None => {
+            new.last_transition_time = Some(now.to_owned());
+            conditions.push(new);
+        }
+    }
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: None,
+        observed_generation: generation,
+    }
+}
+
+/// A tenant's status after a reconcile that produced `plan` (or failed
+/// to, with the spec error).
+pub fn tenant_status(
+    current: Option<&TenantStatus>,
+    name: &str,
+    generation: Option<i64>,
+    plan: &Result<Plan, SpecError>,
+    now: &str,
+) -> TenantStatus {
+    let mut s = current.cloned().unwrap_or_default();
+    s.namespace = Some(format!("{NAMESPACE_PREFIX}{name}"));
+    s.observed_generation = generation;
+    let c = match plan {
+        Err(e) => condition("Ready", false, "InvalidSpec", e.0.clone(), generation),
+        Ok(p) => {
+            s.deployment_count = u32::try_from(p.rendered.len()).unwrap_or(u32::MAX);
+            let mut problems = Vec::new();
+            if !p.pending.is_empty() {
+                problems.push(format!("waiting for a subnet: {}", p.pending.join(", ")));
+            }
+            for (w, why) in &p.invalid {
+                problems.push(format!("{w}: {why}"));
+            }
+            if problems.is_empty() {
+                condition(
+                    "Ready",
+                    true,
+                    "Reconciled",
+                    format!(
+                        "{} objects applied for {} workloads",
+                        p.objects.len(),
+                        p.rendered.len()
+                    ),
+                    generation,
+                )
+            } else {
+                let reason = if p.invalid.is_empty() {
+                    "Pending"
+                } else {
+                    "InvalidWorkloads"
+                };
+                condition("Ready", false, reason, problems.join("; "), generation)
+            }
+        }
+    };
+    set_condition(&mut s.conditions, c, now);
+    s
+}
+
+/// A tenant's status while its deletion waits for `remaining` workloads.
+pub fn terminating_status(
+    current: Option<&TenantStatus>,
+    remaining: usize,
+    now: &str,
+) -> TenantStatus {
+    let mut s = current.cloned().unwrap_or_default();
+    let c = condition(
+        "Ready",
+        false,
+        "Terminating",
+        format!("deleting: waiting for {remaining} workloads to be deleted"),
+        s.observed_generation,
+    );
+    set_condition(&mut s.conditions, c, now);
+    s
+}
+
+/// A workload's status.
+pub fn workload_status(
+    current: Option<&TenantDeploymentStatus>,
+    generation: Option<i64>,
+    subnet: Result<Option<Ipv6Net>, &SpecError>,
+    ready_replicas: i32,
+    replicas: u32,
+    now: &str,
+) -> TenantDeploymentStatus {
+    let mut s = current.cloned().unwrap_or_default();
+    s.observed_generation = generation;
+    s.ready_replicas = ready_replicas;
+    let (alloc, ready) = match subnet {
+        Err(e) => {
+            s.subnet = None;
+            (
+                condition(
+                    "SubnetAllocated",
+                    false,
+                    "InvalidSpec",
+                    e.0.clone(),
+                    generation,
+                ),
+                condition("Ready", false, "InvalidSpec", e.0.clone(), generation),
+            )
+        }
+        Ok(None) => {
+            s.subnet = None;
+            (
+                condition(
+                    "SubnetAllocated",
+                    false,
+                    "PoolExhausted",
+                    "no free subnet in the pool".into(),
+                    generation,
+                ),
+                condition(
+                    "Ready",
+                    false,
+                    "PoolExhausted",
+                    "no free subnet in the pool".into(),
+                    generation,
+                ),
+            )
+        }
+        Ok(Some(net)) => {
+            s.subnet = Some(net.to_string());
+            let all = i64::from(ready_replicas) >= i64::from(replicas);
+            (
+                condition(
+                    "SubnetAllocated",
+                    true,
+                    "Claimed",
+                    format!("subnet {net}"),
+                    generation,
+                ),
+                condition(
+                    "Ready",
+                    all,
+                    if all { "PodsReady" } else { "PodsNotReady" },
+                    format!("{ready_replicas}/{replicas} pods ready"),
+                    generation,
+                ),
+            )
+        }
+    };
+    set_condition(&mut s.conditions, alloc, now);
+    set_condition(&mut s.conditions, ready, now);
+    s
+}
+
+/// Claims to delete in a garbage-collection pass: those whose workload
+/// (by uid) no longer exists, older than `grace` (a claim is created
+/// before its workload's status names it, so a young claim may just not
+/// be visible in a stale workload list yet).
+pub fn orphaned_claims(
+    claims: &[SubnetClaim],
+    live_workload_uids: &HashSet<String>,
+    now_secs: i64,
+    grace: Duration,
+) -> Vec<String> {
+    let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+    claims
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .filter(|c| !live_workload_uids.contains(&c.spec.workload_uid))
+        .filter(|c| {
+            c.metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| now_secs.saturating_sub(t.0.as_second()) >= grace)
+        })
+        .map(ResourceExt::name_any)
+        .collect()
+}
+
+/// Labels every claim carries, for label-selected lists.
+pub fn claim_labels(tenant: &str, deployment: &str, uid: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.0.to_owned(), MANAGED_BY_OPERATOR.to_owned()),
+        (TENANT_LABEL.to_owned(), tenant.to_owned()),
+        (DEPLOYMENT_LABEL.to_owned(), deployment.to_owned()),
+        (WORKLOAD_UID_LABEL.to_owned(), uid.to_owned()),
+    ])
+}

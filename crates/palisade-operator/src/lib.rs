@@ -1,0 +1,88 @@
+//! Palisade as a Kubernetes operator.
+//!
+//! Where the CLI keeps state in SQLite, the operator keeps it in the
+//! Kubernetes API: `Tenant` and `TenantDeployment` custom resources say what
+//! users want, `SubnetClaim` objects record which subnet each workload holds.
+//! Because the API server refuses a second object of one name, creating a
+//! claim named after its subnet is an atomic allocation, so any number of
+//! replicas, reconciles and CLI users can act at once without handing out a
+//! subnet twice. Leader election only avoids duplicate work.
+//!
+//! Layout: [`crd`] declares the resources; [`claim`] names claims and picks
+//! candidates with the core's allocation rule; [`desired`] is reconcile as
+//! pure functions (what to render, apply, prune, report); [`reconcile`]
+//! moves data between those functions and the API server; [`run`] wires
+//! the controllers, leader election, metrics and health endpoints.
+//! [`testing`] is an in-memory API server used by the tests of this crate
+//! and of the CLI.
+
+#![forbid(unsafe_code)]
+
+pub mod claim;
+pub mod crd;
+pub mod desired;
+pub mod metrics;
+pub mod reconcile;
+pub mod run;
+pub mod testing;
+
+use palisade_core::Pool;
+use palisade_kube::RenderOptions;
+use std::time::Duration;
+
+/// Why an operation against the cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("failed to {action} {object}: {source}")]
+    Kube {
+        /// What was being done.
+        action: &'static str,
+        /// The object or kind.
+        object: String,
+        /// The client's error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// Bad configuration (flags, environment).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The metrics/health listener failed.
+    #[error("failed to serve {what}: {source}")]
+    Io {
+        /// What was being served.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn kube(
+        action: &'static str,
+        object: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> Error {
+        let object = object.into();
+        move |e| Error::Kube {
+            action,
+            object,
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Everything the operator is configured with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The subnet pool (the same `--pool` / `--prefix-len` as `palisade init`).
+    pub pool: Pool,
+    /// How objects are rendered (as `palisade render`'s flags).
+    pub render: RenderOptions,
+    /// A claim without a workload is deleted after this long.
+    pub gc_grace: Duration,
+    /// How often the garbage-collection pass runs.
+    pub gc_interval: Duration,
+    /// Reconcile every object at least this often (drift repair).
+    pub resync: Duration,
+}

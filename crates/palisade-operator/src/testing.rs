@@ -1,0 +1,550 @@
+//! An in-memory Kubernetes API server for tests, reachable as a
+//! `kube::Client` (through `tower-test`'s mock service) or over a real TCP
+//! socket (for the CLI's tests, which run the real binary with a
+//! kubeconfig pointing at it).
+//!
+//! It implements what the operator and the CLI use, with the API server's
+//! semantics that matter for correctness: names are unique per collection
+//! (a second create is a 409, which is what makes subnet claims race-free),
+//! label-selected lists, server-side apply as create-or-merge, merge and
+//! JSON patches (a failed `test` op is a 422), the status subresource, and
+//! deletion that waits for finalizers. Every request is logged as
+//! `METHOD path?query` so tests can assert exact request sequences.
+//!
+//! It is not a conformance fake: no watches, no field selectors, no
+//! managed-fields bookkeeping.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// (group/version, plural, namespace, name).
+type Key = (String, String, Option<String>, String);
+
+#[derive(Debug, Default)]
+struct State {
+    objects: BTreeMap<Key, Value>,
+    log: Vec<String>,
+    resource_version: u64,
+    /// Plurals whose CRD is "not installed": every request is a 404.
+    missing: BTreeSet<String>,
+    /// Names whose next create loses a race: a competitor object appears
+    /// just before, and the create gets a 409.
+    steal: BTreeMap<String, Value>,
+}
+
+/// The fake API server; clones share state.
+#[derive(Debug, Clone, Default)]
+pub struct FakeApi {
+    state: Arc<Mutex<State>>,
+}
+
+/// A parsed request path.
+#[derive(Debug)]
+struct Target {
+    gv: String,
+    plural: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    status: bool,
+}
+
+fn parse_path(path: &str) -> Option<Target> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (gv, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ((*v).to_owned(), rest),
+        ["apis", g, v, rest @ ..] => (format!("{g}/{v}"), rest),
+        _ => return None,
+    };
+    let t = |plural: &str, namespace: Option<&str>, name: Option<&str>, status| Target {
+        gv: gv.clone(),
+        plural: plural.to_owned(),
+        namespace: namespace.map(str::to_owned),
+        name: name.map(str::to_owned),
+        status,
+    };
+    Some(match rest {
+        [p] => t(p, None, None, false),
+        ["namespaces", name, "status"] => t("namespaces", None, Some(name), true),
+        ["namespaces", ns, p] => t(p, Some(ns), None, false),
+        ["namespaces", ns, p, name] => t(p, Some(ns), Some(name), false),
+        ["namespaces", ns, p, name, "status"] => t(p, Some(ns), Some(name), true),
+        [p, name] => t(p, None, Some(name), false),
+        [p, name, "status"] => t(p, None, Some(name), true),
+        _ => return None,
+    })
+}
+
+fn status(code: u16, reason: &str, message: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": if code < 300 { "Success" } else { "Failure" },
+            "message": message, "reason": reason, "code": code
+        }),
+    )
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if let (b'%', Some(Ok(b))) = (
+            bytes[i],
+            s.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16)),
+        ) {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `a=b,c=d` and `key` (exists) selectors.
+fn matches_selector(obj: &Value, selector: &str) -> bool {
+    let labels = obj.pointer("/metadata/labels");
+    selector
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .all(|term| match term.split_once("!=") {
+            Some((k, v)) => labels.and_then(|l| l.get(k)).and_then(Value::as_str) != Some(v),
+            None => match term.split_once('=') {
+                Some((k, v)) => {
+                    let v = v.trim_start_matches('=');
+                    labels.and_then(|l| l.get(k)).and_then(Value::as_str) == Some(v)
+                }
+                None => labels.and_then(|l| l.get(term)).is_some(),
+            },
+        })
+}
+
+/// Recursive merge: objects merge key by key, everything else replaces.
+fn deep_merge(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(slot) => deep_merge(slot, v),
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+impl FakeApi {
+    /// An empty API server.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock already failed.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes every request for `plural` answer 404, as when its CRD is not
+    /// installed.
+    pub fn without_kind(&self, plural: &str) {
+        self.lock().missing.insert(plural.to_owned());
+    }
+
+    /// The next create of an object named `name` loses a race: `winner`
+    /// is stored first, and the create gets a 409.
+    pub fn steal_on_create(&self, name: &str, winner: Value) {
+        self.lock().steal.insert(name.to_owned(), winner);
+    }
+
+    /// Every request so far, as `METHOD path?query`.
+    pub fn log(&self) -> Vec<String> {
+        self.lock().log.clone()
+    }
+
+    /// Forgets the request log.
+    pub fn clear_log(&self) {
+        self.lock().log.clear();
+    }
+
+    /// Requests that change state (everything but GET).
+    pub fn writes(&self) -> Vec<String> {
+        self.log()
+            .into_iter()
+            .filter(|l| !l.starts_with("GET "))
+            .collect()
+    }
+
+    /// Stores `obj` directly (no request logged). `gv` is `apps/v1` or `v1`.
+    pub fn insert(&self, gv: &str, plural: &str, obj: Value) {
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let mut st = self.lock();
+        let obj = Self::stamp_new(&mut st, obj);
+        st.objects
+            .insert((gv.to_owned(), plural.to_owned(), ns, name), obj);
+    }
+
+    /// The stored object, if any.
+    pub fn get(
+        &self,
+        gv: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        self.lock()
+            .objects
+            .get(&(
+                gv.to_owned(),
+                plural.to_owned(),
+                namespace.map(str::to_owned),
+                name.to_owned(),
+            ))
+            .cloned()
+    }
+
+    /// Every stored object of a kind.
+    pub fn all(&self, gv: &str, plural: &str) -> Vec<Value> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|((g, p, _, _), _)| g == gv && p == plural)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn stamp_new(st: &mut State, mut obj: Value) -> Value {
+        st.resource_version += 1;
+        let rv = st.resource_version;
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.entry("uid")
+                .or_insert_with(|| json!(format!("uid-{rv}")));
+            meta.entry("creationTimestamp")
+                .or_insert_with(|| json!(now_rfc3339()));
+            meta.insert("resourceVersion".into(), json!(rv.to_string()));
+            meta.entry("generation").or_insert_with(|| json!(1));
+        }
+        obj
+    }
+
+    fn bump(st: &mut State, obj: &mut Value, spec_changed: bool) {
+        st.resource_version += 1;
+        let rv = st.resource_version;
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), json!(rv.to_string()));
+            if spec_changed {
+                let g = meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+                meta.insert("generation".into(), json!(g + 1));
+            }
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        content_type: &str,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        let mut st = self.lock();
+        st.log.push(format!("{method} {uri}"));
+        let Some(t) = parse_path(uri.path()) else {
+            return status(404, "NotFound", "unknown path");
+        };
+        if st.missing.contains(&t.plural) {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
+        let query = uri.query().unwrap_or_default();
+        let body: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return status(400, "BadRequest", &e.to_string()),
+            }
+        };
+        let key = |name: &str| {
+            (
+                t.gv.clone(),
+                t.plural.clone(),
+                t.namespace.clone(),
+                name.to_owned(),
+            )
+        };
+        match (method, &t.name) {
+            (&Method::GET, None) => {
+                if query_param(query, "watch").is_some_and(|w| w == "true" || w == "1") {
+                    return status(
+                        405,
+                        "MethodNotAllowed",
+                        "the fake API server does not watch",
+                    );
+                }
+                let selector = query_param(query, "labelSelector").unwrap_or_default();
+                let items: Vec<Value> = st
+                    .objects
+                    .iter()
+                    .filter(|((g, p, ns, _), _)| {
+                        g == &t.gv
+                            && p == &t.plural
+                            && (t.namespace.is_none() || ns == &t.namespace)
+                    })
+                    .map(|(_, v)| v)
+                    .filter(|v| matches_selector(v, &selector))
+                    .cloned()
+                    .collect();
+                (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "List",
+                           "metadata": {"resourceVersion": st.resource_version.to_string()},
+                           "items": items}),
+                )
+            }
+            (&Method::GET, Some(name)) => match st.objects.get(&key(name)) {
+                Some(v) => (StatusCode::OK, v.clone()),
+                None => status(404, "NotFound", &format!("{} {name:?} not found", t.plural)),
+            },
+            (&Method::POST, None) => {
+                let name = body
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                if name.is_empty() {
+                    return status(422, "Invalid", "metadata.name is required");
+                }
+                if let Some(winner) = st.steal.remove(&name) {
+                    let winner = Self::stamp_new(&mut st, winner);
+                    st.objects.insert(key(&name), winner);
+                }
+                if st.objects.contains_key(&key(&name)) {
+                    return status(
+                        409,
+                        "AlreadyExists",
+                        &format!("{} {name:?} already exists", t.plural),
+                    );
+                }
+                let mut obj = Self::stamp_new(&mut st, body);
+                if let (Some(ns), Some(meta)) = (
+                    &t.namespace,
+                    obj.get_mut("metadata").and_then(Value::as_object_mut),
+                ) {
+                    meta.insert("namespace".into(), json!(ns));
+                }
+                st.objects.insert(key(&name), obj.clone());
+                (StatusCode::CREATED, obj)
+            }
+            (&Method::PATCH, Some(name)) => {
+                let k = key(name);
+                let existing = st.objects.get(&k).cloned();
+                let mut obj = match (existing, content_type) {
+                    (None, ct) if ct.starts_with("application/apply-patch") && !t.status => {
+                        let mut obj = Self::stamp_new(&mut st, body);
+                        if let (Some(ns), Some(meta)) = (
+                            &t.namespace,
+                            obj.get_mut("metadata").and_then(Value::as_object_mut),
+                        ) {
+                            meta.insert("namespace".into(), json!(ns));
+                        }
+                        st.objects.insert(k, obj.clone());
+                        return (StatusCode::CREATED, obj);
+                    }
+                    (None, _) => {
+                        return status(
+                            404,
+                            "NotFound",
+                            &format!("{} {name:?} not found", t.plural),
+                        );
+                    }
+                    (Some(obj), _) => obj,
+                };
+                let before_spec = obj.get("spec").cloned();
+                if t.status {
+                    let mut s = obj.get("status").cloned().unwrap_or(json!({}));
+                    let patch = body.get("status").cloned().unwrap_or(Value::Null);
+                    if content_type.starts_with("application/merge-patch") {
+                        json_patch::merge(&mut s, &patch);
+                    } else {
+                        deep_merge(&mut s, &patch);
+                    }
+                    if let Some(m) = obj.as_object_mut() {
+                        m.insert("status".into(), s);
+                    }
+                } else if content_type.starts_with("application/json-patch") {
+                    let patch: json_patch::Patch = match serde_json::from_value(body) {
+                        Ok(p) => p,
+                        Err(e) => return status(400, "BadRequest", &e.to_string()),
+                    };
+                    if let Err(e) = json_patch::patch(&mut obj, &patch) {
+                        return status(422, "Invalid", &e.to_string());
+                    }
+                } else if content_type.starts_with("application/merge-patch") {
+                    json_patch::merge(&mut obj, &body);
+                } else {
+                    deep_merge(&mut obj, &body);
+                }
+                let spec_changed = obj.get("spec") != before_spec.as_ref();
+                Self::bump(&mut st, &mut obj, spec_changed);
+                let deleting = obj.pointer("/metadata/deletionTimestamp").is_some();
+                let no_finalizers = obj
+                    .pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty);
+                if deleting && no_finalizers {
+                    st.objects.remove(&k);
+                } else {
+                    st.objects.insert(k, obj.clone());
+                }
+                (StatusCode::OK, obj)
+            }
+            (&Method::DELETE, Some(name)) => {
+                let k = key(name);
+                let Some(mut obj) = st.objects.get(&k).cloned() else {
+                    return status(404, "NotFound", &format!("{} {name:?} not found", t.plural));
+                };
+                let has_finalizers = obj
+                    .pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| !f.is_empty());
+                if has_finalizers {
+                    if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                            meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+                        }
+                        Self::bump(&mut st, &mut obj, false);
+                        st.objects.insert(k, obj.clone());
+                    }
+                    (StatusCode::OK, obj)
+                } else {
+                    st.objects.remove(&k);
+                    (StatusCode::OK, obj)
+                }
+            }
+            _ => status(
+                405,
+                "MethodNotAllowed",
+                "not supported by the fake API server",
+            ),
+        }
+    }
+
+    /// A `kube::Client` talking to this server through `tower-test`'s
+    /// mock service. Needs a tokio runtime.
+    pub fn client(&self) -> kube::Client {
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let api = self.clone();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let ct = parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let (code, json) = api.handle(&parts.method, &parts.uri, &ct, &bytes);
+                let response = Response::builder()
+                    .status(code)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(json.to_string().into_bytes()));
+                if let Ok(r) = response {
+                    send.send_response(r);
+                }
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    /// Serves the API over HTTP on `127.0.0.1` (an ephemeral port) until
+    /// the task is aborted.
+    pub async fn serve_tcp(&self) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+        use http_body_util::{BodyExt, Full};
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let api = self.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let api = api.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let api = api.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let bytes = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let ct = parts
+                                .headers
+                                .get(http::header::CONTENT_TYPE)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let (code, json) = api.handle(&parts.method, &parts.uri, &ct, &bytes);
+                            let mut resp = Response::new(Full::new(Bytes::from(json.to_string())));
+                            *resp.status_mut() = code;
+                            resp.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                http::HeaderValue::from_static("application/json"),
+                            );
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                });
+            }
+        });
+        Ok((addr, task))
+    }
+
+    /// A kubeconfig for a server at `addr` (plain HTTP, no credentials).
+    pub fn kubeconfig(addr: SocketAddr) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+        )
+    }
+}
