@@ -106,6 +106,10 @@ pub enum Command {
     ProxyConfig(ProxyConfigArgs),
     /// The local Linux dataplane: namespaces, nftables and workloads from the store; verify isolation.
     Lab(crate::lab_cmds::LabArgs),
+    /// Serve the web dashboard (tenants, pool, isolation matrix, egress) on 127.0.0.1:7474.
+    Dashboard(crate::dashboard_cmds::DashboardArgs),
+    /// Serve the egress demo page (run it in a tenant pod): which address does the internet see?
+    EgressCheck(crate::dashboard_cmds::EgressCheckArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example: palisade completions bash > /etc/bash_completion.d/palisade")]
     Completions {

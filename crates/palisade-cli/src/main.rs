@@ -2,6 +2,7 @@
 //! command, print, exit. Also installable as `kubectl-palisade`.
 
 mod cli;
+mod dashboard_cmds;
 mod kube_cmds;
 mod lab_cmds;
 mod output;
@@ -520,6 +521,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Proxy { args } => return Ok(proxy_cmds::run_proxy(args)),
         Command::ProxyConfig(a) => proxy_cmds::write_config(a, &open(&cli)?.snapshot()?)?,
         Command::Lab(a) => return lab_cmds::run(&cli, a),
+        Command::Dashboard(a) => return dashboard_cmds::dashboard(a, state_path(&cli)?),
+        Command::EgressCheck(a) => return dashboard_cmds::egress_check(a),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "palisade", &mut std::io::stdout());

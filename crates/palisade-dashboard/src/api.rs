@@ -130,7 +130,10 @@ async fn with_store<T: Send + 'static>(
 
 fn tenant_name(raw: &str) -> ApiResult<TenantName> {
     raw.parse().map_err(|e| {
-        ApiError::bad_request("invalid_tenant_name", format!("invalid tenant name {raw:?}: {e}"))
+        ApiError::bad_request(
+            "invalid_tenant_name",
+            format!("invalid tenant name {raw:?}: {e}"),
+        )
     })
 }
 
@@ -166,8 +169,7 @@ async fn tenant(State(s): Shared, Path(raw): Path<String>) -> ApiResult {
 
 async fn stats(State(s): Shared) -> ApiResult {
     let now = now();
-    let (snapshot, usage) =
-        with_store(&s, move |st| Ok((st.snapshot()?, st.usage(now)?))).await?;
+    let (snapshot, usage) = with_store(&s, move |st| Ok((st.snapshot()?, st.usage(now)?))).await?;
     to_json(&views::stats(&snapshot, &usage))
 }
 
@@ -209,10 +211,8 @@ async fn matrix(State(s): Shared, Query(q): Query<MatrixQuery>) -> ApiResult {
         .map(tenant_name)
         .transpose()?;
     let snapshot = with_store(&s, |st| Ok(st.snapshot()?)).await?;
-    if let Some(t) = &tenant {
-        if snapshot.tenant(t).is_none() {
-            return Err(palisade_store::StoreError::TenantNotFound(t.clone()).into());
-        }
+    if let Some(t) = tenant.as_ref().filter(|t| snapshot.tenant(t).is_none()) {
+        return Err(palisade_store::StoreError::TenantNotFound(t.clone()).into());
     }
     let size = snapshot
         .deployments

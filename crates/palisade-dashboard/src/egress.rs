@@ -109,7 +109,11 @@ pub fn summarise(text: &str) -> Result<EgressSummary, ParseError> {
                     "allow" => row.allowed += value,
                     "deny" => {
                         row.denied += value;
-                        *denials.entry(tenant).or_default().entry(reason).or_default() += value;
+                        *denials
+                            .entry(tenant)
+                            .or_default()
+                            .entry(reason)
+                            .or_default() += value;
                     }
                     "report" => row.reported += value,
                     _ => row.errors += value,
@@ -124,7 +128,11 @@ pub fn summarise(text: &str) -> Result<EgressSummary, ParseError> {
             }
             "palisade_proxy_upstream_errors" => {
                 rows.entry(tenant.clone()).or_default();
-                *upstream.entry(tenant).or_default().entry(reason).or_default() += value;
+                *upstream
+                    .entry(tenant)
+                    .or_default()
+                    .entry(reason)
+                    .or_default() += value;
             }
             "palisade_proxy_active_connections" => summary.active_connections = value,
             "palisade_proxy_active_tunnels" => summary.active_tunnels = value,
@@ -188,8 +196,14 @@ palisade_proxy_upstream_errors_total{tenant="globex",reason="connect"} 1
         assert_eq!(
             acme.denials,
             [
-                ReasonCount { reason: "port".into(), count: 3 },
-                ReasonCount { reason: "deny_domain".into(), count: 2 },
+                ReasonCount {
+                    reason: "port".into(),
+                    count: 3
+                },
+                ReasonCount {
+                    reason: "deny_domain".into(),
+                    count: 2
+                },
             ]
         );
         let globex = &s.tenants[2];

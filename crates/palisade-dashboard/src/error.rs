@@ -49,9 +49,13 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let (status, code) = match &e {
-            StoreError::NotInitialised { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_initialised"),
+            StoreError::NotInitialised { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "not_initialised")
+            }
             StoreError::TenantNotFound(_) => (StatusCode::NOT_FOUND, "tenant_not_found"),
-            StoreError::DeploymentNotFound { .. } => (StatusCode::NOT_FOUND, "deployment_not_found"),
+            StoreError::DeploymentNotFound { .. } => {
+                (StatusCode::NOT_FOUND, "deployment_not_found")
+            }
             StoreError::DeploymentExists { .. } => (StatusCode::CONFLICT, "deployment_exists"),
             StoreError::PoolExhausted { .. } => (StatusCode::CONFLICT, "pool_exhausted"),
             StoreError::Model(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_state"),

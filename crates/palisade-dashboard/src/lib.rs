@@ -84,9 +84,61 @@ pub fn listen_addr(explicit: Option<SocketAddr>) -> (SocketAddr, Option<String>)
     (addr, warning)
 }
 
+/// Checks a `--proxy-metrics` URL: absolute http or https.
+pub fn validate_metrics_url(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        Ok(u) => Err(format!(
+            "invalid --proxy-metrics {url:?}: scheme {} is not http or https",
+            u.scheme()
+        )),
+        Err(e) => Err(format!(
+            "invalid --proxy-metrics {url:?}: {e} (expected e.g. http://127.0.0.1:9128/metrics)"
+        )),
+    }
+}
+
+/// Serves `router` on `listener` until Ctrl-C or SIGTERM, then lets open
+/// requests finish.
+pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            () = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_url_must_be_http() {
+        assert!(validate_metrics_url("http://127.0.0.1:9128/metrics").is_ok());
+        assert!(validate_metrics_url("ftp://x/").is_err());
+        assert!(validate_metrics_url("127.0.0.1:9128").is_err());
+    }
 
     #[test]
     fn default_listen_is_loopback_and_explicit_wins() {

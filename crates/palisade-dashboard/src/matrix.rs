@@ -23,6 +23,9 @@ pub enum LabState {
     Unreadable(String),
 }
 
+/// Port -> (lab expected, lab observed) for one (from, to).
+type Observations = BTreeMap<u16, (bool, bool)>;
+
 /// `/api/matrix`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MatrixView {
@@ -120,7 +123,7 @@ pub fn build(
     let labels: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
 
     // (from, to) -> port -> (expected, observed), last probe wins.
-    let mut probes: BTreeMap<(&str, &str), BTreeMap<u16, (bool, bool)>> = BTreeMap::new();
+    let mut probes: BTreeMap<(&str, &str), Observations> = BTreeMap::new();
     if let LabState::Present(report) = lab {
         for p in &report.probes {
             probes
@@ -291,21 +294,35 @@ mod tests {
     }
 
     fn cell<'a>(m: &'a MatrixView, from: &str, to: &str) -> &'a Cell {
-        m.cells.iter().find(|c| c.from == from && c.to == to).unwrap()
+        m.cells
+            .iter()
+            .find(|c| c.from == from && c.to == to)
+            .unwrap()
     }
 
     #[test]
     fn cells_follow_the_policy_model() {
         let s = snapshot();
         let policy = Policy::compile(&s);
-        let m = build(&s, &policy, Some(&"acme".parse().unwrap()), &LabState::Absent);
+        let m = build(
+            &s,
+            &policy,
+            Some(&"acme".parse().unwrap()),
+            &LabState::Absent,
+        );
         assert_eq!(m.endpoints, ["acme/api", "acme/db", "acme/web"]);
         assert_eq!(m.cells.len(), 9);
         assert_eq!(cell(&m, "acme/api", "acme/api").state, "allowed");
-        assert_eq!(cell(&m, "acme/api", "acme/api").ports[0].reason, "same deployment");
+        assert_eq!(
+            cell(&m, "acme/api", "acme/api").ports[0].reason,
+            "same deployment"
+        );
         assert_eq!(cell(&m, "acme/api", "acme/db").state, "allowed");
         assert_eq!(cell(&m, "acme/db", "acme/api").state, "denied");
-        assert_eq!(cell(&m, "acme/db", "acme/api").ports[0].reason, "default deny");
+        assert_eq!(
+            cell(&m, "acme/db", "acme/api").ports[0].reason,
+            "default deny"
+        );
         // web -> api only on 80 of api's 80 and 8080.
         assert_eq!(cell(&m, "acme/web", "acme/api").state, "partial");
         assert_eq!(m.summary.allowed + m.summary.partial + m.summary.denied, 9);

@@ -150,7 +150,9 @@ fn labels(l: &palisade_core::Labels) -> Vec<String> {
 pub fn tenant_summary(snapshot: &Snapshot, tenant: &Tenant) -> TenantSummary {
     let (count, replicas) = snapshot
         .deployments_of(&tenant.name)
-        .fold((0, 0u64), |(n, r), d| (n + 1, r + u64::from(d.replicas.get())));
+        .fold((0, 0u64), |(n, r), d| {
+            (n + 1, r + u64::from(d.replicas.get()))
+        });
     TenantSummary {
         name: tenant.name.to_string(),
         namespace: tenant.name.namespace(),
@@ -207,7 +209,10 @@ pub fn tenant_detail(snapshot: &Snapshot, name: &TenantName) -> Option<TenantDet
     let gateways = snapshot
         .gateways
         .iter()
-        .filter(|g| deployments.iter().any(|d| g.scope.fronts(name, &d.name)) || g.scope.tenant() == Some(name))
+        .filter(|g| {
+            deployments.iter().any(|d| g.scope.fronts(name, &d.name))
+                || g.scope.tenant() == Some(name)
+        })
         .map(|g| g.scope.id())
         .collect();
     Some(TenantDetail {
