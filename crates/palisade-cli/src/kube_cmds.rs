@@ -130,6 +130,10 @@ pub struct RenderArgs {
     /// Print every object as one multi-document YAML stream.
     #[arg(long)]
     pub stdout: bool,
+    /// Render every tenant again, even those whose inputs and files are
+    /// unchanged since the last write (recorded in DIR/.palisade-tree).
+    #[arg(long, requires = "out")]
+    pub full: bool,
     #[command(flatten)]
     pub flags: OutputFlags,
 }
@@ -172,7 +176,12 @@ pub fn render(args: &RenderArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
     }
     match &args.out {
         Some(dir) => {
-            let summary = tree::write_snapshot(dir, snapshot, &options)
+            let reuse = if args.full {
+                tree::Reuse::Nothing
+            } else {
+                tree::Reuse::Unchanged
+            };
+            let summary = tree::write_snapshot_with(dir, snapshot, &options, reuse)
                 .with_context(|| format!("failed to write the GitOps tree to {}", dir.display()))?;
             print!("{summary}");
         }

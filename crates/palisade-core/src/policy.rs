@@ -10,7 +10,7 @@
 //! Rules and the flows they allow come out in a fixed order (sorted by
 //! endpoint, then port) so that compiled output is byte-stable.
 
-use crate::model::{DeploymentName, EgressMode, GatewayScope, Port, TenantName};
+use crate::model::{Deployment, DeploymentName, EgressMode, GatewayScope, Port, TenantName};
 use crate::snapshot::{AllowRule, Snapshot};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -324,11 +324,22 @@ impl Policy {
     /// allow nothing and are left out.
     pub fn compile_with(snapshot: &Snapshot, options: &PolicyOptions) -> Self {
         let mut rules = Vec::new();
-        let deployments: BTreeMap<(&TenantName, &DeploymentName), &[Port]> = snapshot
+        let deployments: BTreeMap<(&TenantName, &DeploymentName), &Deployment> = snapshot
             .deployments
             .iter()
-            .map(|d| ((&d.tenant, &d.name), d.ports.as_slice()))
+            .map(|d| ((&d.tenant, &d.name), d))
             .collect();
+        // Indexed once: looking tenants up per deployment, or scanning every
+        // deployment per gateway, is quadratic at 10,000 tenants.
+        let modes: BTreeMap<&TenantName, EgressMode> = snapshot
+            .tenants
+            .iter()
+            .map(|t| (&t.name, t.egress.mode))
+            .collect();
+        let mut by_tenant: BTreeMap<&TenantName, Vec<&Deployment>> = BTreeMap::new();
+        for d in &snapshot.deployments {
+            by_tenant.entry(&d.tenant).or_default().push(d);
+        }
 
         for d in &snapshot.deployments {
             let me = Endpoint::deployment(&d.tenant, &d.name);
@@ -348,10 +359,7 @@ impl Policy {
                 ),
                 reason: Reason::ClusterDns,
             });
-            let mode = snapshot
-                .tenant(&d.tenant)
-                .map(|t| t.egress.mode)
-                .unwrap_or_default();
+            let mode = modes.get(&d.tenant).copied().unwrap_or_default();
             rules.push(match mode {
                 EgressMode::Proxy => Rule {
                     from: me,
@@ -371,25 +379,30 @@ impl Policy {
         }
 
         for g in &snapshot.gateways {
-            if g.scope
-                .tenant()
-                .is_some_and(|t| snapshot.tenant(t).is_none())
-            {
+            if g.scope.tenant().is_some_and(|t| !modes.contains_key(t)) {
                 continue;
             }
-            for d in &snapshot.deployments {
-                if g.scope.fronts(&d.tenant, &d.name) {
-                    rules.push(Rule {
-                        from: Endpoint::Gateway {
-                            scope: g.scope.clone(),
-                        },
-                        to: Endpoint::deployment(&d.tenant, &d.name),
-                        ports: Ports::tcp_or_any(&d.ports),
-                        reason: Reason::Gateway {
-                            scope: g.scope.clone(),
-                        },
-                    });
+            let fronted: Vec<&Deployment> = match &g.scope {
+                GatewayScope::Central => snapshot.deployments.iter().collect(),
+                GatewayScope::PerTenant { tenant } => {
+                    by_tenant.get(tenant).cloned().unwrap_or_default()
                 }
+                GatewayScope::PerDeployment { tenant, deployment } => deployments
+                    .get(&(tenant, deployment))
+                    .map(|d| vec![*d])
+                    .unwrap_or_default(),
+            };
+            for d in fronted {
+                rules.push(Rule {
+                    from: Endpoint::Gateway {
+                        scope: g.scope.clone(),
+                    },
+                    to: Endpoint::deployment(&d.tenant, &d.name),
+                    ports: Ports::tcp_or_any(&d.ports),
+                    reason: Reason::Gateway {
+                        scope: g.scope.clone(),
+                    },
+                });
             }
         }
 

@@ -27,7 +27,7 @@ pub mod yaml;
 pub use object::{Object, to_multi_doc};
 pub use options::{Environment, GitSource, PolicyFlavour, ProxyOptions, RenderOptions, Resources};
 pub use render::{Rendered, render};
-pub use tree::{TreeSummary, write_snapshot, write_tree};
+pub use tree::{Reuse, TreeSummary, write_snapshot, write_snapshot_with, write_tree};
 
 /// Why rendering, writing or applying failed.
 #[derive(Debug, thiserror::Error)]

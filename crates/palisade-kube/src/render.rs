@@ -130,6 +130,16 @@ pub struct Renderer {
     snapshot: Snapshot,
     options: RenderOptions,
     policy: Policy,
+    gateways: GatewayIndex,
+}
+
+/// Which gateways can concern a tenant, as indices into the sorted
+/// snapshot's gateways: scanning every gateway for every deployment is
+/// quadratic when each of 10,000 tenants has one.
+#[derive(Debug, Default)]
+struct GatewayIndex {
+    central: Vec<usize>,
+    by_tenant: BTreeMap<TenantName, Vec<usize>>,
 }
 
 impl Renderer {
@@ -149,10 +159,18 @@ impl Renderer {
                 proxy_port: options.proxy.port,
             },
         );
+        let mut gateways = GatewayIndex::default();
+        for (i, g) in sorted.gateways.iter().enumerate() {
+            match g.scope.tenant() {
+                None => gateways.central.push(i),
+                Some(t) => gateways.by_tenant.entry(t.clone()).or_default().push(i),
+            }
+        }
         Self {
             snapshot: sorted,
             options: options.clone(),
             policy,
+            gateways,
         }
     }
 
@@ -161,6 +179,7 @@ impl Renderer {
             snapshot: &self.snapshot,
             options: &self.options,
             policy: &self.policy,
+            gateways: &self.gateways,
         }
     }
 
@@ -176,7 +195,17 @@ impl Renderer {
         R: Send,
         F: Fn(TenantObjects) -> Result<R, Error> + Sync,
     {
-        let cx = self.cx();
+        self.map_tenant_inputs(|t| f(t.render()?))
+    }
+
+    /// Hands every tenant's inputs to `f` in parallel, before rendering, so
+    /// a caller can skip tenants whose [`TenantInput::fingerprint`] it has
+    /// seen; results come back in tenant-name order.
+    pub fn map_tenant_inputs<R, F>(&self, f: F) -> Result<Vec<R>, Error>
+    where
+        R: Send,
+        F: Fn(TenantInput<'_>) -> Result<R, Error> + Sync,
+    {
         let deps = &self.snapshot.deployments;
         self.snapshot
             .tenants
@@ -185,18 +214,112 @@ impl Renderer {
                 // Deployments are sorted by (tenant, name): one slice each.
                 let lo = deps.partition_point(|d| d.tenant < t.name);
                 let hi = deps.partition_point(|d| d.tenant <= t.name);
-                let mine: Vec<&Deployment> = deps[lo..hi].iter().collect();
-                f(cx.tenant(t, &mine)?)
+                f(TenantInput {
+                    cx: self.cx(),
+                    tenant: t,
+                    deployments: deps[lo..hi].iter().collect(),
+                })
             })
             .collect()
     }
 }
 
+/// Bumped whenever rendering changes, so fingerprints taken by an older
+/// Palisade never match.
+const RENDER_FORMAT: &str = concat!("palisade-kube ", env!("CARGO_PKG_VERSION"), " format 1");
+
+/// One tenant, ready to render.
+#[derive(Debug)]
+pub struct TenantInput<'a> {
+    cx: Cx<'a>,
+    tenant: &'a Tenant,
+    deployments: Vec<&'a Deployment>,
+}
+
+impl TenantInput<'_> {
+    /// The tenant.
+    pub fn name(&self) -> &TenantName {
+        &self.tenant.name
+    }
+
+    /// Whether the tenant's egress goes through the proxy (and so has an
+    /// egress ConfigMap).
+    pub fn uses_proxy(&self) -> bool {
+        self.tenant.egress.mode == EgressMode::Proxy
+    }
+
+    /// A digest of everything the tenant's objects are rendered from: the
+    /// options, the tenant, its deployments, the gateways that may front
+    /// them and every policy rule to or from its endpoints. Equal
+    /// fingerprints mean byte-identical output, so an unchanged tenant
+    /// need not be rendered again.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(RENDER_FORMAT);
+        h.update(format!("{:?}", self.cx.options));
+        let mut feed = |v: &dyn erased::Json| {
+            h.update(v.json());
+            h.update([0u8]);
+        };
+        feed(&self.tenant);
+        let mut endpoints = vec![Endpoint::EgressProxy {
+            tenant: self.tenant.name.clone(),
+        }];
+        for d in &self.deployments {
+            feed(d);
+            endpoints.push(Endpoint::deployment(&d.tenant, &d.name));
+        }
+        for g in self.cx.gateways_of(&self.tenant.name) {
+            feed(&g.scope);
+            if g.scope.tenant().is_some() {
+                endpoints.push(Endpoint::Gateway {
+                    scope: g.scope.clone(),
+                });
+            }
+        }
+        for e in &endpoints {
+            for r in self
+                .cx
+                .policy
+                .rules_to(e)
+                .chain(self.cx.policy.rules_from(e))
+            {
+                feed(r);
+            }
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The tenant's objects.
+    pub fn render(&self) -> Result<TenantObjects, Error> {
+        self.cx.tenant(self.tenant, &self.deployments)
+    }
+}
+
+/// Serialisation behind a trait object, so one closure feeds values of
+/// every type to the digest.
+mod erased {
+    pub trait Json {
+        fn json(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> Vec<u8> {
+            // Serialising model values to JSON cannot fail (no maps with
+            // non-string keys); an empty digest input would only cost a
+            // re-render.
+            serde_json::to_vec(self).unwrap_or_default()
+        }
+    }
+}
+
 /// Shared read-only inputs.
+#[derive(Debug, Clone, Copy)]
 struct Cx<'a> {
     snapshot: &'a Snapshot,
     options: &'a RenderOptions,
     policy: &'a Policy,
+    gateways: &'a GatewayIndex,
 }
 
 fn labels<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, String> {
@@ -330,6 +453,22 @@ enum Peer {
 }
 
 impl Cx<'_> {
+    /// The gateways that may concern `tenant` (central ones and its own),
+    /// in the snapshot's sorted order.
+    fn gateways_of(&self, tenant: &TenantName) -> impl Iterator<Item = &palisade_core::Gateway> {
+        let own = self
+            .gateways
+            .by_tenant
+            .get(tenant)
+            .map_or(&[][..], Vec::as_slice);
+        // Central scopes sort first, so this keeps the snapshot's order.
+        self.gateways
+            .central
+            .iter()
+            .chain(own)
+            .map(|&i| &self.snapshot.gateways[i])
+    }
+
     fn peer(&self, ep: &Endpoint, own_ns: &str) -> Peer {
         let opts = self.options;
         match ep {
@@ -764,7 +903,7 @@ impl Cx<'_> {
         }
 
         // Per-deployment gateways live with their deployment.
-        for g in &self.snapshot.gateways {
+        for g in self.gateways_of(&t.name) {
             if matches!(&g.scope, GatewayScope::PerTenant { tenant } if tenant == &t.name) {
                 self.gateway(&g.scope, &own, &mut out)?;
             }
@@ -987,7 +1126,7 @@ impl Cx<'_> {
             &mut out,
         )?;
 
-        for g in &self.snapshot.gateways {
+        for g in self.gateways_of(&t.name) {
             if matches!(&g.scope, GatewayScope::PerDeployment { tenant, deployment }
                 if tenant == &t.name && deployment == &d.name)
             {
@@ -995,7 +1134,7 @@ impl Cx<'_> {
             }
         }
         if let Some(port) = d.ports.first() {
-            for g in &self.snapshot.gateways {
+            for g in self.gateways_of(&t.name) {
                 if !g.scope.fronts(&t.name, &d.name) {
                     continue;
                 }

@@ -13,7 +13,8 @@
 //! overlays/<env>/kustomization.yaml     patches + configMapGenerator (behavior: replace)
 //! overlays/<env>/*-patch.yaml           replicas / resources JSON patches
 //! flux/                                 GitRepository + one Kustomization per env
-//! .palisade-tree                        the files Palisade wrote (for removal)
+//! .palisade-tree                        the files Palisade wrote (for removal) and
+//!                                       each tenant's input fingerprint (for skipping)
 //! ```
 //!
 //! Only files listed in `.palisade-tree` are ever removed, so files a user
@@ -312,22 +313,120 @@ enum Outcome {
     Unchanged,
 }
 
-/// The previous write's file list.
-fn read_manifest(root: &Path) -> Result<BTreeSet<String>, Error> {
+/// What a file looked like right after Palisade wrote (or last checked)
+/// it. A file whose size and modification time still match was not edited
+/// since, so a tenant whose inputs did not change need not be re-rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    mtime_ns: u128,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<Self> {
+        let m = fs::metadata(path).ok()?;
+        let mtime_ns = m
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_nanos();
+        Some(Self {
+            len: m.len(),
+            mtime_ns,
+        })
+    }
+}
+
+/// `.palisade-tree`: the files the last write produced, each with its
+/// stamp, and the fingerprint of each tenant's inputs.
+///
+/// ```text
+/// tenant\t<name>\t<fingerprint>
+/// <path>\t<len>\t<mtime ns>
+/// ```
+///
+/// A line holding only a path (the first format) is a file without a
+/// stamp; its tenant is simply rendered again.
+#[derive(Debug, Default)]
+struct Manifest {
+    files: BTreeMap<String, Option<FileStamp>>,
+    tenants: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    fn parse(text: &str) -> Self {
+        let mut m = Self::default();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let fields: Vec<&str> = line.split('\t').collect();
+            match fields[..] {
+                ["tenant", name, fp] => {
+                    m.tenants.insert(name.to_owned(), fp.to_owned());
+                }
+                [path, len, mtime] => {
+                    let stamp = len
+                        .parse()
+                        .ok()
+                        .zip(mtime.parse().ok())
+                        .map(|(len, mtime_ns)| FileStamp { len, mtime_ns });
+                    m.files.insert(path.to_owned(), stamp);
+                }
+                _ => {
+                    m.files.insert(line.to_owned(), None);
+                }
+            }
+        }
+        m
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::with_capacity(self.files.len() * 80);
+        for (name, fp) in &self.tenants {
+            out.push_str(&format!("tenant\t{name}\t{fp}\n"));
+        }
+        for (path, stamp) in &self.files {
+            match stamp {
+                Some(s) => out.push_str(&format!("{path}\t{}\t{}\n", s.len, s.mtime_ns)),
+                None => out.push_str(&format!("{path}\n")),
+            }
+        }
+        out
+    }
+
+    /// The files of tenant `name`'s directory, if every one is still
+    /// exactly as written.
+    fn intact_tenant_files(&self, root: &Path, name: &str) -> Option<Vec<(String, FileStamp)>> {
+        let prefix = format!("base/tenants/{name}/");
+        let mut out = Vec::new();
+        for (path, stamp) in self.files.range(prefix.clone()..) {
+            if !path.starts_with(&prefix) {
+                break;
+            }
+            let stamp = (*stamp)?;
+            if FileStamp::of(&root.join(path)) != Some(stamp) {
+                return None;
+            }
+            out.push((path.clone(), stamp));
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+/// The previous write's manifest.
+fn read_manifest(root: &Path) -> Result<Manifest, Error> {
     let manifest_path = root.join(MANIFEST);
     match fs::read_to_string(&manifest_path) {
-        Ok(s) => Ok(s
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Ok(s) => Ok(Manifest::parse(&s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
         Err(e) => Err(io("read", &manifest_path)(e)),
     }
 }
 
+/// One file's fate in a write, with its stamp afterwards.
+type FileOutcome = (String, Outcome, Option<FileStamp>);
+
 /// Writes the files of one batch, each only if its bytes differ.
-fn write_batch(root: &Path, files: &Files) -> Result<Vec<(String, Outcome)>, Error> {
+fn write_batch(root: &Path, files: &Files) -> Result<Vec<FileOutcome>, Error> {
     let dirs: BTreeSet<PathBuf> = files
         .keys()
         .filter_map(|rel| root.join(rel).parent().map(Path::to_owned))
@@ -340,41 +439,49 @@ fn write_batch(root: &Path, files: &Files) -> Result<Vec<(String, Outcome)>, Err
         .map(|(rel, contents)| {
             let path = root.join(rel);
             let outcome = match fs::read(&path) {
-                Ok(old) if old == contents.as_bytes() => {
-                    return Ok((rel.clone(), Outcome::Unchanged));
-                }
+                Ok(old) if old == contents.as_bytes() => Outcome::Unchanged,
                 Ok(_) => Outcome::Changed,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Outcome::Added,
                 Err(e) => return Err(io("read", &path)(e)),
             };
-            fs::write(&path, contents).map_err(io("write", &path))?;
-            Ok((rel.clone(), outcome))
+            if !matches!(outcome, Outcome::Unchanged) {
+                fs::write(&path, contents).map_err(io("write", &path))?;
+            }
+            Ok((rel.clone(), outcome, FileStamp::of(&path)))
         })
         .collect()
 }
 
 /// Tallies outcomes, removes files of the previous write that were not
-/// written now, and records the new file list.
+/// written now, and records the new manifest.
 fn finish(
     root: &Path,
-    previous: &BTreeSet<String>,
-    outcomes: Vec<(String, Outcome)>,
+    previous: &Manifest,
+    outcomes: Vec<FileOutcome>,
+    tenants: BTreeMap<String, String>,
 ) -> Result<TreeSummary, Error> {
     let manifest_path = root.join(MANIFEST);
     let mut summary = TreeSummary::default();
-    let mut written = BTreeSet::new();
-    for (rel, o) in outcomes {
+    let mut next = Manifest {
+        files: BTreeMap::new(),
+        tenants,
+    };
+    for (rel, o, stamp) in outcomes {
         match o {
             Outcome::Added => summary.added.push(rel.clone()),
             Outcome::Changed => summary.changed.push(rel.clone()),
             Outcome::Unchanged => summary.unchanged += 1,
         }
-        written.insert(rel);
+        next.files.insert(rel, stamp);
     }
     summary.added.sort();
     summary.changed.sort();
 
-    for rel in previous.iter().filter(|p| !written.contains(*p)) {
+    for rel in previous
+        .files
+        .keys()
+        .filter(|p| !next.files.contains_key(*p))
+    {
         if rel.split('/').any(|c| c == ".." || c.is_empty()) || rel.starts_with('/') {
             return Err(Error::Tree(format!(
                 "{} lists {rel:?}, which is outside the tree; refusing to remove it",
@@ -397,9 +504,8 @@ fn finish(
         }
     }
 
-    if &written != previous {
-        let manifest: String = written.iter().map(|k| format!("{k}\n")).collect();
-        fs::write(&manifest_path, manifest).map_err(io("write", &manifest_path))?;
+    if next.files != previous.files || next.tenants != previous.tenants {
+        fs::write(&manifest_path, next.render()).map_err(io("write", &manifest_path))?;
     }
     Ok(summary)
 }
@@ -411,39 +517,73 @@ pub fn write_files(root: &Path, files: &Files) -> Result<TreeSummary, Error> {
     fs::create_dir_all(root).map_err(io("create", root))?;
     let previous = read_manifest(root)?;
     let outcomes = write_batch(root, files)?;
-    finish(root, &previous, outcomes)
+    finish(root, &previous, outcomes, BTreeMap::new())
+}
+
+/// Whether a write may trust what the previous one recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reuse {
+    /// Skip tenants whose inputs have the fingerprint recorded last time
+    /// and whose files are untouched since (size and mtime).
+    #[default]
+    Unchanged,
+    /// Render and compare every tenant.
+    Nothing,
 }
 
 /// Renders `snapshot` straight into the tree under `root`, one tenant at a
 /// time in parallel, so memory stays proportional to one tenant rather
-/// than to the whole platform.
+/// than to the whole platform. Tenants whose inputs and files are as the
+/// previous write left them are not rendered again.
 pub fn write_snapshot(
     root: &Path,
     snapshot: &Snapshot,
     options: &RenderOptions,
 ) -> Result<TreeSummary, Error> {
+    write_snapshot_with(root, snapshot, options, Reuse::default())
+}
+
+/// [`write_snapshot`], choosing what may be reused.
+pub fn write_snapshot_with(
+    root: &Path,
+    snapshot: &Snapshot,
+    options: &RenderOptions,
+    reuse: Reuse,
+) -> Result<TreeSummary, Error> {
     fs::create_dir_all(root).map_err(io("create", root))?;
     let previous = read_manifest(root)?;
     let renderer = Renderer::new(snapshot, options);
-    let per_tenant = renderer.map_tenants(|t| {
-        let outcomes = write_batch(root, &tenant_files(&t, options))?;
-        Ok((
-            TenantEntry {
-                name: t.tenant.clone(),
-                uses_proxy: t.egress_config.is_some(),
-            },
-            outcomes,
-        ))
+    let per_tenant = renderer.map_tenant_inputs(|t| {
+        let name = t.name().to_string();
+        let fingerprint = t.fingerprint();
+        let reused = (reuse == Reuse::Unchanged
+            && previous.tenants.get(&name) == Some(&fingerprint))
+        .then(|| previous.intact_tenant_files(root, &name))
+        .flatten();
+        let outcomes = match reused {
+            Some(files) => files
+                .into_iter()
+                .map(|(rel, stamp)| (rel, Outcome::Unchanged, Some(stamp)))
+                .collect(),
+            None => write_batch(root, &tenant_files(&t.render()?, options))?,
+        };
+        let entry = TenantEntry {
+            name: t.name().clone(),
+            uses_proxy: t.uses_proxy(),
+        };
+        Ok((entry, fingerprint, outcomes))
     })?;
     let mut outcomes = Vec::new();
     let mut entries = Vec::with_capacity(per_tenant.len());
-    for (entry, o) in per_tenant {
+    let mut fingerprints = BTreeMap::new();
+    for (entry, fp, o) in per_tenant {
+        fingerprints.insert(entry.name.to_string(), fp);
         entries.push(entry);
         outcomes.extend(o);
     }
     let shared = shared_files(&renderer.platform()?, &entries, options)?;
     outcomes.extend(write_batch(root, &shared)?);
-    let summary = finish(root, &previous, outcomes)?;
+    let summary = finish(root, &previous, outcomes, fingerprints)?;
     tracing::info!(
         root = %root.display(),
         added = summary.added.len(),
