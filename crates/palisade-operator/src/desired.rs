@@ -657,3 +657,418 @@ pub fn claim_labels(tenant: &str, deployment: &str, uid: &str) -> BTreeMap<Strin
         (WORKLOAD_UID_LABEL.to_owned(), uid.to_owned()),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::claim::claim_name;
+    use crate::crd::{AllowFrom, EnvVarSpec, ResourcesSpec, SubnetClaimSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn pool() -> Pool {
+        Pool::new(
+            "fd00:1234:5678::/48".parse().unwrap(),
+            "96".parse().unwrap(),
+            Duration::ZERO,
+        )
+        .unwrap()
+    }
+
+    fn tenant() -> Tenant {
+        let mut t = Tenant::new("acme", TenantSpec::default());
+        t.metadata.uid = Some("tenant-uid".into());
+        t
+    }
+
+    fn workload(name: &str, spec: TenantDeploymentSpec) -> TenantDeployment {
+        let mut w = TenantDeployment::new(name, spec);
+        w.metadata.namespace = Some("tenant-acme".into());
+        w.metadata.uid = Some(format!("uid-{name}"));
+        w
+    }
+
+    fn spec(image: &str, ports: &[u16]) -> TenantDeploymentSpec {
+        TenantDeploymentSpec {
+            image: image.into(),
+            replicas: 2,
+            ports: ports.to_vec(),
+            ..TenantDeploymentSpec::default()
+        }
+    }
+
+    fn claim(index: u128, w: &TenantDeployment, created: Option<&str>) -> SubnetClaim {
+        let s = pool().subnet(index);
+        let mut c = SubnetClaim::new(
+            &claim_name(s),
+            SubnetClaimSpec {
+                subnet: s.to_string(),
+                tenant: "acme".into(),
+                namespace: "tenant-acme".into(),
+                deployment: w.name_any(),
+                workload_uid: w.uid().unwrap(),
+            },
+        );
+        c.metadata.creation_timestamp = created.map(|t| Time(t.parse().unwrap()));
+        c
+    }
+
+    fn ids(plan: &Plan) -> Vec<String> {
+        plan.objects.iter().map(Object::id).collect()
+    }
+
+    #[test]
+    fn plan_renders_the_tenant_with_the_same_renderer_as_palisade_render() {
+        let web = workload(
+            "web",
+            TenantDeploymentSpec {
+                env: vec![EnvVarSpec {
+                    name: "NO_PROXY".into(),
+                    value: "example.com".into(),
+                }],
+                resources: Some(ResourcesSpec {
+                    cpu_limit: Some("2".into()),
+                    ..ResourcesSpec::default()
+                }),
+                gateway: GatewayMode::Dedicated,
+                ..spec("nginx:alpine", &[80])
+            },
+        );
+        let db = workload(
+            "db",
+            TenantDeploymentSpec {
+                allow_from: vec![AllowFrom {
+                    deployment: "web".into(),
+                    port: Some(5432),
+                }],
+                ..spec("postgres:16", &[5432])
+            },
+        );
+        let claims = [claim(0, &web, None), claim(1, &db, None)];
+        let plan = plan_tenant(
+            &pool(),
+            &RenderOptions::default(),
+            &tenant(),
+            &[web.clone(), db.clone()],
+            &claims,
+        )
+        .unwrap();
+        assert_eq!(plan.rendered, ["db", "web"]);
+        assert!(plan.pending.is_empty() && plan.invalid.is_empty());
+
+        // Exactly what `palisade render` makes for the same snapshot, in the
+        // same order, apart from the operator's label, owner and hash.
+        let mut snapshot = Snapshot {
+            pool: pool(),
+            tenants: vec![core_tenant("acme", &TenantSpec::default()).unwrap()],
+            deployments: vec![
+                core_deployment(&"acme".parse().unwrap(), "db", &db.spec, pool().subnet(1))
+                    .unwrap(),
+                core_deployment(&"acme".parse().unwrap(), "web", &web.spec, pool().subnet(0))
+                    .unwrap(),
+            ],
+            gateways: vec![Gateway {
+                scope: GatewayScope::PerDeployment {
+                    tenant: "acme".parse().unwrap(),
+                    deployment: "web".parse().unwrap(),
+                },
+                created_at: Timestamp(0),
+            }],
+            allow_rules: vec![AllowRule {
+                tenant: "acme".parse().unwrap(),
+                from: "web".parse().unwrap(),
+                to: "db".parse().unwrap(),
+                port: Some("5432".parse().unwrap()),
+            }],
+        };
+        snapshot.deployments.sort_by(|a, b| a.name.cmp(&b.name));
+        let reference = palisade_kube::render(&snapshot, &RenderOptions::default()).unwrap();
+        let reference: Vec<String> = reference.tenants[0]
+            .objects
+            .iter()
+            .chain(reference.tenants[0].egress_config.iter())
+            .chain(
+                reference.tenants[0]
+                    .deployments
+                    .iter()
+                    .flat_map(|d| d.objects.iter()),
+            )
+            .map(Object::id)
+            .collect();
+        assert_eq!(ids(&plan), reference);
+        assert_eq!(ids(&plan)[0], "Namespace tenant-acme");
+        assert!(ids(&plan).contains(&"Gateway tenant-acme/deployment-web".to_owned()));
+        assert!(ids(&plan).contains(&"CiliumPodIPPool acme.web".to_owned()));
+
+        for o in &plan.objects {
+            let meta = &o.body["metadata"];
+            assert_eq!(
+                meta["labels"][MANAGED_BY.0],
+                MANAGED_BY_OPERATOR,
+                "{}",
+                o.id()
+            );
+            assert_eq!(meta["ownerReferences"][0]["uid"], "tenant-uid");
+            let stamp = meta["annotations"][HASH_ANNOTATION].as_str().unwrap();
+            // The stamp is the hash of the body without the stamp.
+            let mut bare = o.body.clone();
+            bare["metadata"]["annotations"]
+                .as_object_mut()
+                .unwrap()
+                .remove(HASH_ANNOTATION);
+            if bare["metadata"]["annotations"]
+                .as_object()
+                .unwrap()
+                .is_empty()
+            {
+                bare["metadata"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("annotations");
+            }
+            assert_eq!(stamp, hash(&bare), "{}", o.id());
+        }
+        let dep = plan
+            .objects
+            .iter()
+            .find(|o| o.id() == "Deployment tenant-acme/web")
+            .unwrap();
+        let c = &dep.body["spec"]["template"]["spec"]["containers"][0];
+        let no_proxy: Vec<&Value> = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "NO_PROXY")
+            .collect();
+        assert_eq!(
+            no_proxy.len(),
+            1,
+            "the user's NO_PROXY replaces the proxy's"
+        );
+        assert_eq!(no_proxy[0]["value"], "example.com");
+        assert_eq!(c["resources"]["limits"]["cpu"], "2");
+        assert_eq!(
+            c["resources"]["requests"]["cpu"],
+            RenderOptions::default().resources.cpu_request
+        );
+    }
+
+    #[test]
+    fn workloads_without_a_claim_wait_and_invalid_ones_are_reported() {
+        let ok = workload("web", spec("nginx:alpine", &[80]));
+        let waiting = workload("api", spec("nginx:alpine", &[80]));
+        let bad = workload("bad", spec("Not An Image", &[]));
+        let gone = {
+            let mut w = workload("gone", spec("nginx:alpine", &[]));
+            w.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+            w
+        };
+        let claims = [
+            claim(0, &ok, None),
+            claim(1, &bad, None),
+            claim(2, &gone, None),
+        ];
+        let plan = plan_tenant(
+            &pool(),
+            &RenderOptions::default(),
+            &tenant(),
+            &[ok, waiting, bad, gone],
+            &claims,
+        )
+        .unwrap();
+        assert_eq!(plan.rendered, ["web"]);
+        assert_eq!(plan.pending, ["api"]);
+        assert_eq!(plan.invalid.len(), 1);
+        assert_eq!(plan.invalid[0].0, "bad");
+        assert!(plan.invalid[0].1.contains("invalid image reference"));
+        let status = tenant_status(None, "acme", Some(3), &Ok(plan), "t0");
+        assert_eq!(status.deployment_count, 1);
+        assert_eq!(status.observed_generation, Some(3));
+        let c = &status.conditions[0];
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "InvalidWorkloads")
+        );
+        assert!(
+            c.message.contains("waiting for a subnet: api"),
+            "{}",
+            c.message
+        );
+    }
+
+    #[test]
+    fn an_invalid_tenant_is_an_error_with_the_models_explanation() {
+        let mut t = tenant();
+        t.spec.quota.memory = "lots".into();
+        let err = plan_tenant(&pool(), &RenderOptions::default(), &t, &[], &[]).unwrap_err();
+        assert!(err.0.contains("memory"), "{err}");
+        let s = tenant_status(None, "acme", Some(1), &Err(err), "t0");
+        assert_eq!(s.conditions[0].reason, "InvalidSpec");
+        assert_eq!(s.deployment_count, 0);
+    }
+
+    #[test]
+    fn spec_checks_cover_what_the_core_does_not_hold() {
+        let t: TenantName = "acme".parse().unwrap();
+        let net = pool().subnet(0);
+        let mut s = spec("nginx:alpine", &[80, 80, 443]);
+        assert_eq!(core_deployment(&t, "web", &s, net).unwrap().ports.len(), 2);
+        s.env = vec![EnvVarSpec {
+            name: "1BAD".into(),
+            value: String::new(),
+        }];
+        assert!(
+            core_deployment(&t, "web", &s, net)
+                .unwrap_err()
+                .0
+                .contains("env name")
+        );
+        s.env.clear();
+        s.resources = Some(ResourcesSpec {
+            memory_limit: Some("a lot".into()),
+            ..ResourcesSpec::default()
+        });
+        assert!(core_deployment(&t, "web", &s, net).is_err());
+        s.resources = None;
+        s.ports = vec![0];
+        assert!(core_deployment(&t, "web", &s, net).is_err());
+        assert!(core_deployment(&t, "Web_1", &spec("nginx", &[]), net).is_err());
+        assert_eq!(tenant_of_namespace("tenant-acme").unwrap().as_str(), "acme");
+        assert!(tenant_of_namespace("default").is_err());
+    }
+
+    fn live(o: &Object) -> Live {
+        Live {
+            api_version: o.api_version.clone(),
+            kind: o.kind.clone(),
+            namespace: o.namespace.clone(),
+            name: o.name.clone(),
+            hash: stamped(o).map(str::to_owned),
+            deleting: false,
+        }
+    }
+
+    #[test]
+    fn apply_only_what_changed_and_prune_only_what_is_no_longer_wanted() {
+        let web = workload("web", spec("nginx:alpine", &[80]));
+        let db = workload("db", spec("postgres:16", &[5432]));
+        let both = plan_tenant(
+            &pool(),
+            &RenderOptions::default(),
+            &tenant(),
+            &[web.clone(), db.clone()],
+            &[claim(0, &web, None), claim(1, &db, None)],
+        )
+        .unwrap();
+        let live_now: Vec<Live> = both.objects.iter().map(live).collect();
+        assert!(to_apply(&both.objects, &live_now).is_empty());
+        assert!(to_prune(&both.objects, &live_now).is_empty());
+        // Nothing live yet: everything is applied.
+        assert_eq!(to_apply(&both.objects, &[]).len(), both.objects.len());
+
+        let mut scaled = web.clone();
+        scaled.spec.replicas = 7;
+        let only_web = plan_tenant(
+            &pool(),
+            &RenderOptions::default(),
+            &tenant(),
+            &[scaled],
+            &[claim(0, &web, None)],
+        )
+        .unwrap();
+        let applied: Vec<String> = to_apply(&only_web.objects, &live_now)
+            .iter()
+            .map(|o| o.id())
+            .collect();
+        // Only web's Deployment changed (no rule linked web and db).
+        assert_eq!(applied, ["Deployment tenant-acme/web"]);
+        let pruned: BTreeSet<String> = to_prune(&only_web.objects, &live_now)
+            .iter()
+            .map(Live::id)
+            .collect();
+        let want: BTreeSet<String> = [
+            "CiliumPodIPPool acme.db",
+            "Deployment tenant-acme/db",
+            "Service tenant-acme/db",
+            "CiliumNetworkPolicy tenant-acme/deployment-db",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(pruned, want);
+        // An object already being deleted is not deleted again, and is
+        // re-applied if wanted.
+        let mut going = live_now.clone();
+        for l in &mut going {
+            l.deleting = true;
+        }
+        assert!(to_prune(&[], &going).is_empty());
+        assert_eq!(to_apply(&both.objects, &going).len(), both.objects.len());
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_until_their_status_changes() {
+        let net = pool().subnet(3);
+        let s1 = workload_status(None, Some(1), Ok(Some(net)), 0, 2, "t1");
+        assert_eq!(s1.subnet.as_deref(), Some(net.to_string().as_str()));
+        let ready = |s: &TenantDeploymentStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(ready(&s1).last_transition_time.as_deref(), Some("t1"));
+        assert_eq!(ready(&s1).reason, "PodsNotReady");
+        // One more pod ready, still not all: same status, same time.
+        let s2 = workload_status(Some(&s1), Some(1), Ok(Some(net)), 1, 2, "t2");
+        assert_eq!(ready(&s2).last_transition_time.as_deref(), Some("t1"));
+        assert_eq!(ready(&s2).message, "1/2 pods ready");
+        let s3 = workload_status(Some(&s2), Some(1), Ok(Some(net)), 2, 2, "t3");
+        assert_eq!(ready(&s3).status, "True");
+        assert_eq!(ready(&s3).last_transition_time.as_deref(), Some("t3"));
+        // Same inputs, same status: the reconcile writes nothing.
+        assert_eq!(
+            workload_status(Some(&s3), Some(1), Ok(Some(net)), 2, 2, "t4"),
+            s3
+        );
+        let full = workload_status(None, Some(1), Ok(None), 0, 2, "t1");
+        assert_eq!(ready(&full).reason, "PoolExhausted");
+        assert_eq!(full.subnet, None);
+        let bad = SpecError("invalid image".into());
+        assert_eq!(
+            ready(&workload_status(None, Some(1), Err(&bad), 0, 2, "t1")).reason,
+            "InvalidSpec"
+        );
+    }
+
+    #[test]
+    fn only_old_claims_without_a_workload_are_orphans() {
+        let live = workload("web", spec("nginx", &[]));
+        let dead = workload("dead", spec("nginx", &[]));
+        let young = workload("young", spec("nginx", &[]));
+        let now = "2026-01-01T01:00:00Z"
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .unwrap()
+            .as_second();
+        let claims = [
+            claim(0, &live, Some("2026-01-01T00:00:00Z")),
+            claim(1, &dead, Some("2026-01-01T00:00:00Z")),
+            claim(2, &young, Some("2026-01-01T00:59:00Z")),
+            claim(3, &dead, None),
+        ];
+        let uids: HashSet<String> = ["uid-web".to_owned()].into();
+        let orphans = orphaned_claims(&claims, &uids, now, Duration::from_secs(600));
+        assert_eq!(orphans, [claim_name(pool().subnet(1))]);
+        assert!(orphaned_claims(&claims, &uids, now, Duration::from_secs(7200)).is_empty());
+    }
+
+    #[test]
+    fn a_workload_with_two_claims_uses_the_lowest() {
+        let w = workload("web", spec("nginx", &[]));
+        let mut going = claim(0, &w, None);
+        going.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let claims = [claim(4, &w, None), claim(2, &w, None), going];
+        assert_eq!(subnet_for("uid-web", &claims), Some(pool().subnet(2)));
+        assert_eq!(subnet_for("uid-other", &claims), None);
+    }
+}
