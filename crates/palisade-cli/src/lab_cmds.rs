@@ -167,9 +167,17 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
                     bad.len(),
                     report.probes.len(),
                     first.from,
-                    first.from_pod.as_ref().map(|p| format!(" [{p}]")).unwrap_or_default(),
+                    first
+                        .from_pod
+                        .as_ref()
+                        .map(|p| format!(" [{p}]"))
+                        .unwrap_or_default(),
                     first.to,
-                    first.to_pod.as_ref().map(|p| format!(" [{p}]")).unwrap_or_default(),
+                    first
+                        .to_pod
+                        .as_ref()
+                        .map(|p| format!(" [{p}]"))
+                        .unwrap_or_default(),
                     first.port,
                     verdict(first.expected),
                     first.reason,
@@ -244,7 +252,9 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
                 "workloads": rows,
             });
             print(format, &value, || {
-                let header = vec!["KIND", "NAME", "ADDRESS", "PORTS", "RUNTIME", "PID", "STATE"];
+                let header = vec![
+                    "KIND", "NAME", "ADDRESS", "PORTS", "RUNTIME", "PID", "STATE",
+                ];
                 let rows = rows
                     .iter()
                     .map(|r| {
@@ -256,7 +266,10 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
                             r["ports"]
                                 .as_array()
                                 .map(|a| {
-                                    a.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",")
+                                    a.iter()
+                                        .map(|p| p.to_string())
+                                        .collect::<Vec<_>>()
+                                        .join(",")
                                 })
                                 .unwrap_or_default(),
                             s("runtime"),
@@ -278,7 +291,10 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
                         e.tenant,
                         e.ip,
                         e.mode.as_str(),
-                        e.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+                        e.note
+                            .as_ref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default()
                     );
                 }
             }
@@ -324,8 +340,12 @@ fn print_report(format: Format, report: &verify::Report, all: bool) -> Result<()
     if format != Format::Table {
         return print(format, report, || (vec![], vec![]));
     }
-    let mut groups: std::collections::BTreeMap<(String, String, u16, String), (usize, usize, &verify::Outcome)> =
-        std::collections::BTreeMap::new();
+    // (from, to, port, kind) -> (probes, agreeing, first probe)
+    type Groups<'a> = std::collections::BTreeMap<
+        (String, String, u16, String),
+        (usize, usize, &'a verify::Outcome),
+    >;
+    let mut groups = Groups::new();
     let mut rows = Vec::new();
     for o in &report.probes {
         let kind = match o.kind {
@@ -337,12 +357,18 @@ fn print_report(format: Format, report: &verify::Report, all: bool) -> Result<()
                 format!(
                     "{}{}",
                     o.from,
-                    o.from_pod.as_ref().map(|p| format!(" [{p}]")).unwrap_or_default()
+                    o.from_pod
+                        .as_ref()
+                        .map(|p| format!(" [{p}]"))
+                        .unwrap_or_default()
                 ),
                 format!(
                     "{}{}",
                     o.to,
-                    o.to_pod.as_ref().map(|p| format!(" [{p}]")).unwrap_or_default()
+                    o.to_pod
+                        .as_ref()
+                        .map(|p| format!(" [{p}]"))
+                        .unwrap_or_default()
                 ),
                 o.port.to_string(),
                 kind.into(),
@@ -372,7 +398,11 @@ fn print_report(format: Format, report: &verify::Report, all: bool) -> Result<()
                     kind.clone(),
                     verdict(o.expected).into(),
                     format!("{ok}/{n}"),
-                    if ok == n { "ok".into() } else { "MISMATCH".into() },
+                    if ok == n {
+                        "ok".into()
+                    } else {
+                        "MISMATCH".into()
+                    },
                     o.reason.clone(),
                 ]
             })
@@ -380,7 +410,9 @@ fn print_report(format: Format, report: &verify::Report, all: bool) -> Result<()
         println!(
             "{}",
             columns(
-                &["FROM", "TO", "PORT", "KIND", "EXPECTED", "AGREE", "RESULT", "RULE"],
+                &[
+                    "FROM", "TO", "PORT", "KIND", "EXPECTED", "AGREE", "RESULT", "RULE"
+                ],
                 summary
             )
         );
@@ -392,7 +424,10 @@ fn print_report(format: Format, report: &verify::Report, all: bool) -> Result<()
         println!(
             "{}",
             columns(
-                &["FROM", "TO", "PORT", "KIND", "EXPECTED", "OBSERVED", "RESULT", "RULE", "DETAIL"],
+                &[
+                    "FROM", "TO", "PORT", "KIND", "EXPECTED", "OBSERVED", "RESULT", "RULE",
+                    "DETAIL"
+                ],
                 rows
             )
         );

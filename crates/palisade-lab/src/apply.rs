@@ -84,6 +84,9 @@ pub struct LabState {
     pub endpoints: Vec<(palisade_core::policy::Endpoint, Vec<Ipv6Net>)>,
 }
 
+/// Pods and gateways just started.
+type Started = (Vec<Running<PodPlan>>, Vec<Running<GatewayPlan>>);
+
 /// One lab, kept in a directory (next to the state database).
 #[derive(Debug, Clone)]
 pub struct Lab {
@@ -206,8 +209,14 @@ fn runsc_flags() -> [&'static str; 3] {
     ["--rootless", "--ignore-cgroups", "--network=host"]
 }
 
+/// Whether `pid` runs (a zombie waiting for its reaper does not).
 fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 /// Whether process `pid`'s network namespace has a TCP socket listening on
@@ -220,14 +229,14 @@ fn listening(pid: u32, ports: &[u16]) -> bool {
         };
         for line in table.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() > 3 && fields[3] == "0A" {
-                if let Some(port) = fields[1]
+            if fields.len() > 3
+                && fields[3] == "0A"
+                && let Some(port) = fields[1]
                     .rsplit(':')
                     .next()
                     .and_then(|p| u16::from_str_radix(p, 16).ok())
-                {
-                    found.insert(port);
-                }
+            {
+                found.insert(port);
             }
         }
     }
@@ -288,7 +297,8 @@ impl Lab {
         let path = self.state_path();
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(state).map_err(LabError::json("lab state"))?;
-        std::fs::write(&tmp, text).map_err(LabError::io(format!("cannot write {}", tmp.display())))?;
+        std::fs::write(&tmp, text)
+            .map_err(LabError::io(format!("cannot write {}", tmp.display())))?;
         std::fs::rename(&tmp, &path)
             .map_err(LabError::io(format!("cannot replace {}", path.display())))
     }
@@ -297,7 +307,8 @@ impl Lab {
     fn write_file(&self, name: &str, text: &str) -> Result<PathBuf> {
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        std::fs::write(&tmp, text).map_err(LabError::io(format!("cannot write {}", tmp.display())))?;
+        std::fs::write(&tmp, text)
+            .map_err(LabError::io(format!("cannot write {}", tmp.display())))?;
         std::fs::rename(&tmp, &path)
             .map_err(LabError::io(format!("cannot replace {}", path.display())))?;
         Ok(path)
@@ -318,8 +329,10 @@ impl Lab {
         }
         // Leftovers of a crashed run.
         self.down(progress)?;
-        std::fs::create_dir_all(self.dir.join("logs"))
-            .map_err(LabError::io(format!("cannot create {}", self.dir.display())))?;
+        std::fs::create_dir_all(self.dir.join("logs")).map_err(LabError::io(format!(
+            "cannot create {}",
+            self.dir.display()
+        )))?;
 
         // Plan first (cheap, may refuse) with the requested runtime; the
         // runtime is settled once the router namespace exists.
@@ -392,7 +405,11 @@ impl Lab {
         for e in &plan.egress {
             let _ = writeln!(router, "route add {}/128 dev proxy-out", e.ip);
         }
-        run("ip", &["-6", "-n", &infra.router, "-batch", "-"], Some(&router))?;
+        run(
+            "ip",
+            &["-6", "-n", &infra.router, "-batch", "-"],
+            Some(&router),
+        )?;
         let mut proxy = format!(
             "link set lo up\nlink set in up\nlink set out up\n\
              addr add {PROXY_ADDR}/128 dev in nodad\n\
@@ -403,7 +420,11 @@ impl Lab {
         for e in &plan.egress {
             let _ = writeln!(proxy, "addr add {}/128 dev out nodad", e.ip);
         }
-        run("ip", &["-6", "-n", &infra.proxy, "-batch", "-"], Some(&proxy))?;
+        run(
+            "ip",
+            &["-6", "-n", &infra.proxy, "-batch", "-"],
+            Some(&proxy),
+        )?;
         run(
             "ip",
             &["-6", "-n", &infra.internet, "-batch", "-"],
@@ -424,7 +445,12 @@ impl Lab {
             &[SocketAddr::new(IpAddr::V6(ECHO_ADDR), HTTP_PORT)],
             &[],
         )?;
-        self.wait_ready("the internet echo origin", echo_pid, &[HTTP_PORT], Duration::from_secs(10))?;
+        self.wait_ready(
+            "the internet echo origin",
+            echo_pid,
+            &[HTTP_PORT],
+            Duration::from_secs(10),
+        )?;
         self.wait_ready(
             "the egress proxy",
             proxy_pid,
@@ -489,7 +515,7 @@ impl Lab {
         let (keep_gw, gone_gw): (Vec<_>, Vec<_>) = state
             .gateways
             .drain(..)
-            .partition(|r| plan.gateways.iter().any(|g| *g == r.spec));
+            .partition(|r| plan.gateways.contains(&r.spec));
         let new_gw: Vec<GatewayPlan> = plan
             .gateways
             .iter()
@@ -501,6 +527,24 @@ impl Lab {
             total: (gone.len() + gone_gw.len()) as u64,
         });
         let removed = gone.len();
+        // Take the router ends down first: a deleted namespace is torn down
+        // asynchronously, and a recycled address must be routable at once.
+        let mut unlink = String::new();
+        for veth in gone
+            .iter()
+            .map(|r| &r.spec.veth)
+            .chain(gone_gw.iter().map(|r| &r.spec.veth))
+        {
+            let _ = writeln!(unlink, "link del {veth}");
+        }
+        if !unlink.is_empty() {
+            // Best effort: a link already gone is what we want.
+            let _ = run(
+                "ip",
+                &["-force", "-n", &state.infra.router, "-batch", "-"],
+                Some(&unlink),
+            );
+        }
         for ns in gone
             .iter()
             .map(|r| &r.spec.netns)
@@ -523,8 +567,16 @@ impl Lab {
             let _ = writeln!(proxy, "addr add {ip}/128 dev out nodad");
         }
         if !router.is_empty() {
-            run("ip", &["-6", "-n", &state.infra.router, "-batch", "-"], Some(&router))?;
-            run("ip", &["-6", "-n", &state.infra.proxy, "-batch", "-"], Some(&proxy))?;
+            run(
+                "ip",
+                &["-6", "-n", &state.infra.router, "-batch", "-"],
+                Some(&router),
+            )?;
+            run(
+                "ip",
+                &["-6", "-n", &state.infra.proxy, "-batch", "-"],
+                Some(&proxy),
+            )?;
         }
 
         // New policy first for what stays, then the new endpoints under it.
@@ -547,7 +599,9 @@ impl Lab {
         state.pods.extend(pods);
         state.gateways.extend(gateways);
         state.pods.sort_by(|a, b| a.spec.netns.cmp(&b.spec.netns));
-        state.gateways.sort_by(|a, b| a.spec.netns.cmp(&b.spec.netns));
+        state
+            .gateways
+            .sort_by(|a, b| a.spec.netns.cmp(&b.spec.netns));
         self.save(&state)?;
         Ok((added, removed, state))
     }
@@ -574,10 +628,13 @@ impl Lab {
                 .map(|p| p.pid)
                 .chain(s.gateways.iter().map(|g| g.pid))
                 .chain([s.proxy_pid, s.echo_pid]);
-            for pid in pids {
-                if is_ours(pid, &self.exe) {
-                    kill(pid);
-                }
+            let ours: Vec<u32> = pids.filter(|&pid| is_ours(pid, &self.exe)).collect();
+            for &pid in &ours {
+                kill(pid);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while ours.iter().any(|&pid| pid_alive(pid)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
         let _ = std::fs::remove_file(self.state_path());
@@ -600,7 +657,14 @@ impl Lab {
         let log = self.open_log(&plan.infra.proxy)?;
         let exe = self.exe.to_string_lossy().into_owned();
         let child = Command::new("ip")
-            .args(["netns", "exec", &plan.infra.proxy, &exe, "proxy", "--config"])
+            .args([
+                "netns",
+                "exec",
+                &plan.infra.proxy,
+                &exe,
+                "proxy",
+                "--config",
+            ])
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(LabError::io("log file"))?)
@@ -647,9 +711,9 @@ impl Lab {
             .stdout(log.try_clone().map_err(LabError::io("log file"))?)
             .stderr(log)
             .process_group(0);
-        let child = cmd
-            .spawn()
-            .map_err(LabError::io(format!("cannot start the workload in {netns}")))?;
+        let child = cmd.spawn().map_err(LabError::io(format!(
+            "cannot start the workload in {netns}"
+        )))?;
         Ok(child.id())
     }
 
@@ -674,7 +738,7 @@ impl Lab {
         pods: &[PodPlan],
         gateways: &[GatewayPlan],
         progress: &(dyn Fn(Progress) + Sync),
-    ) -> Result<(Vec<Running<PodPlan>>, Vec<Running<GatewayPlan>>)> {
+    ) -> Result<Started> {
         if pods.is_empty() && gateways.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -709,10 +773,14 @@ impl Lab {
                 "link add {veth} type veth peer name eth0 netns {ns}\n\
                  link set {veth} up\n\
                  addr add {ROUTER_LINK_LOCAL}/64 dev {veth} nodad\n\
-                 route add {addr}/128 dev {veth}"
+                 route replace {addr}/128 dev {veth}"
             );
         }
-        run("ip", &["-6", "-n", &plan.infra.router, "-batch", "-"], Some(&router))?;
+        run(
+            "ip",
+            &["-6", "-n", &plan.infra.router, "-batch", "-"],
+            Some(&router),
+        )?;
         let results: Vec<Result<()>> = std::thread::scope(|s| {
             let handles: Vec<_> = attach
                 .chunks(attach.len().div_ceil(8).max(1))
@@ -786,7 +854,10 @@ impl Lab {
                 let (p, pid) = &started[i];
                 if listening(*pid, &p.ports) {
                     done.push(i);
-                    progress(Progress::Tick(format!("{}/{} ({})", p.tenant, p.name, p.runtime)));
+                    progress(Progress::Tick(format!(
+                        "{}/{} ({})",
+                        p.tenant, p.name, p.runtime
+                    )));
                 } else if !pid_alive(*pid) || since.elapsed() > limit {
                     if p.runtime == Runtime::Runsc {
                         retry.push(i);

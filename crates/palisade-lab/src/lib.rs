@@ -49,7 +49,9 @@ pub enum LabError {
     #[error("no lab is running (start one with `palisade lab up`)")]
     NotRunning,
     /// A lab is already running.
-    #[error("a lab is already running for this state (use `palisade lab sync`, or `palisade lab down` first)")]
+    #[error(
+        "a lab is already running for this state (use `palisade lab sync`, or `palisade lab down` first)"
+    )]
     AlreadyRunning,
     /// Reading or writing the lab directory, or spawning a process.
     #[error("{context}: {source}")]

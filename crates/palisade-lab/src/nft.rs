@@ -142,7 +142,10 @@ pub fn ruleset(
 
     // Tenants leaving through an egress gateway are SNATed to their IP.
     let mut snat = BTreeSet::new();
-    for e in egress.iter().filter(|e| e.mode == EgressMode::CiliumEgressGateway) {
+    for e in egress
+        .iter()
+        .filter(|e| e.mode == EgressMode::CiliumEgressGateway)
+    {
         for d in snapshot
             .deployments
             .iter()
@@ -196,7 +199,10 @@ pub fn ruleset(
 
 /// The index of `endpoint`'s chain in a ruleset generated from `endpoints`,
 /// for tooling and tests that inspect the live table.
-pub fn chain_of(endpoints: &BTreeMap<Endpoint, Vec<Ipv6Net>>, endpoint: &Endpoint) -> Option<String> {
+pub fn chain_of(
+    endpoints: &BTreeMap<Endpoint, Vec<Ipv6Net>>,
+    endpoint: &Endpoint,
+) -> Option<String> {
     endpoints
         .keys()
         .filter(|e| matches!(e, Endpoint::Deployment { .. } | Endpoint::Gateway { .. }))

@@ -16,7 +16,9 @@ use ipnet::Ipv6Net;
 use palisade_core::model::EgressMode;
 use palisade_core::policy::{Endpoint, Policy, PolicyOptions, gateway_label};
 use palisade_core::{GatewayScope, Snapshot};
-use palisade_proxy::config::{EgressConfig, HumanDuration, ProxyConfig, SourcePrefix, TenantConfig};
+use palisade_proxy::config::{
+    EgressConfig, HumanDuration, ProxyConfig, SourcePrefix, TenantConfig,
+};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};

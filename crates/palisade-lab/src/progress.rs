@@ -39,7 +39,8 @@ impl Reporter {
                     return;
                 }
                 if self.terminal {
-                    let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+                    let b =
+                        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
                     if let Ok(style) = ProgressStyle::with_template(
                         "{prefix:>14} [{bar:30}] {pos}/{len} {wide_msg}",
                     ) {
@@ -68,10 +69,10 @@ impl Reporter {
 
     /// Clears the bar.
     pub fn finish(&self) {
-        if let Ok(mut bar) = self.bar.lock() {
-            if let Some(b) = bar.take() {
-                b.finish_and_clear();
-            }
+        if let Ok(mut bar) = self.bar.lock()
+            && let Some(b) = bar.take()
+        {
+            b.finish_and_clear();
         }
     }
 }

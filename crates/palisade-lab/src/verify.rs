@@ -249,31 +249,38 @@ pub fn judge(probe: &Probe, outcome: &Result<(u16, String), ProbeFailure>) -> Ou
                     };
                     (reached, None, detail)
                 }
-                ProbeKind::Direct => (true, None, match &answer {
-                    Some(a) => format!("{} answered, saw {}", a.pod.as_deref().unwrap_or(&a.role), a.caller),
-                    None => format!("HTTP {status}"),
-                }),
+                ProbeKind::Direct => (
+                    true,
+                    None,
+                    match &answer {
+                        Some(a) => format!(
+                            "{} answered, saw {}",
+                            a.pod.as_deref().unwrap_or(&a.role),
+                            a.caller
+                        ),
+                        None => format!("HTTP {status}"),
+                    },
+                ),
             }
         }
     };
-    if observed {
-        if let Ok((_, body)) = outcome {
-            let answer: Option<Answer> = serde_json::from_str(body.trim()).ok();
-            if let (Some(want), Some(a)) = (probe.expect_caller, &answer) {
-                if a.role == "internet-echo" && a.caller != want.to_string() {
-                    problem = Some(format!(
-                        "the internet saw {} instead of the tenant's egress IP {want}",
-                        a.caller
-                    ));
-                }
-            }
-            if let Some((t, d)) = &probe.expect_pod_of {
-                let right = answer.as_ref().is_some_and(|a| {
-                    a.tenant.as_deref() == Some(t) && a.deployment.as_deref() == Some(d)
-                });
-                if !right {
-                    problem = Some(format!("the wrong workload answered: {}", body.trim()));
-                }
+    if observed && let Ok((_, body)) = outcome {
+        let answer: Option<Answer> = serde_json::from_str(body.trim()).ok();
+        if let (Some(want), Some(a)) = (probe.expect_caller, &answer)
+            && a.role == "internet-echo"
+            && a.caller != want.to_string()
+        {
+            problem = Some(format!(
+                "the internet saw {} instead of the tenant's egress IP {want}",
+                a.caller
+            ));
+        }
+        if let Some((t, d)) = &probe.expect_pod_of {
+            let right = answer.as_ref().is_some_and(|a| {
+                a.tenant.as_deref() == Some(t) && a.deployment.as_deref() == Some(d)
+            });
+            if !right {
+                problem = Some(format!("the wrong workload answered: {}", body.trim()));
             }
         }
     }
@@ -292,6 +299,9 @@ pub fn judge(probe: &Probe, outcome: &Result<(u16, String), ProbeFailure>) -> Ou
         detail: problem.unwrap_or(detail),
     }
 }
+
+/// What a probe agent measured for one probe.
+type Measured = std::result::Result<(u16, String), ProbeFailure>;
 
 /// Measures every probe (one agent per source namespace, `parallel` agents
 /// at once) and judges it.
@@ -313,8 +323,7 @@ pub fn run(
         name: "verify".into(),
         total: by_ns.len() as u64,
     });
-    let results: Mutex<Vec<Option<Result<(u16, String), ProbeFailure>>>> =
-        Mutex::new(vec![None; probes.len()]);
+    let results: Mutex<Vec<Option<Measured>>> = Mutex::new(vec![None; probes.len()]);
     let next = AtomicUsize::new(0);
     let errors: Mutex<Vec<LabError>> = Mutex::new(Vec::new());
     let exe = lab.exe.to_string_lossy().into_owned();
@@ -347,15 +356,18 @@ pub fn run(
                             continue;
                         }
                     };
-                    match run_cmd("ip", &["netns", "exec", ns, &exe, "lab", "__probe"], Some(&input))
-                    {
+                    match run_cmd(
+                        "ip",
+                        &["netns", "exec", ns, &exe, "lab", "__probe"],
+                        Some(&input),
+                    ) {
                         Ok(out) => {
                             if let Ok(mut res) = results.lock() {
                                 for line in out.lines() {
-                                    if let Ok(r) = serde_json::from_str::<ProbeResult>(line) {
-                                        if let Some(slot) = res.get_mut(r.id) {
-                                            *slot = Some(r.outcome);
-                                        }
+                                    if let Ok(r) = serde_json::from_str::<ProbeResult>(line)
+                                        && let Some(slot) = res.get_mut(r.id)
+                                    {
+                                        *slot = Some(r.outcome);
                                     }
                                 }
                             }
@@ -379,7 +391,9 @@ pub fn run(
         .iter()
         .zip(results)
         .map(|(p, r)| {
-            let r = r.unwrap_or_else(|| Err(ProbeFailure::Http("the probe agent gave no answer".into())));
+            let r = r.unwrap_or_else(|| {
+                Err(ProbeFailure::Http("the probe agent gave no answer".into()))
+            });
             judge(p, &r)
         })
         .collect();

@@ -1,0 +1,513 @@
+//! The lab for real: network namespaces, nftables and workloads on this
+//! host, driven through the `palisade` binary. Needs Linux and root; without
+//! them each test prints `SKIPPED: <why>` and passes, except under `CI=true`
+//! where it fails. Every test uses its own state directory, hence its own
+//! lab id and namespace prefix, so they run in parallel.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::Value;
+use support::Env;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether the lab can run here; prints SKIPPED (and fails in CI) if not.
+fn can_run() -> bool {
+    let why = if !cfg!(target_os = "linux") {
+        Some("the lab needs Linux".to_string())
+    } else if !std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    }) {
+        Some("the lab needs root (network namespaces, nftables)".to_string())
+    } else {
+        ["ip", "nft"].iter().find_map(|tool| {
+            std::process::Command::new(tool)
+                .arg("-V")
+                .output()
+                .is_err()
+                .then(|| format!("`{tool}` is not installed"))
+        })
+    };
+    match why {
+        None => true,
+        Some(why) => {
+            eprintln!("SKIPPED: {why}");
+            assert!(!in_ci(), "CI=true but the lab cannot run: {why}");
+            false
+        }
+    }
+}
+
+/// Takes the lab down even when a test fails half-way.
+struct Lab {
+    env: Env,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.env.run(&["lab", "down"]);
+    }
+}
+
+impl Lab {
+    fn new() -> Self {
+        let env = Env::new();
+        env.run(&["init"]).ok();
+        Self { env }
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        self.env.run(args).ok()
+    }
+    fn verify(&self) -> (i32, Value, String) {
+        let r = self.env.run(&["-o", "json", "lab", "verify"]);
+        let v = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {} {}", r.stdout, r.stderr));
+        (r.code, v, r.stderr)
+    }
+    fn status(&self) -> Value {
+        self.env.json(&["lab", "status"])
+    }
+}
+
+fn probes<'a>(report: &'a Value, from: &str, to: &str, kind: &str) -> Vec<&'a Value> {
+    report["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["from"] == from && p["to"] == to && p["kind"] == kind)
+        .collect()
+}
+
+/// All probes between two endpoints agree with `expected` and were observed so.
+#[track_caller]
+fn assert_path(report: &Value, from: &str, to: &str, kind: &str, expected: bool) {
+    let ps = probes(report, from, to, kind);
+    assert!(!ps.is_empty(), "no {kind} probe {from} -> {to}");
+    for p in ps {
+        assert_eq!(p["expected"], expected, "{p}");
+        assert_eq!(p["observed"], expected, "{p}");
+        assert_eq!(p["ok"], true, "{p}");
+    }
+}
+
+fn netns_list() -> String {
+    String::from_utf8_lossy(
+        &std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned()
+}
+
+#[test]
+fn the_seed_scenario_end_to_end() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.ok(&["create", "test-tenant", "frontend", "nginx:alpine", "2"]);
+    lab.ok(&["create", "test-tenant", "backend", "nginx:alpine", "2"]);
+    lab.ok(&["create", "test-tenant-2", "database", "nginx:alpine", "1"]);
+    lab.ok(&["gateway", "create", "central"]);
+    let up = lab.ok(&["lab", "up"]);
+    assert!(up.contains("5 pods"), "{up}");
+
+    let status = lab.status();
+    let prefix = format!("pl-{}-", status["lab_id"].as_str().unwrap());
+    let pods: Vec<&Value> = status["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["kind"] == "pod")
+        .collect();
+    assert_eq!(pods.len(), 5);
+    for p in &pods {
+        assert_eq!(p["running"], true, "{p}");
+        assert!(
+            ["runsc", "plain"].contains(&p["runtime"].as_str().unwrap()),
+            "{p}"
+        );
+    }
+    assert_eq!(
+        netns_list().matches(&prefix).count(),
+        5 + 1 + 3,
+        "{}",
+        netns_list()
+    );
+
+    let (code, report, stderr) = lab.verify();
+    assert_eq!(code, 0, "verify failed: {stderr}\n{report:#}");
+    // Same deployment reachable; other deployments and tenants blocked.
+    assert_path(
+        &report,
+        "test-tenant/frontend",
+        "test-tenant/frontend",
+        "direct",
+        true,
+    );
+    assert_path(
+        &report,
+        "test-tenant/backend",
+        "test-tenant/backend",
+        "direct",
+        true,
+    );
+    assert_path(
+        &report,
+        "test-tenant/frontend",
+        "test-tenant/backend",
+        "direct",
+        false,
+    );
+    assert_path(
+        &report,
+        "test-tenant/backend",
+        "test-tenant/frontend",
+        "direct",
+        false,
+    );
+    assert_path(
+        &report,
+        "test-tenant/frontend",
+        "test-tenant-2/database",
+        "direct",
+        false,
+    );
+    assert_path(
+        &report,
+        "test-tenant-2/database",
+        "test-tenant/backend",
+        "direct",
+        false,
+    );
+    // The gateway reaches what it fronts.
+    assert_path(
+        &report,
+        "gateway/central",
+        "test-tenant/frontend",
+        "direct",
+        true,
+    );
+    assert_path(
+        &report,
+        "gateway/central",
+        "test-tenant-2/database",
+        "direct",
+        true,
+    );
+    // Egress: never direct, always through the proxy, from the tenant's own IP.
+    assert_path(&report, "test-tenant/frontend", "internet", "direct", false);
+    assert_path(
+        &report,
+        "test-tenant/frontend",
+        "egress-proxy/test-tenant",
+        "via-proxy",
+        true,
+    );
+    assert_path(
+        &report,
+        "test-tenant-2/database",
+        "egress-proxy/test-tenant-2",
+        "via-proxy",
+        true,
+    );
+    let egress: Vec<(String, String)> = status["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["tenant"].as_str().unwrap().to_string(),
+                e["ip"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(egress.len(), 2);
+    assert_ne!(egress[0].1, egress[1].1, "tenants share an egress IP");
+    for (tenant, ip) in &egress {
+        for p in report["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["kind"] == "via-proxy" && p["to"] == format!("egress-proxy/{tenant}"))
+        {
+            assert_eq!(p["detail"], format!("echo saw {ip}"), "{p}");
+        }
+    }
+    // The dashboard's copy, in its exact shape.
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(lab.env.dir.path().join("lab").join("verify.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(file["generated_at"].as_str().unwrap().ends_with('Z'));
+    let first = &file["probes"][0];
+    let mut keys: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["expected", "from", "observed", "port", "reason", "to"]
+    );
+    assert_eq!(
+        file["probes"].as_array().unwrap().len(),
+        report["probes"].as_array().unwrap().len()
+    );
+
+    // Delete frontend: its subnet is recycled by new-app; sync; verify again.
+    let list = lab.env.json(&["list"]);
+    let subnet_of = |list: &Value, name: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .map(|d| d["subnet"].as_str().unwrap().to_string())
+    };
+    let frontend_subnet = subnet_of(&list, "frontend").unwrap();
+    lab.ok(&["delete", "test-tenant", "frontend"]);
+    lab.ok(&["create", "test-tenant", "new-app", "nginx:alpine", "1"]);
+    assert_eq!(
+        subnet_of(&lab.env.json(&["list"]), "new-app").unwrap(),
+        frontend_subnet
+    );
+    let sync = lab.ok(&["lab", "sync"]);
+    assert!(
+        sync.contains("1 pods added, 2 removed, 4 running"),
+        "{sync}"
+    );
+    let (code, report, stderr) = lab.verify();
+    assert_eq!(code, 0, "verify after sync failed: {stderr}\n{report:#}");
+    assert!(
+        probes(
+            &report,
+            "test-tenant/frontend",
+            "test-tenant/frontend",
+            "direct"
+        )
+        .is_empty()
+    );
+    assert_path(
+        &report,
+        "test-tenant/new-app",
+        "egress-proxy/test-tenant",
+        "via-proxy",
+        true,
+    );
+    assert_path(
+        &report,
+        "test-tenant/new-app",
+        "test-tenant/backend",
+        "direct",
+        false,
+    );
+    assert_path(
+        &report,
+        "test-tenant/backend",
+        "test-tenant/new-app",
+        "direct",
+        false,
+    );
+    assert_path(
+        &report,
+        "gateway/central",
+        "test-tenant/new-app",
+        "direct",
+        true,
+    );
+    assert_eq!(netns_list().matches(&prefix).count(), 4 + 1 + 3);
+
+    // Down leaves nothing: namespaces, rules, processes. Twice is fine.
+    let pids: Vec<u64> = lab.status()["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap())
+        .collect();
+    lab.ok(&["lab", "down"]);
+    assert!(lab.ok(&["lab", "down"]).contains("removed 0 namespaces"));
+    assert!(!netns_list().contains(&prefix), "{}", netns_list());
+    let ruleset = std::process::Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&ruleset.stdout).contains("palisade_lab"));
+    for pid in pids {
+        // Gone, or a zombie waiting for its reaper.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        assert!(
+            matches!(state, None | Some("Z" | "X")),
+            "process {pid} survived lab down: {stat}"
+        );
+    }
+    lab.env
+        .run(&["lab", "status"])
+        .fails_with("no lab is running");
+}
+
+#[test]
+fn an_allow_rule_opens_exactly_that_path_and_port() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.ok(&["create", "acme", "api", "app", "1", "--port", "8080"]);
+    lab.ok(&[
+        "create", "acme", "db", "postgres", "1", "--port", "5432", "--port", "9187",
+    ]);
+    lab.ok(&["create", "acme", "web", "nginx:alpine", "1"]);
+    lab.ok(&["lab", "up", "--runtime", "plain"]);
+    let (code, report, stderr) = lab.verify();
+    assert_eq!(code, 0, "{stderr}");
+    assert_path(&report, "acme/api", "acme/db", "direct", false);
+
+    lab.ok(&["allow", "acme", "api", "db", "--port", "5432"]);
+    lab.ok(&["lab", "sync"]);
+    let (code, report, stderr) = lab.verify();
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    let api_db = probes(&report, "acme/api", "acme/db", "direct");
+    assert_eq!(api_db.len(), 2);
+    for p in api_db {
+        let open = p["port"] == 5432;
+        assert_eq!(p["observed"], open, "{p}");
+        assert_eq!(p["ok"], true, "{p}");
+        if open {
+            assert_eq!(p["reason"], "allow rule acme: api -> db port 5432");
+        }
+    }
+    // Not the reverse, not from anyone else.
+    assert_path(&report, "acme/db", "acme/api", "direct", false);
+    assert_path(&report, "acme/web", "acme/db", "direct", false);
+
+    lab.ok(&["disallow", "acme", "api", "db", "--port", "5432"]);
+    lab.ok(&["lab", "sync"]);
+    let (code, report, stderr) = lab.verify();
+    assert_eq!(code, 0, "{stderr}");
+    assert_path(&report, "acme/api", "acme/db", "direct", false);
+}
+
+#[test]
+fn a_broken_dataplane_fails_verify_and_names_the_pair() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.ok(&["create", "shop", "cart", "nginx:alpine", "2"]);
+    lab.ok(&["create", "shop", "pay", "nginx:alpine", "1"]);
+    lab.ok(&["lab", "up", "--runtime", "plain"]);
+    let (code, _, stderr) = lab.verify();
+    assert_eq!(code, 0, "{stderr}");
+
+    // Delete the rule that lets cart's pods reach each other.
+    let router = format!("pl-{}-router", lab.status()["lab_id"].as_str().unwrap());
+    let table = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &router,
+            "nft",
+            "-a",
+            "list",
+            "table",
+            "inet",
+            "palisade_lab",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let mut chain = None;
+    let mut handle = None;
+    for line in table.lines() {
+        if let Some(name) = line.trim().strip_prefix("chain ") {
+            chain = name.split_whitespace().next().map(str::to_string);
+        }
+        if line.contains("comment \"shop/cart: any port\"") {
+            handle = line
+                .rsplit("# handle ")
+                .next()
+                .map(|h| h.trim().to_string());
+            break;
+        }
+    }
+    let (chain, handle) = (
+        chain.unwrap(),
+        handle.expect("no rule for shop/cart in the table"),
+    );
+    let del = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &router,
+            "nft",
+            "delete",
+            "rule",
+            "inet",
+            "palisade_lab",
+            &chain,
+            "handle",
+            &handle,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        del.status.success(),
+        "{}",
+        String::from_utf8_lossy(&del.stderr)
+    );
+
+    let r = lab.env.run(&["lab", "verify"]);
+    assert_eq!(
+        r.code, 1,
+        "verify passed on a broken dataplane: {}",
+        r.stdout
+    );
+    assert!(
+        r.stderr
+            .contains("shop/cart [cart-0] -> shop/cart [cart-1]")
+            || r.stderr
+                .contains("shop/cart [cart-1] -> shop/cart [cart-0]"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("expected allowed (same deployment), observed blocked"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("MISMATCH"), "{}", r.stdout);
+    // Everything else still agrees: only cart -> cart is named.
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(lab.env.dir.path().join("lab").join("verify.json")).unwrap(),
+    )
+    .unwrap();
+    let bad: Vec<&Value> = file["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["expected"] != p["observed"])
+        .collect();
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert!(
+        bad.iter()
+            .all(|p| p["from"] == "shop/cart" && p["to"] == "shop/cart")
+    );
+
+    // sync restores the rule set.
+    lab.ok(&["lab", "sync"]);
+    let (code, _, stderr) = lab.verify();
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -1,0 +1,428 @@
+//! The pure half of the lab, without root: the plan's names and addresses,
+//! the nftables ruleset it generates (and, where `nft` can check it, that
+//! the text is valid), and the probe matrix with its expected verdicts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use palisade_core::allocator::Timestamp;
+use palisade_core::model::{
+    Deployment, DeploymentName, EgressMode, EgressProfile, Gateway, GatewayScope, Image, Labels,
+    Port, Quota, Replicas, Tenant, TenantName,
+};
+use palisade_core::policy::{Endpoint, Policy, PortProto};
+use palisade_core::{AllowRule, Pool, Snapshot, SubnetLen};
+use palisade_lab::apply::{LabState, Running};
+use palisade_lab::plan::{self, ECHO_ADDR, LabOptions, PROXY_ADDR, Runtime};
+use palisade_lab::verify::{self, ProbeKind};
+use std::path::Path;
+use std::time::Duration;
+
+fn t(s: &str) -> TenantName {
+    s.parse().unwrap()
+}
+fn d(s: &str) -> DeploymentName {
+    s.parse().unwrap()
+}
+
+fn tenant(name: &str, mode: EgressMode) -> Tenant {
+    Tenant {
+        name: t(name),
+        quota: Quota::default(),
+        node_pool: None,
+        egress: EgressProfile { mode, ip: None },
+        labels: Labels::new(),
+        created_at: Timestamp(0),
+    }
+}
+
+fn dep(
+    pool: &Pool,
+    tenant: &str,
+    name: &str,
+    index: u128,
+    replicas: u32,
+    ports: &[u16],
+) -> Deployment {
+    Deployment {
+        tenant: t(tenant),
+        name: d(name),
+        image: "nginx:alpine".parse::<Image>().unwrap(),
+        replicas: Replicas::try_from(replicas).unwrap(),
+        ports: ports.iter().map(|p| Port::try_from(*p).unwrap()).collect(),
+        subnet: pool.subnet(index),
+        labels: Labels::new(),
+        created_at: Timestamp(0),
+    }
+}
+
+/// acme runs web x2, api, db (api -> db on 5432); a central gateway;
+/// big-corp leaves through its egress gateway.
+fn snapshot() -> Snapshot {
+    let pool = Pool::new(
+        "fd00:1::/48".parse().unwrap(),
+        SubnetLen::default(),
+        Duration::ZERO,
+    )
+    .unwrap();
+    Snapshot {
+        tenants: vec![
+            tenant("acme", EgressMode::Proxy),
+            tenant("big-corp", EgressMode::CiliumEgressGateway),
+        ],
+        deployments: vec![
+            dep(&pool, "acme", "api", 1, 1, &[8080]),
+            dep(&pool, "acme", "db", 2, 1, &[5432, 9187]),
+            dep(&pool, "acme", "web", 0, 2, &[]),
+            dep(&pool, "big-corp", "db", 3, 1, &[]),
+        ],
+        gateways: vec![Gateway {
+            scope: GatewayScope::Central,
+            created_at: Timestamp(0),
+        }],
+        allow_rules: vec![AllowRule {
+            tenant: t("acme"),
+            from: d("api"),
+            to: d("db"),
+            port: Some(Port::try_from(5432).unwrap()),
+        }],
+        pool,
+    }
+}
+
+fn options() -> LabOptions {
+    LabOptions::for_dir(Path::new("/tmp/some/lab"), Runtime::Plain)
+}
+
+#[test]
+fn names_carry_the_lab_prefix_and_addresses_come_from_the_subnets() {
+    let s = snapshot();
+    let p = plan::plan(&s, &Policy::compile(&s), &options()).unwrap();
+    let prefix = options().prefix();
+    assert!(prefix.starts_with("pl-") && prefix.len() == "pl-".len() + 7);
+    assert_eq!(p.pods.len(), 5);
+    for ns in p.namespaces() {
+        assert!(ns.starts_with(&prefix), "{ns}");
+    }
+    for pod in &p.pods {
+        let d = s
+            .deployments
+            .iter()
+            .find(|d| d.name.as_str() == pod.deployment && d.tenant.as_str() == pod.tenant)
+            .unwrap();
+        assert!(
+            d.subnet.contains(&pod.addr),
+            "{} not in {}",
+            pod.addr,
+            d.subnet
+        );
+        assert!(pod.veth.len() <= 15);
+    }
+    let web: Vec<_> = p.pods_of("acme", "web").collect();
+    assert_eq!(web.len(), 2);
+    assert_ne!(web[0].addr, web[1].addr);
+    assert_eq!(
+        web[0].ports,
+        vec![80],
+        "no declared port: the workload serves 80"
+    );
+    // The central gateway routes every deployment to its pods.
+    assert_eq!(p.gateways.len(), 1);
+    assert_eq!(p.gateways[0].routes.len(), 4);
+    // Deterministic: the same input gives the same plan, byte for byte.
+    assert_eq!(p, plan::plan(&s, &Policy::compile(&s), &options()).unwrap());
+    // A different lab directory gives different names.
+    let other = LabOptions::for_dir(Path::new("/tmp/other/lab"), Runtime::Plain);
+    assert_ne!(other.prefix(), prefix);
+}
+
+#[test]
+fn the_ruleset_is_default_deny_with_one_vmap_lookup_keyed_by_subnet() {
+    let s = snapshot();
+    let p = plan::plan(&s, &Policy::compile(&s), &options()).unwrap();
+    let r = &p.ruleset;
+    assert!(
+        r.contains("type filter hook forward priority filter; policy drop;"),
+        "{r}"
+    );
+    assert!(r.contains("ip6 saddr vmap @from_endpoint"));
+    // Atomic replacement: declare, delete, define in one file.
+    assert!(
+        r.starts_with("# Generated")
+            && r.contains("delete table inet palisade_lab\ntable inet palisade_lab {")
+    );
+    // Every source subnet jumps to its own chain.
+    for dep in &s.deployments {
+        assert!(
+            r.contains(&format!("{} : jump from_", dep.subnet)),
+            "{} missing from the vmap",
+            dep.subnet
+        );
+    }
+    // The allow rule api -> db is exactly db's subnet on 5432 in api's tcp set.
+    let api =
+        palisade_lab::nft::chain_of(&p.endpoints, &Endpoint::deployment(&t("acme"), &d("api")))
+            .unwrap();
+    let db = s
+        .deployments
+        .iter()
+        .find(|x| x.name.as_str() == "db" && x.tenant.as_str() == "acme")
+        .unwrap();
+    let api_tcp = r
+        .split(&format!("set {api}_tcp {{"))
+        .nth(1)
+        .unwrap()
+        .split('}')
+        .next()
+        .unwrap();
+    assert!(
+        api_tcp.contains(&format!("{} . 5432", db.subnet)),
+        "{api_tcp}"
+    );
+    assert!(
+        !api_tcp.contains(&format!("{} . 9187", db.subnet)),
+        "{api_tcp}"
+    );
+    assert!(
+        api_tcp.contains(&format!("{PROXY_ADDR} . 3128")),
+        "{api_tcp}"
+    );
+    // Per-packet cost: chains hold at most three rules whatever the size.
+    for chain in r.split("\tchain from_").skip(1) {
+        let body = chain.split("\t}").next().unwrap();
+        assert!(
+            body.lines().filter(|l| l.contains("accept")).count() <= 3,
+            "{body}"
+        );
+    }
+    // big-corp's egress gateway: SNAT to its egress IP and a direct internet path.
+    let big = p.egress_of("big-corp").unwrap();
+    assert!(
+        r.contains(&format!("{} : {}", s.deployments[3].subnet, big.ip)),
+        "{r}"
+    );
+    assert!(r.contains(&format!("elements = {{ {ECHO_ADDR} }}")));
+}
+
+#[test]
+fn the_ruleset_scales_by_sets_not_rules() {
+    let pool = Pool::new(
+        "fd00:2::/48".parse().unwrap(),
+        SubnetLen::default(),
+        Duration::ZERO,
+    )
+    .unwrap();
+    let mut s = snapshot();
+    s.deployments = (0..2000u128)
+        .map(|i| dep(&pool, "acme", &format!("d{i}"), i, 0, &[80]))
+        .collect();
+    s.pool = pool;
+    s.allow_rules.clear();
+    let p = plan::plan(&s, &Policy::compile(&s), &options()).unwrap();
+    assert_eq!(p.pods.len(), 0);
+    let forward = p
+        .ruleset
+        .split("chain forward {")
+        .nth(1)
+        .unwrap()
+        .split("\t}")
+        .next()
+        .unwrap();
+    assert!(
+        forward.lines().count() < 12,
+        "the forward chain does not grow: {forward}"
+    );
+}
+
+#[test]
+fn too_many_pods_is_a_clear_error() {
+    let mut s = snapshot();
+    s.deployments[0].replicas = Replicas::try_from(5000).unwrap();
+    let e = plan::plan(&s, &Policy::compile(&s), &options()).unwrap_err();
+    assert!(e.to_string().contains("at most 1000"), "{e}");
+}
+
+#[test]
+fn nft_accepts_the_ruleset_when_it_can_check() {
+    let s = snapshot();
+    let p = plan::plan(&s, &Policy::compile(&s), &options()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ruleset.nft");
+    std::fs::write(&file, &p.ruleset).unwrap();
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let is_root = nix_is_root();
+    if !is_root {
+        eprintln!("SKIPPED: `nft -c` needs root (CAP_NET_ADMIN) to check the ruleset");
+        assert!(!in_ci, "CI=true but not root");
+        return;
+    }
+    let out = match std::process::Command::new("nft")
+        .arg("-c")
+        .arg("-f")
+        .arg(&file)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("SKIPPED: nft is not installed ({e})");
+            assert!(!in_ci, "CI=true but nft is missing");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "nft -c rejected the ruleset: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.ruleset
+    );
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn state_of(p: &plan::Plan) -> LabState {
+    LabState {
+        lab_id: p.options.lab_id.clone(),
+        started_at: String::new(),
+        synced_at: String::new(),
+        runtime: Runtime::Plain,
+        infra: p.infra.clone(),
+        pool: p.pool,
+        proxy_port: 3128,
+        pods: p
+            .pods
+            .iter()
+            .cloned()
+            .map(|spec| Running { spec, pid: 0 })
+            .collect(),
+        gateways: p
+            .gateways
+            .iter()
+            .cloned()
+            .map(|spec| Running { spec, pid: 0 })
+            .collect(),
+        egress: p.egress.clone(),
+        proxy_pid: 0,
+        echo_pid: 0,
+        endpoints: p.endpoints.clone().into_iter().collect(),
+    }
+}
+
+#[test]
+fn the_probe_matrix_takes_every_verdict_from_the_policy_model() {
+    let s = snapshot();
+    let policy = Policy::compile(&s);
+    let p = plan::plan(&s, &policy, &options()).unwrap();
+    let probes = verify::expectations(&state_of(&p), &policy).unwrap();
+    // 5 pods: each reaches 4 others on each of their ports, plus internet
+    // direct and via proxy; the gateway reaches all 5.
+    let ports = |pod: &plan::PodPlan| pod.ports.len();
+    let pairs: usize = p
+        .pods
+        .iter()
+        .map(|a| {
+            p.pods
+                .iter()
+                .filter(|b| b.netns != a.netns)
+                .map(ports)
+                .sum::<usize>()
+        })
+        .sum();
+    let gw: usize = p.pods.iter().map(ports).sum();
+    assert_eq!(probes.len(), pairs + 2 * p.pods.len() + gw);
+    for probe in &probes {
+        if probe.kind == ProbeKind::Direct {
+            let v = policy.allowed(
+                &probe.from,
+                &probe.to,
+                PortProto::tcp(Port::try_from(probe.port).unwrap()),
+            );
+            assert_eq!(
+                (probe.expected, &probe.reason),
+                (v.allowed, &v.reason),
+                "{probe:?}"
+            );
+        }
+    }
+    let find = |from: &str, to: &str, port: u16, kind: ProbeKind| {
+        probes
+            .iter()
+            .find(|x| {
+                x.from.to_string() == from
+                    && x.to.to_string() == to
+                    && x.port == port
+                    && x.kind == kind
+            })
+            .unwrap()
+    };
+    assert!(find("acme/api", "acme/db", 5432, ProbeKind::Direct).expected);
+    assert!(!find("acme/api", "acme/db", 9187, ProbeKind::Direct).expected);
+    assert!(!find("acme/db", "acme/api", 8080, ProbeKind::Direct).expected);
+    assert!(find("acme/web", "acme/web", 80, ProbeKind::Direct).expected);
+    assert!(!find("acme/web", "big-corp/db", 80, ProbeKind::Direct).expected);
+    assert!(find("gateway/central", "big-corp/db", 80, ProbeKind::Direct).expected);
+    assert!(!find("acme/web", "internet", 80, ProbeKind::Direct).expected);
+    assert!(find("acme/web", "egress-proxy/acme", 3128, ProbeKind::ViaProxy).expected);
+    assert!(find("big-corp/db", "internet", 80, ProbeKind::Direct).expected);
+    assert!(
+        !find(
+            "big-corp/db",
+            "egress-proxy/big-corp",
+            3128,
+            ProbeKind::ViaProxy
+        )
+        .expected
+    );
+}
+
+#[test]
+fn judging_names_wrong_answers_and_wrong_egress_addresses() {
+    let s = snapshot();
+    let policy = Policy::compile(&s);
+    let p = plan::plan(&s, &policy, &options()).unwrap();
+    let probes = verify::expectations(&state_of(&p), &policy).unwrap();
+    let via = probes
+        .iter()
+        .find(|x| x.kind == ProbeKind::ViaProxy && x.from.to_string() == "acme/web")
+        .unwrap();
+    let egress = p.egress_of("acme").unwrap().ip;
+    let ok = verify::judge(
+        via,
+        &Ok((
+            200,
+            format!("{{\"role\":\"internet-echo\",\"caller\":\"{egress}\"}}"),
+        )),
+    );
+    assert!(ok.ok && ok.observed, "{ok:?}");
+    let wrong = verify::judge(
+        via,
+        &Ok((
+            200,
+            "{\"role\":\"internet-echo\",\"caller\":\"2001:db8::9\"}".into(),
+        )),
+    );
+    assert!(
+        !wrong.ok && wrong.detail.contains("instead of the tenant's egress IP"),
+        "{wrong:?}"
+    );
+    let refused = verify::judge(via, &Ok((403, String::new())));
+    assert!(!refused.ok && !refused.observed);
+    let blocked = probes
+        .iter()
+        .find(|x| !x.expected && x.kind == ProbeKind::Direct)
+        .unwrap();
+    let o = verify::judge(
+        blocked,
+        &Err(palisade_lab::serve::ProbeFailure::Connect(
+            "timed out".into(),
+        )),
+    );
+    assert!(o.ok && !o.observed);
+    let leaked = verify::judge(blocked, &Ok((200, "{}".into())));
+    assert!(!leaked.ok && leaked.observed);
+}
