@@ -254,12 +254,24 @@ pub fn explain_error(
     proxy: Option<&str>,
 ) -> Explained {
     let lower = chain.to_ascii_lowercase();
-    // A refused CONNECT through the proxy surfaces as an error, not a status.
-    for code in [407u16, 403, 502, 504] {
-        if lower.contains("tunnel") && lower.contains(&code.to_string()) {
-            let mut e = explain_status(code, proxy);
-            e.message = chain.to_owned();
-            return e;
+    // A refused CONNECT through the proxy surfaces as an error, not a
+    // status, and reqwest does not always say which status it was.
+    if lower.contains("tunnel") {
+        for code in [407u16, 403, 502, 504] {
+            if lower.contains(&code.to_string()) {
+                let mut e = explain_status(code, proxy);
+                e.message = chain.to_owned();
+                return e;
+            }
+        }
+        if let (Some(p), true) = (proxy, lower.contains("unsuccessful")) {
+            return Explained {
+                kind: "proxy_denied",
+                message: chain.to_owned(),
+                explanation: format!(
+                    "the proxy {p} refused to open a tunnel (CONNECT) to the destination: it is outside what this tenant may reach (allowed domains and ports, private address ranges), the proxy could not reach it, or it wants credentials"
+                ),
+            };
         }
     }
     let (kind, explanation) = if is_timeout {
@@ -448,7 +460,15 @@ async fn check(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Respon
                 target: target.id.clone(),
                 url: target.url.clone(),
                 address: if ok { extract_address(&body) } else { None },
-                error: (!ok).then(|| explain_status(status, proxy.as_deref())),
+                error: (!ok).then(|| {
+                    let mut e = explain_status(status, proxy.as_deref());
+                    // The proxy says why in its body's first line.
+                    if let Some(line) = body.lines().next().filter(|l| !l.trim().is_empty()) {
+                        let line: String = line.chars().take(200).collect();
+                        e.message = format!("{}: {line}", e.message);
+                    }
+                    e
+                }),
                 proxy,
                 ok,
                 status: Some(status),
@@ -592,5 +612,14 @@ mod tests {
             Some("http://p:3128"),
         );
         assert_eq!(e.kind, "proxy_denied");
+        // What reqwest 0.12 says for a refused CONNECT (seen against palisade proxy).
+        let e = explain_error(
+            "error sending request for url (https://x/): client error (Connect): tunnel error: unsuccessful",
+            false,
+            true,
+            Some("http://p:3128"),
+        );
+        assert_eq!(e.kind, "proxy_denied");
+        assert!(e.explanation.contains("CONNECT"));
     }
 }

@@ -23,8 +23,9 @@ pub enum LabState {
     Unreadable(String),
 }
 
-/// Port -> (lab expected, lab observed) for one (from, to).
-type Observations = BTreeMap<u16, (bool, bool)>;
+/// Port -> every (lab expected, lab observed) for one (from, to): a
+/// deployment with several pods is probed once per pod pair.
+type Observations = BTreeMap<u16, Vec<(bool, bool)>>;
 
 /// `/api/matrix`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -83,7 +84,10 @@ pub struct PortCell {
     /// What the lab expected when it ran; differs from `allowed` when the
     /// state changed since.
     pub lab_expected: Option<bool>,
-    /// `observed` disagrees with the model's verdict.
+    /// How many lab probes (pod pairs) tested this port.
+    pub lab_probes: usize,
+    /// Some probe observed other than the model's verdict; `observed` is
+    /// then the disagreeing observation.
     pub mismatch: bool,
 }
 
@@ -122,14 +126,16 @@ pub fn build(
         .collect();
     let labels: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
 
-    // (from, to) -> port -> (expected, observed), last probe wins.
+    // (from, to) -> port -> every probe's (expected, observed).
     let mut probes: BTreeMap<(&str, &str), Observations> = BTreeMap::new();
     if let LabState::Present(report) = lab {
         for p in &report.probes {
             probes
                 .entry((p.from.as_str(), p.to.as_str()))
                 .or_default()
-                .insert(p.port, (p.expected, p.observed));
+                .entry(p.port)
+                .or_default()
+                .push((p.expected, p.observed));
         }
     }
 
@@ -154,16 +160,22 @@ pub fn build(
                         reason: palisade_core::Reason::DefaultDeny,
                     },
                 };
-                let lab = probed.and_then(|m| m.get(&port)).copied();
+                let seen = probed
+                    .and_then(|m| m.get(&port))
+                    .map_or(&[][..], Vec::as_slice);
+                // One pod pair disagreeing with the model is a mismatch,
+                // whatever the others did.
+                let mismatch = seen.iter().any(|(_, o)| *o != verdict.allowed);
                 ports.insert(
                     port,
                     PortCell {
                         port,
                         allowed: verdict.allowed,
                         reason: verdict.reason.to_string(),
-                        observed: lab.map(|(_, o)| o),
-                        lab_expected: lab.map(|(e, _)| e),
-                        mismatch: lab.is_some_and(|(_, o)| o != verdict.allowed),
+                        observed: (!seen.is_empty()).then_some(verdict.allowed != mismatch),
+                        lab_expected: seen.first().map(|(e, _)| *e),
+                        lab_probes: seen.len(),
+                        mismatch,
                     },
                 );
             }
@@ -193,7 +205,7 @@ pub fn build(
             } else {
                 "match"
             };
-            probes_in_view += probed.map_or(0, BTreeMap::len);
+            probes_in_view += probed.map_or(0, |m| m.values().map(Vec::len).sum());
             cells.push(Cell {
                 from: from_label.clone(),
                 to: to_label.clone(),
@@ -371,6 +383,9 @@ mod tests {
                 // An unserved port, probed to confirm denial.
                 probe("acme/web", "acme/db", 22, false, false),
                 probe("globex/web", "acme/web", 80, false, false),
+                // Two pod pairs: one agrees, the other does not.
+                probe("acme/web", "acme/api", 8080, false, false),
+                probe("acme/web", "acme/api", 8080, false, true),
             ],
         };
         let m = build(
@@ -389,9 +404,13 @@ mod tests {
         assert_eq!(web_db.ports.len(), 2, "5432 served, 22 probed");
         assert_eq!(web_db.observed, "match");
         assert_eq!(cell(&m, "acme/web", "acme/web").observed, "none");
-        assert_eq!(m.summary.mismatches, 1);
-        assert_eq!(m.lab.probes, 4);
-        assert_eq!(m.lab.probes_in_view, 3);
-        assert_eq!(m.lab.report_mismatches, 1);
+        let pods = cell(&m, "acme/web", "acme/api");
+        assert_eq!(pods.observed, "mismatch");
+        let p8080 = pods.ports.iter().find(|p| p.port == 8080).unwrap();
+        assert_eq!((p8080.lab_probes, p8080.observed), (2, Some(true)));
+        assert_eq!(m.summary.mismatches, 2);
+        assert_eq!(m.lab.probes, 6);
+        assert_eq!(m.lab.probes_in_view, 5);
+        assert_eq!(m.lab.report_mismatches, 2);
     }
 }

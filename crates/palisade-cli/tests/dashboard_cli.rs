@@ -1,0 +1,270 @@
+//! `palisade dashboard` and `palisade egress-check` as processes on real
+//! sockets: flag errors, the read-only server, and the demo app going out
+//! through a real `palisade proxy` to a loopback origin.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod dashboard_support;
+
+use dashboard_support::*;
+use serde_json::Value;
+use std::process::Command;
+
+fn fails(args: &[&str], code: i32, needle: &str) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    if code == 1 {
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+    }
+}
+
+fn init(dir: &std::path::Path) -> std::path::PathBuf {
+    let state = dir.join("state.db");
+    palisade(&state, &["init", "--pool", "fd00:7::/48"]);
+    palisade(
+        &state,
+        &["tenant", "create", "acme", "--egress-ip", "127.0.0.33"],
+    );
+    palisade(&state, &["create", "acme", "web", "nginx:alpine", "2"]);
+    palisade(
+        &state,
+        &["create", "acme", "db", "postgres:16", "1", "--port", "5432"],
+    );
+    state
+}
+
+#[test]
+fn dashboard_flag_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = init(dir.path());
+    let s = state.to_str().unwrap();
+    fails(
+        &[
+            "--state",
+            s,
+            "dashboard",
+            "--proxy-metrics",
+            "127.0.0.1:9128",
+        ],
+        1,
+        "invalid --proxy-metrics",
+    );
+    fails(
+        &["--state", s, "dashboard", "--proxy-metrics", "ftp://x/"],
+        1,
+        "not http or https",
+    );
+    fails(
+        &["--state", "/nonexistent/state.db", "dashboard"],
+        1,
+        "palisade init",
+    );
+    fails(
+        &["--state", s, "dashboard", "--listen", "localhost"],
+        2,
+        "--listen",
+    );
+    fails(
+        &["egress-check", "--target", "nonsense"],
+        1,
+        "invalid target URL",
+    );
+    fails(
+        &[
+            "egress-check",
+            "--target",
+            "a=http://x/",
+            "--target",
+            "A=http://y/",
+        ],
+        1,
+        "two targets",
+    );
+    fails(
+        &["egress-check", "--timeout", "soon"],
+        1,
+        "invalid --timeout",
+    );
+    fails(&["egress-check", "--timeout", "0s"], 1, "more than zero");
+    // Something already listening: a clear error, not a panic.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    fails(
+        &["--state", s, "dashboard", "--listen", &addr],
+        1,
+        "failed to listen on",
+    );
+    let help = Command::new(BIN)
+        .args(["dashboard", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("Examples:") && help.contains("--allow-writes"),
+        "{help}"
+    );
+}
+
+#[test]
+fn dashboard_serves_the_store_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = init(dir.path());
+    let dash = serve(
+        &[
+            "--state",
+            state.to_str().unwrap(),
+            "dashboard",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        dir.path().join("dashboard.log"),
+    );
+    assert!(dash.url.starts_with("http://127.0.0.1:"), "{}", dash.url);
+    let (status, body) = http("GET", &format!("{}/api/tenants", dash.url));
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["tenants"][0]["name"], "acme");
+    assert_eq!(v["tenants"][0]["deployments"], 2);
+    // The CLI writes while the dashboard serves: not blocked, and seen.
+    palisade(&state, &["create", "acme", "api", "api:1", "1"]);
+    let (_, body) = http("GET", &format!("{}/api/tenants/acme", dash.url));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["deployments"], 3);
+    let (status, body) = http(
+        "DELETE",
+        &format!("{}/api/tenants/acme/deployments/web", dash.url),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("read_only"));
+    let (status, body) = http("GET", &format!("{}/", dash.url));
+    assert_eq!(status, 200);
+    assert!(body.contains("/assets/app.js"));
+}
+
+#[test]
+fn egress_check_goes_out_through_the_real_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = Echo::start();
+    let proxy = start_proxy(dir.path(), "127.0.0.33", echo.addr.port());
+    let closed = free_port();
+    let ip_target = format!("External IP=http://{}/ip", echo.addr);
+    let denied_target = format!("Denied=http://127.0.0.1:{closed}/");
+    let tunnel_target = format!("Tunnel=https://127.0.0.1:{closed}/");
+    let proxy_url = format!("http://{}", proxy.listen);
+    let app = serve(
+        &[
+            "egress-check",
+            "--listen",
+            "127.0.0.1:0",
+            "--timeout",
+            "5s",
+            "--target",
+            &ip_target,
+            "--target",
+            &denied_target,
+            "--target",
+            &tunnel_target,
+        ],
+        &[
+            ("HTTP_PROXY", proxy_url.as_str()),
+            ("HTTPS_PROXY", "http://acme:s3cret@127.0.0.1:1"),
+            ("POD_NAME", "egress-check-7d9f"),
+        ],
+        dir.path().join("egress-check.log"),
+    );
+
+    let (status, body) = http("GET", &format!("{}/api/info", app.url));
+    assert_eq!(status, 200);
+    let info: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["proxy"]["HTTP_PROXY"], proxy_url.as_str());
+    assert_eq!(
+        info["proxy"]["HTTPS_PROXY"], "http://acme:***@127.0.0.1:1",
+        "password hidden"
+    );
+    assert_eq!(info["pod"]["POD_NAME"], "egress-check-7d9f");
+    assert!(!info["hostname"].as_str().unwrap().is_empty());
+    assert!(
+        info["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["address"] == "127.0.0.1")
+    );
+    assert_eq!(info["targets"].as_array().unwrap().len(), 3);
+
+    let (status, body) = http("POST", &format!("{}/api/check/external-ip", app.url));
+    assert_eq!(status, 200);
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["proxy"], proxy_url.as_str());
+    // The origin saw the tenant's egress address, and the app reports it.
+    assert_eq!(
+        echo.seen(),
+        ["127.0.0.33".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(r["address"], "127.0.0.33");
+    assert!(r["elapsed_ms"].as_f64().unwrap() > 0.0);
+
+    // A port the tenant may not use: the proxy's 403, explained with its reason.
+    let (_, body) = http("POST", &format!("{}/api/check/denied", app.url));
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["status"], 403);
+    assert_eq!(r["error"]["kind"], "proxy_denied", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("port-not-allowed"),
+        "{r}"
+    );
+
+    // HTTPS goes to HTTPS_PROXY, which is not listening.
+    let (_, body) = http("POST", &format!("{}/api/check/tunnel", app.url));
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["error"]["kind"], "proxy_unreachable", "{r}");
+    assert_eq!(r["proxy"], "http://acme:***@127.0.0.1:1");
+    assert!(
+        r["error"]["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("NetworkPolicy")
+    );
+
+    let (status, body) = http("POST", &format!("{}/api/check/nope", app.url));
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(echo.seen().len(), 1, "nothing else reached the origin");
+
+    // The proxy counted it, and the dashboard's egress page reads that.
+    let state = init(dir.path());
+    let metrics = format!("http://{}/metrics", proxy.admin);
+    let dash = serve(
+        &[
+            "--state",
+            state.to_str().unwrap(),
+            "dashboard",
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy-metrics",
+            &metrics,
+        ],
+        &[],
+        dir.path().join("dashboard.log"),
+    );
+    let (status, body) = http("GET", &format!("{}/api/egress", dash.url));
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let acme = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == "acme")
+        .unwrap();
+    assert_eq!(acme["allowed"], 1, "{v}");
+    assert_eq!(acme["denied"], 1, "{v}");
+    assert_eq!(acme["denials"][0]["reason"], "port-not-allowed");
+}
