@@ -351,6 +351,7 @@ fn print_report(format: Format, report: &verify::Report, all: bool) -> Result<()
         let kind = match o.kind {
             verify::ProbeKind::Direct => "direct",
             verify::ProbeKind::ViaProxy => "via proxy",
+            verify::ProbeKind::ViaGateway => "via gateway",
         };
         if all || !o.ok {
             rows.push(vec![

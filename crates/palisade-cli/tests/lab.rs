@@ -202,6 +202,14 @@ fn the_seed_scenario_end_to_end() {
         "direct",
         true,
     );
+    // ... and serves them to the internet, routed by Host.
+    for to in [
+        "test-tenant/frontend",
+        "test-tenant/backend",
+        "test-tenant-2/database",
+    ] {
+        assert_path(&report, "gateway/central", to, "via-gateway", true);
+    }
     // Egress: never direct, always through the proxy, from the tenant's own IP.
     assert_path(&report, "test-tenant/frontend", "internet", "direct", false);
     assert_path(
@@ -324,6 +332,13 @@ fn the_seed_scenario_end_to_end() {
         "direct",
         true,
     );
+    assert_path(
+        &report,
+        "gateway/central",
+        "test-tenant/new-app",
+        "via-gateway",
+        true,
+    );
     assert_eq!(netns_list().matches(&prefix).count(), 4 + 1 + 3);
 
     // Down leaves nothing: namespaces, rules, processes. Twice is fine.
@@ -370,6 +385,9 @@ fn an_allow_rule_opens_exactly_that_path_and_port() {
     ]);
     lab.ok(&["create", "acme", "web", "nginx:alpine", "1"]);
     lab.ok(&["lab", "up", "--runtime", "plain"]);
+    lab.env
+        .run(&["lab", "up", "--runtime", "plain"])
+        .fails_with("already running");
     let (code, report, stderr) = lab.verify();
     assert_eq!(code, 0, "{stderr}");
     assert_path(&report, "acme/api", "acme/db", "direct", false);

@@ -27,6 +27,9 @@ pub enum ProbeKind {
     Direct,
     /// An HTTP request to the internet echo through the tenant's egress proxy.
     ViaProxy,
+    /// An HTTP request from the internet side to a gateway, which forwards
+    /// it to a pod of the deployment it names (`Host: <deployment>.<tenant>`).
+    ViaGateway,
 }
 
 /// One planned probe and what the policy model expects of it.
@@ -50,6 +53,8 @@ pub struct Probe {
     pub addr: SocketAddr,
     /// Through this proxy.
     pub proxy: Option<SocketAddr>,
+    /// The `Host` header, if not the address.
+    pub host: Option<String>,
     /// Whether the policy model allows it.
     pub expected: bool,
     /// The rule that allows it, or default deny.
@@ -167,6 +172,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
                     netns: netns.to_string(),
                     addr: SocketAddr::new(IpAddr::V6(dst.addr), port),
                     proxy: None,
+                    host: None,
                     expected: v.allowed,
                     reason: v.reason,
                     expect_caller: None,
@@ -195,6 +201,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
             netns: src.netns.clone(),
             addr: echo,
             proxy: None,
+            host: None,
             expected: direct.allowed,
             reason: direct.reason,
             expect_caller: egress_ip,
@@ -217,6 +224,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
             netns: src.netns.clone(),
             addr: echo,
             proxy: Some(proxy),
+            host: None,
             expected: via.allowed,
             reason: via.reason,
             expect_caller: egress_ip,
@@ -228,6 +236,42 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
             scope: g.scope.clone(),
         };
         to_pods(&from, &g.netns, None, &mut out)?;
+    }
+    // Ingress as a user sees it: from the internet, through each gateway,
+    // to every deployment it routes.
+    for g in state.gateways.iter().map(|r| &r.spec) {
+        let from = Endpoint::Gateway {
+            scope: g.scope.clone(),
+        };
+        for route in &g.routes {
+            let Some(pod) = state
+                .pods
+                .iter()
+                .map(|r| &r.spec)
+                .find(|p| format!("{}/{}", p.tenant, p.deployment) == route.target)
+            else {
+                continue;
+            };
+            let to = endpoint_of(pod)?;
+            let port = route.backends.first().map_or(HTTP_PORT, |b| b.port());
+            let v = policy.allowed(&from, &to, tcp(port)?);
+            out.push(Probe {
+                from: from.clone(),
+                to,
+                from_pod: None,
+                to_pod: None,
+                port,
+                kind: ProbeKind::ViaGateway,
+                netns: state.infra.internet.clone(),
+                addr: SocketAddr::new(IpAddr::V6(g.addr), HTTP_PORT),
+                proxy: None,
+                host: Some(route.host.clone()),
+                expected: v.allowed,
+                reason: v.reason,
+                expect_caller: None,
+                expect_pod_of: Some((pod.tenant.clone(), pod.deployment.clone())),
+            });
+        }
     }
     Ok(out)
 }
@@ -246,6 +290,18 @@ pub fn judge(probe: &Probe, outcome: &Result<(u16, String), ProbeFailure>) -> Ou
                     let detail = match &answer {
                         Some(a) if reached => format!("echo saw {}", a.caller),
                         _ => format!("proxy answered {status}"),
+                    };
+                    (reached, None, detail)
+                }
+                ProbeKind::ViaGateway => {
+                    let reached =
+                        *status == 200 && answer.as_ref().is_some_and(|a| a.role == "pod");
+                    let detail = match &answer {
+                        Some(a) if reached => format!(
+                            "{} answered through the gateway",
+                            a.pod.as_deref().unwrap_or_default()
+                        ),
+                        _ => format!("gateway answered {status}: {}", body.trim()),
                     };
                     (reached, None, detail)
                 }
@@ -343,7 +399,10 @@ pub fn run(
                                 id: i,
                                 addr: probes[i].addr,
                                 proxy: probes[i].proxy,
-                                host: probes[i].addr.to_string(),
+                                host: probes[i]
+                                    .host
+                                    .clone()
+                                    .unwrap_or_else(|| probes[i].addr.to_string()),
                             })
                             .collect(),
                     };

@@ -334,7 +334,8 @@ fn the_probe_matrix_takes_every_verdict_from_the_policy_model() {
         })
         .sum();
     let gw: usize = p.pods.iter().map(ports).sum();
-    assert_eq!(probes.len(), pairs + 2 * p.pods.len() + gw);
+    let ingress = p.gateways[0].routes.len();
+    assert_eq!(probes.len(), pairs + 2 * p.pods.len() + gw + ingress);
     for probe in &probes {
         if probe.kind == ProbeKind::Direct {
             let v = policy.allowed(
@@ -366,6 +367,9 @@ fn the_probe_matrix_takes_every_verdict_from_the_policy_model() {
     assert!(find("acme/web", "acme/web", 80, ProbeKind::Direct).expected);
     assert!(!find("acme/web", "big-corp/db", 80, ProbeKind::Direct).expected);
     assert!(find("gateway/central", "big-corp/db", 80, ProbeKind::Direct).expected);
+    let ingress = find("gateway/central", "acme/db", 5432, ProbeKind::ViaGateway);
+    assert!(ingress.expected);
+    assert_eq!(ingress.host.as_deref(), Some("db.acme"));
     assert!(!find("acme/web", "internet", 80, ProbeKind::Direct).expected);
     assert!(find("acme/web", "egress-proxy/acme", 3128, ProbeKind::ViaProxy).expected);
     assert!(find("big-corp/db", "internet", 80, ProbeKind::Direct).expected);
