@@ -12,7 +12,7 @@ function h(tag, attrs, ...kids) {
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v);
   }
-  for (const kid of kids.flat()) {
+  for (const kid of kids.flat(Infinity)) {
     if (kid === null || kid === undefined || kid === false) continue;
     el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
@@ -35,7 +35,7 @@ async function api(path, options) {
 }
 
 const app = document.getElementById("app");
-function show(...nodes) { app.replaceChildren(...nodes); }
+function show(...nodes) { app.replaceChildren(...nodes.flat(Infinity).filter(n => n !== null && n !== undefined && n !== false)); }
 function errorBox(e) { return h("div", { class: "error", role: "alert", "data-code": e.code || "" }, e.message || String(e)); }
 
 function fmtTime(unix) { return new Date(unix * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z"); }
@@ -186,7 +186,8 @@ async function removeDeployment(tenant, name) {
 
 function matrixSvg(m) {
   const n = m.endpoints.length, C = 34, L = 8 * Math.max(...m.endpoints.map(e => e.length), 4) + 10;
-  const W = L + n * C + 10, H = L + n * C + 10;
+  // Column labels lean right by up to L/2 past the last column.
+  const W = L + n * C + L / 2 + 10, H = L + n * C + 10;
   const svg = h("svg:svg", { id: "matrix", viewBox: `0 0 ${W} ${H}`, width: Math.min(W, 1100), role: "img", "aria-label": "isolation matrix" });
   m.endpoints.forEach((e, i) => {
     svg.append(h("svg:text", { x: L - 6, y: L + i * C + C / 2 + 4, "text-anchor": "end" }, e));

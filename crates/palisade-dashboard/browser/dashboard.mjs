@@ -114,6 +114,7 @@ try {
   console.log(JSON.stringify(out));
 } catch (e) {
   console.error(e.message);
+  for (const page of context.pages()) await page.screenshot({ path: join(shots, "failure.png"), fullPage: true }).catch(() => {});
   console.error(JSON.stringify(out));
   process.exitCode = 1;
 } finally {
