@@ -30,4 +30,12 @@ if [ ! -x "$venv/bin/kubernetes-validate" ]; then
 fi
 export PALISADE_VENV="$PWD/$venv"
 
+# The dashboard's browser test: playwright-core from npm (it downloads no
+# browser) drives Debian's /usr/bin/chromium.
+if command -v npm >/dev/null 2>&1; then
+  (cd crates/palisade-dashboard/browser && npm ci --no-audit --no-fund --loglevel=error)
+else
+  echo "WARNING: npm is missing; the dashboard's browser test will say SKIPPED (apt-get install nodejs npm)" >&2
+fi
+
 cargo test --workspace --no-fail-fast
