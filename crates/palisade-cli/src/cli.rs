@@ -35,6 +35,11 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Where state lives: the SQLite database, or the cluster's custom
+    /// resources (create, delete, list, stats, tenant create/list).
+    #[arg(long, global = true, value_enum, default_value_t = crate::kube_store::StoreKind::Sqlite)]
+    pub store: crate::kube_store::StoreKind,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod dashboard_cmds;
 mod kube_cmds;
+mod kube_store;
 mod lab_cmds;
 mod output;
 mod proxy_cmds;
@@ -24,7 +25,26 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// `palisade list | head` closes stdout early; `print!` then panics.
+/// Like other Unix tools, end quietly with the status of a SIGPIPE death.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_broken_pipe();
     let cli = Cli::command();
     // As a kubectl plugin, usage lines should read `kubectl palisade ...`.
     let invoked_as_plugin = std::env::args_os()
@@ -110,6 +130,9 @@ fn labels(raw: &[String]) -> Result<Labels> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if cli.store == kube_store::StoreKind::Kubernetes {
+        return kube_store::run(&cli);
+    }
     let format = cli.output;
     match &cli.command {
         Command::Init(a) => {

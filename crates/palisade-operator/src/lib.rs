@@ -86,3 +86,7 @@ pub struct Config {
     /// Reconcile every object at least this often (drift repair).
     pub resync: Duration,
 }
+
+/// The kube and k8s-openapi versions the CRD types are built with, for
+/// callers (the CLI) that must use the same ones.
+pub use {k8s_openapi, kube};

@@ -1,0 +1,492 @@
+//! `palisade --store kubernetes ...`: the same verbs, with the cluster as
+//! the store. Commands create or read the operator's custom resources; the
+//! operator (in the cluster) allocates subnets and renders objects, so a
+//! new deployment's subnet shows up in `list` once it has reconciled.
+//!
+//! Input is parsed by the same model as the SQLite path before anything is
+//! sent, so bad input fails with the same one-line error and the cluster is
+//! unchanged. The client is passed in ([`run_with`]), so tests drive these
+//! commands against an in-memory API server.
+
+use crate::cli::{Cli, Command, CreateArgs, Format, TenantCommand, TenantCreateArgs};
+use crate::output::{fields, print};
+use anyhow::{Context, Result, anyhow, bail};
+use palisade_core::model::parse_label;
+use palisade_core::{DeploymentName, Image, Pool, Port, Replicas, TenantName};
+use palisade_operator::crd::{
+    EgressModeSpec, EgressSpec, QuotaSpec, SubnetClaim, Tenant, TenantDeployment,
+    TenantDeploymentSpec, TenantSpec,
+};
+use palisade_operator::kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use palisade_operator::kube::{Client, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+/// Where state lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// The local SQLite database (--state).
+    #[default]
+    Sqlite,
+    /// The cluster's API server ($KUBECONFIG), via the operator's custom resources.
+    Kubernetes,
+}
+
+/// Namespace and name of the operator's ConfigMap (its pool).
+const OPERATOR_CONFIG: (&str, &str) = ("palisade-system", "palisade-operator");
+/// Field manager of what the CLI writes.
+const FIELD_MANAGER: &str = "palisade-cli";
+const SUPPORTED: &str = "create, delete, list, stats, tenant create, tenant list";
+
+fn unsupported(cmd: &Command) -> Option<&'static str> {
+    Some(match cmd {
+        Command::Create(_)
+        | Command::Delete(_)
+        | Command::List(_)
+        | Command::Stats
+        | Command::Tenant(TenantCommand::Create(_) | TenantCommand::List)
+        | Command::CreateTenant(_) => return None,
+        Command::Init(_) => "init (the pool is the operator's PALISADE_POOL setting)",
+        Command::Tenant(_) => "this tenant command",
+        Command::Check => "check",
+        Command::Render(_) | Command::Apply(_) => "render/apply (the operator applies)",
+        _ => "this command",
+    })
+}
+
+/// Runs `cli` against the cluster from `$KUBECONFIG` (or in-cluster).
+pub fn run(cli: &Cli) -> Result<ExitCode> {
+    if let Some(what) = unsupported(&cli.command) {
+        bail!("--store kubernetes does not support {what}; it supports {SUPPORTED}");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let client = Client::try_default()
+            .await
+            .map_err(|e| anyhow!("cannot connect to the cluster (check $KUBECONFIG): {e}"))?;
+        run_with(client, cli).await
+    })
+}
+
+fn tenant_ns(t: &TenantName) -> String {
+    t.namespace()
+}
+
+fn labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    raw.iter()
+        .map(|l| {
+            let (k, v) = parse_label(l)?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn api_err(
+    e: palisade_operator::kube::Error,
+    what: impl FnOnce(u16) -> Option<String>,
+) -> anyhow::Error {
+    match &e {
+        palisade_operator::kube::Error::Api(s) => match what(s.code) {
+            Some(msg) => anyhow!(msg),
+            None => anyhow::Error::new(e),
+        },
+        _ => anyhow::Error::new(e),
+    }
+}
+
+/// A 404 on a list means the CRD is not installed.
+fn crd_missing(e: palisade_operator::kube::Error, kind: &str) -> anyhow::Error {
+    let missing = matches!(&e, palisade_operator::kube::Error::Api(s) if s.code == 404);
+    if missing {
+        anyhow!(
+            "cannot list {kind}: the operator's CRDs are not installed \
+             (kubectl apply -k deploy/crds)"
+        )
+    } else {
+        anyhow::Error::new(e).context(format!("cannot list {kind}"))
+    }
+}
+
+/// Runs `cli` with `client`.
+pub async fn run_with(client: Client, cli: &Cli) -> Result<ExitCode> {
+    if let Some(what) = unsupported(&cli.command) {
+        bail!("--store kubernetes does not support {what}; it supports {SUPPORTED}");
+    }
+    let format = cli.output;
+    match &cli.command {
+        Command::Create(a) => create(&client, a, format).await?,
+        Command::Delete(d) => {
+            let t: TenantName = d.tenant.parse()?;
+            let name: DeploymentName = d.deployment.parse()?;
+            Api::<TenantDeployment>::namespaced(client, &tenant_ns(&t))
+                .delete(name.as_str(), &DeleteParams::default())
+                .await
+                .map_err(|e| {
+                    api_err(e, |c| {
+                        (c == 404).then(|| format!("no deployment {name} in tenant {t}"))
+                    })
+                })?;
+            println!("deleting deployment {t}/{name}; the operator releases its subnet");
+        }
+        Command::List(a) => {
+            let api: Api<TenantDeployment> = match &a.tenant {
+                Some(t) => Api::namespaced(client, &tenant_ns(&t.parse()?)),
+                None => Api::all(client),
+            };
+            let mut items = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| crd_missing(e, "TenantDeployments"))?
+                .items;
+            items.sort_by_key(|w| (w.namespace(), w.name_any()));
+            let rows: Vec<serde_json::Value> = items.iter().map(row).collect();
+            print(format, &rows, || {
+                let table = rows
+                    .iter()
+                    .map(|r| {
+                        [
+                            "tenant",
+                            "deployment",
+                            "subnet",
+                            "image",
+                            "replicas",
+                            "ready",
+                            "ports",
+                        ]
+                        .iter()
+                        .map(|k| match &r[*k] {
+                            serde_json::Value::String(s) => s.clone(),
+                            serde_json::Value::Null => "<pending>".into(),
+                            serde_json::Value::Array(a) => a
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            other => other.to_string(),
+                        })
+                        .collect()
+                    })
+                    .collect();
+                (
+                    vec![
+                        "TENANT",
+                        "DEPLOYMENT",
+                        "SUBNET",
+                        "IMAGE",
+                        "REPLICAS",
+                        "READY",
+                        "PORTS",
+                    ],
+                    table,
+                )
+            })?;
+        }
+        Command::Stats => stats(&client, format).await?,
+        Command::Tenant(TenantCommand::Create(a)) | Command::CreateTenant(a) => {
+            let (name, spec) = tenant_spec(a)?;
+            Api::<Tenant>::all(client.clone())
+                .create(&PostParams::default(), &Tenant::new(name.as_str(), spec))
+                .await
+                .map_err(|e| {
+                    api_err(e, |c| {
+                        (c == 409).then(|| format!("tenant {name} already exists"))
+                    })
+                })?;
+            ensure_namespace(&client, &name).await?;
+            println!("created tenant {name} (namespace {})", name.namespace());
+        }
+        Command::Tenant(TenantCommand::List) => {
+            let mut items = Api::<Tenant>::all(client)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| crd_missing(e, "Tenants"))?
+                .items;
+            items.sort_by_key(ResourceExt::name_any);
+            let rows: Vec<serde_json::Value> = items
+                .iter()
+                .map(|t| {
+                    json!({
+                        "tenant": t.name_any(),
+                        "namespace": format!("tenant-{}", t.name_any()),
+                        "deployments": t.status.as_ref().map_or(0, |s| s.deployment_count),
+                        "egress_mode": match t.spec.egress.mode {
+                            EgressModeSpec::Proxy => "proxy",
+                            EgressModeSpec::CiliumEgressGateway => "cilium-egress-gateway",
+                        },
+                        "ready": ready(t.status.as_ref().map(|s| s.conditions.as_slice())),
+                    })
+                })
+                .collect();
+            print(format, &rows, || {
+                let table = rows
+                    .iter()
+                    .map(|r| {
+                        ["tenant", "namespace", "deployments", "egress_mode", "ready"]
+                            .iter()
+                            .map(|k| {
+                                r[*k]
+                                    .as_str()
+                                    .map_or_else(|| r[*k].to_string(), str::to_owned)
+                            })
+                            .collect()
+                    })
+                    .collect();
+                (
+                    vec!["TENANT", "NAMESPACE", "DEPLOYMENTS", "EGRESS", "READY"],
+                    table,
+                )
+            })?;
+        }
+        _ => bail!("--store kubernetes supports {SUPPORTED}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ready(conditions: Option<&[palisade_operator::crd::Condition]>) -> String {
+    conditions
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .map_or_else(|| "Unknown".into(), |c| c.status.clone())
+}
+
+fn row(w: &TenantDeployment) -> serde_json::Value {
+    let ns = w.namespace().unwrap_or_default();
+    json!({
+        "tenant": ns.strip_prefix("tenant-").unwrap_or(&ns),
+        "deployment": w.name_any(),
+        "subnet": w.status.as_ref().and_then(|s| s.subnet.clone()),
+        "image": w.spec.image,
+        "replicas": w.spec.replicas,
+        "ready_replicas": w.status.as_ref().map_or(0, |s| s.ready_replicas),
+        "ready": ready(w.status.as_ref().map(|s| s.conditions.as_slice())),
+        "ports": w.spec.ports,
+    })
+}
+
+fn tenant_spec(a: &TenantCreateArgs) -> Result<(TenantName, TenantSpec)> {
+    let name: TenantName = a.tenant.parse()?;
+    // Parse as the SQLite path does, then keep the user's spelling.
+    a.cpu.parse::<palisade_core::Cpu>()?;
+    a.memory.parse::<palisade_core::Memory>()?;
+    let pods: u32 = a
+        .pods
+        .parse()
+        .with_context(|| format!("invalid --pods {:?}: expected a whole number", a.pods))?;
+    let node_pool = a
+        .node_pool
+        .as_deref()
+        .map(|p| {
+            p.parse::<palisade_core::NodePoolName>()
+                .map(|p| p.to_string())
+        })
+        .transpose()?;
+    let mode = match a.egress_mode.parse::<palisade_core::EgressMode>()? {
+        palisade_core::EgressMode::Proxy => EgressModeSpec::Proxy,
+        palisade_core::EgressMode::CiliumEgressGateway => EgressModeSpec::CiliumEgressGateway,
+    };
+    let ip = a
+        .egress_ip
+        .as_deref()
+        .map(|ip| {
+            ip.parse::<std::net::IpAddr>()
+                .map(|ip| ip.to_string())
+                .with_context(|| {
+                    format!("invalid --egress-ip {ip:?}: expected an IPv4 or IPv6 address")
+                })
+        })
+        .transpose()?;
+    Ok((
+        name,
+        TenantSpec {
+            quota: QuotaSpec {
+                cpu: a.cpu.clone(),
+                memory: a.memory.clone(),
+                pods,
+            },
+            node_pool,
+            egress: EgressSpec {
+                mode,
+                ip,
+                ..EgressSpec::default()
+            },
+            labels: labels(&a.labels)?,
+        },
+    ))
+}
+
+/// The tenant's namespace, so its TenantDeployments can be created before
+/// the operator first reconciles the tenant (which then adds its labels).
+async fn ensure_namespace(client: &Client, t: &TenantName) -> Result<()> {
+    let ns = json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": t.namespace(), "labels": {"palisade.io/tenant": t.as_str()}}
+    });
+    Api::<palisade_operator::k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(
+            &t.namespace(),
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&ns),
+        )
+        .await
+        .with_context(|| format!("cannot create namespace {}", t.namespace()))?;
+    Ok(())
+}
+
+async fn create(client: &Client, a: &CreateArgs, format: Format) -> Result<()> {
+    // Everything is parsed before the first request.
+    let tenant: TenantName = a.tenant.parse()?;
+    let name: DeploymentName = a.deployment.parse()?;
+    let image: Image = a.image.parse()?;
+    let replicas: Replicas = a.replicas.parse()?;
+    let mut ports: Vec<u16> = a
+        .ports
+        .iter()
+        .map(|p| p.parse::<Port>().map(Port::get))
+        .collect::<Result<_, _>>()?;
+    if ports.is_empty() {
+        ports.push(Port::HTTP.get());
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    let labels = labels(&a.labels)?;
+
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let created_tenant = match tenants
+        .create(
+            &PostParams::default(),
+            &Tenant::new(tenant.as_str(), TenantSpec::default()),
+        )
+        .await
+    {
+        Ok(_) => true,
+        Err(palisade_operator::kube::Error::Api(s)) if s.code == 409 => false,
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot create tenant {tenant}")));
+        }
+    };
+    ensure_namespace(client, &tenant).await?;
+    let w = TenantDeployment::new(
+        name.as_str(),
+        TenantDeploymentSpec {
+            image: image.to_string(),
+            replicas: replicas.get(),
+            ports,
+            labels,
+            ..TenantDeploymentSpec::default()
+        },
+    );
+    let w = Api::<TenantDeployment>::namespaced(client.clone(), &tenant.namespace())
+        .create(&PostParams::default(), &w)
+        .await
+        .map_err(|e| {
+            api_err(e, |c| {
+                (c == 409).then(|| format!("deployment {name} already exists in tenant {tenant}"))
+            })
+        })?;
+    match format {
+        Format::Table => {
+            if created_tenant {
+                println!("created tenant {tenant} (namespace {})", tenant.namespace());
+            }
+            println!(
+                "{}",
+                fields(&[
+                    ("tenant", tenant.to_string()),
+                    ("deployment", name.to_string()),
+                    ("subnet", "<pending: the operator allocates it>".into()),
+                    ("image", image.to_string()),
+                    ("replicas", replicas.to_string()),
+                ])
+            );
+        }
+        _ => print(format, &row(&w), || (vec![], vec![]))?,
+    }
+    Ok(())
+}
+
+async fn stats(client: &Client, format: Format) -> Result<()> {
+    let claims = Api::<SubnetClaim>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| crd_missing(e, "SubnetClaims"))?
+        .items;
+    let cm: Api<palisade_operator::k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), OPERATOR_CONFIG.0);
+    let data = cm
+        .get_opt(OPERATOR_CONFIG.1)
+        .await
+        .context("cannot read the operator's ConfigMap")?
+        .and_then(|c| c.data)
+        .unwrap_or_default();
+    let pool = match (data.get("PALISADE_POOL"), data.get("PALISADE_PREFIX_LEN")) {
+        (Some(cidr), len) => {
+            let cidr = Pool::parse_cidr(cidr)?;
+            let len = len.map_or("96", String::as_str).parse()?;
+            Some(Pool::new(cidr, len, std::time::Duration::ZERO)?)
+        }
+        (None, _) => None,
+    };
+    let allocated = claims
+        .iter()
+        .filter(|c| match &pool {
+            Some(p) => c
+                .spec
+                .subnet
+                .parse()
+                .ok()
+                .is_some_and(|s| p.index_of(s).is_ok()),
+            None => true,
+        })
+        .count();
+    let capacity = pool.as_ref().map(Pool::capacity);
+    // Precision loss above 2^53 does not matter for a percentage.
+    #[allow(clippy::cast_precision_loss)]
+    let utilisation = capacity.map(|c| allocated as f64 / c as f64);
+    let stats = json!({
+        "pool": pool.as_ref().map(|p| p.cidr().to_string()),
+        "prefix_len": pool.as_ref().map(|p| p.subnet_len().get()),
+        "capacity": capacity,
+        "allocated": allocated,
+        "free": capacity.map(|c| c - allocated as u128),
+        "utilisation": utilisation,
+    });
+    match format {
+        Format::Table => {
+            let unknown = || {
+                format!(
+                    "unknown (no ConfigMap {}/{})",
+                    OPERATOR_CONFIG.0, OPERATOR_CONFIG.1
+                )
+            };
+            println!(
+                "{}",
+                fields(&[
+                    (
+                        "pool",
+                        pool.as_ref().map_or_else(unknown, |p| p.cidr().to_string())
+                    ),
+                    (
+                        "prefix length",
+                        pool.as_ref()
+                            .map_or_else(unknown, |p| p.subnet_len().to_string())
+                    ),
+                    ("capacity", capacity.map_or_else(unknown, |c| c.to_string())),
+                    ("allocated", allocated.to_string()),
+                    (
+                        "free",
+                        capacity.map_or_else(unknown, |c| (c - allocated as u128).to_string())
+                    ),
+                    (
+                        "utilisation",
+                        utilisation.map_or_else(unknown, |u| format!("{:.3e}%", u * 100.0))
+                    ),
+                ])
+            );
+        }
+        _ => print(format, &stats, || (vec![], vec![]))?,
+    }
+    Ok(())
+}
