@@ -110,7 +110,7 @@ pub fn dashboard(a: &DashboardArgs, state: PathBuf) -> Result<ExitCode> {
                 "read-only"
             }
         );
-        palisade_dashboard::serve(listener, router)
+        palisade_dashboard::serve(listener, router, palisade_dashboard::shutdown_signal())
             .await
             .context("dashboard server failed")
     })?;
@@ -150,7 +150,7 @@ pub fn egress_check(a: &EgressCheckArgs) -> Result<ExitCode> {
             .local_addr()
             .context("failed to read the bound address")?;
         println!("palisade egress-check: http://{local}/");
-        palisade_dashboard::serve(listener, router)
+        palisade_dashboard::serve(listener, router, palisade_dashboard::shutdown_signal())
             .await
             .context("egress-check server failed")
     })?;

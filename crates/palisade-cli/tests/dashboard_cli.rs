@@ -142,6 +142,28 @@ fn dashboard_serves_the_store_read_only() {
     let (status, body) = http("GET", &format!("{}/", dash.url));
     assert_eq!(status, 200);
     assert!(body.contains("/assets/app.js"));
+    // SIGTERM (what Kubernetes sends) stops it cleanly.
+    let pid = dash.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut dash = dash;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = dash.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dashboard ignored SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]

@@ -98,15 +98,21 @@ pub fn validate_metrics_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// Serves `router` on `listener` until Ctrl-C or SIGTERM, then lets open
-/// requests finish.
-pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router) -> std::io::Result<()> {
+/// Serves `router` on `listener` until `shutdown` completes, then lets
+/// open requests finish. Taking a bound listener lets callers (and tests)
+/// bind port 0 and print the real address.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
 }
 
-async fn shutdown_signal() {
+/// Completes on Ctrl-C or SIGTERM (what Kubernetes sends a pod).
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
