@@ -1,12 +1,16 @@
 //! `palisade render` and `palisade apply`: flags to [`RenderOptions`], the
 //! snapshot to objects, objects to a tree, a stream or a cluster.
 
+use crate::proxy_cmds::{ProxyConfigArgs, proxy_config};
 use anyhow::Context as _;
-use palisade_core::{Port, Snapshot};
+use palisade_core::{EgressMode, Port, Snapshot};
 use palisade_kube::apply::{ApplyOptions, apply as apply_objects, default_client};
 use palisade_kube::cluster::{self, ClusterOptions};
-use palisade_kube::{PolicyFlavour, RenderOptions, render as render_objects, to_multi_doc, tree};
+use palisade_kube::{
+    InClusterProxy, PolicyFlavour, RenderOptions, render as render_objects, to_multi_doc, tree,
+};
 use std::io::Write as _;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 /// Which network-policy objects to render.
@@ -42,6 +46,17 @@ pub struct OutputFlags {
     /// Egress proxy port.
     #[arg(long, default_value = "3128")]
     pub proxy_port: Port,
+    /// Do not render Palisade's egress proxy (a Deployment on egress nodes,
+    /// its config from the store); for a proxy --proxy-address names that
+    /// runs some other way. A --proxy-address IP never renders it.
+    #[arg(long)]
+    pub no_proxy_deployment: bool,
+    /// Container image of the in-cluster egress proxy.
+    #[arg(long, value_name = "IMAGE")]
+    pub proxy_image: Option<String>,
+    /// Replicas of the in-cluster egress proxy (one per egress node).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub proxy_replicas: u16,
     /// Run containers as non-root (only if every image supports it).
     #[arg(long)]
     pub non_root: bool,
@@ -60,7 +75,7 @@ pub struct OutputFlags {
 }
 
 impl OutputFlags {
-    fn options(&self) -> RenderOptions {
+    fn options(&self, snapshot: &Snapshot) -> anyhow::Result<RenderOptions> {
         let mut o = RenderOptions {
             policy: match self.policy {
                 PolicyArg::Cilium => PolicyFlavour::Cilium,
@@ -83,7 +98,32 @@ impl OutputFlags {
         }
         o.git.branch = self.git_branch.clone();
         o.git.path = self.git_path.clone();
-        o
+        let proxied = snapshot
+            .tenants
+            .iter()
+            .any(|t| t.egress.mode == EgressMode::Proxy);
+        if proxied && o.proxy.ip().is_none() && !self.no_proxy_deployment {
+            let port = self.proxy_port.get();
+            let config = ProxyConfigArgs {
+                out: None,
+                listen: SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+                // The kubelet probes the admin port on the node's address.
+                admin_listen: SocketAddr::from((Ipv6Addr::UNSPECIFIED, InClusterProxy::ADMIN_PORT)),
+                // Pods must not use the proxy to reach other pods.
+                cluster_deny: vec![snapshot.pool.cidr().into()],
+                default_egress: Vec::new(),
+            };
+            let yaml = proxy_config(&config, snapshot)?
+                .to_yaml()
+                .context("failed to serialise the proxy config")?;
+            let mut p = InClusterProxy::new(yaml);
+            if let Some(image) = &self.proxy_image {
+                p.image = image.clone();
+            }
+            p.replicas = self.proxy_replicas;
+            o.proxy.in_cluster = Some(p);
+        }
+        Ok(o)
     }
 }
 
@@ -153,7 +193,7 @@ pub struct ApplyArgs {
 
 /// Runs `palisade render`.
 pub fn render(args: &RenderArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
-    let options = args.flags.options();
+    let options = args.flags.options(snapshot)?;
     if let Some(RenderTarget::Cluster(c)) = &args.target {
         let cluster = ClusterOptions {
             name: c.name.clone(),
@@ -199,7 +239,7 @@ pub fn render(args: &RenderArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
 
 /// Runs `palisade apply`.
 pub fn apply(args: &ApplyArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
-    let options = args.flags.options();
+    let options = args.flags.options(snapshot)?;
     let rendered = render_objects(snapshot, &options).context("failed to render")?;
     let objects: Vec<_> = rendered.objects().cloned().collect();
     let runtime = tokio::runtime::Builder::new_current_thread()

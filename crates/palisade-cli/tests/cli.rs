@@ -447,3 +447,51 @@ fn proxy_config_from_the_store_is_accepted_by_the_proxy() {
         bad.stderr
     );
 }
+
+#[test]
+fn rendered_in_cluster_proxy_carries_a_config_the_proxy_accepts() {
+    let env = Env::new();
+    env.run(&["init", "--pool", "fd00:9::/48"]).ok();
+    env.run(&["tenant", "create", "acme", "--egress-ip", "203.0.113.7"])
+        .ok();
+    env.run(&["create", "acme", "web", "nginx"]).ok();
+    let tree = env.dir.path().join("gitops");
+    env.run(&["render", "--out", tree.to_str().unwrap()]).ok();
+    let cm: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(tree.join("base/platform/configmap-palisade-proxy.yaml")).unwrap(),
+    )
+    .unwrap();
+    let config = cm["data"]["proxy.yaml"].as_str().unwrap();
+    assert!(config.contains("fd00:9::/96"), "{config}");
+    let file = env.dir.path().join("from-configmap.yaml");
+    std::fs::write(&file, config).unwrap();
+    let check = env.run(&["proxy", "check", "--config", file.to_str().unwrap()]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+
+    // A new deployment changes the proxy's config and nothing of other tenants.
+    env.run(&["create", "acme", "api", "nginx"]).ok();
+    let out = env.run(&["render", "--out", tree.to_str().unwrap()]).ok();
+    assert!(
+        out.contains("~ base/platform/configmap-palisade-proxy.yaml"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+ base/tenants/acme/deployments/api.yaml"),
+        "{out}"
+    );
+
+    // An external proxy (an IP) means no in-cluster one, and its files go.
+    let out = env
+        .run(&[
+            "render",
+            "--out",
+            tree.to_str().unwrap(),
+            "--proxy-address",
+            "172.16.28.8",
+        ])
+        .ok();
+    assert!(
+        out.contains("- base/platform/deployment-palisade-proxy.yaml"),
+        "{out}"
+    );
+}

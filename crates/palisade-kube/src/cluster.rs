@@ -56,7 +56,7 @@ pub fn files(snapshot: &Snapshot, render: &RenderOptions, cluster: &ClusterOptio
     );
     files.insert(
         "cilium-values.yaml".into(),
-        yaml::to_string(&cilium_values(snapshot, cluster)),
+        yaml::to_string(&cilium_values(snapshot, render, cluster)),
     );
     let mut installer = String::new();
     for doc in gvisor_installer() {
@@ -119,6 +119,17 @@ fn eksctl(snapshot: &Snapshot, render: &RenderOptions, cluster: &ClusterOptions)
             json!({ "key": k, "value": v, "effect": "NoSchedule" }),
         ));
     }
+    if let Some(p) = &render.proxy.in_cluster {
+        // Attach the tenants' egress addresses to these nodes' interfaces
+        // (secondary private IPs with elastic IPs) after creating them.
+        let (k, v) = &p.node_label;
+        groups.push(node_group(
+            "egress-proxy",
+            cluster,
+            json!({ k: v }),
+            json!({ "key": k, "value": v, "effect": "NoSchedule" }),
+        ));
+    }
     json!({
         "apiVersion": "eksctl.io/v1alpha5",
         "kind": "ClusterConfig",
@@ -131,7 +142,7 @@ fn eksctl(snapshot: &Snapshot, render: &RenderOptions, cluster: &ClusterOptions)
     })
 }
 
-fn cilium_values(snapshot: &Snapshot, cluster: &ClusterOptions) -> Value {
+fn cilium_values(snapshot: &Snapshot, render: &RenderOptions, cluster: &ClusterOptions) -> Value {
     let pool = snapshot.pool.cidr().to_string();
     json!({
         "ipv4": { "enabled": true },
@@ -161,6 +172,9 @@ fn cilium_values(snapshot: &Snapshot, cluster: &ClusterOptions) -> Value {
         "socketLB": { "hostNamespaceOnly": true },
         "egressGateway": { "enabled": true },
         "gatewayAPI": { "enabled": true },
+        // Tenants reach the host-network egress proxy through `toNodes`
+        // selectors, which match node labels only when this is on.
+        "nodeSelectorLabels": render.proxy.in_cluster.is_some(),
     })
 }
 

@@ -107,6 +107,9 @@ pub struct EgressRule {
     /// Peers outside the cluster by CIDR.
     #[serde(default, rename = "toCIDR", skip_serializing_if = "Vec::is_empty")]
     pub to_cidr: Vec<String>,
+    /// Nodes by labels (host-network pods such as the egress proxy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to_nodes: Vec<Selector>,
     /// Ports; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to_ports: Vec<PortRule>,

@@ -20,12 +20,15 @@ pub mod crds;
 pub mod fixtures;
 pub mod object;
 pub mod options;
+mod proxy;
 pub mod render;
 pub mod tree;
 pub mod yaml;
 
 pub use object::{Object, to_multi_doc};
-pub use options::{Environment, GitSource, PolicyFlavour, ProxyOptions, RenderOptions, Resources};
+pub use options::{
+    Environment, GitSource, InClusterProxy, PolicyFlavour, ProxyOptions, RenderOptions, Resources,
+};
 pub use render::{Rendered, render};
 pub use tree::{Reuse, TreeSummary, write_snapshot, write_snapshot_with, write_tree};
 

@@ -43,6 +43,44 @@ pub struct ProxyOptions {
     pub app: String,
     /// `NO_PROXY`: destinations reached directly.
     pub no_proxy: String,
+    /// Run Palisade's egress proxy in the cluster (rendered into
+    /// `base/platform/`); `None` leaves running it to someone else.
+    pub in_cluster: Option<InClusterProxy>,
+}
+
+/// Palisade's egress proxy as a Deployment on dedicated egress nodes.
+///
+/// Each tenant leaves from its own fixed address, which must be an address
+/// of the machine the proxy runs on; in a cluster that means the egress
+/// nodes' interfaces (the cloud's secondary or elastic IPs), so the proxy
+/// pods use the host network and run only on nodes with `node_label`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InClusterProxy {
+    /// Container image holding the `palisade` binary.
+    pub image: String,
+    /// Replicas (at most one per egress node).
+    pub replicas: u16,
+    /// Label (and `NoSchedule` taint) of the egress nodes.
+    pub node_label: (String, String),
+    /// The proxy's YAML config (`palisade proxy-config`), put in its
+    /// ConfigMap; the proxy reloads it when the kubelet updates the file.
+    pub config: String,
+}
+
+impl InClusterProxy {
+    /// The proxy's listen port inside its config; the admin port serves
+    /// `/metrics`, `/healthz` and `/readyz`.
+    pub const ADMIN_PORT: u16 = 9128;
+
+    /// Defaults for everything but the config.
+    pub fn new(config: String) -> Self {
+        Self {
+            image: concat!("ghcr.io/palisade-dev/palisade:", env!("CARGO_PKG_VERSION")).into(),
+            replicas: 2,
+            node_label: ("palisade.io/egress-proxy".into(), "true".into()),
+            config,
+        }
+    }
 }
 
 impl ProxyOptions {
@@ -60,6 +98,7 @@ impl Default for ProxyOptions {
             namespace: "palisade-system".into(),
             app: "palisade-proxy".into(),
             no_proxy: "localhost,127.0.0.1,::1,.svc,.cluster.local".into(),
+            in_cluster: None,
         }
     }
 }

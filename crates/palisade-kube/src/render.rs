@@ -129,6 +129,9 @@ pub fn render(snapshot: &Snapshot, options: &RenderOptions) -> Result<Rendered, 
 pub struct Renderer {
     snapshot: Snapshot,
     options: RenderOptions,
+    /// The options as fingerprinted: without the proxy's config, which
+    /// changes with every deployment but shapes no tenant's objects.
+    options_key: String,
     policy: Policy,
     gateways: GatewayIndex,
 }
@@ -166,9 +169,14 @@ impl Renderer {
                 Some(t) => gateways.by_tenant.entry(t.clone()).or_default().push(i),
             }
         }
+        let mut keyed = options.clone();
+        if let Some(p) = &mut keyed.proxy.in_cluster {
+            p.config.clear();
+        }
         Self {
             snapshot: sorted,
             options: options.clone(),
+            options_key: format!("{keyed:?}"),
             policy,
             gateways,
         }
@@ -178,6 +186,7 @@ impl Renderer {
         Cx {
             snapshot: &self.snapshot,
             options: &self.options,
+            options_key: &self.options_key,
             policy: &self.policy,
             gateways: &self.gateways,
         }
@@ -257,7 +266,7 @@ impl TenantInput<'_> {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(RENDER_FORMAT);
-        h.update(format!("{:?}", self.cx.options));
+        h.update(self.cx.options_key);
         let mut feed = |v: &dyn erased::Json| {
             h.update(v.json());
             h.update([0u8]);
@@ -318,6 +327,7 @@ mod erased {
 struct Cx<'a> {
     snapshot: &'a Snapshot,
     options: &'a RenderOptions,
+    options_key: &'a str,
     policy: &'a Policy,
     gateways: &'a GatewayIndex,
 }
@@ -448,6 +458,8 @@ enum Peer {
     },
     /// Addresses outside the cluster.
     Cidr(String),
+    /// Nodes by labels: the host-network egress proxy.
+    Nodes(BTreeMap<String, String>),
     /// Anything outside the cluster.
     World,
 }
@@ -489,9 +501,12 @@ impl Cx<'_> {
                     ]),
                 }
             }
-            Endpoint::EgressProxy { .. } => match opts.proxy.ip() {
-                Some(ip) => Peer::Cidr(host_cidr(ip)),
-                None => Peer::Pods {
+            Endpoint::EgressProxy { .. } => match (opts.proxy.ip(), &opts.proxy.in_cluster) {
+                (Some(ip), _) => Peer::Cidr(host_cidr(ip)),
+                (None, Some(p)) => {
+                    Peer::Nodes(labels([(p.node_label.0.as_str(), p.node_label.1.as_str())]))
+                }
+                (None, None) => Peer::Pods {
                     namespace: Some(opts.proxy.namespace.clone()),
                     labels: labels([("app.kubernetes.io/name", opts.proxy.app.as_str())]),
                 },
@@ -519,6 +534,11 @@ impl Cx<'_> {
         match self.peer(&rule.from, own_ns) {
             Peer::Pods { namespace, labels } => out.push(IngressRule {
                 from_endpoints: vec![Self::cilium_selector(&namespace, &labels)],
+                to_ports: to_ports.clone(),
+                ..IngressRule::default()
+            }),
+            Peer::Nodes(_) => out.push(IngressRule {
+                from_entities: vec!["host".into(), "remote-node".into()],
                 to_ports: to_ports.clone(),
                 ..IngressRule::default()
             }),
@@ -554,6 +574,11 @@ impl Cx<'_> {
                 to_ports,
                 ..EgressRule::default()
             },
+            Peer::Nodes(l) => EgressRule {
+                to_nodes: vec![Selector::labels(l)],
+                to_ports,
+                ..EgressRule::default()
+            },
             Peer::World => EgressRule {
                 to_entities: vec!["world".into()],
                 to_ports,
@@ -585,8 +610,9 @@ impl Cx<'_> {
                 }),
                 ..NetworkPolicyPeer::default()
             }],
-            // NetworkPolicy has no notion of "outside the cluster".
-            Peer::World => ["0.0.0.0/0", "::/0"]
+            // NetworkPolicy has no notion of "outside the cluster", and
+            // cannot select nodes: the rule's port is all that narrows it.
+            Peer::World | Peer::Nodes(_) => ["0.0.0.0/0", "::/0"]
                 .into_iter()
                 .map(|c| NetworkPolicyPeer {
                     ip_block: Some(IPBlock {
@@ -687,6 +713,9 @@ impl Cx<'_> {
                 ..Namespace::default()
             })?);
             self.gateway(&GatewayScope::Central, &labels([MANAGED_BY]), &mut out)?;
+        }
+        if let Some(p) = &self.options.proxy.in_cluster {
+            out.extend(crate::proxy::objects(p, self.options)?);
         }
         Ok(out)
     }

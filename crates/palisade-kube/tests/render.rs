@@ -370,6 +370,7 @@ fn variants() -> Vec<(&'static str, String)> {
     };
     both.proxy.address = "172.16.28.8".into();
     out.push(("both-policies-proxy-ip", seed_stream(&both)));
+    out.push(("in-cluster-proxy", seed_stream(&in_cluster_proxy())));
     let cluster = palisade_kube::cluster::files(
         &fixtures::seed(),
         &RenderOptions::default(),
@@ -380,6 +381,87 @@ fn variants() -> Vec<(&'static str, String)> {
         cluster["gvisor-installer.yaml"].clone(),
     ));
     out
+}
+
+fn in_cluster_proxy() -> RenderOptions {
+    let mut o = RenderOptions::default();
+    o.proxy.in_cluster = Some(palisade_kube::InClusterProxy::new(
+        "listen: 0.0.0.0:3128\ntenants: {}\n".into(),
+    ));
+    o
+}
+
+#[test]
+fn in_cluster_proxy_runs_on_egress_nodes_and_tenants_may_reach_only_those() {
+    let options = in_cluster_proxy();
+    let all = docs(&seed_stream(&options));
+    let find = |kind: &str, name: &str| {
+        all.iter()
+            .find(|v| v["kind"] == kind && v["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let dep = find("Deployment", "palisade-proxy");
+    assert_eq!(dep["metadata"]["namespace"], "palisade-system");
+    assert_eq!(dep["spec"]["replicas"], 2);
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["nodeSelector"]["palisade.io/egress-proxy"], "true");
+    assert_eq!(
+        pod["containers"][0]["args"],
+        serde_yaml_ng::from_str::<Value>("[proxy, --config, /etc/palisade/proxy.yaml]").unwrap()
+    );
+    assert_eq!(
+        find("ConfigMap", "palisade-proxy")["data"]["proxy.yaml"],
+        "listen: 0.0.0.0:3128\ntenants: {}\n"
+    );
+    assert_eq!(
+        find("PodDisruptionBudget", "palisade-proxy")["spec"]["minAvailable"],
+        1
+    );
+    assert_eq!(
+        find("Service", "palisade-proxy")["spec"]["ports"][0]["port"],
+        3128
+    );
+
+    // acme-corp (proxy mode) may reach the egress nodes on the proxy port only.
+    let web = find("CiliumNetworkPolicy", "deployment-web-frontend");
+    let to_proxy: Vec<&Value> = web["spec"]["egress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["toNodes"].is_null())
+        .collect();
+    assert_eq!(to_proxy.len(), 1, "{web:?}");
+    assert_eq!(
+        to_proxy[0]["toNodes"][0]["matchLabels"]["palisade.io/egress-proxy"],
+        "true"
+    );
+    assert_eq!(to_proxy[0]["toPorts"][0]["ports"][0]["port"], "3128");
+
+    // The cluster set-up has the nodes and lets Cilium select them.
+    let cluster = palisade_kube::cluster::files(
+        &fixtures::seed(),
+        &options,
+        &palisade_kube::cluster::ClusterOptions::default(),
+    );
+    assert!(cluster["eksctl-cluster.yaml"].contains("name: egress-proxy"));
+    assert!(cluster["cilium-values.yaml"].contains("nodeSelectorLabels: true"));
+
+    // A config the API server would refuse is an error, not a broken tree.
+    let mut huge = in_cluster_proxy();
+    huge.proxy.in_cluster.as_mut().unwrap().config = "#".repeat(2 << 20);
+    let err = render(&fixtures::seed(), &huge).unwrap_err().to_string();
+    assert!(err.contains("1 MiB ConfigMap limit"), "{err}");
+}
+
+#[test]
+fn proxy_config_changes_rewrite_only_the_proxy_config_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = in_cluster_proxy();
+    tree::write_snapshot(dir.path(), &fixtures::seed(), &options).unwrap();
+    options.proxy.in_cluster.as_mut().unwrap().config = "listen: 0.0.0.0:3129\n".into();
+    let s = rerender_matches_fresh(dir.path(), &fixtures::seed(), &options);
+    assert_eq!(s.changed, ["base/platform/configmap-palisade-proxy.yaml"]);
 }
 
 fn write_docs(dir: &Path, name: &str, docs: &[&Value]) -> PathBuf {
