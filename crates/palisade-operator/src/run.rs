@@ -229,9 +229,9 @@ pub async fn run(client: Client, config: Config, options: RunOptions) -> Result<
     Ok(())
 }
 
-/// `/healthz` (the process is alive), `/readyz` (endpoints up and leader
+/// Serves `/healthz` (the process is alive), `/readyz` (endpoints up and leader
 /// election started), `/metrics`.
-async fn serve_endpoints(
+pub async fn serve_endpoints(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
