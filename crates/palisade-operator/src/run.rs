@@ -129,8 +129,14 @@ pub async fn controllers(ctx: Arc<Ctx>) {
     tokio::join!(tenants, workloads, gc);
 }
 
-/// Runs the operator until SIGTERM/SIGINT.
-pub async fn run(client: Client, config: Config, options: RunOptions) -> Result<(), Error> {
+/// Runs the operator until `shutdown` completes (the binary passes
+/// SIGTERM/SIGINT).
+pub async fn run(
+    client: Client,
+    config: Config,
+    options: RunOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -155,19 +161,6 @@ pub async fn run(client: Client, config: Config, options: RunOptions) -> Result<
         metrics: metrics.clone(),
         recorder: Some(recorder),
     });
-    let shutdown = async {
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    };
     tokio::pin!(shutdown);
 
     if !options.leader_election {
@@ -287,4 +280,27 @@ pub fn endpoint(path: &str, metrics: &Metrics, ready: &AtomicBool) -> Response<F
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
     r
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

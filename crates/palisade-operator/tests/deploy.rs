@@ -168,3 +168,50 @@ fn kustomize_output_validates_against_the_kubernetes_schemas() {
     let n = docs(&out).len();
     assert_eq!(text.matches(" passed for resource ").count(), n, "{text}");
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade-operator");
+
+#[test]
+fn the_binary_prints_the_committed_crds() {
+    let out = Command::new(BIN).arg("crds").output().unwrap();
+    assert!(out.status.success());
+    let mut want = String::new();
+    for (name, _) in palisade_operator::crd::crds_yaml().unwrap() {
+        want.push_str(&std::fs::read_to_string(root().join("deploy/crds").join(name)).unwrap());
+    }
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+}
+
+#[test]
+fn bad_settings_exit_64_with_one_line_before_connecting() {
+    for (args, needle) in [
+        (&["run", "--pool", "10.0.0.0/8"][..], "IPv4"),
+        (
+            &["run", "--pool", "fd00::/48", "--prefix-len", "200"][..],
+            "200",
+        ),
+        (
+            &["run", "--pool", "fd00::/48", "--policy", "calico"][..],
+            "invalid --policy",
+        ),
+        (
+            &["run", "--pool", "fd00::/48", "--gc-grace", "soon"][..],
+            "invalid --gc-grace",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .env_remove("PALISADE_POOL")
+            .env("KUBECONFIG", "/nonexistent")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(needle),
+            "{err}"
+        );
+    }
+}

@@ -153,6 +153,7 @@ fn main() -> ExitCode {
                         identity,
                         leader_election: !args.no_leader_election,
                     },
+                    palisade_operator::run::signal(),
                 )
                 .await
                 .map_err(|e| e.to_string())
