@@ -154,13 +154,14 @@ async fn config_info(State(s): Shared) -> Json<Value> {
 }
 
 async fn tenants(State(s): Shared) -> ApiResult {
-    let snapshot = with_store(&s, |st| Ok(st.snapshot()?)).await?;
-    Ok(Json(json!({ "tenants": views::tenants(&snapshot) })))
+    let usage = with_store(&s, |st| Ok(st.tenant_usage()?)).await?;
+    Ok(Json(json!({ "tenants": views::tenants(&usage) })))
 }
 
 async fn tenant(State(s): Shared, Path(raw): Path<String>) -> ApiResult {
     let name = tenant_name(&raw)?;
-    let snapshot = with_store(&s, |st| Ok(st.snapshot()?)).await?;
+    let scoped = name.clone();
+    let snapshot = with_store(&s, move |st| Ok(st.tenant_snapshot(&scoped)?)).await?;
     match views::tenant_detail(&snapshot, &name) {
         Some(d) => to_json(&d),
         None => Err(palisade_store::StoreError::TenantNotFound(name).into()),
@@ -169,8 +170,11 @@ async fn tenant(State(s): Shared, Path(raw): Path<String>) -> ApiResult {
 
 async fn stats(State(s): Shared) -> ApiResult {
     let now = now();
-    let (snapshot, usage) = with_store(&s, move |st| Ok((st.snapshot()?, st.usage(now)?))).await?;
-    to_json(&views::stats(&snapshot, &usage))
+    let (pool, usage, counts) = with_store(&s, move |st| {
+        Ok((st.pool()?, st.usage(now)?, st.object_counts()?))
+    })
+    .await?;
+    to_json(&views::stats(&pool, &usage, &counts))
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,22 +214,30 @@ async fn matrix(State(s): Shared, Query(q): Query<MatrixQuery>) -> ApiResult {
         .filter(|t| !t.is_empty())
         .map(tenant_name)
         .transpose()?;
-    let snapshot = with_store(&s, |st| Ok(st.snapshot()?)).await?;
-    if let Some(t) = tenant.as_ref().filter(|t| snapshot.tenant(t).is_none()) {
-        return Err(palisade_store::StoreError::TenantNotFound(t.clone()).into());
-    }
-    let size = snapshot
-        .deployments
-        .iter()
-        .filter(|d| tenant.as_ref().is_none_or(|t| &d.tenant == t))
-        .count();
-    if size > MAX_MATRIX {
-        return Err(ApiError::bad_request(
+    let too_large = |size: u64| {
+        ApiError::bad_request(
             "matrix_too_large",
             format!(
                 "the matrix would have {size}×{size} cells (at most {MAX_MATRIX} deployments per side); pass ?tenant=NAME"
             ),
-        ));
+        )
+    };
+    // One tenant's part of the state gives the same verdicts between its
+    // deployments as the whole; the whole is loaded only when small.
+    let scoped = tenant.clone();
+    let snapshot = with_store(&s, move |st| match &scoped {
+        Some(t) => Ok(st.tenant_snapshot(t)?),
+        None => {
+            let size = st.object_counts()?.deployments;
+            if size > MAX_MATRIX as u64 {
+                return Err(too_large(size));
+            }
+            Ok(st.snapshot()?)
+        }
+    })
+    .await?;
+    if snapshot.deployments.len() > MAX_MATRIX {
+        return Err(too_large(snapshot.deployments.len() as u64));
     }
     let dir = s.config.lab_dir.clone();
     let lab = tokio::task::spawn_blocking(move || match lab::load(&dir) {
@@ -349,7 +361,7 @@ async fn create_deployment(
         // deployments to existing ones.
         st.tenant(&tenant)?;
         st.create_deployment(&new, now)?;
-        Ok(st.snapshot()?)
+        Ok(st.tenant_snapshot(&tenant)?)
     })
     .await?;
     let detail = views::tenant_detail(&snapshot, &tenant_name(&raw)?)

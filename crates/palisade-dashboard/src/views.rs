@@ -6,8 +6,8 @@
 //! I/O, no clock.
 
 use palisade_core::allocator::PoolUsage;
-use palisade_core::{AllowRule, Deployment, Snapshot, Tenant, TenantName};
-use palisade_store::Event;
+use palisade_core::{AllowRule, Deployment, Pool, Snapshot, Tenant, TenantName};
+use palisade_store::{Event, ObjectCounts, TenantUsage};
 use serde::Serialize;
 
 /// One row of `/api/tenants`.
@@ -18,7 +18,7 @@ pub struct TenantSummary {
     /// Its Kubernetes namespace.
     pub namespace: String,
     /// How many deployments it has.
-    pub deployments: usize,
+    pub deployments: u64,
     /// Sum of its deployments' replicas.
     pub replicas: u64,
     /// Quota, as typed (`4`, `8Gi`, pods).
@@ -119,13 +119,13 @@ pub struct StatsView {
     /// allocated / capacity.
     pub utilisation: f64,
     /// Tenant count.
-    pub tenants: usize,
+    pub tenants: u64,
     /// Deployment count.
-    pub deployments: usize,
+    pub deployments: u64,
     /// Gateway count.
-    pub gateways: usize,
+    pub gateways: u64,
     /// Allow rule count.
-    pub allow_rules: usize,
+    pub allow_rules: u64,
 }
 
 /// One point of "allocations over time": deployments holding a subnet
@@ -146,17 +146,13 @@ fn labels(l: &palisade_core::Labels) -> Vec<String> {
     l.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// The summary of `tenant` within `snapshot`.
-pub fn tenant_summary(snapshot: &Snapshot, tenant: &Tenant) -> TenantSummary {
-    let (count, replicas) = snapshot
-        .deployments_of(&tenant.name)
-        .fold((0, 0u64), |(n, r), d| {
-            (n + 1, r + u64::from(d.replicas.get()))
-        });
+/// The summary of `tenant`, which has `deployments` deployments running
+/// `replicas` pods in all.
+pub fn tenant_summary(tenant: &Tenant, deployments: u64, replicas: u64) -> TenantSummary {
     TenantSummary {
         name: tenant.name.to_string(),
         namespace: tenant.name.namespace(),
-        deployments: count,
+        deployments,
         replicas,
         quota: QuotaView {
             cpu: tenant.quota.cpu.to_string(),
@@ -170,12 +166,11 @@ pub fn tenant_summary(snapshot: &Snapshot, tenant: &Tenant) -> TenantSummary {
     }
 }
 
-/// Every tenant, by name.
-pub fn tenants(snapshot: &Snapshot) -> Vec<TenantSummary> {
-    snapshot
-        .tenants
+/// Every tenant, by name, from the store's per-tenant totals.
+pub fn tenants(usage: &[TenantUsage]) -> Vec<TenantSummary> {
+    usage
         .iter()
-        .map(|t| tenant_summary(snapshot, t))
+        .map(|u| tenant_summary(&u.tenant, u.deployments, u.replicas))
         .collect()
 }
 
@@ -215,8 +210,12 @@ pub fn tenant_detail(snapshot: &Snapshot, name: &TenantName) -> Option<TenantDet
         })
         .map(|g| g.scope.id())
         .collect();
+    let replicas = deployments
+        .iter()
+        .map(|d| u64::from(d.replicas.get()))
+        .sum();
     Some(TenantDetail {
-        summary: tenant_summary(snapshot, tenant),
+        summary: tenant_summary(tenant, deployments.len() as u64, replicas),
         labels: labels(&tenant.labels),
         deployment_list: deployments
             .iter()
@@ -232,22 +231,22 @@ pub fn tenant_detail(snapshot: &Snapshot, name: &TenantName) -> Option<TenantDet
     })
 }
 
-/// `/api/stats` from the snapshot and the store's exact pool counts.
-pub fn stats(snapshot: &Snapshot, usage: &PoolUsage) -> StatsView {
+/// `/api/stats` from the pool, its exact counts and the object counts.
+pub fn stats(pool: &Pool, usage: &PoolUsage, counts: &ObjectCounts) -> StatsView {
     StatsView {
-        pool: snapshot.pool.cidr().to_string(),
-        prefix_len: snapshot.pool.subnet_len().get(),
-        reuse_after_secs: snapshot.pool.reuse_after().as_secs(),
+        pool: pool.cidr().to_string(),
+        prefix_len: pool.subnet_len().get(),
+        reuse_after_secs: pool.reuse_after().as_secs(),
         capacity: usage.capacity.to_string(),
         allocated: usage.allocated.to_string(),
         recycled_available: usage.recycled_available.to_string(),
         quarantined: usage.quarantined.to_string(),
         never_used: usage.never_used.to_string(),
         utilisation: usage.utilisation(),
-        tenants: snapshot.tenants.len(),
-        deployments: snapshot.deployments.len(),
-        gateways: snapshot.gateways.len(),
-        allow_rules: snapshot.allow_rules.len(),
+        tenants: counts.tenants,
+        deployments: counts.deployments,
+        gateways: counts.gateways,
+        allow_rules: counts.allow_rules,
     }
 }
 

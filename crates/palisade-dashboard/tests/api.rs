@@ -602,3 +602,29 @@ async fn real_socket_reads_do_not_block_writers() {
     let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(v["allocated"], "24");
 }
+
+#[tokio::test]
+async fn whole_platform_matrix_is_refused_when_too_large() {
+    let f = fixture();
+    let batch: Vec<NewDeployment> = (0..palisade_dashboard::MAX_MATRIX)
+        .map(|i| deployment("bulk", &format!("d{i}"), 1, &[]))
+        .collect();
+    Store::open(&f.state)
+        .unwrap()
+        .create_deployments(&batch, Timestamp(3_000))
+        .unwrap();
+    let app = app(&f, false, None);
+    let (status, v) = get(&app, "/api/matrix").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&v, "matrix_too_large");
+    assert!(v["error"]["message"].as_str().unwrap().contains("?tenant="));
+    // One tenant at the limit is still served.
+    let (status, v) = get(&app, "/api/matrix?tenant=bulk").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["cells"].as_array().unwrap().len(), 100 * 100);
+    let (status, v) = get(&app, "/api/tenants").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["tenants"][0]["name"], "acme");
+    assert_eq!(v["tenants"][1]["name"], "bulk");
+    assert_eq!(v["tenants"][1]["deployments"], 100);
+}

@@ -15,11 +15,13 @@
 mod check;
 mod error;
 mod ledger;
+mod queries;
 mod rows;
 mod schema;
 
 pub use check::Problem;
 pub use error::StoreError;
+pub use queries::{ObjectCounts, TenantUsage};
 pub use schema::VERSION as SCHEMA_VERSION;
 
 use ledger::{Counters, SqlLedger, subnet_blob};
