@@ -7,7 +7,8 @@ use palisade_core::{EgressMode, Port, Snapshot};
 use palisade_kube::apply::{ApplyOptions, apply as apply_objects, default_client};
 use palisade_kube::cluster::{self, ClusterOptions};
 use palisade_kube::{
-    InClusterProxy, PolicyFlavour, RenderOptions, render as render_objects, to_multi_doc, tree,
+    EgressCheck, InClusterProxy, PolicyFlavour, RenderOptions, render as render_objects,
+    to_multi_doc, tree,
 };
 use std::io::Write as _;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -54,6 +55,13 @@ pub struct OutputFlags {
     /// Container image of the in-cluster egress proxy.
     #[arg(long, value_name = "IMAGE")]
     pub proxy_image: Option<String>,
+    /// Add seed 002's demo app (`palisade egress-check`: "which address does
+    /// the internet see?") to every tenant with a deployment.
+    #[arg(long)]
+    pub egress_check: bool,
+    /// Container image of the egress-check demo.
+    #[arg(long, value_name = "IMAGE", requires = "egress_check")]
+    pub egress_check_image: Option<String>,
     /// Replicas of the in-cluster egress proxy (one per egress node).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
     pub proxy_replicas: u16,
@@ -98,6 +106,13 @@ impl OutputFlags {
         }
         o.git.branch = self.git_branch.clone();
         o.git.path = self.git_path.clone();
+        if self.egress_check {
+            let mut demo = EgressCheck::default();
+            if let Some(image) = &self.egress_check_image {
+                demo.image = image.clone();
+            }
+            o.egress_check = Some(demo);
+        }
         let proxied = snapshot
             .tenants
             .iter()

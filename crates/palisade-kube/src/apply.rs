@@ -24,12 +24,13 @@ pub const FIELD_MANAGER: &str = "palisade";
 /// Every kind Palisade renders, as (apiVersion, kind, namespaced). Prune
 /// lists each of them, so a kind with nothing left to render is still
 /// cleaned up. Order: dependants before what they depend on.
-pub const KINDS: [(&str, &str, bool); 18] = [
+pub const KINDS: [(&str, &str, bool); 19] = [
     ("gateway.networking.k8s.io/v1", "HTTPRoute", true),
     ("gateway.networking.k8s.io/v1", "Gateway", true),
     ("cilium.io/v2", "CiliumNetworkPolicy", true),
     ("networking.k8s.io/v1", "NetworkPolicy", true),
     ("v1", "Service", true),
+    ("policy/v1", "PodDisruptionBudget", true),
     ("apps/v1", "Deployment", true),
     ("v1", "ConfigMap", true),
     ("rbac.authorization.k8s.io/v1", "RoleBinding", true),

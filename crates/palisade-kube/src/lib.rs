@@ -27,7 +27,8 @@ pub mod yaml;
 
 pub use object::{Object, to_multi_doc};
 pub use options::{
-    Environment, GitSource, InClusterProxy, PolicyFlavour, ProxyOptions, RenderOptions, Resources,
+    EgressCheck, Environment, GitSource, InClusterProxy, PolicyFlavour, ProxyOptions,
+    RenderOptions, Resources,
 };
 pub use render::{Rendered, render};
 pub use tree::{Reuse, TreeSummary, write_snapshot, write_snapshot_with, write_tree};

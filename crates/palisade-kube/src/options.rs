@@ -28,6 +28,11 @@ impl PolicyFlavour {
     }
 }
 
+/// The image of this Palisade release, for what runs the `palisade`
+/// binary in the cluster (the egress proxy, the egress-check demo).
+pub const PALISADE_IMAGE: &str =
+    concat!("ghcr.io/palisade-dev/palisade:", env!("CARGO_PKG_VERSION"));
+
 /// Where tenants' HTTP(S) traffic goes in `proxy` egress mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyOptions {
@@ -75,7 +80,7 @@ impl InClusterProxy {
     /// Defaults for everything but the config.
     pub fn new(config: String) -> Self {
         Self {
-            image: concat!("ghcr.io/palisade-dev/palisade:", env!("CARGO_PKG_VERSION")).into(),
+            image: PALISADE_IMAGE.into(),
             replicas: 2,
             node_label: ("palisade.io/egress-proxy".into(), "true".into()),
             config,
@@ -245,6 +250,24 @@ pub struct RenderOptions {
     pub environments: Vec<Environment>,
     /// Flux source.
     pub git: GitSource,
+    /// Run seed 002's demo app (`palisade egress-check`) in every tenant
+    /// with at least one deployment.
+    pub egress_check: Option<EgressCheck>,
+}
+
+/// The egress-check demo app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressCheck {
+    /// Container image holding the `palisade` binary.
+    pub image: String,
+}
+
+impl Default for EgressCheck {
+    fn default() -> Self {
+        Self {
+            image: PALISADE_IMAGE.into(),
+        }
+    }
 }
 
 impl Default for RenderOptions {
@@ -263,6 +286,7 @@ impl Default for RenderOptions {
             egress_gateway_node_label: ("palisade.io/egress-gateway".into(), "true".into()),
             environments: vec![Environment::development(), Environment::production()],
             git: GitSource::default(),
+            egress_check: None,
         }
     }
 }

@@ -46,6 +46,8 @@ use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+mod egress_check;
+
 /// Label on every object Palisade renders; `apply` prunes by it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "palisade");
 /// Label naming the tenant.
@@ -439,6 +441,10 @@ fn host_cidr(ip: IpAddr) -> String {
 struct PolicyTarget<'a> {
     /// Their endpoint in the policy model.
     me: &'a Endpoint,
+    /// Pods that only borrow `me`'s identity towards the egress proxy (the
+    /// egress-check demo): they get `me`'s egress to the proxy, DNS or
+    /// egress gateway, and nothing else. The value names them.
+    egress_only: Option<&'a str>,
     /// The policy object's name.
     name: &'a str,
     /// Their namespace.
@@ -635,13 +641,31 @@ impl Cx<'_> {
     ) -> Result<(), Error> {
         let PolicyTarget {
             me,
+            egress_only,
             name,
             ns,
             selector,
             labels: obj_labels,
         } = target;
-        let ingress: Vec<&Rule> = self.policy.rules_to(me).collect();
-        let egress: Vec<&Rule> = self.policy.rules_from(me).collect();
+        let (ingress, egress): (Vec<&Rule>, Vec<&Rule>) = match egress_only {
+            None => (
+                self.policy.rules_to(me).collect(),
+                self.policy.rules_from(me).collect(),
+            ),
+            Some(_) => (
+                Vec::new(),
+                self.policy
+                    .rules_from(me)
+                    .filter(|r| {
+                        matches!(
+                            r.reason,
+                            Reason::EgressProxy | Reason::ClusterDns | Reason::EgressGateway
+                        )
+                    })
+                    .collect(),
+            ),
+        };
+        let who = egress_only.map_or_else(|| me.to_string(), str::to_owned);
         if self.options.policy.cilium() {
             let mut ing: Vec<IngressRule> = extra_ingress;
             for rule in ingress.iter().flat_map(|r| self.cilium_ingress(r, ns)) {
@@ -654,7 +678,7 @@ impl Cx<'_> {
             let cnp = CiliumNetworkPolicy {
                 metadata: meta(name, Some(ns), obj_labels.clone()),
                 spec: CiliumNetworkPolicySpec {
-                    description: Some(describe(me, &ingress, &egress)),
+                    description: Some(describe(&who, &ingress, &egress)),
                     endpoint_selector: Selector::labels(selector.clone()),
                     ingress: (!ing.is_empty()).then_some(ing),
                     egress: (!eg.is_empty()).then_some(eg),
@@ -775,6 +799,7 @@ impl Cx<'_> {
                 me: &Endpoint::Gateway {
                     scope: scope.clone(),
                 },
+                egress_only: None,
                 name: &format!("gateway-{name}"),
                 ns: &ns,
                 selector: labels([
@@ -946,6 +971,10 @@ impl Cx<'_> {
             })?),
             EgressMode::CiliumEgressGateway => None,
         };
+
+        if let (Some(demo), Some(first)) = (&self.options.egress_check, deps.first()) {
+            self.egress_check(t, first, &demo.image, &mut out)?;
+        }
 
         let deployments = deps
             .iter()
@@ -1146,6 +1175,7 @@ impl Cx<'_> {
         self.policies_for(
             PolicyTarget {
                 me: &Endpoint::deployment(&t.name, &d.name),
+                egress_only: None,
                 name: &policy_name(&d.name),
                 ns,
                 selector,
@@ -1266,7 +1296,7 @@ fn proxy_env() -> Vec<EnvVar> {
 }
 
 /// A one-line summary of what a policy object allows, for `kubectl describe`.
-fn describe(me: &Endpoint, ingress: &[&Rule], egress: &[&Rule]) -> String {
+fn describe(me: &str, ingress: &[&Rule], egress: &[&Rule]) -> String {
     let reasons = |rules: &[&Rule]| {
         let mut v: Vec<String> = rules.iter().map(|r| r.reason.to_string()).collect();
         v.dedup();

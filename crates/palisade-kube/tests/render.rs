@@ -370,7 +370,9 @@ fn variants() -> Vec<(&'static str, String)> {
     };
     both.proxy.address = "172.16.28.8".into();
     out.push(("both-policies-proxy-ip", seed_stream(&both)));
-    out.push(("in-cluster-proxy", seed_stream(&in_cluster_proxy())));
+    let mut demo = in_cluster_proxy();
+    demo.egress_check = Some(palisade_kube::EgressCheck::default());
+    out.push(("in-cluster-proxy-egress-check", seed_stream(&demo)));
     let cluster = palisade_kube::cluster::files(
         &fixtures::seed(),
         &RenderOptions::default(),
@@ -452,6 +454,104 @@ fn in_cluster_proxy_runs_on_egress_nodes_and_tenants_may_reach_only_those() {
     huge.proxy.in_cluster.as_mut().unwrap().config = "#".repeat(2 << 20);
     let err = render(&fixtures::seed(), &huge).unwrap_err().to_string();
     assert!(err.contains("1 MiB ConfigMap limit"), "{err}");
+}
+
+#[test]
+fn apply_prunes_every_kind_that_is_rendered() {
+    for (variant, stream) in variants() {
+        if variant.starts_with("cluster") {
+            continue;
+        }
+        for doc in docs(&stream) {
+            let (av, kind) = (api_version(&doc), doc["kind"].as_str().unwrap().to_owned());
+            assert!(
+                palisade_kube::apply::KINDS
+                    .iter()
+                    .any(|(a, k, _)| *a == av && *k == kind),
+                "{variant}: {av} {kind} is rendered but never pruned"
+            );
+        }
+    }
+}
+
+#[test]
+fn egress_check_demo_leaves_through_the_tenant_proxy_and_accepts_nothing() {
+    let options = RenderOptions {
+        egress_check: Some(palisade_kube::EgressCheck::default()),
+        ..in_cluster_proxy()
+    };
+    let all = docs(&seed_stream(&options));
+    let find = |kind: &str, ns: &str| {
+        all.iter()
+            .find(|v| {
+                v["kind"] == kind
+                    && v["metadata"]["name"] == "egress-check"
+                    && v["metadata"]["namespace"] == ns
+            })
+            .unwrap_or_else(|| panic!("no {kind} egress-check in {ns}"))
+    };
+    let dep = find("Deployment", "tenant-acme-corp");
+    let tpl = &dep["spec"]["template"];
+    // The first deployment's pool: the proxy knows the pod as acme-corp's.
+    assert_eq!(
+        tpl["metadata"]["annotations"]["ipam.cilium.io/ip-pool"],
+        "acme-corp.api-backend"
+    );
+    let c = &tpl["spec"]["containers"][0];
+    assert_eq!(c["args"][0], "egress-check");
+    let env: Vec<&str> = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for v in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "POD_NAME",
+        "NODE_NAME",
+    ] {
+        assert!(env.contains(&v), "{v} missing from {env:?}");
+    }
+    assert_eq!(tpl["spec"]["nodeSelector"]["node-pool"], "acme-pool");
+    assert_eq!(
+        find("ServiceAccount", "tenant-acme-corp")["automountServiceAccountToken"],
+        false
+    );
+    assert_eq!(
+        find("Service", "tenant-acme-corp")["spec"]["ports"][0]["targetPort"],
+        8080
+    );
+
+    let policy = find("CiliumNetworkPolicy", "tenant-acme-corp");
+    assert!(policy["spec"]["ingress"].is_null(), "{policy:?}");
+    let egress = policy["spec"]["egress"].as_sequence().unwrap();
+    assert_eq!(egress.len(), 2, "proxy and DNS only: {egress:?}");
+    assert!(egress.iter().any(|r| !r["toNodes"].is_null()));
+    assert!(
+        egress
+            .iter()
+            .any(|r| r["toEndpoints"][0]["matchLabels"]["k8s-app"] == "kube-dns")
+    );
+
+    // big-corp leaves through its egress gateway: no proxy, the world.
+    let big = &find("Deployment", "tenant-big-corp")["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        !big["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "HTTP_PROXY")
+    );
+    let big_policy = find("CiliumNetworkPolicy", "tenant-big-corp");
+    assert!(
+        big_policy["spec"]["egress"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|r| r["toEntities"][0] == "world")
+    );
 }
 
 #[test]
