@@ -98,18 +98,16 @@ fn pool() -> Pool {
 }
 
 fn operator(api: &FakeApi) -> Ctx {
-    Ctx {
-        client: api.client(),
-        config: Arc::new(Config {
+    Ctx::new(
+        api.client(),
+        Config {
             pool: pool(),
             render: RenderOptions::default(),
             gc_grace: Duration::from_secs(600),
             gc_interval: Duration::from_secs(300),
             resync: Duration::from_secs(600),
-        }),
-        metrics: Arc::new(Metrics::default()),
-        recorder: None,
-    }
+        },
+    )
 }
 
 /// One pass of both controllers over everything, as the watches would

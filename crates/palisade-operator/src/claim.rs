@@ -205,6 +205,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn every_subnet_has_one_valid_name_that_decodes_back(addr: u128, len in 0u8..=128) {
+            let net = Ipv6Net::new(Ipv6Addr::from(addr), len).unwrap().trunc();
+            let name = claim_name(net);
+            proptest::prop_assert!(is_dns_subdomain(&name), "{}", name);
+            proptest::prop_assert_eq!(subnet_of(&name), Some(net));
+        }
+
+        #[test]
+        fn arbitrary_names_decode_only_to_their_own_encoding(name in "[0-9a-f-]{1,45}") {
+            if let Some(net) = subnet_of(&name) {
+                proptest::prop_assert_eq!(claim_name(net), name);
+            }
+        }
+    }
+
     #[test]
     fn only_canonical_names_decode() {
         for bad in [

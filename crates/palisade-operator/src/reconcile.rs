@@ -41,6 +41,24 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes events; `None` in tests that count requests.
     pub recorder: Option<Recorder>,
+    /// Serialises this process's allocations. Claims are race-free without
+    /// it (409 decides), but concurrent reconciles would all try the same
+    /// candidates: n claimants cost O(n²) failed creates. Across replicas
+    /// the claim objects still decide.
+    pub allocation: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Ctx {
+    /// A context without events.
+    pub fn new(client: Client, config: Config) -> Self {
+        Self {
+            client,
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+            recorder: None,
+            allocation: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Ctx {
@@ -338,7 +356,8 @@ async fn write_tenant_status(
     if tenant.status.as_ref() == Some(status) {
         return Ok(());
     }
-    let body = json!({"apiVersion": crate::crd::API_VERSION, "kind": "Tenant", "status": status});
+    let body = json!({"apiVersion": crate::crd::API_VERSION, "kind": "Tenant",
+                      "metadata": {"name": tenant.name_any()}, "status": status});
     api.patch_status(
         &tenant.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -457,7 +476,10 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
                         deployment: name.clone(),
                         workload_uid: uid.clone(),
                     };
-                    let got = allocate(client, &ctx.config.pool, &spec, &ctx.metrics).await?;
+                    let got = {
+                        let _one_at_a_time = ctx.allocation.lock().await;
+                        allocate(client, &ctx.config.pool, &spec, &ctx.metrics).await?
+                    };
                     match got {
                         Some(net) => {
                             publish(
@@ -508,7 +530,8 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
         &now_rfc3339(),
     );
     if w.status.as_ref() != Some(&status) {
-        let body = json!({"apiVersion": crate::crd::API_VERSION, "kind": "TenantDeployment", "status": status});
+        let body = json!({"apiVersion": crate::crd::API_VERSION, "kind": "TenantDeployment",
+                          "metadata": {"name": name, "namespace": ns}, "status": status});
         api.patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),

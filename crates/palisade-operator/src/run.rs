@@ -156,10 +156,9 @@ pub async fn run(
         },
     );
     let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        config: Arc::new(config),
         metrics: metrics.clone(),
         recorder: Some(recorder),
+        ..Ctx::new(client.clone(), config)
     });
     tokio::pin!(shutdown);
 

@@ -12,7 +12,6 @@ use palisade_kube::RenderOptions;
 use palisade_operator::crd::{
     SubnetClaim, Tenant, TenantDeployment, TenantDeploymentSpec, TenantSpec,
 };
-use palisade_operator::metrics::Metrics;
 use palisade_operator::reconcile::Ctx;
 use palisade_operator::{Config, run};
 use std::collections::BTreeSet;
@@ -38,9 +37,9 @@ where
 #[ignore = "needs a cluster"]
 async fn tenant_workloads_claims_and_deletion_on_a_real_cluster() {
     let client = Client::try_default().await.unwrap();
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        config: Arc::new(Config {
+    let ctx = Arc::new(Ctx::new(
+        client.clone(),
+        Config {
             pool: Pool::new(
                 "fd00:e2e::/48".parse().unwrap(),
                 "96".parse().unwrap(),
@@ -51,10 +50,8 @@ async fn tenant_workloads_claims_and_deletion_on_a_real_cluster() {
             gc_grace: Duration::from_secs(600),
             gc_interval: Duration::from_secs(300),
             resync: Duration::from_secs(60),
-        }),
-        metrics: Arc::new(Metrics::default()),
-        recorder: None,
-    });
+        },
+    ));
     let controllers = tokio::spawn(run::controllers(ctx));
 
     let name = format!("e2e{}", std::process::id());

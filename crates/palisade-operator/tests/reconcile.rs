@@ -32,18 +32,16 @@ fn pool() -> Pool {
 }
 
 fn ctx(api: &FakeApi) -> Ctx {
-    Ctx {
-        client: api.client(),
-        config: Arc::new(Config {
+    Ctx::new(
+        api.client(),
+        Config {
             pool: pool(),
             render: RenderOptions::default(),
             gc_grace: Duration::from_secs(600),
             gc_interval: Duration::from_secs(300),
             resync: Duration::from_secs(600),
-        }),
-        metrics: Arc::new(Metrics::default()),
-        recorder: None,
-    }
+        },
+    )
 }
 
 fn add_tenant(api: &FakeApi, name: &str) {
@@ -595,4 +593,32 @@ async fn many_concurrent_allocations_get_distinct_subnets() {
         "{} conflicts resolved among {n} concurrent allocations",
         metrics.claim_conflicts.get()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reconciles_in_one_process_take_turns_and_never_conflict() {
+    let api = FakeApi::new();
+    let n = 32;
+    for i in 0..n {
+        add_workload(
+            &api,
+            "acme",
+            &format!("w{i}"),
+            json!({"image": "nginx:alpine"}),
+        );
+    }
+    let c = Arc::new(ctx(&api));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { reconcile_workload(&c, "acme", &format!("w{i}")).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let subnets: BTreeSet<String> = claims(&api).into_iter().map(|c| c.spec.subnet).collect();
+    assert_eq!(subnets.len(), n);
+    assert_eq!(c.metrics.claim_conflicts.get(), 0);
+    assert_eq!(c.metrics.claims_created.get(), n as u64);
 }
