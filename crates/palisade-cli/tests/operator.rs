@@ -10,12 +10,10 @@ use palisade_kube::RenderOptions;
 use palisade_operator::Config;
 use palisade_operator::crd::{Tenant, TenantDeployment};
 use palisade_operator::kube::Api;
-use palisade_operator::metrics::Metrics;
 use palisade_operator::reconcile::{self, Ctx};
 use palisade_operator::testing::FakeApi;
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
