@@ -290,6 +290,62 @@ pub struct ProbeBatch {
     pub timeout_ms: u64,
     /// The probes.
     pub requests: Vec<ProbeRequest>,
+    /// Instead of probing once: load the first request's target for a while
+    /// (for benchmarks) and report the rate.
+    #[serde(default)]
+    pub load: Option<Load>,
+}
+
+/// A load run: `concurrency` clients, each opening a new connection per
+/// request (so every request crosses the ruleset's lookups), for `duration_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Load {
+    /// Clients at once.
+    pub concurrency: usize,
+    /// How long.
+    pub duration_ms: u64,
+}
+
+/// What a load run measured.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoadResult {
+    /// Requests answered with 200.
+    pub ok: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// Seconds measured.
+    pub seconds: f64,
+}
+
+async fn load(target: ProbeRequest, load: Load, timeout: Duration) -> LoadResult {
+    let started = std::time::Instant::now();
+    let until = started + Duration::from_millis(load.duration_ms);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..load.concurrency.max(1) {
+        let t = target.clone();
+        set.spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while std::time::Instant::now() < until {
+                match http_get(t.addr, t.proxy, &t.host, "/", timeout).await {
+                    Ok((200, _)) => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        });
+    }
+    let (mut ok, mut failed) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        if let Ok((o, f)) = r {
+            ok += o;
+            failed += f;
+        }
+    }
+    LoadResult {
+        ok,
+        failed,
+        seconds: started.elapsed().as_secs_f64(),
+    }
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -318,12 +374,17 @@ pub fn probe_main() -> crate::Result<()> {
         .map_err(crate::LabError::io("probe input"))?;
     let batch: ProbeBatch =
         serde_json::from_str(&input).map_err(crate::LabError::json("probe input"))?;
-    let results = runtime()
-        .map_err(crate::LabError::io("probe runtime"))?
-        .block_on(run_probes(
-            batch.requests,
-            Duration::from_millis(batch.timeout_ms),
-        ));
+    let rt = runtime().map_err(crate::LabError::io("probe runtime"))?;
+    if let (Some(l), Some(target)) = (batch.load.clone(), batch.requests.first().cloned()) {
+        let r = rt.block_on(load(target, l, Duration::from_millis(batch.timeout_ms)));
+        let line = serde_json::to_string(&r).map_err(crate::LabError::json("load output"))?;
+        println!("{line}");
+        return Ok(());
+    }
+    let results = rt.block_on(run_probes(
+        batch.requests,
+        Duration::from_millis(batch.timeout_ms),
+    ));
     let mut out = std::io::stdout().lock();
     for r in results {
         let line = serde_json::to_string(&r).map_err(crate::LabError::json("probe output"))?;

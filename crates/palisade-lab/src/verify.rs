@@ -393,6 +393,7 @@ pub fn run(
                     };
                     let batch = ProbeBatch {
                         timeout_ms: timeout.as_millis() as u64,
+                        load: None,
                         requests: ids
                             .iter()
                             .map(|&i| ProbeRequest {
