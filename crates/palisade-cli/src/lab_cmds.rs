@@ -106,6 +106,7 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
         }
         LabCommand::Probe => palisade_lab::serve::probe_main()?,
         LabCommand::Up { runtime } => {
+            apply::check_host()?;
             let lab = lab(cli)?;
             let (snapshot, policy) = snapshot_and_policy(cli)?;
             let runtime = match runtime {
@@ -128,6 +129,7 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
             );
         }
         LabCommand::Sync => {
+            apply::check_host()?;
             let lab = lab(cli)?;
             let (snapshot, policy) = snapshot_and_policy(cli)?;
             let result = lab.sync(&snapshot, &policy, &progress);
@@ -149,8 +151,8 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
             if timeout.is_zero() || timeout > Duration::from_secs(60) {
                 bail!("--timeout must be between 1ms and 60s");
             }
-            let lab = lab(cli)?;
             apply::check_host()?;
+            let lab = lab(cli)?;
             let state = lab.require()?;
             let (_, policy) = snapshot_and_policy(cli)?;
             let probes = verify::expectations(&state, &policy)?;

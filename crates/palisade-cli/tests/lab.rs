@@ -529,3 +529,42 @@ fn a_broken_dataplane_fails_verify_and_names_the_pair() {
     let (code, _, stderr) = lab.verify();
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn lab_errors_are_one_line() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.env
+        .run(&["lab", "verify"])
+        .fails_with("no lab is running");
+    lab.env
+        .run(&["lab", "sync"])
+        .fails_with("no lab is running");
+    lab.env
+        .run(&["lab", "status"])
+        .fails_with("no lab is running");
+    lab.env
+        .run(&["lab", "verify", "--timeout", "soon"])
+        .fails_with("invalid --timeout");
+    assert!(lab.ok(&["lab", "down"]).contains("removed 0 namespaces"));
+    // Not root: a clear error before anything is touched.
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            support::BIN,
+        ])
+        .args(["--state", "/nonexistent/state.db", "lab", "up"])
+        .output();
+    match out {
+        Ok(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(stderr.starts_with("error: the lab needs root"), "{stderr}");
+        }
+        Err(e) => eprintln!("SKIPPED (non-root part): setpriv not available: {e}"),
+    }
+}
