@@ -36,7 +36,7 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Where state lives: the SQLite database, or the cluster's custom
-    /// resources (create, delete, list, stats, tenant create/list).
+    /// resources (create, delete, list, stats, tenant create/delete/list).
     #[arg(long, global = true, value_enum, default_value_t = crate::kube_store::StoreKind::Sqlite)]
     pub store: crate::kube_store::StoreKind,
 

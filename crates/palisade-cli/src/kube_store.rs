@@ -37,7 +37,7 @@ pub enum StoreKind {
 const OPERATOR_CONFIG: (&str, &str) = ("palisade-system", "palisade-operator");
 /// Field manager of what the CLI writes.
 const FIELD_MANAGER: &str = "palisade-cli";
-const SUPPORTED: &str = "create, delete, list, stats, tenant create, tenant list";
+const SUPPORTED: &str = "create, delete, list, stats, tenant create, tenant delete, tenant list";
 
 fn unsupported(cmd: &Command) -> Option<&'static str> {
     Some(match cmd {
@@ -45,7 +45,9 @@ fn unsupported(cmd: &Command) -> Option<&'static str> {
         | Command::Delete(_)
         | Command::List(_)
         | Command::Stats
-        | Command::Tenant(TenantCommand::Create(_) | TenantCommand::List)
+        | Command::Tenant(
+            TenantCommand::Create(_) | TenantCommand::List | TenantCommand::Delete { .. },
+        )
         | Command::CreateTenant(_) => return None,
         Command::Init(_) => "init (the pool is the operator's PALISADE_POOL setting)",
         Command::Tenant(_) => "this tenant command",
@@ -198,6 +200,28 @@ pub async fn run_with(client: Client, cli: &Cli) -> Result<ExitCode> {
                 })?;
             ensure_namespace(&client, &name).await?;
             println!("created tenant {name} (namespace {})", name.namespace());
+        }
+        Command::Tenant(TenantCommand::Delete { tenant, cascade }) => {
+            let name: TenantName = tenant.parse()?;
+            let workloads = Api::<TenantDeployment>::namespaced(client.clone(), &tenant_ns(&name))
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| crd_missing(e, "TenantDeployments"))?
+                .items;
+            if !workloads.is_empty() && !cascade {
+                bail!(
+                    "tenant {name} has {} deployments; delete them first or pass --cascade",
+                    workloads.len()
+                );
+            }
+            Api::<Tenant>::all(client)
+                .delete(name.as_str(), &DeleteParams::default())
+                .await
+                .map_err(|e| api_err(e, |c| (c == 404).then(|| format!("no tenant {name}"))))?;
+            println!(
+                "deleting tenant {name}: the operator deletes its {} deployments, then its namespace",
+                workloads.len()
+            );
         }
         Command::Tenant(TenantCommand::List) => {
             let mut items = Api::<Tenant>::all(client)

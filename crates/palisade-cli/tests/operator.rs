@@ -212,6 +212,25 @@ async fn create_list_stats_delete_through_the_custom_resources() {
     let stats: Value =
         serde_json::from_str(&palisade(&c, &["stats", "-o", "json"]).await.stdout).unwrap();
     assert_eq!(stats["allocated"], 1);
+
+    // tenant delete: refused while deployments exist, unless --cascade;
+    // the operator then deletes the workloads first, then the tenant.
+    one_line_error(
+        &palisade(&c, &["tenant", "delete", "acme"]).await,
+        "tenant acme has 1 deployments; delete them first or pass --cascade",
+    );
+    let out = palisade(&c, &["tenant", "delete", "acme", "--cascade"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for _ in 0..3 {
+        reconcile_all(&ctx).await;
+    }
+    assert!(c.api.get(GV, "tenants", None, "acme").is_none());
+    assert!(c.api.all(GV, "tenantdeployments").is_empty());
+    assert!(c.api.all(GV, "subnetclaims").is_empty());
+    one_line_error(
+        &palisade(&c, &["tenant", "delete", "acme"]).await,
+        "no tenant acme",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -552,11 +552,40 @@ pub fn terminating_status(
     s
 }
 
+/// Why a workload gets no subnet (yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// Its spec is invalid.
+    InvalidSpec(SpecError),
+    /// Its namespace's `Tenant` does not exist.
+    TenantMissing(String),
+}
+
+impl Blocked {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Blocked::InvalidSpec(_) => "InvalidSpec",
+            Blocked::TenantMissing(_) => "TenantMissing",
+        }
+    }
+
+    /// The condition message.
+    pub fn message(&self) -> String {
+        match self {
+            Blocked::InvalidSpec(e) => e.0.clone(),
+            Blocked::TenantMissing(t) => {
+                format!("no Tenant {t}: create it (palisade --store kubernetes tenant create {t})")
+            }
+        }
+    }
+}
+
 /// A workload's status.
 pub fn workload_status(
     current: Option<&TenantDeploymentStatus>,
     generation: Option<i64>,
-    subnet: Result<Option<Ipv6Net>, &SpecError>,
+    subnet: Result<Option<Ipv6Net>, &Blocked>,
     ready_replicas: i32,
     replicas: u32,
     now: &str,
@@ -565,17 +594,17 @@ pub fn workload_status(
     s.observed_generation = generation;
     s.ready_replicas = ready_replicas;
     let (alloc, ready) = match subnet {
-        Err(e) => {
+        Err(b) => {
             s.subnet = None;
             (
                 condition(
                     "SubnetAllocated",
                     false,
-                    "InvalidSpec",
-                    e.0.clone(),
+                    b.reason(),
+                    b.message(),
                     generation,
                 ),
-                condition("Ready", false, "InvalidSpec", e.0.clone(), generation),
+                condition("Ready", false, b.reason(), b.message(), generation),
             )
         }
         Ok(None) => {
@@ -1034,11 +1063,15 @@ mod tests {
         let full = workload_status(None, Some(1), Ok(None), 0, 2, "t1");
         assert_eq!(ready(&full).reason, "PoolExhausted");
         assert_eq!(full.subnet, None);
-        let bad = SpecError("invalid image".into());
+        let bad = Blocked::InvalidSpec(SpecError("invalid image".into()));
         assert_eq!(
             ready(&workload_status(None, Some(1), Err(&bad), 0, 2, "t1")).reason,
             "InvalidSpec"
         );
+        let orphan = Blocked::TenantMissing("acme".into());
+        let s = workload_status(None, Some(1), Err(&orphan), 0, 2, "t1");
+        assert_eq!(ready(&s).reason, "TenantMissing");
+        assert!(ready(&s).message.contains("tenant create acme"));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 use crate::claim::{ClaimLedger, claim_name};
 use crate::crd::{SubnetClaim, SubnetClaimSpec, Tenant, TenantDeployment};
 use crate::desired::{
-    self, FIELD_MANAGER, Live, MANAGED_BY_OPERATOR, SpecError, TENANT_FINALIZER,
-    WORKLOAD_FINALIZER, WORKLOAD_UID_LABEL,
+    self, Blocked, FIELD_MANAGER, Live, MANAGED_BY_OPERATOR, TENANT_FINALIZER, WORKLOAD_FINALIZER,
+    WORKLOAD_UID_LABEL,
 };
 use crate::metrics::Metrics;
 use crate::{Config, Error};
@@ -453,11 +453,27 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
     }
 
     ensure_finalizer(&api, w, WORKLOAD_FINALIZER).await?;
-    let tenant = desired::tenant_of_namespace(&ns);
-    let checked: Result<palisade_core::TenantName, SpecError> = tenant.and_then(|t| {
-        // Validate with any subnet of the pool; the real one comes next.
-        desired::core_deployment(&t, &name, &w.spec, ctx.config.pool.subnet(0)).map(|_| t)
-    });
+    let checked: Result<palisade_core::TenantName, Blocked> = desired::tenant_of_namespace(&ns)
+        .and_then(|t| {
+            // Validate with any subnet of the pool; the real one comes next.
+            desired::core_deployment(&t, &name, &w.spec, ctx.config.pool.subnet(0)).map(|_| t)
+        })
+        .map_err(Blocked::InvalidSpec);
+    let checked = match checked {
+        Ok(t) => {
+            let exists = Api::<Tenant>::all(client.clone())
+                .get_opt(t.as_str())
+                .await
+                .map_err(Error::kube("read tenant", t.to_string()))?
+                .is_some();
+            if exists {
+                Ok(t)
+            } else {
+                Err(Blocked::TenantMissing(t.to_string()))
+            }
+        }
+        Err(b) => Err(b),
+    };
     let subnet = match &checked {
         Err(e) => Err(e),
         Ok(tenant) => {
@@ -519,7 +535,7 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
         0
     };
     if let Err(e) = &subnet {
-        tracing::warn!(workload = %format!("{ns}/{name}"), error = %e, "invalid workload");
+        tracing::warn!(workload = %format!("{ns}/{name}"), reason = e.reason(), error = %e.message(), "workload blocked");
     }
     let status = desired::workload_status(
         w.status.as_ref(),
@@ -544,7 +560,7 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
         Ok(Some(_)) if i64::from(ready) < i64::from(w.spec.replicas) => {
             Action::requeue(NOT_READY_REQUEUE)
         }
-        Ok(None) => Action::requeue(NOT_READY_REQUEUE),
+        Ok(None) | Err(Blocked::TenantMissing(_)) => Action::requeue(NOT_READY_REQUEUE),
         _ => Action::requeue(ctx.config.resync),
     })
 }

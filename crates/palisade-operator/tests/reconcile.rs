@@ -53,6 +53,9 @@ fn add_tenant(api: &FakeApi, name: &str) {
 }
 
 fn add_workload(api: &FakeApi, tenant: &str, name: &str, spec: serde_json::Value) {
+    if api.get(CRD_GV, "tenants", None, tenant).is_none() {
+        add_tenant(api, tenant);
+    }
     api.insert(
         CRD_GV,
         "tenantdeployments",
@@ -123,6 +126,7 @@ async fn workload_reconcile_claims_the_lowest_subnet_with_this_exact_request_seq
         [
             "GET /apis/palisade.io/v1alpha1/namespaces/tenant-acme/tenantdeployments/web".to_owned(),
             "PATCH /apis/palisade.io/v1alpha1/namespaces/tenant-acme/tenantdeployments/web?".to_owned(),
+            "GET /apis/palisade.io/v1alpha1/tenants/acme".to_owned(),
             format!("GET /apis/palisade.io/v1alpha1/subnetclaims?&labelSelector=palisade.io%2Fworkload-uid%3D{uid}"),
             "GET /apis/palisade.io/v1alpha1/subnetclaims?".to_owned(),
             "POST /apis/palisade.io/v1alpha1/subnetclaims?".to_owned(),
@@ -271,6 +275,29 @@ async fn an_invalid_workload_gets_a_condition_and_no_claim() {
         "{}",
         ready.message
     );
+}
+
+#[tokio::test]
+async fn a_workload_without_its_tenant_waits_without_a_claim() {
+    let api = FakeApi::new();
+    api.insert(
+        CRD_GV,
+        "tenantdeployments",
+        json!({"apiVersion": CRD_GV, "kind": "TenantDeployment",
+               "metadata": {"name": "web", "namespace": "tenant-ghost"},
+               "spec": {"image": "nginx:alpine"}}),
+    );
+    let c = ctx(&api);
+    let action = reconcile_workload(&c, "ghost", "web").await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    assert!(claims(&api).is_empty());
+    let s = workload(&c, "ghost", "web").await.status.unwrap();
+    let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "TenantMissing");
+    // Once the tenant exists, the next pass claims.
+    add_tenant(&api, "ghost");
+    reconcile_workload(&c, "ghost", "web").await;
+    assert_eq!(claims(&api).len(), 1);
 }
 
 async fn seeded() -> (FakeApi, Ctx) {
