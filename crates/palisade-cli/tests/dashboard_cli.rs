@@ -198,6 +198,13 @@ fn egress_check_goes_out_through_the_real_proxy() {
         dir.path().join("egress-check.log"),
     );
 
+    assert_eq!(
+        http("GET", &format!("{}/healthz", app.url)),
+        (200, "ok\n".into())
+    );
+    let (status, body) = http("GET", &format!("{}/", app.url));
+    assert_eq!(status, 200);
+    assert!(body.contains("egress-check.js"));
     let (status, body) = http("GET", &format!("{}/api/info", app.url));
     assert_eq!(status, 200);
     let info: Value = serde_json::from_str(&body).unwrap();

@@ -207,13 +207,12 @@ pub struct Proxy {
 }
 
 pub fn start_proxy(dir: &Path, egress: &str, port: u16) -> Proxy {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let admin = format!("127.0.0.1:{}", free_port());
+    // Port 0 for both listeners; the proxy logs the addresses it bound.
     let config = dir.join("proxy.yaml");
     std::fs::write(
         &config,
         format!(
-            "listen: {listen}\nadmin_listen: {admin}\nreload_poll: 0s\ntenants:\n\
+            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nreload_poll: 0s\ntenants:\n\
              - name: acme\n  sources: [{{ prefix: 127.0.0.1/32, deployment: egress-check }}]\n  \
              egress: {{ ipv4: {egress} }}\n  allow_ports: [{port}]\n  allow_cidrs: [127.0.0.0/8]\n"
         ),
@@ -228,11 +227,41 @@ pub fn start_proxy(dir: &Path, egress: &str, port: u16) -> Proxy {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let server = Server {
+    let mut server = Server {
         child,
-        url: format!("http://{listen}"),
+        url: String::new(),
         log,
     };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (listen, admin) = loop {
+        let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+        let line = text.lines().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["message"] == "proxy listening").then(|| {
+                (
+                    v["listen"].as_str().unwrap_or_default().to_owned(),
+                    v["admin"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+        });
+        if let Some(addrs) = line {
+            break addrs;
+        }
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "palisade proxy exited: {text}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "palisade proxy did not start: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        !listen.ends_with(":0") && !admin.ends_with(":0"),
+        "{listen} {admin}"
+    );
+    server.url = format!("http://{listen}");
     wait_listening(&listen);
     wait_listening(&admin);
     Proxy {
