@@ -154,7 +154,12 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
             apply::check_host()?;
             let lab = lab(cli)?;
             let state = lab.require()?;
-            let (_, policy) = snapshot_and_policy(cli)?;
+            let (snapshot, policy) = snapshot_and_policy(cli)?;
+            if !lab.in_sync(&state, &snapshot, &policy)? {
+                eprintln!(
+                    "note: the store changed since the lab was last synced; expectations follow the store (run `palisade lab sync`)"
+                );
+            }
             let probes = verify::expectations(&state, &policy)?;
             let report = verify::run(&lab, &probes, timeout, *parallel, &progress);
             reporter.finish();

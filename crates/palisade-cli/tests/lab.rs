@@ -393,6 +393,15 @@ fn an_allow_rule_opens_exactly_that_path_and_port() {
     assert_path(&report, "acme/api", "acme/db", "direct", false);
 
     lab.ok(&["allow", "acme", "api", "db", "--port", "5432"]);
+    // Before sync the dataplane lags the store, and verify says so.
+    let stale = lab.env.run(&["lab", "verify"]);
+    assert_eq!(stale.code, 1, "{}", stale.stdout);
+    assert!(
+        stale.stderr.contains("run `palisade lab sync`"),
+        "{}",
+        stale.stderr
+    );
+    assert!(stale.stderr.contains("acme/api [api-0] -> acme/db [db-0] port 5432: expected allowed (allow rule acme: api -> db port 5432), observed blocked"), "{}", stale.stderr);
     lab.ok(&["lab", "sync"]);
     let (code, report, stderr) = lab.verify();
     assert_eq!(code, 0, "{stderr}\n{report:#}");

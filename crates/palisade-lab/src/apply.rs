@@ -641,6 +641,18 @@ impl Lab {
         Ok(found)
     }
 
+    /// Whether the running lab matches `snapshot` (its ruleset and pods), so
+    /// `verify` can say "run `lab sync`" instead of reporting stale state.
+    pub fn in_sync(&self, state: &LabState, snapshot: &Snapshot, policy: &Policy) -> Result<bool> {
+        let options = LabOptions::for_dir(&self.dir, state.runtime);
+        let plan = plan::plan(snapshot, policy, &options)?;
+        let running = std::fs::read_to_string(self.dir.join("ruleset.nft")).unwrap_or_default();
+        let pods = |p: &PodPlan| (p.netns.clone(), p.addr, p.ports.clone());
+        let want: BTreeSet<_> = plan.pods.iter().map(pods).collect();
+        let have: BTreeSet<_> = state.pods.iter().map(|r| pods(&r.spec)).collect();
+        Ok(running == plan.ruleset && want == have)
+    }
+
     fn apply_ruleset(&self, plan: &Plan) -> Result<()> {
         let path = self.write_file("ruleset.nft", &plan.ruleset)?;
         let path = path.to_string_lossy().into_owned();
