@@ -119,6 +119,18 @@ fn dashboard_and_egress_check_in_chromium() {
         dir.path().join("egress-check.log"),
     );
 
+    let writable = serve(
+        &[
+            "--state",
+            state.to_str().unwrap(),
+            "dashboard",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-writes",
+        ],
+        &[],
+        dir.path().join("dashboard-writes.log"),
+    );
     let shots = screenshot_dir();
     let out = Command::new("node")
         .arg(browser_dir().join("dashboard.mjs"))
@@ -132,6 +144,7 @@ fn dashboard_and_egress_check_in_chromium() {
         .env("EXPECT_MISMATCHES", "1")
         .env("EXPECT_CAPACITY", "281474976710656")
         .env("SCREENSHOT_DIR", &shots)
+        .env("WRITABLE_DASHBOARD_URL", &writable.url)
         .env("CHROMIUM", CHROMIUM)
         .output()
         .unwrap();
@@ -182,7 +195,28 @@ fn dashboard_and_egress_check_in_chromium() {
     assert_eq!(seen["egress_requests"], 1);
     assert_eq!(seen["egress_allowed"], 1);
 
-    for shot in ["overview", "tenant", "matrix", "egress-check", "egress"] {
+    // The UI's create and delete went through the store: the deployment
+    // got the next subnet and is gone again, and the store is sound.
+    assert!(
+        seen["created_subnet"]
+            .as_str()
+            .unwrap()
+            .starts_with("fd00:42:"),
+        "{seen}"
+    );
+    assert_eq!(seen["deployments_after_delete"], 3);
+    let list = palisade(&state, &["-o", "json", "list", "--tenant", "acme"]);
+    assert!(!list.contains("cache"), "{list}");
+    assert!(palisade(&state, &["check"]).starts_with("ok:"));
+
+    for shot in [
+        "overview",
+        "tenant",
+        "matrix",
+        "egress-check",
+        "egress",
+        "tenant-writes",
+    ] {
         let p = shots.join(format!("{shot}.png"));
         let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         assert!(len > 1000, "screenshot {} missing or empty", p.display());

@@ -211,9 +211,22 @@ function matrixSvg(m) {
 async function matrixPage(params) {
   document.title = "Palisade: isolation matrix";
   const tenant = params.get("tenant") || "";
-  const [tenants, m] = await Promise.all([api("/api/tenants"), api("/api/matrix" + (tenant ? "?tenant=" + encodeURIComponent(tenant) : ""))]);
+  const tenants = await api("/api/tenants");
+  let m, tooLarge = null;
+  try {
+    m = await api("/api/matrix" + (tenant ? "?tenant=" + encodeURIComponent(tenant) : ""));
+  } catch (e) {
+    if (e.code !== "matrix_too_large") throw e;
+    // Too many deployments for one picture: pick a tenant instead.
+    m = null;
+    tooLarge = e;
+  }
   const picker = h("select", { id: "tenant-picker", onchange: ev => { location.href = "/matrix" + (ev.target.value ? "?tenant=" + encodeURIComponent(ev.target.value) : ""); } },
     h("option", { value: "" }, "all tenants"), tenants.tenants.map(t => h("option", { value: t.name, selected: t.name === tenant ? "selected" : null }, t.name)));
+  if (m === null) {
+    show(h("h1", {}, "Isolation matrix"), h("p", {}, "Tenant: ", picker), h("div", { class: "notice", id: "lab-status" }, tooLarge.message));
+    return;
+  }
   let lab;
   if (m.lab.status === "present") {
     const mism = m.cells.filter(c => c.observed === "mismatch");

@@ -49,7 +49,8 @@ try {
   // Nothing may be fetched from anywhere but the two local servers.
   page.on("request", r => {
     const u = new URL(r.url());
-    if (!r.url().startsWith(dashboard) && !r.url().startsWith(egressCheck) && u.protocol !== "data:") problems.push(`external request: ${r.url()}`);
+    const local = [dashboard, egressCheck, process.env.WRITABLE_DASHBOARD_URL].filter(Boolean);
+    if (!local.some(l => r.url().startsWith(l)) && u.protocol !== "data:") problems.push(`external request: ${r.url()}`);
   });
   const ready = async () => {
     await page.waitForSelector("body[data-ready]");
@@ -109,6 +110,25 @@ try {
   out.egress_requests = Number(await row.nth(1).textContent());
   out.egress_allowed = Number(await row.nth(2).textContent());
   await page.screenshot({ path: join(shots, "egress.png"), fullPage: true });
+
+  // With --allow-writes: create a deployment from the tenant page, then delete it.
+  const writable = process.env.WRITABLE_DASHBOARD_URL;
+  if (writable) {
+    page.on("dialog", d => d.accept());
+    await page.goto(writable.replace(/\/$/, "") + `/tenants/${tenant}`);
+    await ready();
+    check((await page.textContent("#mode")).trim() === "writes enabled", "writable dashboard says so");
+    await page.fill('#create-form input[name="name"]', "cache");
+    await page.fill('#create-form input[name="image"]', "redis:7");
+    await page.fill('#create-form input[name="replicas"]', "2");
+    await page.click('#create-form button[type="submit"]');
+    await page.waitForSelector('#deployments tr[data-deployment="cache"]');
+    out.created_subnet = (await page.textContent('#deployments tr[data-deployment="cache"] td:nth-child(2)')).trim();
+    await page.screenshot({ path: join(shots, "tenant-writes.png"), fullPage: true });
+    await page.click('#deployments tr[data-deployment="cache"] button');
+    await page.waitForSelector('#deployments tr[data-deployment="cache"]', { state: "detached" });
+    out.deployments_after_delete = await page.locator("#deployments tbody tr").count();
+  }
 
   check(problems.length === 0, problems.join("; "));
   console.log(JSON.stringify(out));
