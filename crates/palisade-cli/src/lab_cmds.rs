@@ -119,7 +119,7 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
             reporter.finish();
             let state = state?;
             println!(
-                "lab {} up in {:.1}s: {} pods ({}), {} gateways, egress proxy and internet echo; state in {}",
+                "lab {} up in {:.1}s: {} pods ({}), {} gateway(s), egress proxy and internet echo; state in {}",
                 state.lab_id,
                 started.elapsed().as_secs_f64(),
                 state.pods.len(),

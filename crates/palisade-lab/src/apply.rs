@@ -316,6 +316,9 @@ impl Lab {
 
     /// Starts a lab for `snapshot`. `runtime: None` uses gVisor when it
     /// works on this host, else plain processes.
+    ///
+    /// A failure half-way takes down what was created, so a failed `up`
+    /// leaves nothing behind.
     pub fn up(
         &self,
         snapshot: &Snapshot,
@@ -327,6 +330,20 @@ impl Lab {
         if self.load()?.is_some() && !namespaces_with_prefix(&self.prefix())?.is_empty() {
             return Err(LabError::AlreadyRunning);
         }
+        let result = self.create(snapshot, policy, runtime, progress);
+        if result.is_err() {
+            let _ = self.down(&|_| {});
+        }
+        result
+    }
+
+    fn create(
+        &self,
+        snapshot: &Snapshot,
+        policy: &Policy,
+        runtime: Option<Runtime>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<LabState> {
         // Leftovers of a crashed run.
         self.down(progress)?;
         std::fs::create_dir_all(self.dir.join("logs")).map_err(LabError::io(format!(

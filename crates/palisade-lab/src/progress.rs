@@ -35,7 +35,7 @@ impl Reporter {
                 if let Some(b) = bar.take() {
                     b.finish_and_clear();
                 }
-                if self.quiet {
+                if self.quiet || total == 0 {
                     return;
                 }
                 if self.terminal {
