@@ -86,6 +86,7 @@ pub fn dashboard(a: &DashboardArgs, state: PathBuf) -> Result<ExitCode> {
     let (addr, warning) = listen_addr(a.listen);
     let mut config = Config::new(state);
     config.allow_writes = a.allow_writes;
+    config.loopback_host_only = addr.ip().is_loopback();
     config.proxy_metrics = a.proxy_metrics.clone();
     if let Some(dir) = &a.lab_dir {
         config.lab_dir = dir.clone();

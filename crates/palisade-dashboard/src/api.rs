@@ -2,7 +2,7 @@
 
 use crate::error::ApiError;
 use crate::matrix::{self, LabState};
-use crate::{Config, MAX_MATRIX, egress, lab, views};
+use crate::{Config, MAX_MATRIX, egress, lab, security, views};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
@@ -38,6 +38,7 @@ pub fn router(config: Config) -> Router {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap_or_default();
+    let host_check = config.loopback_host_only;
     let state = Arc::new(AppState { config, http });
     let api = Router::new()
         .route("/config", get(config_info))
@@ -53,7 +54,7 @@ pub fn router(config: Config) -> Router {
         .route("/matrix", get(matrix))
         .route("/egress", get(egress_page))
         .fallback(|uri: Uri| async move { ApiError::no_route(&format!("/api{}", uri.path())) });
-    Router::new()
+    let router = Router::new()
         .route("/", get(page))
         .route("/tenants/{tenant}", get(page))
         .route("/matrix", get(page))
@@ -62,7 +63,13 @@ pub fn router(config: Config) -> Router {
         .route("/assets/style.css", get(style_css))
         .nest("/api", api)
         .fallback(not_found_page)
-        .with_state(state)
+        .with_state(state);
+    let router = if host_check {
+        router.layer(axum::middleware::from_fn(security::loopback_host_only))
+    } else {
+        router
+    };
+    router.layer(axum::middleware::from_fn(security::headers))
 }
 
 async fn page() -> Html<&'static str> {

@@ -346,7 +346,8 @@ pub fn router(config: CheckConfig) -> Result<Router, String> {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/info", get(info))
         .route("/api/check/{id}", post(check))
-        .with_state(state))
+        .with_state(state)
+        .layer(axum::middleware::from_fn(crate::security::headers)))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

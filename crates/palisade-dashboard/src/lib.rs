@@ -23,6 +23,7 @@ pub mod egress_check;
 mod error;
 pub mod lab;
 pub mod matrix;
+mod security;
 pub mod views;
 
 pub use api::router;
@@ -48,6 +49,9 @@ pub struct Config {
     pub proxy_metrics: Option<String>,
     /// Where the lab writes `verify.json`.
     pub lab_dir: PathBuf,
+    /// Answer only requests whose `Host` is a loopback name (set when
+    /// listening on loopback; defeats DNS rebinding).
+    pub loopback_host_only: bool,
 }
 
 impl Config {
@@ -59,6 +63,7 @@ impl Config {
             allow_writes: false,
             proxy_metrics: None,
             lab_dir,
+            loopback_host_only: false,
         }
     }
 }

@@ -628,3 +628,30 @@ async fn whole_platform_matrix_is_refused_when_too_large() {
     assert_eq!(v["tenants"][1]["name"], "bulk");
     assert_eq!(v["tenants"][1]["deployments"], 100);
 }
+
+#[tokio::test]
+async fn loopback_dashboard_refuses_foreign_host_names() {
+    let f = fixture();
+    let mut c = Config::new(f.state.clone());
+    c.loopback_host_only = true;
+    let app = palisade_dashboard::router(c);
+    let req = |host: &str| {
+        Request::get("/api/tenants")
+            .header("host", host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // DNS rebinding: a foreign name pointed at 127.0.0.1.
+    let resp = app.clone().oneshot(req("evil.example:7474")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_error(&v, "host_not_allowed");
+    for host in ["127.0.0.1:7474", "localhost:7474", "[::1]:7474"] {
+        let resp = app.clone().oneshot(req(host)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{host}");
+        let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'"), "{csp}");
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    }
+}
