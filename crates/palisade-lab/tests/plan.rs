@@ -430,3 +430,33 @@ fn judging_names_wrong_answers_and_wrong_egress_addresses() {
     let leaked = verify::judge(blocked, &Ok((200, "{}".into())));
     assert!(!leaked.ok && leaked.observed);
 }
+
+#[test]
+fn the_proxy_config_is_valid_and_names_every_tenant_source_and_egress() {
+    let s = snapshot();
+    let p = plan::plan(&s, &Policy::compile(&s), &options()).unwrap();
+    let yaml = p.proxy_config.to_yaml().unwrap();
+    let back = palisade_proxy::config::ProxyConfig::from_yaml(&yaml).unwrap();
+    back.validate().unwrap();
+    assert_eq!(back.listen.ip(), std::net::IpAddr::V6(PROXY_ADDR));
+    assert_eq!(back.tenants.len(), 2);
+    for t in &back.tenants {
+        let e = p.egress_of(t.name.as_str()).unwrap();
+        assert_eq!(t.egress.ipv6, Some(e.ip));
+        let subnets: Vec<_> = s
+            .deployments
+            .iter()
+            .filter(|d| d.tenant.as_str() == t.name.as_str())
+            .map(|d| ipnet::IpNet::from(d.subnet))
+            .collect();
+        assert_eq!(
+            t.sources.iter().map(|x| x.prefix).collect::<Vec<_>>(),
+            subnets
+        );
+    }
+    // The pool is never reachable through the proxy.
+    assert!(
+        back.cluster_deny
+            .contains(&ipnet::IpNet::from(s.pool.cidr()))
+    );
+}
