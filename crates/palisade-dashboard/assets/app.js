@@ -259,7 +259,7 @@ async function egressPage() {
   const e = await api("/api/egress");
   if (!e.configured) { show(h("h1", {}, "Egress"), h("div", { class: "notice", id: "egress-status" }, e.message)); return; }
   const rows = e.tenants.map(t => h("tr", { "data-tenant": t.tenant },
-    h("td", {}, t.tenant), h("td", { class: "num" }, t.requests), h("td", { class: "num" }, t.allowed), h("td", { class: "num" }, t.denied),
+    h("td", {}, t.tenant === "-" ? "unidentified callers" : tenantLink(t.tenant)), h("td", { class: "num" }, t.requests), h("td", { class: "num" }, t.allowed), h("td", { class: "num" }, t.denied),
     h("td", { class: "num" }, t.errors), h("td", { class: "num" }, fmtBytes(t.bytes_up)), h("td", { class: "num" }, fmtBytes(t.bytes_down)),
     h("td", {}, t.denials.length ? t.denials.map(d => `${d.reason || "policy"}: ${d.count}`).join(", ") : "—"),
     h("td", {}, t.upstream_errors.length ? t.upstream_errors.map(d => `${d.reason}: ${d.count}`).join(", ") : "—")));
