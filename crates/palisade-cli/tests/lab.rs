@@ -577,3 +577,66 @@ fn lab_errors_are_one_line() {
         Err(e) => eprintln!("SKIPPED (non-root part): setpriv not available: {e}"),
     }
 }
+
+#[test]
+fn egress_leaves_from_the_tenant_ip_through_the_proxy_or_the_egress_gateway() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    // Two tenants sharing one egress address, one per egress mode.
+    lab.ok(&[
+        "tenant",
+        "create",
+        "viaproxy",
+        "--egress-ip",
+        "2001:db8:77::1",
+    ]);
+    lab.ok(&[
+        "tenant",
+        "create",
+        "viagw",
+        "--egress-mode",
+        "cilium-egress-gateway",
+        "--egress-ip",
+        "2001:db8:77::1",
+    ]);
+    lab.ok(&["create", "viaproxy", "app", "nginx:alpine", "1"]);
+    lab.ok(&["create", "viagw", "app", "nginx:alpine", "1"]);
+    lab.ok(&["lab", "up", "--runtime", "plain"]);
+    let (code, report, stderr) = lab.verify();
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    // Proxy mode: never direct; through the proxy from the tenant's IP.
+    assert_path(&report, "viaproxy/app", "internet", "direct", false);
+    assert_path(
+        &report,
+        "viaproxy/app",
+        "egress-proxy/viaproxy",
+        "via-proxy",
+        true,
+    );
+    let p = &probes(
+        &report,
+        "viaproxy/app",
+        "egress-proxy/viaproxy",
+        "via-proxy",
+    )[0];
+    assert_eq!(p["detail"], "echo saw 2001:db8:77::1", "{p}");
+    // Egress-gateway mode: direct, SNATed to the tenant's IP; no proxy.
+    assert_path(&report, "viagw/app", "internet", "direct", true);
+    let p = &probes(&report, "viagw/app", "internet", "direct")[0];
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("saw 2001:db8:77::1"),
+        "{p}"
+    );
+    assert_path(
+        &report,
+        "viagw/app",
+        "egress-proxy/viagw",
+        "via-proxy",
+        false,
+    );
+}

@@ -419,8 +419,10 @@ impl Lab {
             router,
             "route add {PROXY_ADDR}/128 dev proxy-in\nroute add {ECHO_ADDR}/128 dev internet"
         );
-        for e in &plan.egress {
-            let _ = writeln!(router, "route add {}/128 dev proxy-out", e.ip);
+        // Tenants may share an egress address: one route, one address.
+        let egress_ips: BTreeSet<_> = plan.egress.iter().map(|e| e.ip).collect();
+        for ip in &egress_ips {
+            let _ = writeln!(router, "route add {ip}/128 dev proxy-out");
         }
         run(
             "ip",
@@ -434,8 +436,8 @@ impl Lab {
              route add {} via {ROUTER_LINK_LOCAL} dev in\n",
             plan.pool
         );
-        for e in &plan.egress {
-            let _ = writeln!(proxy, "addr add {}/128 dev out nodad", e.ip);
+        for ip in &egress_ips {
+            let _ = writeln!(proxy, "addr add {ip}/128 dev out nodad");
         }
         run(
             "ip",
