@@ -103,6 +103,7 @@ fn now_rfc3339() -> String {
 /// Runs a command, returning stdout, or its stderr as the error.
 pub(crate) fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
     let line = format!("{program} {}", args.join(" "));
+    tracing::debug!(command = %line, stdin_lines = stdin.map_or(0, |s| s.lines().count()), "run");
     let mut child = Command::new(program)
         .args(args)
         .stdin(if stdin.is_some() {
