@@ -746,6 +746,7 @@ impl Lab {
         let child = cmd.spawn().map_err(LabError::io(format!(
             "cannot start the workload in {netns}"
         )))?;
+        tracing::info!(netns, %runtime, pid = child.id(), "started workload");
         Ok(child.id())
     }
 
