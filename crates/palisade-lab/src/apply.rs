@@ -178,9 +178,13 @@ pub fn namespaces_with_prefix(prefix: &str) -> Result<Vec<String>> {
 }
 
 /// Whether `runsc` can run a process inside namespace `netns`.
-pub fn runsc_works(netns: &str) -> bool {
+/// `runsc do` keeps its sandbox state in a temporary directory that a
+/// killed sandbox never removes; `tmp` puts it where `down` cleans up.
+pub fn runsc_works(netns: &str, tmp: &Path) -> bool {
+    let _ = std::fs::create_dir_all(tmp);
     let child = Command::new("ip")
         .args(["netns", "exec", netns, "runsc"])
+        .env("TMPDIR", tmp)
         .args(runsc_flags())
         .args(["do", "/bin/true"])
         .stdin(Stdio::null())
@@ -265,6 +269,11 @@ impl Lab {
 
     fn state_path(&self) -> PathBuf {
         self.dir.join("state.json")
+    }
+
+    /// Where `runsc do` keeps its sandboxes' state.
+    fn runsc_dir(&self) -> PathBuf {
+        self.dir.join("runsc")
     }
 
     /// Where `verify` writes its last report.
@@ -379,7 +388,7 @@ impl Lab {
         let resolved = match runtime {
             Some(r) => r,
             None => {
-                if runsc_works(&infra.router) {
+                if runsc_works(&infra.router, &self.runsc_dir()) {
                     Runtime::Runsc
                 } else {
                     progress(Progress::Note(
@@ -658,6 +667,7 @@ impl Lab {
             }
         }
         let _ = std::fs::remove_file(self.state_path());
+        let _ = std::fs::remove_dir_all(self.runsc_dir());
         Ok(found)
     }
 
@@ -734,7 +744,12 @@ impl Lab {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns]);
         if runtime == Runtime::Runsc {
-            cmd.arg("runsc").args(runsc_flags()).arg("do");
+            std::fs::create_dir_all(self.runsc_dir())
+                .map_err(LabError::io("cannot create the runsc directory"))?;
+            cmd.arg("runsc")
+                .args(runsc_flags())
+                .arg("do")
+                .env("TMPDIR", self.runsc_dir());
         }
         cmd.arg(&self.exe)
             .args(["lab", "__serve", &spec])
@@ -789,8 +804,11 @@ impl Lab {
             total: attach.len() as u64,
         });
         // Re-adding after a failed attempt must not trip over leftovers.
+        let existing: BTreeSet<String> = namespaces_with_prefix(&self.prefix())?
+            .into_iter()
+            .collect();
         for (ns, _, _) in &attach {
-            if namespaces_with_prefix(ns)?.iter().any(|n| n == ns) {
+            if existing.contains(*ns) {
                 remove_namespace(ns)?;
             }
         }
