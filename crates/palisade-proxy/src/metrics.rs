@@ -1,9 +1,11 @@
 //! Prometheus metrics and the access log.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
+
+use hyper::Method;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -135,6 +137,53 @@ impl Metrics {
     }
 }
 
+/// A tenant's counters for the common outcome (allowed, bytes up and down),
+/// looked up once per tenant and config generation instead of hashing a label
+/// set (and allocating its strings) on every request.
+#[derive(Debug, Clone)]
+pub struct TenantHandles {
+    /// `requests_total{tenant, decision="allow", reason=""}`.
+    pub allowed: Counter,
+    /// `bytes_total{tenant, direction="up"}`.
+    pub up: Counter,
+    /// `bytes_total{tenant, direction="down"}`.
+    pub down: Counter,
+}
+
+impl Metrics {
+    /// The counters of `tenant` (created on first use).
+    pub fn tenant_handles(&self, tenant: &str) -> TenantHandles {
+        // One statement per lookup: a family's guard lives to the end of the
+        // statement, and a second get_or_create on the same family would wait
+        // for it forever.
+        let allowed = self
+            .requests
+            .get_or_create(&DecisionLabels {
+                tenant: tenant.to_string(),
+                decision: "allow".to_string(),
+                reason: String::new(),
+            })
+            .clone();
+        let up = self
+            .bytes
+            .get_or_create(&ByteLabels {
+                tenant: tenant.to_string(),
+                direction: "up",
+            })
+            .clone();
+        let down = self
+            .bytes
+            .get_or_create(&ByteLabels {
+                tenant: tenant.to_string(),
+                direction: "down",
+            })
+            .clone();
+        TenantHandles { allowed, up, down }
+    }
+}
+
+static DASH: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("-"));
+
 /// One request or tunnel, logged (one JSON line) and counted when dropped.
 #[derive(Debug)]
 pub struct AccessRecord {
@@ -149,7 +198,7 @@ pub struct AccessRecord {
     /// Client address.
     pub client: SocketAddr,
     /// Method.
-    pub method: String,
+    pub method: Method,
     /// Destination `host:port`.
     pub dest: String,
     /// Resolved address dialled.
@@ -168,6 +217,8 @@ pub struct AccessRecord {
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// A placeholder that must not be logged.
     pub silent: bool,
+    /// The tenant's precomputed counters, once the tenant is known.
+    pub handles: Option<Arc<TenantHandles>>,
 }
 
 /// Bytes moved in each direction.
@@ -181,12 +232,12 @@ pub struct Counters {
 
 impl AccessRecord {
     /// A record for a request that just arrived from `client`.
-    pub fn new(metrics: Arc<Metrics>, client: SocketAddr, method: String) -> Self {
+    pub fn new(metrics: Arc<Metrics>, client: SocketAddr, method: Method) -> Self {
         AccessRecord {
             metrics,
             start: Instant::now(),
-            tenant: Arc::from("-"),
-            deployment: Arc::from("-"),
+            tenant: DASH.clone(),
+            deployment: DASH.clone(),
             client,
             method,
             dest: String::new(),
@@ -198,7 +249,21 @@ impl AccessRecord {
             counters: Arc::default(),
             permit: None,
             silent: false,
+            handles: None,
         }
+    }
+}
+
+impl AccessRecord {
+    fn count_request(&self) {
+        self.metrics
+            .requests
+            .get_or_create(&DecisionLabels {
+                tenant: self.tenant.to_string(),
+                decision: self.decision.to_string(),
+                reason: self.reason.to_string(),
+            })
+            .inc();
     }
 }
 
@@ -228,15 +293,22 @@ impl Drop for AccessRecord {
             duration_ms,
             "access"
         );
+        if let Some(h) = self.handles.as_deref() {
+            if self.decision == "allow" && self.reason.is_empty() {
+                h.allowed.inc();
+            } else {
+                self.count_request();
+            }
+            if up > 0 {
+                h.up.inc_by(up);
+            }
+            if down > 0 {
+                h.down.inc_by(down);
+            }
+            return;
+        }
+        self.count_request();
         let tenant = self.tenant.to_string();
-        self.metrics
-            .requests
-            .get_or_create(&DecisionLabels {
-                tenant: tenant.clone(),
-                decision: self.decision.to_string(),
-                reason: self.reason.to_string(),
-            })
-            .inc();
         if up > 0 {
             self.metrics
                 .bytes

@@ -86,13 +86,14 @@ pub async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
     head: Arc<HeadFlags>,
+    sticky: Arc<Sticky>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let rt = shared.runtime.load_full();
     let ambiguous = head.take_ambiguous();
     // Once this request's body is done (or dropped), the next bytes are a head again.
     let reset = HeadReset(head);
-    let mut rec = AccessRecord::new(shared.metrics.clone(), client, req.method().to_string());
+    let mut rec = AccessRecord::new(shared.metrics.clone(), client, req.method().clone());
     let start = Instant::now();
     let result = if ambiguous {
         drop(reset);
@@ -101,7 +102,7 @@ pub async fn handle(
         drop(reset);
         connect(&shared, &rt, req, &mut rec).await
     } else {
-        forward(&shared, &rt, req, reset, &mut rec).await
+        forward(&shared, &rt, &sticky, req, reset, &mut rec).await
     };
     shared
         .metrics
@@ -163,6 +164,7 @@ fn admit<'rt>(
     let tenant = rt.tenants.get(index).ok_or(ProxyError::UnknownCaller)?;
     rec.tenant = tenant.name.clone();
     rec.deployment = deployment;
+    rec.handles = Some(tenant.handles(&rec.metrics));
     match tenant.limiter.admit() {
         Ok(permit) => rec.permit = permit,
         Err(Limited::Rate(wait)) => return Err(ProxyError::RateLimited(wait)),
@@ -286,6 +288,7 @@ fn add_via(headers: &mut HeaderMap) {
 async fn forward(
     shared: &Arc<Shared>,
     rt: &Runtime,
+    sticky: &Sticky,
     req: Request<Incoming>,
     reset: HeadReset,
     rec: &mut AccessRecord,
@@ -307,12 +310,14 @@ async fn forward(
     let tenant = admit(rt, req.headers(), &target, rec)?;
 
     let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = Uri::try_from(path).map_err(|_| ProxyError::BadRequest("bad-target"))?;
+    // Origin-form target: the absolute URI without scheme and authority (no re-parse).
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = None;
+    uri.authority = None;
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("bad-target"))?;
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers);
     if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
@@ -322,23 +327,48 @@ async fn forward(
     let body = Metered::new(body, rec.counters.clone(), true, None).with_reset(reset);
     let mut request = Request::from_parts(parts, body);
 
-    let key = PoolKey {
-        generation: rt.generation,
-        tenant: tenant.name.clone(),
-        egress: (
-            rt.egress_for(tenant, IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-            rt.egress_for(tenant, IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
-        ),
-        scheme: "http",
-        authority: authority.as_str().to_ascii_lowercase(),
-    };
+    let egress = (
+        rt.egress_for(tenant, IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        rt.egress_for(tenant, IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
+    );
     let first_byte = rt.config.timeouts.first_byte.0;
+    // The client connection's own upstream connection first (no pool lock, no
+    // task to return it), then the shared pool, then a fresh dial.
+    let mut cached = None;
+    if let Some((key, mut conn)) = sticky.take() {
+        if key.matches(rt.generation, &tenant.name, egress, authority.as_str()) {
+            let ready = conn.sender.is_ready()
+                || matches!(
+                    tokio::time::timeout(first_byte, conn.sender.ready()).await,
+                    Ok(Ok(()))
+                );
+            if ready {
+                cached = Some((key, conn));
+            }
+        } else {
+            shared.pool.checkin_when_ready(key, conn);
+        }
+    }
+    let (key, mut cached) = match cached {
+        Some((key, conn)) => (key, Some(conn)),
+        None => {
+            let key = PoolKey {
+                generation: rt.generation,
+                tenant: tenant.name.clone(),
+                egress,
+                scheme: "http",
+                authority: authority.as_str().to_ascii_lowercase(),
+            };
+            let conn = shared.pool.checkout(&key);
+            (key, conn)
+        }
+    };
     // A pooled connection may have been closed by the origin an instant ago; if
     // hyper hands the request back unsent, dial a fresh one.
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut conn = match shared.pool.checkout(&key) {
+        let mut conn = match cached.take() {
             Some(c) if attempt == 1 => c,
             _ => {
                 let (stream, peer, egress) =
@@ -361,7 +391,7 @@ async fn forward(
         match sent {
             Err(_) => return Err(ProxyError::UpstreamTimeout),
             Ok(Ok(mut resp)) => {
-                shared.pool.checkin_when_ready(key, conn);
+                sticky.put(key, conn);
                 strip_hop_by_hop(resp.headers_mut());
                 add_via(resp.headers_mut());
                 return Ok(Reply::Forwarded(resp));
@@ -370,6 +400,32 @@ async fn forward(
                 Some(back) if attempt == 1 => request = back,
                 _ => return Err(ProxyError::Upstream(e.into_error())),
             },
+        }
+    }
+}
+
+/// The upstream connection last used by one client connection. HTTP/1.1 clients
+/// usually send every request on a connection to the same origin, so keeping
+/// that upstream with the client connection saves a pool lookup and a task per
+/// request; it goes back to the shared pool when the client connection ends.
+#[derive(Debug, Default)]
+pub struct Sticky(std::sync::Mutex<Option<(PoolKey, Pooled)>>);
+
+impl Sticky {
+    fn take(&self) -> Option<(PoolKey, Pooled)> {
+        self.0.lock().ok()?.take()
+    }
+
+    fn put(&self, key: PoolKey, conn: Pooled) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((key, conn));
+        }
+    }
+
+    /// Return the held connection (if any) to `pool` once it is idle.
+    pub fn release(&self, pool: &Arc<Pool>) {
+        if let Some((key, conn)) = self.take() {
+            pool.checkin_when_ready(key, conn);
         }
     }
 }
@@ -396,7 +452,7 @@ async fn connect(
     let abort = shared.abort.clone();
     let mut tunnel_rec = std::mem::replace(
         rec,
-        AccessRecord::new(shared.metrics.clone(), rec.client, String::new()),
+        AccessRecord::new(shared.metrics.clone(), rec.client, Method::CONNECT),
     );
     // The placeholder left in `rec` must not be logged.
     rec.silent = true;

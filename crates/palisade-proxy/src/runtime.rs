@@ -37,6 +37,17 @@ pub struct Tenant {
     pub guard: AddressGuard,
     /// Limiter (shared across reloads when unchanged).
     pub limiter: Arc<Limiter>,
+    /// The tenant's metric handles, looked up on first use.
+    pub handles: std::sync::OnceLock<Arc<crate::metrics::TenantHandles>>,
+}
+
+impl Tenant {
+    /// The tenant's precomputed counters.
+    pub fn handles(&self, metrics: &crate::metrics::Metrics) -> Arc<crate::metrics::TenantHandles> {
+        self.handles
+            .get_or_init(|| Arc::new(metrics.tenant_handles(&self.name)))
+            .clone()
+    }
 }
 
 /// A compiled configuration.
@@ -103,6 +114,7 @@ impl Runtime {
                 guard: AddressGuard::new(&config.cluster_deny, &t.allow_cidrs, &t.deny_cidrs, own),
                 config: t.clone(),
                 limiter,
+                handles: std::sync::OnceLock::new(),
             });
         }
         Runtime {

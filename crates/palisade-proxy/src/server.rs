@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, ProxyConfig};
 use crate::metrics::Metrics;
-use crate::proxy::{Shared, handle};
+use crate::proxy::{Shared, Sticky, handle};
 use crate::resolve::{Resolver, SystemResolver};
 use crate::runtime::Runtime;
 use crate::sniff::Sniffer;
@@ -210,9 +210,13 @@ async fn serve_client(
     let config = shared.runtime.load().config.clone();
     let io = Sniffer::new(stream);
     let flags = io.flags();
+    let sticky = Arc::new(Sticky::default());
     let svc = {
         let shared = shared.clone();
-        service_fn(move |req: Request<Incoming>| handle(shared.clone(), peer, flags.clone(), req))
+        let sticky = sticky.clone();
+        service_fn(move |req: Request<Incoming>| {
+            handle(shared.clone(), peer, flags.clone(), sticky.clone(), req)
+        })
     };
     let mut builder = http1::Builder::new();
     builder
@@ -238,6 +242,7 @@ async fn serve_client(
             }
         }
     }
+    sticky.release(&shared.pool);
 }
 
 async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, draining: CancellationToken) {

@@ -128,8 +128,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Sniffer<T> {
         if let Poll::Ready(Ok(())) = poll
             && self.flags.in_head.load(Ordering::Acquire)
         {
-            let new = buf.filled()[before..].to_vec();
-            self.scan(&new);
+            self.scan(&buf.filled()[before..]);
         }
         poll
     }

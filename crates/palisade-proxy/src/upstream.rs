@@ -128,6 +128,22 @@ pub struct PoolKey {
     pub authority: String,
 }
 
+impl PoolKey {
+    /// Whether this key is the one for these request properties (no allocation).
+    pub fn matches(
+        &self,
+        generation: u64,
+        tenant: &str,
+        egress: (Option<IpAddr>, Option<IpAddr>),
+        authority: &str,
+    ) -> bool {
+        self.generation == generation
+            && &*self.tenant == tenant
+            && self.egress == egress
+            && self.authority.eq_ignore_ascii_case(authority)
+    }
+}
+
 /// An idle upstream connection.
 #[derive(Debug)]
 pub struct Pooled {
