@@ -145,7 +145,10 @@ pub async fn run(
             what: options.listen.to_string(),
             source,
         })?;
-    tracing::info!(listen = %options.listen, "health and metrics endpoints");
+    let bound = listener
+        .local_addr()
+        .map_or_else(|_| options.listen.to_string(), |a| a.to_string());
+    tracing::info!(listen = %bound, "health and metrics endpoints");
     tokio::spawn(serve_endpoints(listener, metrics.clone(), ready.clone()));
 
     let recorder = Recorder::new(

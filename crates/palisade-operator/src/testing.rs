@@ -37,9 +37,20 @@ struct State {
 }
 
 /// The fake API server; clones share state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
+    /// Every change, for watches: (key, ADDED|MODIFIED|DELETED, object).
+    events: tokio::sync::broadcast::Sender<(Key, &'static str, Value)>,
+}
+
+impl Default for FakeApi {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            events: tokio::sync::broadcast::channel(4096).0,
+        }
+    }
 }
 
 /// A parsed request path.
@@ -160,6 +171,11 @@ impl FakeApi {
         Self::default()
     }
 
+    fn emit(&self, key: &Key, kind: &'static str, obj: &Value) {
+        // No watcher: nobody to tell.
+        let _ = self.events.send((key.clone(), kind, obj.clone()));
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A test that panicked while holding the lock already failed.
         self.state
@@ -210,8 +226,14 @@ impl FakeApi {
             .to_owned();
         let mut st = self.lock();
         let obj = Self::stamp_new(&mut st, obj);
-        st.objects
-            .insert((gv.to_owned(), plural.to_owned(), ns, name), obj);
+        let key = (gv.to_owned(), plural.to_owned(), ns, name);
+        let kind = if st.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.emit(&key, kind, &obj);
+        st.objects.insert(key, obj);
     }
 
     /// The stored object, if any.
@@ -350,6 +372,7 @@ impl FakeApi {
                 }
                 if let Some(winner) = st.steal.remove(&name) {
                     let winner = Self::stamp_new(&mut st, winner);
+                    self.emit(&key(&name), "ADDED", &winner);
                     st.objects.insert(key(&name), winner);
                 }
                 if st.objects.contains_key(&key(&name)) {
@@ -366,6 +389,7 @@ impl FakeApi {
                 ) {
                     meta.insert("namespace".into(), json!(ns));
                 }
+                self.emit(&key(&name), "ADDED", &obj);
                 st.objects.insert(key(&name), obj.clone());
                 (StatusCode::CREATED, obj)
             }
@@ -381,6 +405,7 @@ impl FakeApi {
                         ) {
                             meta.insert("namespace".into(), json!(ns));
                         }
+                        self.emit(&k, "ADDED", &obj);
                         st.objects.insert(k, obj.clone());
                         return (StatusCode::CREATED, obj);
                     }
@@ -426,8 +451,10 @@ impl FakeApi {
                     .and_then(Value::as_array)
                     .is_none_or(Vec::is_empty);
                 if deleting && no_finalizers {
+                    self.emit(&k, "DELETED", &obj);
                     st.objects.remove(&k);
                 } else {
+                    self.emit(&k, "MODIFIED", &obj);
                     st.objects.insert(k, obj.clone());
                 }
                 (StatusCode::OK, obj)
@@ -447,10 +474,12 @@ impl FakeApi {
                             meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
                         }
                         Self::bump(&mut st, &mut obj, false);
+                        self.emit(&k, "MODIFIED", &obj);
                         st.objects.insert(k, obj.clone());
                     }
                     (StatusCode::OK, obj)
                 } else {
+                    self.emit(&k, "DELETED", &obj);
                     st.objects.remove(&k);
                     (StatusCode::OK, obj)
                 }
@@ -461,6 +490,46 @@ impl FakeApi {
                 "not supported by the fake API server",
             ),
         }
+    }
+
+    /// For a watch request (`?watch=true`), the stream of its events as
+    /// JSON lines, starting now (events between a client's list and its
+    /// watch are not replayed; controllers' periodic requeues cover that).
+    #[allow(clippy::type_complexity)]
+    fn watch(
+        &self,
+        uri: &http::Uri,
+    ) -> Option<
+        std::pin::Pin<
+            Box<
+                dyn futures::Stream<
+                        Item = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+                    > + Send,
+            >,
+        >,
+    > {
+        use futures::StreamExt;
+        let query = uri.query().unwrap_or_default();
+        if !query_param(query, "watch").is_some_and(|w| w == "true" || w == "1") {
+            return None;
+        }
+        let t = parse_path(uri.path())?;
+        self.lock().log.push(format!("GET {uri}"));
+        let selector = query_param(query, "labelSelector").unwrap_or_default();
+        let rx = stream_of(self.events.subscribe());
+        Some(Box::pin(rx.filter_map(move |(key, kind, obj)| {
+            let (gv, plural, ns, _) = key;
+            let hit = gv == t.gv
+                && plural == t.plural
+                && (t.namespace.is_none() || ns == t.namespace)
+                && matches_selector(&obj, &selector);
+            let line = hit.then(|| {
+                let mut line = json!({"type": kind, "object": obj}).to_string();
+                line.push('\n');
+                Ok(hyper::body::Frame::data(Bytes::from(line)))
+            });
+            std::future::ready(line)
+        })))
     }
 
     /// A `kube::Client` talking to this server through `tower-test`'s
@@ -495,7 +564,7 @@ impl FakeApi {
     /// Serves the API over HTTP on `127.0.0.1` (an ephemeral port) until
     /// the task is aborted.
     pub async fn serve_tcp(&self) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-        use http_body_util::{BodyExt, Full};
+        use http_body_util::{BodyExt, Full, StreamBody};
         use hyper::service::service_fn;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -519,8 +588,22 @@ impl FakeApi {
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or_default()
                                 .to_owned();
+                            if let Some(stream) = (parts.method == Method::GET)
+                                .then(|| api.watch(&parts.uri))
+                                .flatten()
+                            {
+                                let mut resp =
+                                    Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+                                resp.headers_mut().insert(
+                                    http::header::CONTENT_TYPE,
+                                    http::HeaderValue::from_static("application/json"),
+                                );
+                                return Ok::<_, std::convert::Infallible>(resp);
+                            }
                             let (code, json) = api.handle(&parts.method, &parts.uri, &ct, &bytes);
-                            let mut resp = Response::new(Full::new(Bytes::from(json.to_string())));
+                            let mut resp = Response::new(BodyExt::boxed_unsync(Full::new(
+                                Bytes::from(json.to_string()),
+                            )));
                             *resp.status_mut() = code;
                             resp.headers_mut().insert(
                                 http::header::CONTENT_TYPE,
@@ -547,4 +630,20 @@ impl FakeApi {
              current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
         )
     }
+}
+
+/// A broadcast receiver as a stream (a lagging receiver skips what it
+/// missed, as a real watch would after a reconnect).
+fn stream_of<T: Clone + Send + 'static>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => return Some((v, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
 }

@@ -117,6 +117,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => {
             tracing_subscriber::fmt()
                 .json()
+                .with_writer(std::io::stderr)
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG")
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -1,0 +1,185 @@
+//! The real `palisade-operator run` binary against the in-memory API server
+//! on a TCP socket (with watches): leader election through a Lease,
+//! controllers reacting to new objects, metrics and health on the bound
+//! port, clean exit on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use palisade_operator::testing::FakeApi;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade-operator");
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+const GV: &str = "palisade.io/v1alpha1";
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        code,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn workload(name: &str) -> Value {
+    json!({"apiVersion": GV, "kind": "TenantDeployment",
+           "metadata": {"name": name, "namespace": "tenant-acme"},
+           "spec": {"image": "nginx:alpine", "ports": [80]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_binary_leads_reconciles_serves_metrics_and_stops_on_sigterm() {
+    let api = FakeApi::new();
+    let (addr, server) = api.serve_tcp().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, FakeApi::kubeconfig(addr)).unwrap();
+    api.insert(
+        GV,
+        "tenants",
+        json!({"apiVersion": GV, "kind": "Tenant", "metadata": {"name": "acme"}, "spec": {}}),
+    );
+    api.insert(GV, "tenantdeployments", workload("web"));
+
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            "--pool",
+            "fd00:1234:5678::/48",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--resync",
+            "30s",
+            "--gc-interval",
+            "1s",
+            "--identity",
+            "replica-1",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", "palisade-system")
+        .env("PALISADE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails half-way.
+    let mut child = KillOnDrop(child);
+    let child = &mut child.0;
+    let (tx, rx) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The bound port comes from the structured log.
+    let listen = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("no listen log line");
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if let Some(l) = v["fields"]["listen"].as_str() {
+            break l.to_owned();
+        }
+    };
+
+    eventually("the claim and the rendered Deployment", || {
+        !api.all(GV, "subnetclaims").is_empty()
+            && api
+                .get("apps/v1", "deployments", Some("tenant-acme"), "web")
+                .is_some()
+    })
+    .await;
+    let lease = api
+        .get(
+            "coordination.k8s.io/v1",
+            "leases",
+            Some("palisade-system"),
+            "palisade-operator",
+        )
+        .expect("no Lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-1");
+
+    // A new workload reaches the controllers through the watch.
+    api.insert(GV, "tenantdeployments", workload("api"));
+    eventually("the second workload's Deployment", || {
+        api.get("apps/v1", "deployments", Some("tenant-acme"), "api")
+            .is_some()
+    })
+    .await;
+    assert_eq!(api.all(GV, "subnetclaims").len(), 2);
+
+    assert_eq!(http_get(&listen, "/healthz").0, 200);
+    assert_eq!(http_get(&listen, "/readyz").0, 200);
+    let (code, metrics) = http_get(&listen, "/metrics");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("palisade_operator_leader 1"), "{metrics}");
+    assert!(
+        metrics.contains("palisade_operator_claims_created_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("palisade_operator_reconciles_total{controller=\"tenant\"}"),
+        "{metrics}"
+    );
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "did not exit on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+    drop(rx);
+    let _ = reader.join();
+    server.abort();
+}
