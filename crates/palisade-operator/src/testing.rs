@@ -11,8 +11,11 @@
 //! deletion that waits for finalizers. Every request is logged as
 //! `METHOD path?query` so tests can assert exact request sequences.
 //!
-//! It is not a conformance fake: no watches, no field selectors, no
-//! managed-fields bookkeeping.
+//! Over TCP it also streams watch events (from the moment the watch
+//! starts), so the real operator binary runs against it; through the mock
+//! service a watch is refused. It is not a conformance fake: no field
+//! selectors, no managed-fields bookkeeping (apply merges and never
+//! conflicts), no resourceVersion-based watch resumption.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
