@@ -5,7 +5,14 @@
 # Usage: crates/palisade-proxy/bench/run.sh   (from the workspace root)
 # Env:   DURATION (wrk seconds, default 10), CONNS (wrk connections, default 50),
 #        IDLE_TUNNELS (default 9900: the sandbox's 20,000-descriptor cap allows
-#        two sockets per tunnel in the proxy), BULK_BYTES (default 2 GiB).
+#        two sockets per tunnel in the proxy), BULK_BYTES (default 2 GiB),
+#        ROUNDS (default 3), PIN (default 0; 1 = every proxy runs on CPU 1 only
+#        via taskset, so each gets exactly one core; load tools stay unpinned).
+#
+# The machine may be shared, so every measurement is taken ROUNDS times,
+# interleaved (direct, palisade, squid, tinyproxy, then again): the table shows
+# medians and the ratios are medians of per-round ratios (each proxy compared
+# with the run next to it), with the spread across rounds.
 #
 # All traffic stays on 127.0.0.1. Every server started here is stopped on exit.
 set -euo pipefail
@@ -15,6 +22,10 @@ CONNS=${CONNS:-50}
 IDLE_TUNNELS=${IDLE_TUNNELS:-9900}
 BULK_BYTES=${BULK_BYTES:-2147483648}
 SETUP_COUNT=${SETUP_COUNT:-10000}
+ROUNDS=${ROUNDS:-3}
+PIN=${PIN:-0}
+PROXY_CPU=()
+if [ "$PIN" = 1 ]; then PROXY_CPU=(taskset -c 1); fi
 
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -83,7 +94,7 @@ tenants:
   allow_ports: [18080, 18091, 18092]
   allow_cidrs: [127.0.0.0/8]
 EOF
-RUST_LOG=warn "$BIN/palisade-proxy" --config "$D/palisade.yaml" >"$D/palisade.log" 2>&1 & PAL_PID=$!; PIDS+=($PAL_PID)
+RUST_LOG=warn "${PROXY_CPU[@]}" "$BIN/palisade-proxy" --config "$D/palisade.yaml" >"$D/palisade.log" 2>&1 & PAL_PID=$!; PIDS+=($PAL_PID)
 
 cat >"$D/squid.conf" <<EOF
 http_port $SQUID
@@ -96,7 +107,7 @@ coredump_dir $D
 max_filedescriptors 20000
 shutdown_lifetime 1 seconds
 EOF
-squid -N -f "$D/squid.conf" & SQUID_PID=$!; PIDS+=($SQUID_PID)
+"${PROXY_CPU[@]}" squid -N -f "$D/squid.conf" & SQUID_PID=$!; PIDS+=($SQUID_PID)
 
 cat >"$D/tinyproxy.conf" <<EOF
 User nobody
@@ -110,7 +121,7 @@ LogFile "$D/tinyproxy.log"
 PidFile "$D/tinyproxy.pid"
 Allow 127.0.0.1
 EOF
-tinyproxy -d -c "$D/tinyproxy.conf" & TINY_PID=$!; PIDS+=($TINY_PID)
+"${PROXY_CPU[@]}" tinyproxy -d -c "$D/tinyproxy.conf" & TINY_PID=$!; PIDS+=($TINY_PID)
 
 wait_port() {
   for _ in $(seq 1 100); do
@@ -130,50 +141,77 @@ declare -A RPS P50 P99 SETUP BULK IDLE IDLE_ERR
 to_ms() { # wrk latency like 1.23ms / 456.00us / 1.02s -> ms
   awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v); print v+0} else {sub(/s/,"",v); print v*1000} }'
 }
-run_wrk() { # name url [script]
+# Values are appended per round: RPS[palisade]="43000 41000 45000".
+run_wrk() { # name round url [script]
   local out
-  if [ -n "${3:-}" ]; then
-    out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$3" "$2")
+  if [ -n "${4:-}" ]; then
+    out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$4" "$3")
   else
-    out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$2")
+    out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$3")
   fi
-  echo "$out" >"$D/wrk-$1.txt"
-  RPS[$1]=$(echo "$out" | awk '/Requests\/sec/ {print int($2)}')
-  P50[$1]=$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")
-  P99[$1]=$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")
+  echo "$out" >"$D/wrk-$1-$2.txt"
+  RPS[$1]+=" $(echo "$out" | awk '/Requests\/sec/ {print int($2)}')"
+  P50[$1]+=" $(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
+  P99[$1]+=" $(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
   if echo "$out" | grep -q "Non-2xx"; then echo "warning: $1 had non-2xx responses" >&2; fi
 }
-
-echo "HTTP forward (wrk, ${DURATION}s, $CONNS connections)..." >&2
-run_wrk direct "http://$ORIGIN/"
-run_wrk palisade "http://$PAL" "$D/abs.lua"
-run_wrk squid "http://$SQUID" "$D/abs.lua"
-run_wrk tinyproxy "http://$TINY" "$D/abs.lua"
-
 field() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1==k {print $2}'; }
+median() { echo "$@" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END { if (NR==0) print "-"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2 }'; }
+# Per-round ratios a[i]/b[i] -> "median (min-max)".
+ratios() { # "a1 a2 .." "b1 b2 .." scale digits
+  awk -v a="$1" -v b="$2" -v s="$3" -v d="$4" 'BEGIN { n=split(a,x," "); split(b,y," "); m=0
+    for (i=1;i<=n;i++) if (y[i]>0 && x[i]!="failed" && y[i]!="failed") r[++m]=s*x[i]/y[i]
+    if (m==0) { print "-"; exit }
+    for (i=1;i<=m;i++) for (j=i+1;j<=m;j++) if (r[j]<r[i]) { t=r[i]; r[i]=r[j]; r[j]=t }
+    med = (m%2) ? r[(m+1)/2] : (r[m/2]+r[m/2+1])/2
+    printf "%." d "f (%." d "f-%." d "f over %d rounds)", med, r[1], r[m], m }'
+}
+addr_of() { case $1 in palisade) echo $PAL;; squid) echo $SQUID;; tinyproxy) echo $TINY;; esac; }
+pid_of() { case $1 in palisade) echo $PAL_PID;; squid) echo $SQUID_PID;; tinyproxy) echo $TINY_PID;; esac; }
+
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round/$ROUNDS: HTTP forward (wrk, ${DURATION}s, $CONNS connections)..." >&2
+  run_wrk direct "$round" "http://$ORIGIN/"
+  for p in palisade squid tinyproxy; do run_wrk "$p" "$round" "http://$(addr_of $p)" "$D/abs.lua"; done
+  echo "round $round/$ROUNDS: CONNECT setup rate and bulk throughput..." >&2
+  for p in palisade squid tinyproxy; do
+    out=$("$LOADGEN" setup "$(addr_of $p)" "${DEST[$p]}:18080" "$SETUP_COUNT" 50 || echo "per_s=failed")
+    SETUP[$p]+=" $(field "$out" per_s)"
+  done
+  for p in direct palisade squid tinyproxy; do
+    if [ $p = direct ]; then
+      out=$("$LOADGEN" bulk --direct "$SOURCE" "$BULK_BYTES" || echo "mib_per_s=failed")
+    else
+      out=$("$LOADGEN" bulk "$(addr_of $p)" "$SOURCE" "$BULK_BYTES" || echo "mib_per_s=failed")
+    fi
+    BULK[$p]+=" $(field "$out" mib_per_s)"
+  done
+  sleep 2 # let TIME_WAIT and closing tunnels settle between rounds
+done
+
 for p in palisade squid tinyproxy; do
-  case $p in palisade) addr=$PAL; pid=$PAL_PID;; squid) addr=$SQUID; pid=$SQUID_PID;; tinyproxy) addr=$TINY; pid=$TINY_PID;; esac
-  echo "CONNECT setup, bulk and idle tunnels: $p..." >&2
-  out=$("$LOADGEN" setup "$addr" "${DEST[$p]}:18080" "$SETUP_COUNT" 50 || echo "per_s=failed")
-  SETUP[$p]=$(field "$out" per_s)
-  out=$("$LOADGEN" bulk "$addr" "$SOURCE" "$BULK_BYTES" || echo "mib_per_s=failed")
-  BULK[$p]=$(field "$out" mib_per_s)
-  out=$("$LOADGEN" idle "$addr" "${DEST[$p]}:18092" "$IDLE_TUNNELS" "$pid" || echo "tunnels=0 errors=$IDLE_TUNNELS bytes_per_tunnel=0")
+  pid=$(pid_of $p)
+  echo "idle tunnels: $p..." >&2
+  out=$("$LOADGEN" idle "$(addr_of $p)" "${DEST[$p]}:18092" "$IDLE_TUNNELS" "$pid" || echo "tunnels=0 errors=$IDLE_TUNNELS bytes_per_tunnel=0")
   echo "  $out" >&2
   IDLE[$p]=$(field "$out" bytes_per_tunnel)
   IDLE_ERR[$p]=$(field "$out" errors)
   kill -0 "$pid" 2>/dev/null || echo "  $p is no longer running" >&2
   sleep 3 # let the idle tunnels close before the next proxy
 done
-out=$("$LOADGEN" bulk --direct "$SOURCE" "$BULK_BYTES")
-BULK[direct]=$(field "$out" mib_per_s)
 
-printf '\n%-10s %10s %9s %9s %14s %12s %16s %10s\n' proxy "req/s" "p50 ms" "p99 ms" "CONNECT/s" "bulk MiB/s" "idle B/tunnel" "idle errs"
+echo
+echo "medians of $ROUNDS rounds; PIN=$PIN ($([ "$PIN" = 1 ] && echo 'each proxy on CPU 1 only' || echo 'nothing pinned: every proxy may use both cores'))"
+printf '%-10s %10s %9s %9s %14s %12s %16s %10s\n' proxy "req/s" "p50 ms" "p99 ms" "CONNECT/s" "bulk MiB/s" "idle B/tunnel" "idle errs"
 for p in direct palisade squid tinyproxy; do
-  printf '%-10s %10s %9s %9s %14s %12s %16s %10s\n' "$p" "${RPS[$p]:--}" "${P50[$p]:--}" "${P99[$p]:--}" "${SETUP[$p]:--}" "${BULK[$p]:--}" "${IDLE[$p]:--}" "${IDLE_ERR[$p]:--}"
+  printf '%-10s %10s %9s %9s %14s %12s %16s %10s\n' "$p" "$(median ${RPS[$p]:-})" "$(median ${P50[$p]:-})" "$(median ${P99[$p]:-})" \
+    "$(median ${SETUP[$p]:-})" "$(median ${BULK[$p]:-})" "${IDLE[$p]:--}" "${IDLE_ERR[$p]:--}"
 done
-awk -v pr="${RPS[palisade]}" -v sr="${RPS[squid]}" -v pp="${P99[palisade]}" -v sp="${P99[squid]}" \
-    -v pb="${BULK[palisade]}" -v db="${BULK[direct]}" -v ps="${SETUP[palisade]}" -v ss="${SETUP[squid]}" 'BEGIN {
-  printf "\nPalisade vs Squid: %.1fx req/s, p99 %.2fx of Squid, %.1fx CONNECT setup rate; CONNECT bulk = %.0f%% of direct\n",
-    pr/sr, pp/sp, ps/ss, 100*pb/db }'
+echo
+echo "Palisade vs Squid (per-round ratios, median (min-max)):"
+echo "  req/s:            $(ratios "${RPS[palisade]}" "${RPS[squid]}" 1 2)x"
+echo "  p99 latency:      $(ratios "${P99[palisade]}" "${P99[squid]}" 1 2)x of Squid's"
+echo "  CONNECT setup/s:  $(ratios "${SETUP[palisade]}" "${SETUP[squid]}" 1 2)x"
+echo "CONNECT bulk vs direct (same round): palisade $(ratios "${BULK[palisade]}" "${BULK[direct]}" 100 0)%, squid $(ratios "${BULK[squid]}" "${BULK[direct]}" 100 0)%, tinyproxy $(ratios "${BULK[tinyproxy]}" "${BULK[direct]}" 100 0)%"
+echo "per round: req/s palisade [${RPS[palisade]} ] squid [${RPS[squid]} ]; p99 ms palisade [${P99[palisade]} ] squid [${P99[squid]} ]; bulk MiB/s direct [${BULK[direct]} ] palisade [${BULK[palisade]} ]"
 echo "(idle tunnels: $IDLE_TUNNELS; raw wrk output in $D)"

@@ -198,20 +198,29 @@ impl Pool {
         None
     }
 
-    /// Return a connection once its current response is finished.
+    /// Return a connection once its current response is finished: at once if
+    /// it is idle already, else from a task that waits for it.
     pub fn checkin_when_ready(self: &Arc<Self>, key: PoolKey, mut conn: Pooled) {
+        if conn.sender.is_ready() {
+            self.checkin(key, conn);
+            return;
+        }
         let pool = self.clone();
         tokio::spawn(async move {
             if conn.sender.ready().await.is_ok() {
-                conn.idle_since = Instant::now();
-                if let Ok(mut idle) = pool.idle.lock() {
-                    let list = idle.entry(key).or_default();
-                    if list.len() < pool.max_idle {
-                        list.push(conn);
-                    }
-                }
+                pool.checkin(key, conn);
             }
         });
+    }
+
+    fn checkin(&self, key: PoolKey, mut conn: Pooled) {
+        conn.idle_since = Instant::now();
+        if let Ok(mut idle) = self.idle.lock() {
+            let list = idle.entry(key).or_default();
+            if list.len() < self.max_idle {
+                list.push(conn);
+            }
+        }
     }
 
     /// Drop closed, expired and retired connections.
