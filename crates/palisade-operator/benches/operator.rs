@@ -164,6 +164,7 @@ fn plan(workloads: usize) {
                 .as_str()
                 .map(str::to_owned),
             deleting: false,
+            workload: None,
         })
         .collect();
     let start = Instant::now();

@@ -396,6 +396,8 @@ pub struct Live {
     pub hash: Option<String>,
     /// Already being deleted.
     pub deleting: bool,
+    /// Its `palisade.io/deployment` label: the workload it belongs to.
+    pub workload: Option<String>,
 }
 
 impl Live {
@@ -446,6 +448,18 @@ pub fn to_prune(desired: &[Object], live: &[Live]) -> Vec<Live> {
     live.iter()
         .filter(|l| !l.deleting && !want.contains(&key(&l.kind, &l.namespace, &l.name)))
         .cloned()
+        .collect()
+}
+
+/// What a tenant reconcile deletes: [`to_prune`], except the objects of
+/// workloads whose spec just became invalid. A typo in an image must not
+/// take down a running workload; it keeps its objects until fixed or
+/// deleted.
+pub fn prunable(plan: &Plan, live: &[Live]) -> Vec<Live> {
+    let invalid: BTreeSet<&str> = plan.invalid.iter().map(|(w, _)| w.as_str()).collect();
+    to_prune(&plan.objects, live)
+        .into_iter()
+        .filter(|l| !l.workload.as_deref().is_some_and(|w| invalid.contains(w)))
         .collect()
 }
 
@@ -974,6 +988,9 @@ mod tests {
             name: o.name.clone(),
             hash: stamped(o).map(str::to_owned),
             deleting: false,
+            workload: o.body["metadata"]["labels"][DEPLOYMENT_LABEL]
+                .as_str()
+                .map(str::to_owned),
         }
     }
 
@@ -1032,6 +1049,47 @@ mod tests {
         }
         assert!(to_prune(&[], &going).is_empty());
         assert_eq!(to_apply(&both.objects, &going).len(), both.objects.len());
+    }
+
+    #[test]
+    fn a_workload_that_turns_invalid_keeps_its_objects() {
+        let web = workload("web", spec("nginx:alpine", &[80]));
+        let claims = [claim(0, &web, None)];
+        let good = plan_tenant(
+            &pool(),
+            &RenderOptions::default(),
+            &tenant(),
+            std::slice::from_ref(&web),
+            &claims,
+        )
+        .unwrap();
+        let live: Vec<Live> = good.objects.iter().map(live).collect();
+        let mut typo = web.clone();
+        typo.spec.image = "nginx:alpine!".into();
+        let bad = plan_tenant(
+            &pool(),
+            &RenderOptions::default(),
+            &tenant(),
+            &[typo],
+            &claims,
+        )
+        .unwrap();
+        assert_eq!(bad.invalid.len(), 1);
+        // to_prune alone would remove the running workload...
+        assert!(
+            to_prune(&bad.objects, &live)
+                .iter()
+                .any(|l| l.id() == "Deployment tenant-acme/web")
+        );
+        // ...prunable keeps it.
+        assert!(prunable(&bad, &live).is_empty());
+        // Deleted (not just invalid): its objects go.
+        let gone = plan_tenant(&pool(), &RenderOptions::default(), &tenant(), &[], &[]).unwrap();
+        assert!(
+            prunable(&gone, &live)
+                .iter()
+                .any(|l| l.id() == "Deployment tenant-acme/web")
+        );
     }
 
     #[test]

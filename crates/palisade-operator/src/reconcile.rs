@@ -134,6 +134,7 @@ pub async fn list_owned(client: &Client, tenant: &str) -> Result<Vec<Live>, Erro
                 name: item.name_any(),
                 hash: item.annotations().get(desired::HASH_ANNOTATION).cloned(),
                 deleting: item.metadata.deletion_timestamp.is_some(),
+                workload: item.labels().get(desired::DEPLOYMENT_LABEL).cloned(),
             });
         }
     }
@@ -313,7 +314,7 @@ pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Erro
             tracing::debug!(tenant = %name, object = %o.id(), "applied");
             applied += 1;
         }
-        for l in desired::to_prune(&plan.objects, &live) {
+        for l in desired::prunable(plan, &live) {
             delete_live(client, &l).await?;
             tracing::info!(tenant = %name, object = %l.id(), "pruned");
             pruned += 1;
