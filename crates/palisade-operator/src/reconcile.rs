@@ -46,6 +46,11 @@ pub struct Ctx {
     /// candidates: n claimants cost O(n²) failed creates. Across replicas
     /// the claim objects still decide.
     pub allocation: Arc<tokio::sync::Mutex<()>>,
+    /// When each tenant's objects were last applied in full. Between full
+    /// applies only objects whose hash changed are written (an unchanged
+    /// tenant costs reads only); once per `resync` everything is applied
+    /// again, which repairs edits made to the objects behind our back.
+    pub full_apply: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 impl Ctx {
@@ -57,7 +62,27 @@ impl Ctx {
             metrics: Arc::new(Metrics::default()),
             recorder: None,
             allocation: Arc::default(),
+            full_apply: Arc::default(),
         }
+    }
+
+    /// Whether `tenant` is due for a full apply (never applied by this
+    /// process, or longer ago than `resync`).
+    fn full_apply_due(&self, tenant: &str) -> bool {
+        let seen = self
+            .full_apply
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tenant)
+            .copied();
+        seen.is_none_or(|t| t.elapsed() >= self.config.resync)
+    }
+
+    fn full_apply_done(&self, tenant: &str) {
+        self.full_apply
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(tenant.to_owned(), std::time::Instant::now());
     }
 }
 
@@ -306,7 +331,13 @@ pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Erro
     if let Ok(plan) = &plan {
         let live = list_owned(client, &name).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        for o in desired::to_apply(&plan.objects, &live) {
+        let full = ctx.full_apply_due(&name);
+        let writes: Vec<&palisade_kube::Object> = if full {
+            plan.objects.iter().collect()
+        } else {
+            desired::to_apply(&plan.objects, &live)
+        };
+        for o in writes {
             dynamic_api(client, &o.api_version, &o.kind, o.namespace.as_deref())
                 .patch(&o.name, &params, &Patch::Apply(&o.body))
                 .await
@@ -318,6 +349,9 @@ pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Erro
             delete_live(client, &l).await?;
             tracing::info!(tenant = %name, object = %l.id(), "pruned");
             pruned += 1;
+        }
+        if full {
+            ctx.full_apply_done(&name);
         }
     }
     let status = desired::tenant_status(

@@ -649,3 +649,33 @@ async fn concurrent_reconciles_in_one_process_take_turns_and_never_conflict() {
     assert_eq!(c.metrics.claim_conflicts.get(), 0);
     assert_eq!(c.metrics.claims_created.get(), n as u64);
 }
+
+#[tokio::test]
+async fn edits_behind_the_operators_back_are_repaired_at_the_next_full_apply() {
+    let (api, c) = seeded().await;
+    reconcile_tenant(&c, "acme").await;
+    // Someone scales the Deployment by hand; the hash annotation stays.
+    let mut dep = api
+        .get("apps/v1", "deployments", Some("tenant-acme"), "web")
+        .unwrap();
+    dep["spec"]["replicas"] = json!(0);
+    api.insert("apps/v1", "deployments", dep);
+    // Within the resync period: hashes match, nothing is written.
+    api.clear_log();
+    reconcile_tenant(&c, "acme").await;
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+    // A resync period later every object is applied again.
+    let every_time = Ctx::new(
+        c.client.clone(),
+        Config {
+            resync: Duration::ZERO,
+            ..(*c.config).clone()
+        },
+    );
+    let t = tenant(&c, "acme").await;
+    reconcile::reconcile_tenant(&t, &every_time).await.unwrap();
+    let dep = api
+        .get("apps/v1", "deployments", Some("tenant-acme"), "web")
+        .unwrap();
+    assert_eq!(dep["spec"]["replicas"], 3);
+}
