@@ -6,8 +6,11 @@
 # Env:   DURATION (wrk seconds, default 10), CONNS (wrk connections, default 50),
 #        IDLE_TUNNELS (default 9900: the sandbox's 20,000-descriptor cap allows
 #        two sockets per tunnel in the proxy), BULK_BYTES (default 2 GiB),
-#        ROUNDS (default 3), PIN (default 0; 1 = every proxy runs on CPU 1 only
-#        via taskset, so each gets exactly one core; load tools stay unpinned).
+#        ROUNDS (default 3), PIN (default 0: nothing pinned, every proxy, the
+#        origin and the load tools share both cores; 1: every proxy runs on
+#        CPU 1 only and nginx, wrk and loadgen on CPU 0 only, for the proxied
+#        and the direct runs alike, so each proxy gets the same dedicated core
+#        and the load side the same other core, like a separate load machine).
 #
 # The machine may be shared, so every measurement is taken ROUNDS times,
 # interleaved (direct, palisade, squid, tinyproxy, then again): the table shows
@@ -25,7 +28,8 @@ SETUP_COUNT=${SETUP_COUNT:-10000}
 ROUNDS=${ROUNDS:-3}
 PIN=${PIN:-0}
 PROXY_CPU=()
-if [ "$PIN" = 1 ]; then PROXY_CPU=(taskset -c 1); fi
+LOAD_CPU=()
+if [ "$PIN" = 1 ]; then PROXY_CPU=(taskset -c 1); LOAD_CPU=(taskset -c 0); fi
 
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -45,7 +49,9 @@ done
 echo "building release binaries..." >&2
 (cd "$ROOT" && cargo build --release -q -p palisade-proxy --bins --examples)
 BIN=$CARGO_TARGET_DIR/release
-LOADGEN=$BIN/examples/loadgen
+LOADGEN_BIN=$BIN/examples/loadgen
+LOADGEN() { "${LOAD_CPU[@]}" "$LOADGEN_BIN" "$@"; }
+WRK() { "${LOAD_CPU[@]}" wrk "$@"; }
 
 # Each proxy's tunnels go to a different loopback address, so the TIME_WAIT
 # sockets one run leaves behind do not exhaust ephemeral ports for the next.
@@ -77,9 +83,10 @@ http {
   }
 }
 EOF
-nginx -p "$D" -c "$D/nginx.conf" & PIDS+=($!)
-"$LOADGEN" source 18091 & PIDS+=($!)
-for ip in "${DEST[@]}"; do "$LOADGEN" hold "$ip:18092" & PIDS+=($!); done
+"${LOAD_CPU[@]}" nginx -p "$D" -c "$D/nginx.conf" & PIDS+=($!)
+# Background servers are started as plain commands so that $! is their own pid.
+"${LOAD_CPU[@]}" "$LOADGEN_BIN" source 18091 & PIDS+=($!)
+for ip in "${DEST[@]}"; do "${LOAD_CPU[@]}" "$LOADGEN_BIN" hold "$ip:18092" & PIDS+=($!); done
 
 # Palisade: one tenant for all of loopback; access log off (like Squid's access_log none).
 cat >"$D/palisade.yaml" <<EOF
@@ -145,9 +152,9 @@ to_ms() { # wrk latency like 1.23ms / 456.00us / 1.02s -> ms
 run_wrk() { # name round url [script]
   local out
   if [ -n "${4:-}" ]; then
-    out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$4" "$3")
+    out=$(WRK -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$4" "$3")
   else
-    out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "$3")
+    out=$(WRK -t2 -c"$CONNS" -d"${DURATION}s" --latency "$3")
   fi
   echo "$out" >"$D/wrk-$1-$2.txt"
   RPS[$1]+=" $(echo "$out" | awk '/Requests\/sec/ {print int($2)}')"
@@ -175,14 +182,14 @@ for round in $(seq 1 "$ROUNDS"); do
   for p in palisade squid tinyproxy; do run_wrk "$p" "$round" "http://$(addr_of $p)" "$D/abs.lua"; done
   echo "round $round/$ROUNDS: CONNECT setup rate and bulk throughput..." >&2
   for p in palisade squid tinyproxy; do
-    out=$("$LOADGEN" setup "$(addr_of $p)" "${DEST[$p]}:18080" "$SETUP_COUNT" 50 || echo "per_s=failed")
+    out=$(LOADGEN setup "$(addr_of $p)" "${DEST[$p]}:18080" "$SETUP_COUNT" 50 || echo "per_s=failed")
     SETUP[$p]+=" $(field "$out" per_s)"
   done
   for p in direct palisade squid tinyproxy; do
     if [ $p = direct ]; then
-      out=$("$LOADGEN" bulk --direct "$SOURCE" "$BULK_BYTES" || echo "mib_per_s=failed")
+      out=$(LOADGEN bulk --direct "$SOURCE" "$BULK_BYTES" || echo "mib_per_s=failed")
     else
-      out=$("$LOADGEN" bulk "$(addr_of $p)" "$SOURCE" "$BULK_BYTES" || echo "mib_per_s=failed")
+      out=$(LOADGEN bulk "$(addr_of $p)" "$SOURCE" "$BULK_BYTES" || echo "mib_per_s=failed")
     fi
     BULK[$p]+=" $(field "$out" mib_per_s)"
   done
@@ -192,7 +199,7 @@ done
 for p in palisade squid tinyproxy; do
   pid=$(pid_of $p)
   echo "idle tunnels: $p..." >&2
-  out=$("$LOADGEN" idle "$(addr_of $p)" "${DEST[$p]}:18092" "$IDLE_TUNNELS" "$pid" || echo "tunnels=0 errors=$IDLE_TUNNELS bytes_per_tunnel=0")
+  out=$(LOADGEN idle "$(addr_of $p)" "${DEST[$p]}:18092" "$IDLE_TUNNELS" "$pid" || echo "tunnels=0 errors=$IDLE_TUNNELS bytes_per_tunnel=0")
   echo "  $out" >&2
   IDLE[$p]=$(field "$out" bytes_per_tunnel)
   IDLE_ERR[$p]=$(field "$out" errors)
@@ -201,7 +208,7 @@ for p in palisade squid tinyproxy; do
 done
 
 echo
-echo "medians of $ROUNDS rounds; PIN=$PIN ($([ "$PIN" = 1 ] && echo 'each proxy on CPU 1 only' || echo 'nothing pinned: every proxy may use both cores'))"
+echo "medians of $ROUNDS rounds; PIN=$PIN ($([ "$PIN" = 1 ] && echo 'each proxy on CPU 1 only; nginx, wrk, loadgen on CPU 0' || echo 'nothing pinned: proxies, origin and load tools share both cores'))"
 printf '%-10s %10s %9s %9s %14s %12s %16s %10s\n' proxy "req/s" "p50 ms" "p99 ms" "CONNECT/s" "bulk MiB/s" "idle B/tunnel" "idle errs"
 for p in direct palisade squid tinyproxy; do
   printf '%-10s %10s %9s %9s %14s %12s %16s %10s\n' "$p" "$(median ${RPS[$p]:-})" "$(median ${P50[$p]:-})" "$(median ${P99[$p]:-})" \
