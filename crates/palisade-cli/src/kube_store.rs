@@ -453,7 +453,7 @@ async fn stats(client: &Client, format: Format) -> Result<()> {
         }
         (None, _) => None,
     };
-    let allocated = claims
+    let in_pool: Vec<&SubnetClaim> = claims
         .iter()
         .filter(|c| match &pool {
             Some(p) => c
@@ -464,17 +464,25 @@ async fn stats(client: &Client, format: Format) -> Result<()> {
                 .is_some_and(|s| p.index_of(s).is_ok()),
             None => true,
         })
+        .collect();
+    // Released claims hold their subnet through its quarantine.
+    let quarantined = in_pool
+        .iter()
+        .filter(|c| c.spec.released_at.is_some())
         .count();
+    let taken = in_pool.len();
+    let allocated = taken - quarantined;
     let capacity = pool.as_ref().map(Pool::capacity);
     // Precision loss above 2^53 does not matter for a percentage.
     #[allow(clippy::cast_precision_loss)]
-    let utilisation = capacity.map(|c| allocated as f64 / c as f64);
+    let utilisation = capacity.map(|c| taken as f64 / c as f64);
     let stats = json!({
         "pool": pool.as_ref().map(|p| p.cidr().to_string()),
         "prefix_len": pool.as_ref().map(|p| p.subnet_len().get()),
         "capacity": capacity,
         "allocated": allocated,
-        "free": capacity.map(|c| c - allocated as u128),
+        "quarantined": quarantined,
+        "free": capacity.map(|c| c - taken as u128),
         "utilisation": utilisation,
     });
     match format {
@@ -499,9 +507,10 @@ async fn stats(client: &Client, format: Format) -> Result<()> {
                     ),
                     ("capacity", capacity.map_or_else(unknown, |c| c.to_string())),
                     ("allocated", allocated.to_string()),
+                    ("quarantined", quarantined.to_string()),
                     (
                         "free",
-                        capacity.map_or_else(unknown, |c| (c - allocated as u128).to_string())
+                        capacity.map_or_else(unknown, |c| (c - taken as u128).to_string())
                     ),
                     (
                         "utilisation",

@@ -193,6 +193,7 @@ async fn create_list_stats_delete_through_the_custom_resources() {
     let stats: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(stats["pool"], "fd00:1234:5678::/48");
     assert_eq!(stats["allocated"], 2);
+    assert_eq!(stats["quarantined"], 0);
     assert_eq!(stats["capacity"], json!(1u64 << 48));
     let table = palisade(&c, &["stats"]).await.stdout;
     assert!(

@@ -40,6 +40,7 @@ fn spec(i: usize) -> SubnetClaimSpec {
         namespace: "tenant-acme".into(),
         deployment: format!("w{i}"),
         workload_uid: format!("uid-{i}"),
+        released_at: None,
     }
 }
 

@@ -286,6 +286,11 @@ pub struct SubnetClaimSpec {
     /// The workload's uid: a re-created workload of the same name is a
     /// different claimant.
     pub workload_uid: String,
+    /// When the workload was deleted (RFC 3339), if the pool quarantines
+    /// released subnets: the claim then keeps the subnet out of circulation
+    /// until garbage collection deletes it `reuseAfter` later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<String>,
 }
 
 /// The CRDs, in the order they are installed.

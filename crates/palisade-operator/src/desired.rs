@@ -170,7 +170,11 @@ pub fn core_deployment(
 pub fn subnet_for(workload_uid: &str, claims: &[SubnetClaim]) -> Option<Ipv6Net> {
     claims
         .iter()
-        .filter(|c| c.spec.workload_uid == workload_uid && c.metadata.deletion_timestamp.is_none())
+        .filter(|c| {
+            c.spec.workload_uid == workload_uid
+                && c.spec.released_at.is_none()
+                && c.metadata.deletion_timestamp.is_none()
+        })
         .filter_map(|c| subnet_of(&c.name_any()))
         .min()
 }
@@ -666,26 +670,37 @@ pub fn workload_status(
     s
 }
 
-/// Claims to delete in a garbage-collection pass: those whose workload
-/// (by uid) no longer exists, older than `grace` (a claim is created
-/// before its workload's status names it, so a young claim may just not
-/// be visible in a stale workload list yet).
+/// Claims to delete in a garbage-collection pass:
+/// - released claims whose quarantine (`reuse_after`) is over;
+/// - claims whose workload (by uid) no longer exists, older than `grace`
+///   (a claim is created before its workload's status names it, so a young
+///   claim may just not be visible in a stale workload list yet). Such a
+///   claim was never released, so it is not quarantined.
 pub fn orphaned_claims(
     claims: &[SubnetClaim],
     live_workload_uids: &HashSet<String>,
     now_secs: i64,
     grace: Duration,
+    reuse_after: Duration,
 ) -> Vec<String> {
-    let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let (grace, reuse_after) = (secs(grace), secs(reuse_after));
+    let older_than = |t: i64, age: i64| now_secs.saturating_sub(t) >= age;
     claims
         .iter()
         .filter(|c| c.metadata.deletion_timestamp.is_none())
-        .filter(|c| !live_workload_uids.contains(&c.spec.workload_uid))
-        .filter(|c| {
-            c.metadata
-                .creation_timestamp
-                .as_ref()
-                .is_some_and(|t| now_secs.saturating_sub(t.0.as_second()) >= grace)
+        .filter(|c| match &c.spec.released_at {
+            Some(at) => at
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                // An unreadable stamp: treat as released long ago.
+                .map_or(true, |t| older_than(t.as_second(), reuse_after)),
+            None => {
+                !live_workload_uids.contains(&c.spec.workload_uid)
+                    && c.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .is_some_and(|t| older_than(t.0.as_second(), grace))
+            }
         })
         .map(ResourceExt::name_any)
         .collect()
@@ -750,6 +765,7 @@ mod tests {
                 namespace: "tenant-acme".into(),
                 deployment: w.name_any(),
                 workload_uid: w.uid().unwrap(),
+                released_at: None,
             },
         );
         c.metadata.creation_timestamp = created.map(|t| Time(t.parse().unwrap()));
@@ -1148,9 +1164,32 @@ mod tests {
             claim(3, &dead, None),
         ];
         let uids: HashSet<String> = ["uid-web".to_owned()].into();
-        let orphans = orphaned_claims(&claims, &uids, now, Duration::from_secs(600));
+        let hour = Duration::from_secs(3600);
+        let orphans = orphaned_claims(&claims, &uids, now, Duration::from_secs(600), hour);
         assert_eq!(orphans, [claim_name(pool().subnet(1))]);
-        assert!(orphaned_claims(&claims, &uids, now, Duration::from_secs(7200)).is_empty());
+        assert!(orphaned_claims(&claims, &uids, now, Duration::from_secs(7200), hour).is_empty());
+    }
+
+    #[test]
+    fn released_claims_wait_out_the_quarantine_then_go() {
+        let w = workload("web", spec("nginx", &[]));
+        let now = "2026-01-01T01:00:00Z"
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .unwrap()
+            .as_second();
+        let mut released = claim(0, &w, Some("2026-01-01T00:00:00Z"));
+        released.spec.released_at = Some("2026-01-01T00:30:00Z".into());
+        // Its workload uid is even still live (a re-used uid cannot happen,
+        // but the release decides): it does not count as the workload's.
+        let uids: HashSet<String> = ["uid-web".to_owned()].into();
+        let claims = [released];
+        assert_eq!(subnet_for("uid-web", &claims), None);
+        let grace = Duration::from_secs(60);
+        assert!(orphaned_claims(&claims, &uids, now, grace, Duration::from_secs(3600)).is_empty());
+        assert_eq!(
+            orphaned_claims(&claims, &uids, now, grace, Duration::from_secs(1800)),
+            [claim_name(pool().subnet(0))]
+        );
     }
 
     #[test]

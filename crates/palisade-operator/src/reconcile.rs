@@ -25,6 +25,7 @@ use palisade_core::Pool;
 use palisade_kube::render::{MANAGED_BY, TENANT_LABEL};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use futures::TryFutureExt;
 use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -473,13 +474,28 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
                 .list(&mine())
                 .await
                 .map_err(Error::kube("list the claims of", format!("{ns}/{name}")))?;
-            for c in held.items {
-                match claims.delete(&c.name_any(), &DeleteParams::default()).await {
-                    Ok(_) => {
-                        tracing::info!(subnet = %c.spec.subnet, workload = %format!("{ns}/{name}"), "subnet released")
-                    }
+            let quarantine = ctx.config.pool.reuse_after();
+            for c in held.items.iter().filter(|c| c.spec.released_at.is_none()) {
+                let result = if quarantine.is_zero() {
+                    claims.delete(&c.name_any(), &DeleteParams::default()).await.map(|_| ())
+                } else {
+                    // The claim stays, keeping the subnet out of circulation;
+                    // garbage collection deletes it when the quarantine ends.
+                    let patch = json!({"spec": {"releasedAt": now_rfc3339()}});
+                    claims
+                        .patch(&c.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                        .map_ok(|_| ())
+                        .await
+                };
+                match result {
+                    Ok(()) => tracing::info!(
+                        subnet = %c.spec.subnet,
+                        workload = %format!("{ns}/{name}"),
+                        quarantine_secs = quarantine.as_secs(),
+                        "subnet released"
+                    ),
                     Err(e) if is_status(&e, 404) => {}
-                    Err(e) => return Err(Error::kube("delete claim", c.name_any())(e)),
+                    Err(e) => return Err(Error::kube("release claim", c.name_any())(e)),
                 }
             }
             remove_finalizer(&api, w, WORKLOAD_FINALIZER).await?;
@@ -526,6 +542,7 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
                         namespace: ns.clone(),
                         deployment: name.clone(),
                         workload_uid: uid.clone(),
+                        released_at: None,
                     };
                     let got = {
                         let _one_at_a_time = ctx.allocation.lock().await;
@@ -616,7 +633,13 @@ pub async fn collect_garbage(ctx: &Ctx) -> Result<Vec<String>, Error> {
         .items;
     let uids: HashSet<String> = workloads.iter().filter_map(|w| w.uid()).collect();
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    let orphans = desired::orphaned_claims(&claims, &uids, now, ctx.config.gc_grace);
+    let orphans = desired::orphaned_claims(
+        &claims,
+        &uids,
+        now,
+        ctx.config.gc_grace,
+        ctx.config.pool.reuse_after(),
+    );
     for name in &orphans {
         match claims_api.delete(name, &DeleteParams::default()).await {
             Ok(_) => {

@@ -590,6 +590,7 @@ async fn many_concurrent_allocations_get_distinct_subnets() {
                 namespace: "tenant-acme".into(),
                 deployment: format!("w{i}"),
                 workload_uid: format!("uid-w{i}"),
+                released_at: None,
             };
             reconcile::allocate(&client, &pool(), &spec, &metrics)
                 .await
@@ -678,4 +679,55 @@ async fn edits_behind_the_operators_back_are_repaired_at_the_next_full_apply() {
         .get("apps/v1", "deployments", Some("tenant-acme"), "web")
         .unwrap();
     assert_eq!(dep["spec"]["replicas"], 3);
+}
+
+#[tokio::test]
+async fn with_a_quarantine_a_released_subnet_waits_before_reuse() {
+    let api = FakeApi::new();
+    add_workload(&api, "acme", "web", json!({"image": "nginx:alpine"}));
+    let base = ctx(&api);
+    let quarantine = Pool::new(pool().cidr(), pool().subnet_len(), Duration::from_secs(1)).unwrap();
+    let c = Ctx::new(
+        base.client.clone(),
+        Config {
+            pool: quarantine,
+            gc_grace: Duration::from_secs(600),
+            ..(*base.config).clone()
+        },
+    );
+    reconcile_workload(&c, "acme", "web").await;
+    Api::<TenantDeployment>::namespaced(c.client.clone(), "tenant-acme")
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    api.clear_log();
+    reconcile_workload(&c, "acme", "web").await;
+    // Released, not deleted: one merge patch on the claim, then the finalizer.
+    let writes = api.writes();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(writes[0].starts_with(&format!(
+        "PATCH /apis/palisade.io/v1alpha1/subnetclaims/{}?",
+        claim_name(pool().subnet(0))
+    )));
+    let held = claims(&api);
+    assert_eq!(held.len(), 1);
+    assert!(held[0].spec.released_at.is_some());
+
+    // While quarantined, the next workload gets the next subnet.
+    add_workload(&api, "acme", "api", json!({"image": "nginx:alpine"}));
+    reconcile_workload(&c, "acme", "api").await;
+    let api_subnet = workload(&c, "acme", "api").await.status.unwrap().subnet;
+    assert_eq!(api_subnet, Some(pool().subnet(1).to_string()));
+    assert!(reconcile::collect_garbage(&c).await.unwrap().is_empty());
+
+    // After the quarantine, garbage collection frees it for the one after.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        reconcile::collect_garbage(&c).await.unwrap(),
+        [claim_name(pool().subnet(0))]
+    );
+    add_workload(&api, "acme", "db", json!({"image": "postgres:16"}));
+    reconcile_workload(&c, "acme", "db").await;
+    let db_subnet = workload(&c, "acme", "db").await.status.unwrap().subnet;
+    assert_eq!(db_subnet, Some(pool().subnet(0).to_string()));
 }

@@ -40,6 +40,9 @@ struct RunArgs {
     /// Prefix length of each workload's subnet (64 to 120).
     #[arg(long, env = "PALISADE_PREFIX_LEN", default_value = "96")]
     prefix_len: String,
+    /// Keep a released subnet out of circulation this long (e.g. 10m, 1h).
+    #[arg(long, env = "PALISADE_REUSE_AFTER", default_value = "0s")]
+    reuse_after: String,
     /// Network-policy objects: cilium, kubernetes or both.
     #[arg(long, env = "PALISADE_POLICY", default_value = "cilium")]
     policy: String,
@@ -76,7 +79,8 @@ fn config(a: &RunArgs) -> Result<Config, String> {
         .prefix_len
         .parse()
         .map_err(|e: palisade_core::PoolError| e.to_string())?;
-    let pool = Pool::new(cidr, len, Duration::ZERO).map_err(|e| e.to_string())?;
+    let reuse_after = duration("reuse-after", &a.reuse_after)?;
+    let pool = Pool::new(cidr, len, reuse_after).map_err(|e| e.to_string())?;
     let policy = match a.policy.as_str() {
         "cilium" => PolicyFlavour::Cilium,
         "kubernetes" => PolicyFlavour::Kubernetes,
