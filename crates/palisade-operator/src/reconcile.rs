@@ -13,6 +13,7 @@ use crate::desired::{
 };
 use crate::metrics::Metrics;
 use crate::{Config, Error};
+use futures::TryFutureExt;
 use ipnet::Ipv6Net;
 use k8s_openapi::api::apps::v1::Deployment as K8sDeployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -25,7 +26,6 @@ use palisade_core::Pool;
 use palisade_kube::render::{MANAGED_BY, TENANT_LABEL};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use futures::TryFutureExt;
 use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -477,13 +477,20 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
             let quarantine = ctx.config.pool.reuse_after();
             for c in held.items.iter().filter(|c| c.spec.released_at.is_none()) {
                 let result = if quarantine.is_zero() {
-                    claims.delete(&c.name_any(), &DeleteParams::default()).await.map(|_| ())
+                    claims
+                        .delete(&c.name_any(), &DeleteParams::default())
+                        .await
+                        .map(|_| ())
                 } else {
                     // The claim stays, keeping the subnet out of circulation;
                     // garbage collection deletes it when the quarantine ends.
                     let patch = json!({"spec": {"releasedAt": now_rfc3339()}});
                     claims
-                        .patch(&c.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                        .patch(
+                            &c.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(&patch),
+                        )
                         .map_ok(|_| ())
                         .await
                 };
