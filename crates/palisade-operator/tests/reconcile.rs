@@ -731,3 +731,51 @@ async fn with_a_quarantine_a_released_subnet_waits_before_reuse() {
     let db_subnet = workload(&c, "acme", "db").await.status.unwrap().subnet;
     assert_eq!(db_subnet, Some(pool().subnet(0).to_string()));
 }
+
+#[tokio::test]
+async fn claims_and_invalid_specs_are_reported_as_events() {
+    use kube::runtime::events::{Recorder, Reporter};
+    let api = FakeApi::new();
+    add_workload(&api, "acme", "web", json!({"image": "nginx:alpine"}));
+    let base = ctx(&api);
+    let c = Ctx {
+        recorder: Some(Recorder::new(
+            base.client.clone(),
+            Reporter {
+                controller: "palisade-operator".into(),
+                instance: Some("test".into()),
+            },
+        )),
+        ..base
+    };
+    reconcile_workload(&c, "acme", "web").await;
+    let mut t = api.get(CRD_GV, "tenants", None, "acme").unwrap();
+    t["spec"]["quota"] = json!({"cpu": "lots", "memory": "8Gi", "pods": 20});
+    api.insert(CRD_GV, "tenants", t);
+    reconcile_tenant(&c, "acme").await;
+
+    let events = api.all("events.k8s.io/v1", "events");
+    let find = |reason: &str| {
+        events
+            .iter()
+            .find(|e| e["reason"] == reason)
+            .unwrap_or_else(|| panic!("no {reason} event in {events:?}"))
+            .clone()
+    };
+    let claimed = find("SubnetClaimed");
+    assert_eq!(claimed["type"], "Normal");
+    assert_eq!(claimed["regarding"]["name"], "web");
+    assert!(
+        claimed["note"]
+            .as_str()
+            .unwrap()
+            .contains(&pool().subnet(0).to_string())
+    );
+    let invalid = find("InvalidSpec");
+    assert_eq!(invalid["type"], "Warning");
+    assert_eq!(invalid["regarding"]["kind"], "Tenant");
+    assert!(
+        invalid["note"].as_str().unwrap().contains("cpu"),
+        "{invalid}"
+    );
+}
