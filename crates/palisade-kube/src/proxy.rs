@@ -12,13 +12,12 @@
 use crate::Error;
 use crate::object::Object;
 use crate::options::{InClusterProxy, RenderOptions};
-use crate::render::MANAGED_BY;
+use crate::render::{MANAGED_BY, own_container_security, own_pod_security};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-    HTTPGetAction, Namespace, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort,
-    ServiceSpec, Toleration, Volume, VolumeMount,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, Namespace,
+    PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, Probe, Service, ServiceAccount,
+    ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -135,18 +134,7 @@ pub(crate) fn objects(p: &InClusterProxy, options: &RenderOptions) -> Result<Vec
             read_only: Some(true),
             ..VolumeMount::default()
         }]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            run_as_user: Some(65532),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(own_container_security()),
         ..Container::default()
     };
     let deployment = Deployment {
@@ -192,14 +180,7 @@ pub(crate) fn objects(p: &InClusterProxy, options: &RenderOptions) -> Result<Vec
                         }),
                         ..Affinity::default()
                     }),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(own_pod_security()),
                     // Draining: the proxy stops accepting on SIGTERM and
                     // finishes in-flight requests and tunnels.
                     termination_grace_period_seconds: Some(60),

@@ -1039,22 +1039,7 @@ impl Cx<'_> {
             EgressMode::Proxy => Some(proxy_env()),
             EgressMode::CiliumEgressGateway => None,
         };
-        let (tolerations, node_selector) = match &t.node_pool {
-            Some(pool) => (
-                Some(vec![Toleration {
-                    key: Some(NODE_POOL_TAINT.into()),
-                    operator: Some("Equal".into()),
-                    value: Some(t.name.to_string()),
-                    effect: Some("NoSchedule".into()),
-                    ..Toleration::default()
-                }]),
-                Some(BTreeMap::from([(
-                    NODE_POOL_LABEL.to_owned(),
-                    pool.to_string(),
-                )])),
-            ),
-            None => (None, None),
-        };
+        let (tolerations, node_selector) = node_pool_placement(t);
         let caps = if opts.run_as_non_root {
             vec!["NET_BIND_SERVICE".to_owned()]
         } else {
@@ -1293,6 +1278,59 @@ fn proxy_env() -> Vec<EnvVar> {
         value("https_proxy", url),
         value("no_proxy", "$(NO_PROXY)"),
     ]
+}
+
+/// Tolerations and nodeSelector that put a tenant's pods on its dedicated
+/// node pool, if it has one.
+type Placement = (Option<Vec<Toleration>>, Option<BTreeMap<String, String>>);
+
+fn node_pool_placement(t: &Tenant) -> Placement {
+    match &t.node_pool {
+        Some(pool) => (
+            Some(vec![Toleration {
+                key: Some(NODE_POOL_TAINT.into()),
+                operator: Some("Equal".into()),
+                value: Some(t.name.to_string()),
+                effect: Some("NoSchedule".into()),
+                ..Toleration::default()
+            }]),
+            Some(BTreeMap::from([(
+                NODE_POOL_LABEL.to_owned(),
+                pool.to_string(),
+            )])),
+        ),
+        None => (None, None),
+    }
+}
+
+/// The security context of Palisade's own containers (the proxy, the
+/// egress-check demo): the image's non-root user, read-only root, no
+/// capabilities.
+pub(crate) fn own_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The pod security context of Palisade's own pods.
+pub(crate) fn own_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
 }
 
 /// A one-line summary of what a policy object allows, for `kubectl describe`.

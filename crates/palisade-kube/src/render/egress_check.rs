@@ -10,16 +10,15 @@
 //! (`kubectl port-forward` comes from the node, which Cilium allows).
 
 use super::{
-    Cx, DEPLOYMENT_LABEL, IP_POOL_ANNOTATION, NODE_POOL_LABEL, NODE_POOL_TAINT, PolicyTarget,
-    labels, meta, pool_name, proxy_env, tenant_labels,
+    Cx, DEPLOYMENT_LABEL, IP_POOL_ANNOTATION, PolicyTarget, labels, meta, node_pool_placement,
+    own_container_security, own_pod_security, pool_name, proxy_env, tenant_labels,
 };
 use crate::Error;
 use crate::object::Object;
 use k8s_openapi::api::apps::v1::{Deployment as K8sDeployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Toleration,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec,
+    PodTemplateSpec, Probe, Service, ServiceAccount, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -79,22 +78,7 @@ impl Cx<'_> {
         if t.egress.mode == EgressMode::Proxy {
             env.extend(proxy_env());
         }
-        let (tolerations, node_selector) = match &t.node_pool {
-            Some(pool) => (
-                Some(vec![Toleration {
-                    key: Some(NODE_POOL_TAINT.into()),
-                    operator: Some("Equal".into()),
-                    value: Some(t.name.to_string()),
-                    effect: Some("NoSchedule".into()),
-                    ..Toleration::default()
-                }]),
-                Some(BTreeMap::from([(
-                    NODE_POOL_LABEL.to_owned(),
-                    pool.to_string(),
-                )])),
-            ),
-            None => (None, None),
-        };
+        let (tolerations, node_selector) = node_pool_placement(t);
         let container = Container {
             name: NAME.into(),
             image: Some(image.to_owned()),
@@ -114,18 +98,7 @@ impl Cx<'_> {
                 ..Probe::default()
             }),
             resources: Some(super::resources(&opts.resources)),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                privileged: Some(false),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                run_as_user: Some(65532),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".into()]),
-                    add: None,
-                }),
-                ..SecurityContext::default()
-            }),
+            security_context: Some(own_container_security()),
             ..Container::default()
         };
         out.push(Object::new(&K8sDeployment {
@@ -150,14 +123,7 @@ impl Cx<'_> {
                         service_account_name: Some(NAME.into()),
                         automount_service_account_token: Some(false),
                         enable_service_links: Some(false),
-                        security_context: Some(PodSecurityContext {
-                            run_as_non_root: Some(true),
-                            seccomp_profile: Some(SeccompProfile {
-                                type_: "RuntimeDefault".into(),
-                                ..SeccompProfile::default()
-                            }),
-                            ..PodSecurityContext::default()
-                        }),
+                        security_context: Some(own_pod_security()),
                         tolerations,
                         node_selector,
                         containers: vec![container],
