@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 const BUF_SIZE: usize = 64 * 1024;
 const MAX_FREE: usize = 32;
 /// Pipe capacity asked for (the kernel may grant less; the default is 64 KiB).
-const PIPE_SIZE: usize = 1024 * 1024;
+const PIPE_SIZE: usize = 256 * 1024;
 /// Idle pipes kept per worker thread; each costs two descriptors.
 const MAX_FREE_PIPES: usize = 4;
 /// Reads per wake-up before yielding, so one busy tunnel cannot starve a worker.
