@@ -101,6 +101,20 @@ fn now_rfc3339() -> String {
 }
 
 /// Runs a command, returning stdout, or its stderr as the error.
+/// The `ip` script that gives an endpoint namespace (a pod, a gateway, the
+/// internet) its one address on `eth0` and its route via the router.
+fn endpoint_script(addr: std::net::Ipv6Addr) -> String {
+    format!(
+        "link set lo up\nlink set eth0 up\naddr add {addr}/128 dev eth0 nodad\n\
+         route add default via {ROUTER_LINK_LOCAL} dev eth0\n"
+    )
+}
+
+/// Runs an `ip -6 -batch` script in namespace `ns`.
+fn ip6_batch(ns: &str, script: &str) -> Result<String> {
+    run("ip", &["-6", "-n", ns, "-batch", "-"], Some(script))
+}
+
 pub(crate) fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
     let line = format!("{program} {}", args.join(" "));
     tracing::debug!(command = %line, stdin_lines = stdin.map_or(0, |s| s.lines().count()), "run");
@@ -434,11 +448,7 @@ impl Lab {
         for ip in &egress_ips {
             let _ = writeln!(router, "route add {ip}/128 dev proxy-out");
         }
-        run(
-            "ip",
-            &["-6", "-n", &infra.router, "-batch", "-"],
-            Some(&router),
-        )?;
+        ip6_batch(&infra.router, &router)?;
         let mut proxy = format!(
             "link set lo up\nlink set in up\nlink set out up\n\
              addr add {PROXY_ADDR}/128 dev in nodad\n\
@@ -449,19 +459,8 @@ impl Lab {
         for ip in &egress_ips {
             let _ = writeln!(proxy, "addr add {ip}/128 dev out nodad");
         }
-        run(
-            "ip",
-            &["-6", "-n", &infra.proxy, "-batch", "-"],
-            Some(&proxy),
-        )?;
-        run(
-            "ip",
-            &["-6", "-n", &infra.internet, "-batch", "-"],
-            Some(&format!(
-                "link set lo up\nlink set eth0 up\naddr add {ECHO_ADDR}/128 dev eth0 nodad\n\
-                 route add default via {ROUTER_LINK_LOCAL} dev eth0\n"
-            )),
-        )?;
+        ip6_batch(&infra.proxy, &proxy)?;
+        ip6_batch(&infra.internet, &endpoint_script(ECHO_ADDR))?;
         progress(Progress::Tick("proxy and internet namespaces".into()));
         self.apply_ruleset(&plan)?;
         progress(Progress::Tick("nftables".into()));
@@ -596,16 +595,8 @@ impl Lab {
             let _ = writeln!(proxy, "addr add {ip}/128 dev out nodad");
         }
         if !router.is_empty() {
-            run(
-                "ip",
-                &["-6", "-n", &state.infra.router, "-batch", "-"],
-                Some(&router),
-            )?;
-            run(
-                "ip",
-                &["-6", "-n", &state.infra.proxy, "-batch", "-"],
-                Some(&proxy),
-            )?;
+            ip6_batch(&state.infra.router, &router)?;
+            ip6_batch(&state.infra.proxy, &proxy)?;
         }
 
         // New policy first for what stays, then the new endpoints under it.
@@ -827,26 +818,14 @@ impl Lab {
                  route replace {addr}/128 dev {veth}"
             );
         }
-        run(
-            "ip",
-            &["-6", "-n", &plan.infra.router, "-batch", "-"],
-            Some(&router),
-        )?;
+        ip6_batch(&plan.infra.router, &router)?;
         let results: Vec<Result<()>> = std::thread::scope(|s| {
             let handles: Vec<_> = attach
                 .chunks(attach.len().div_ceil(8).max(1))
                 .map(|chunk| {
                     s.spawn(move || {
                         for (ns, _, addr) in chunk {
-                            run(
-                                "ip",
-                                &["-6", "-n", ns, "-batch", "-"],
-                                Some(&format!(
-                                    "link set lo up\nlink set eth0 up\n\
-                                     addr add {addr}/128 dev eth0 nodad\n\
-                                     route add default via {ROUTER_LINK_LOCAL} dev eth0\n"
-                                )),
-                            )?;
+                            ip6_batch(ns, &endpoint_script(*addr))?;
                             progress(Progress::Tick((*ns).to_string()));
                         }
                         Ok(())
