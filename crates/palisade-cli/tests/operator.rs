@@ -5,16 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use palisade_core::Pool;
-use palisade_kube::RenderOptions;
-use palisade_operator::Config;
 use palisade_operator::crd::{Tenant, TenantDeployment};
 use palisade_operator::kube::Api;
 use palisade_operator::reconcile::{self, Ctx};
 use palisade_operator::testing::FakeApi;
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 const GV: &str = "palisade.io/v1alpha1";
@@ -86,26 +82,10 @@ fn one_line_error(out: &Out, needle: &str) {
     );
 }
 
-fn pool() -> Pool {
-    Pool::new(
-        "fd00:1234:5678::/48".parse().unwrap(),
-        "96".parse().unwrap(),
-        Duration::ZERO,
-    )
-    .unwrap()
-}
+use palisade_operator::testing::example_pool as pool;
 
 fn operator(api: &FakeApi) -> Ctx {
-    Ctx::new(
-        api.client(),
-        Config {
-            pool: pool(),
-            render: RenderOptions::default(),
-            gc_grace: Duration::from_secs(600),
-            gc_interval: Duration::from_secs(300),
-            resync: Duration::from_secs(600),
-        },
-    )
+    Ctx::new(api.client(), palisade_operator::testing::example_config())
 }
 
 /// One pass of both controllers over everything, as the watches would

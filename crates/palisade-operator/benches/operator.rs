@@ -11,7 +11,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use palisade_core::Pool;
 use palisade_kube::RenderOptions;
 use palisade_operator::claim::{ClaimLedger, claim_name};
 use palisade_operator::crd::{
@@ -22,16 +21,9 @@ use palisade_operator::metrics::Metrics;
 use palisade_operator::reconcile;
 use palisade_operator::testing::FakeApi;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-fn pool() -> Pool {
-    Pool::new(
-        "fd00:1234:5678::/48".parse().unwrap(),
-        "96".parse().unwrap(),
-        Duration::ZERO,
-    )
-    .unwrap()
-}
+use palisade_operator::testing::example_pool as pool;
 
 fn spec(i: usize) -> SubnetClaimSpec {
     SubnetClaimSpec {

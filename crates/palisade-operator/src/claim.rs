@@ -156,14 +156,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn pool() -> Pool {
-        Pool::new(
-            "fd00:1234:5678::/48".parse().unwrap(),
-            "96".parse().unwrap(),
-            Duration::ZERO,
-        )
-        .unwrap()
-    }
+    use crate::testing::example_pool as pool;
 
     fn is_dns_subdomain(s: &str) -> bool {
         s.len() <= 253

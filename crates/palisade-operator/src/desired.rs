@@ -724,14 +724,7 @@ mod tests {
     use crate::crd::{AllowFrom, EnvVarSpec, ResourcesSpec, SubnetClaimSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-    fn pool() -> Pool {
-        Pool::new(
-            "fd00:1234:5678::/48".parse().unwrap(),
-            "96".parse().unwrap(),
-            Duration::ZERO,
-        )
-        .unwrap()
-    }
+    use crate::testing::example_pool as pool;
 
     fn tenant() -> Tenant {
         let mut t = Tenant::new("acme", TenantSpec::default());

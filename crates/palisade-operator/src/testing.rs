@@ -17,12 +17,16 @@
 //! selectors, no managed-fields bookkeeping (apply merges and never
 //! conflicts), no resourceVersion-based watch resumption.
 
+use crate::Config;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
+use palisade_core::Pool;
+use palisade_kube::RenderOptions;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// (group/version, plural, namespace, name).
 type Key = (String, String, Option<String>, String);
@@ -37,6 +41,34 @@ struct State {
     /// Names whose next create loses a race: a competitor object appears
     /// just before, and the create gets a 409.
     steal: BTreeMap<String, Value>,
+}
+
+/// The pool the operator's tests and benchmarks use: `fd00:1234:5678::/48`
+/// in /96 subnets, released subnets reusable at once.
+pub fn example_pool() -> Pool {
+    let cidr = ipnet::Ipv6Net::new(
+        std::net::Ipv6Addr::new(0xfd00, 0x1234, 0x5678, 0, 0, 0, 0, 0),
+        48,
+    );
+    match (cidr, "96".parse()) {
+        (Ok(cidr), Ok(len)) => match Pool::new(cidr, len, Duration::ZERO) {
+            Ok(pool) => pool,
+            Err(e) => panic!("the example pool is valid: {e}"),
+        },
+        _ => panic!("the example pool's literals are valid"),
+    }
+}
+
+/// Operator settings for tests: [`example_pool`], default rendering,
+/// garbage collection after 10 minutes every 5, resync every 10.
+pub fn example_config() -> Config {
+    Config {
+        pool: example_pool(),
+        render: RenderOptions::default(),
+        gc_grace: Duration::from_secs(600),
+        gc_interval: Duration::from_secs(300),
+        resync: Duration::from_secs(600),
+    }
 }
 
 /// The fake API server; clones share state.

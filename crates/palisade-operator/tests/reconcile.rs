@@ -7,7 +7,6 @@
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 use palisade_core::Pool;
-use palisade_kube::RenderOptions;
 use palisade_operator::Config;
 use palisade_operator::claim::claim_name;
 use palisade_operator::crd::{SubnetClaim, SubnetClaimSpec, Tenant, TenantDeployment};
@@ -22,26 +21,10 @@ use std::time::Duration;
 
 const CRD_GV: &str = "palisade.io/v1alpha1";
 
-fn pool() -> Pool {
-    Pool::new(
-        "fd00:1234:5678::/48".parse().unwrap(),
-        "96".parse().unwrap(),
-        Duration::ZERO,
-    )
-    .unwrap()
-}
+use palisade_operator::testing::example_pool as pool;
 
 fn ctx(api: &FakeApi) -> Ctx {
-    Ctx::new(
-        api.client(),
-        Config {
-            pool: pool(),
-            render: RenderOptions::default(),
-            gc_grace: Duration::from_secs(600),
-            gc_interval: Duration::from_secs(300),
-            resync: Duration::from_secs(600),
-        },
-    )
+    Ctx::new(api.client(), palisade_operator::testing::example_config())
 }
 
 fn add_tenant(api: &FakeApi, name: &str) {
