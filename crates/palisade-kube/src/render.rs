@@ -269,20 +269,16 @@ impl TenantInput<'_> {
         let mut h = Sha256::new();
         h.update(RENDER_FORMAT);
         h.update(self.cx.options_key);
-        let mut feed = |v: &dyn erased::Json| {
-            h.update(v.json());
-            h.update([0u8]);
-        };
-        feed(&self.tenant);
+        feed(&mut h, &self.tenant);
         let mut endpoints = vec![Endpoint::EgressProxy {
             tenant: self.tenant.name.clone(),
         }];
         for d in &self.deployments {
-            feed(d);
+            feed(&mut h, d);
             endpoints.push(Endpoint::deployment(&d.tenant, &d.name));
         }
         for g in self.cx.gateways_of(&self.tenant.name) {
-            feed(&g.scope);
+            feed(&mut h, &g.scope);
             if g.scope.tenant().is_some() {
                 endpoints.push(Endpoint::Gateway {
                     scope: g.scope.clone(),
@@ -296,7 +292,7 @@ impl TenantInput<'_> {
                 .rules_to(e)
                 .chain(self.cx.policy.rules_from(e))
             {
-                feed(r);
+                feed(&mut h, r);
             }
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
@@ -308,20 +304,13 @@ impl TenantInput<'_> {
     }
 }
 
-/// Serialisation behind a trait object, so one closure feeds values of
-/// every type to the digest.
-mod erased {
-    pub trait Json {
-        fn json(&self) -> Vec<u8>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> Vec<u8> {
-            // Serialising model values to JSON cannot fail (no maps with
-            // non-string keys); an empty digest input would only cost a
-            // re-render.
-            serde_json::to_vec(self).unwrap_or_default()
-        }
-    }
+/// Adds `value`'s JSON and a separator to a fingerprint. Serialising
+/// model values cannot fail (no maps with non-string keys); if it did, the
+/// digest would only differ, which costs a re-render.
+fn feed<T: serde::Serialize>(h: &mut sha2::Sha256, value: &T) {
+    use sha2::Digest;
+    let _ = serde_json::to_writer(&mut *h, value);
+    h.update([0u8]);
 }
 
 /// Shared read-only inputs.
