@@ -10,7 +10,7 @@
 //! (`kubectl port-forward` comes from the node, which Cilium allows).
 
 use super::{
-    Cx, DEPLOYMENT_LABEL, IP_POOL_ANNOTATION, PolicyTarget, labels, meta, node_pool_placement,
+    Cx, IP_POOL_ANNOTATION, PolicyTarget, labels, meta, node_pool_placement,
     own_container_security, own_pod_security, pool_name, proxy_env, tenant_labels,
 };
 use crate::Error;
@@ -148,8 +148,8 @@ impl Cx<'_> {
             }),
             ..Service::default()
         })?);
-        // The demo must not match the borrowed deployment's own policy.
-        debug_assert!(!own.contains_key(DEPLOYMENT_LABEL));
+        // Its labels carry no `palisade.io/deployment`, so the borrowed
+        // deployment's own policy (and its peers' rules) never select it.
         self.policies_for(
             PolicyTarget {
                 me: &Endpoint::deployment(&t.name, &first.name),
