@@ -5,21 +5,25 @@ use std::process::ExitCode;
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 
 use crate::config::ProxyConfig;
 use crate::server::Proxy;
+use crate::workers::{Workers, available_cores};
 
 /// Exit status for a bad configuration (EX_CONFIG from sysexits is 78; EX_USAGE 64
 /// is what linkerd and this project use for "your input is wrong").
 pub const EXIT_CONFIG: u8 = 64;
 
 const USAGE: &str = "usage:
-  palisade-proxy --config FILE          run the proxy
+  palisade-proxy --config FILE [--workers N]
+                                        run the proxy on N threads (default:
+                                        one per CPU it may run on)
   palisade-proxy check --config FILE    validate a config file and exit
   palisade-proxy hash-password          read a password on stdin, print its Argon2 hash";
 
 enum Command {
-    Run(PathBuf),
+    Run(PathBuf, Option<usize>),
     Check(PathBuf),
     HashPassword,
 }
@@ -27,6 +31,7 @@ enum Command {
 fn parse(args: &[String]) -> Result<Command, String> {
     let mut config = None;
     let mut verb = None;
+    let mut workers = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -36,6 +41,13 @@ fn parse(args: &[String]) -> Result<Command, String> {
             s if s.starts_with("--config=") => {
                 config = Some(PathBuf::from(&s["--config=".len()..]));
             }
+            "--workers" => {
+                let n = it.next().ok_or("--workers needs a number")?;
+                workers = Some(parse_workers(n)?);
+            }
+            s if s.starts_with("--workers=") => {
+                workers = Some(parse_workers(&s["--workers=".len()..])?);
+            }
             "check" | "hash-password" | "run" if verb.is_none() => verb = Some(a.clone()),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -44,8 +56,17 @@ fn parse(args: &[String]) -> Result<Command, String> {
     match (verb.as_deref(), config) {
         (Some("hash-password"), _) => Ok(Command::HashPassword),
         (Some("check"), Some(c)) => Ok(Command::Check(c)),
-        (None | Some("run"), Some(c)) => Ok(Command::Run(c)),
+        (None | Some("run"), Some(c)) => Ok(Command::Run(c, workers)),
         _ => Err("--config FILE is required".to_string()),
+    }
+}
+
+fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "--workers takes a number of threads from 1 to 1024, not {s:?}"
+        )),
     }
 }
 
@@ -64,7 +85,7 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let path = match cmd {
+    let (path, workers) = match cmd {
         Command::HashPassword => return hash_password(),
         Command::Check(path) => {
             return match ProxyConfig::load(&path) {
@@ -78,7 +99,7 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
                 }
             };
         }
-        Command::Run(path) => path,
+        Command::Run(path, workers) => (path, workers.unwrap_or_else(available_cores)),
     };
     let config = match ProxyConfig::load(&path) {
         Ok(c) => c,
@@ -88,17 +109,22 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
         }
     };
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The main thread's runtime accepts and serves one share of the clients;
+    // each extra worker thread serves another (see `crate::workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .build();
+    let extra = Workers::start(workers - 1);
+    let (runtime, extra) = match (runtime, extra) {
+        (Ok(r), Ok(w)) => (r, w),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("palisade-proxy: failed to start runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, path)) {
+    let result = runtime.block_on(run(config, path, extra.handles()));
+    drop(extra);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "proxy failed");
@@ -120,7 +146,7 @@ fn init_logging() {
         .try_init();
 }
 
-async fn run(config: ProxyConfig, path: PathBuf) -> anyhow::Result<()> {
+async fn run(config: ProxyConfig, path: PathBuf, workers: Vec<Handle>) -> anyhow::Result<()> {
     use anyhow::Context;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -128,7 +154,9 @@ async fn run(config: ProxyConfig, path: PathBuf) -> anyhow::Result<()> {
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("failed to bind admin address {}", config.admin_listen))?;
-    let proxy = Proxy::new(config).with_config_file(path);
+    let proxy = Proxy::new(config)
+        .with_config_file(path)
+        .with_workers(workers);
     let handle = proxy.handle();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("failed to install SIGHUP handler")?;

@@ -29,6 +29,7 @@ pub mod server;
 pub mod sniff;
 pub mod target;
 pub mod upstream;
+pub mod workers;
 
 pub use config::{ConfigError, ProxyConfig, TenantConfig};
 pub use error::ProxyError;

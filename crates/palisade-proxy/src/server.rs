@@ -15,7 +15,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,6 +41,7 @@ pub enum ServeError {
 pub struct Proxy {
     shared: Arc<Shared>,
     config_file: Option<PathBuf>,
+    workers: Vec<Handle>,
 }
 
 /// A handle to a running (or about to run) proxy: reload and inspect it.
@@ -68,7 +70,15 @@ impl Proxy {
                 own: std::sync::Mutex::new(Vec::new()),
             }),
             config_file: None,
+            workers: Vec::new(),
         }
+    }
+
+    /// Share new client connections, in turn, between the runtime that runs
+    /// [`Proxy::serve`] and these (see [`crate::workers`]).
+    pub fn with_workers(mut self, workers: Vec<Handle>) -> Self {
+        self.workers = workers;
+        self
     }
 
     /// Replace the resolver (tests inject answers this way).
@@ -115,7 +125,13 @@ impl Proxy {
         shared
             .runtime
             .store(Arc::new(Runtime::build(config.clone(), &own, None)));
-        tracing::info!(listen = %own[0], admin = %own[1], tenants = config.tenants.len(), "proxy listening");
+        tracing::info!(
+            listen = %own[0],
+            admin = %own[1],
+            tenants = config.tenants.len(),
+            workers = self.workers.len() + 1,
+            "proxy listening"
+        );
 
         let draining = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -145,6 +161,7 @@ impl Proxy {
 
         let cap = Arc::new(Semaphore::new(config.limits.max_connections));
         tokio::pin!(shutdown);
+        let mut turn = 0usize;
         loop {
             let permit = tokio::select! {
                 p = cap.clone().acquire_owned() => match p {
@@ -168,12 +185,26 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
             let draining = draining.clone();
-            connections.spawn(async move {
-                shared.metrics.active_connections.inc();
-                serve_client(stream, peer, shared.clone(), draining).await;
-                shared.metrics.active_connections.dec();
-                drop(permit);
-            });
+            turn = (turn + 1) % (self.workers.len() + 1);
+            let Some(worker) = turn.checked_sub(1).and_then(|i| self.workers.get(i)) else {
+                connections.spawn(client_task(stream, peer, shared, draining, permit));
+                continue;
+            };
+            // Re-register the socket with the worker's own reactor, so its
+            // readiness events are handled on the thread that serves it.
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(client = %peer, error = %e, "failed to hand a connection to a worker");
+                    continue;
+                }
+            };
+            worker.spawn(connections.track_future(async move {
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => client_task(stream, peer, shared, draining, permit).await,
+                    Err(e) => tracing::warn!(client = %peer, error = %e, "worker failed to take a connection"),
+                }
+            }));
         }
         drop(listener);
         tracing::info!("shutting down: draining connections and tunnels");
@@ -199,6 +230,19 @@ impl Proxy {
         admin_task.abort();
         Ok(())
     }
+}
+
+async fn client_task(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    draining: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) {
+    shared.metrics.active_connections.inc();
+    serve_client(stream, peer, shared.clone(), draining).await;
+    shared.metrics.active_connections.dec();
+    drop(permit);
 }
 
 async fn serve_client(

@@ -167,6 +167,52 @@ async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
     assert!(refused.is_err(), "listener still accepting after shutdown");
 }
 
+/// With worker threads, each new client connection goes to the next runtime in
+/// turn; requests on every one of them are served, and shutdown drains them all.
+#[tokio::test]
+async fn connections_on_worker_threads_are_served_and_drained() {
+    let origin = Origin::start("127.0.0.10").await;
+    let workers = palisade_proxy::workers::Workers::start(2).unwrap();
+    let handles = workers.handles();
+    let mut proxy = start_proxy(
+        &config(origin.addr.port(), "127.0.0.20"),
+        Some(Box::new(move |p: palisade_proxy::Proxy| {
+            p.with_workers(handles)
+        })),
+    )
+    .await;
+    // Three connections: one per runtime (the serving one and two workers).
+    let mut senders = Vec::new();
+    for _ in 0..3 {
+        senders.push(client(proxy.addr).await);
+    }
+    for sender in &mut senders {
+        for _ in 0..3 {
+            let got = get(sender, &origin.url("/")).await;
+            assert_eq!(got.as_ref().map(|(s, _)| *s), Ok(200), "{got:?}");
+        }
+    }
+    let in_flight: Vec<_> = senders
+        .into_iter()
+        .map(|mut sender| {
+            let url = origin.url("/slow");
+            tokio::spawn(async move { get(&mut sender, &url).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.shutdown();
+    for request in in_flight {
+        let got = within(10, "in-flight request not drained", request)
+            .await
+            .unwrap();
+        assert_eq!(got, Ok((200, "slow".to_string())));
+    }
+    within(10, "serve() did not return after drain", &mut proxy.done)
+        .await
+        .unwrap();
+    drop(workers);
+}
+
 #[test]
 fn the_binary_exits_64_with_a_precise_message_on_bad_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -199,6 +245,18 @@ fn the_binary_exits_64_with_a_precise_message_on_bad_config() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `listen_typo`"));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade-proxy"))
+        .args(["--config", path.to_str().unwrap(), "--workers", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--workers takes a number of threads from 1 to 1024, not \"0\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -223,7 +281,7 @@ fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
     }
     let mut child = KillOnDrop(
         std::process::Command::new(env!("CARGO_BIN_EXE_palisade-proxy"))
-            .args(["--config", path.to_str().unwrap()])
+            .args(["--config", path.to_str().unwrap(), "--workers", "2"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -242,6 +300,7 @@ fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
         panic!("proxy exited before logging {want:?}");
     };
     let started = next_json("proxy listening");
+    assert_eq!(started["workers"], 2, "{started}");
     assert!(
         started["listen"]
             .as_str()
