@@ -6,6 +6,7 @@
 # Env:   DURATION (wrk seconds, default 10), CONNS (wrk connections, default 50),
 #        IDLE_TUNNELS (default 9900: the sandbox's 20,000-descriptor cap allows
 #        two sockets per tunnel in the proxy), BULK_BYTES (default 2 GiB),
+#        WRK_THREADS (default: 1 with PIN=1, else 2),
 #        ROUNDS (default 3), PIN (default 0: nothing pinned, every proxy, the
 #        origin and the load tools share both cores; 1: every proxy runs on
 #        CPU 1 only and nginx, wrk and loadgen on CPU 0 only, for the proxied
@@ -30,6 +31,9 @@ PIN=${PIN:-0}
 PROXY_CPU=()
 LOAD_CPU=()
 if [ "$PIN" = 1 ]; then PROXY_CPU=(taskset -c 1); LOAD_CPU=(taskset -c 0); fi
+# One wrk thread per core the load side may use: two threads on one core only
+# take turns, and their context switches land in every proxy's latency.
+WRK_THREADS=${WRK_THREADS:-$([ "$PIN" = 1 ] && echo 1 || echo 2)}
 
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -152,9 +156,9 @@ to_ms() { # wrk latency like 1.23ms / 456.00us / 1.02s -> ms
 run_wrk() { # name round url [script]
   local out
   if [ -n "${4:-}" ]; then
-    out=$(WRK -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$4" "$3")
+    out=$(WRK -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$4" "$3")
   else
-    out=$(WRK -t2 -c"$CONNS" -d"${DURATION}s" --latency "$3")
+    out=$(WRK -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$3")
   fi
   echo "$out" >"$D/wrk-$1-$2.txt"
   RPS[$1]+=" $(echo "$out" | awk '/Requests\/sec/ {print int($2)}')"
@@ -208,7 +212,7 @@ for p in palisade squid tinyproxy; do
 done
 
 echo
-echo "medians of $ROUNDS rounds; PIN=$PIN ($([ "$PIN" = 1 ] && echo 'each proxy on CPU 1 only; nginx, wrk, loadgen on CPU 0' || echo 'nothing pinned: proxies, origin and load tools share both cores'))"
+echo "medians of $ROUNDS rounds; wrk -t$WRK_THREADS -c$CONNS; PIN=$PIN ($([ "$PIN" = 1 ] && echo 'each proxy on CPU 1 only; nginx, wrk, loadgen on CPU 0' || echo 'nothing pinned: proxies, origin and load tools share both cores'))"
 printf '%-10s %10s %9s %9s %14s %12s %16s %10s\n' proxy "req/s" "p50 ms" "p99 ms" "CONNECT/s" "bulk MiB/s" "idle B/tunnel" "idle errs"
 for p in direct palisade squid tinyproxy; do
   printf '%-10s %10s %9s %9s %14s %12s %16s %10s\n' "$p" "$(median ${RPS[$p]:-})" "$(median ${P50[$p]:-})" "$(median ${P99[$p]:-})" \
