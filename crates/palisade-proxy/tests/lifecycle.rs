@@ -168,7 +168,8 @@ async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
 }
 
 /// With worker threads, each new client connection goes to the next runtime in
-/// turn; requests on every one of them are served, and shutdown drains them all.
+/// turn; requests and tunnels on every one of them are served, and shutdown
+/// drains them all.
 #[tokio::test]
 async fn connections_on_worker_threads_are_served_and_drained() {
     let origin = Origin::start("127.0.0.10").await;
@@ -191,6 +192,32 @@ async fn connections_on_worker_threads_are_served_and_drained() {
             let got = get(sender, &origin.url("/")).await;
             assert_eq!(got.as_ref().map(|(s, _)| *s), Ok(200), "{got:?}");
         }
+    }
+    // A CONNECT tunnel on each runtime: the splice relay's pipes are per thread.
+    for _ in 0..3 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut tunnel = sock.connect(proxy.addr).await.unwrap();
+        let target = origin.addr;
+        tunnel
+            .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\nGET /tunnelled HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        within(
+            10,
+            "tunnel on a worker did not answer",
+            tunnel.read_to_end(&mut got),
+        )
+        .await
+        .unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("HTTP/1.1 200")
+                && got.contains("\r\n\r\nHTTP/1.1 200")
+                && got.ends_with("ok"),
+            "{got}"
+        );
     }
     let in_flight: Vec<_> = senders
         .into_iter()
