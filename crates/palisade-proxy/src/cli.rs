@@ -23,6 +23,7 @@ const USAGE: &str = "usage:
   palisade-proxy hash-password          read a password on stdin, print its Argon2 hash";
 
 enum Command {
+    Help,
     Run(PathBuf, Option<usize>),
     Check(PathBuf),
     HashPassword,
@@ -49,7 +50,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 workers = Some(parse_workers(&s["--workers=".len()..])?);
             }
             "check" | "hash-password" | "run" if verb.is_none() => verb = Some(a.clone()),
-            "-h" | "--help" => return Err(String::new()),
+            "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
@@ -78,14 +79,16 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
     let cmd = match parse(args) {
         Ok(c) => c,
         Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("palisade-proxy: {msg}");
-            }
+            eprintln!("palisade-proxy: {msg}");
             eprintln!("{USAGE}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let (path, workers) = match cmd {
+        Command::Help => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Command::HashPassword => return hash_password(),
         Command::Check(path) => {
             return match ProxyConfig::load(&path) {

@@ -274,6 +274,13 @@ fn the_binary_exits_64_with_a_precise_message_on_bad_config() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `listen_typo`"));
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade-proxy"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--workers N"));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade-proxy"))
         .args(["--config", path.to_str().unwrap(), "--workers", "0"])
         .output()
         .unwrap();
