@@ -2,11 +2,12 @@
 //!
 //! A proxy's per-request work is short and I/O-bound, and a client connection
 //! never needs more than one core. Tokio's work-stealing scheduler pays for
-//! balance it does not need here: cross-thread queues, the LIFO slot that lets
-//! a woken task jump ahead of the others, and stealing that moves a
-//! connection's task away from its warm cache. Measured on a 2-core machine,
-//! one single-threaded runtime served 19% more requests than a one-worker
-//! work-stealing runtime with a p99 about a third lower (see `docs/proxy.md`).
+//! balance it does not need here: cross-thread queues, and the LIFO slot that
+//! lets a woken task jump ahead of the others. Measured on one core of a
+//! 2-core machine, a single-threaded runtime served 19% more requests than a
+//! one-worker work-stealing runtime, with a p99 about a third lower (see
+//! `docs/proxy.md`). The price: a busy or preempted thread cannot hand its
+//! connections to an idle one.
 //!
 //! So the proxy runs one single-threaded runtime per core: the main thread's
 //! runtime accepts and serves its share, and each extra [`Workers`] thread runs

@@ -241,7 +241,7 @@ async fn connections_on_worker_threads_are_served_and_drained() {
 }
 
 #[test]
-fn the_binary_exits_64_with_a_precise_message_on_bad_config() {
+fn the_binary_exits_64_on_bad_input_with_a_precise_message_and_0_on_help() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(
