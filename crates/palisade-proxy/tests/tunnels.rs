@@ -177,29 +177,6 @@ tenants:
     )
 }
 
-/// CONNECT from 127.0.0.2 to `target`, returning the tunnel after the 200.
-async fn connect_tunnel(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let mut s = sock.connect(proxy).await.unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut b).await.unwrap(),
-            1,
-            "proxy closed during CONNECT"
-        );
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_string();
-    assert_eq!(status_of(&head), 200, "{head}");
-    s
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_tunnel_echoes_32_mib_exactly_with_half_close_and_counts_bytes() {
     const N: u64 = 32 * 1024 * 1024 + 3;
