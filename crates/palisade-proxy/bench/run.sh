@@ -18,6 +18,10 @@
 # medians and the ratios are medians of per-round ratios (each proxy compared
 # with the run next to it), with the spread across rounds.
 #
+# The bulk table also has a bare splice(2) relay (`loadgen relay`), placed like
+# the proxies: the most a user-space relay gets on this machine, against which
+# "% of direct" should be read.
+#
 # All traffic stays on 127.0.0.1. Every server started here is stopped on exit.
 set -euo pipefail
 
@@ -91,6 +95,10 @@ EOF
 # Background servers are started as plain commands so that $! is their own pid.
 "${LOAD_CPU[@]}" "$LOADGEN_BIN" source 18091 & PIDS+=($!)
 for ip in "${DEST[@]}"; do "${LOAD_CPU[@]}" "$LOADGEN_BIN" hold "$ip:18092" & PIDS+=($!); done
+# The bulk yardstick: a bare splice(2) relay (no policy, no event loop), placed
+# like the proxies. What it reaches is about what any user-space relay can.
+RELAY=127.0.0.1:18132
+"${PROXY_CPU[@]}" "$LOADGEN_BIN" relay "$RELAY" & PIDS+=($!)
 
 # Palisade: one tenant for all of loopback; access log off (like Squid's access_log none).
 cat >"$D/palisade.yaml" <<EOF
@@ -189,9 +197,11 @@ for round in $(seq 1 "$ROUNDS"); do
     out=$(LOADGEN setup "$(addr_of $p)" "${DEST[$p]}:18080" "$SETUP_COUNT" 50 || echo "per_s=failed")
     SETUP[$p]+=" $(field "$out" per_s)"
   done
-  for p in direct palisade squid tinyproxy; do
+  for p in direct relay palisade squid tinyproxy; do
     if [ $p = direct ]; then
       out=$(LOADGEN bulk --direct "$SOURCE" "$BULK_BYTES" || echo "mib_per_s=failed")
+    elif [ $p = relay ]; then
+      out=$(LOADGEN bulk "$RELAY" "$SOURCE" "$BULK_BYTES" || echo "mib_per_s=failed")
     else
       out=$(LOADGEN bulk "$(addr_of $p)" "$SOURCE" "$BULK_BYTES" || echo "mib_per_s=failed")
     fi
@@ -214,7 +224,7 @@ done
 echo
 echo "medians of $ROUNDS rounds; wrk -t$WRK_THREADS -c$CONNS; PIN=$PIN ($([ "$PIN" = 1 ] && echo 'each proxy on CPU 1 only; nginx, wrk, loadgen on CPU 0' || echo 'nothing pinned: proxies, origin and load tools share both cores'))"
 printf '%-10s %10s %9s %9s %14s %12s %16s %10s\n' proxy "req/s" "p50 ms" "p99 ms" "CONNECT/s" "bulk MiB/s" "idle B/tunnel" "idle errs"
-for p in direct palisade squid tinyproxy; do
+for p in direct relay palisade squid tinyproxy; do
   printf '%-10s %10s %9s %9s %14s %12s %16s %10s\n' "$p" "$(median ${RPS[$p]:-})" "$(median ${P50[$p]:-})" "$(median ${P99[$p]:-})" \
     "$(median ${SETUP[$p]:-})" "$(median ${BULK[$p]:-})" "${IDLE[$p]:--}" "${IDLE_ERR[$p]:--}"
 done
@@ -224,5 +234,6 @@ echo "  req/s:            $(ratios "${RPS[palisade]}" "${RPS[squid]}" 1 2)x"
 echo "  p99 latency:      $(ratios "${P99[palisade]}" "${P99[squid]}" 1 2)x of Squid's"
 echo "  CONNECT setup/s:  $(ratios "${SETUP[palisade]}" "${SETUP[squid]}" 1 2)x"
 echo "CONNECT bulk vs direct (same round): palisade $(ratios "${BULK[palisade]}" "${BULK[direct]}" 100 0)%, squid $(ratios "${BULK[squid]}" "${BULK[direct]}" 100 0)%, tinyproxy $(ratios "${BULK[tinyproxy]}" "${BULK[direct]}" 100 0)%"
-echo "per round: req/s palisade [${RPS[palisade]} ] squid [${RPS[squid]} ]; p99 ms palisade [${P99[palisade]} ] squid [${P99[squid]} ]; bulk MiB/s direct [${BULK[direct]} ] palisade [${BULK[palisade]} ]"
+echo "  yardstick: the bare splice relay reaches $(ratios "${BULK[relay]}" "${BULK[direct]}" 100 0)% of direct; palisade $(ratios "${BULK[palisade]}" "${BULK[relay]}" 100 0)% of the bare relay"
+echo "per round: req/s palisade [${RPS[palisade]} ] squid [${RPS[squid]} ]; p99 ms palisade [${P99[palisade]} ] squid [${P99[squid]} ]; bulk MiB/s direct [${BULK[direct]} ] relay [${BULK[relay]} ] palisade [${BULK[palisade]} ]"
 echo "(idle tunnels: $IDLE_TUNNELS; raw wrk output in $D)"

@@ -6,8 +6,15 @@
 //! loadgen bulk (--proxy ADDR|--direct) TARGET BYTES     read BYTES through a CONNECT tunnel (or directly)
 //! loadgen setup --proxy ADDR TARGET COUNT CONCURRENCY   CONNECT, read 200, close; COUNT times
 //! loadgen idle --proxy ADDR TARGET COUNT PID            open COUNT idle tunnels, report PID's RSS growth
+//! loadgen relay ADDR                        reference CONNECT relay (see below)
 //! ```
-//! Every mode prints one `key=value ...` line.
+//! Every mode but `hold`, `source` and `relay` prints one `key=value ...` line.
+//!
+//! `relay` is the bulk figure's yardstick, not a proxy: no policy, no event
+//! loop, one blocking thread per direction moving bytes with `splice(2)`
+//! through a 1 MiB pipe. It is about the least work any user-space relay can
+//! do per byte, so its throughput bounds what a proxy can reach on the
+//! machine the benchmark runs on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -15,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -46,6 +54,53 @@ async fn tunnel_inner(proxy: SocketAddr, target: &str) -> std::io::Result<TcpStr
         )));
     }
     Ok(s)
+}
+
+/// One direction of the reference relay: socket -> pipe -> socket until EOF.
+fn splice_one_way(from: &std::net::TcpStream, to: &std::net::TcpStream) {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let _ = fcntl(&w, FcntlArg::F_SETPIPE_SZ(1 << 20));
+    loop {
+        let n = match splice(from, None, &w, None, 1 << 20, SpliceFFlags::SPLICE_F_MOVE) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut left = n;
+        while left > 0 {
+            match splice(&r, None, to, None, left, SpliceFFlags::SPLICE_F_MOVE) {
+                Ok(0) | Err(_) => return,
+                Ok(m) => left -= m,
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// Serve one CONNECT: read the head, dial the target, answer 200, relay both ways.
+fn reference_relay(client: std::net::TcpStream) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    let mut c = &client;
+    while !head.ends_with(b"\r\n\r\n") {
+        if c.read(&mut b)? == 0 {
+            return Ok(());
+        }
+        head.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let target = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let upstream = std::net::TcpStream::connect(target)?;
+    c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+    let (c2, u2) = (client.try_clone()?, upstream.try_clone()?);
+    let up = std::thread::spawn(move || splice_one_way(&c2, &u2));
+    splice_one_way(&upstream, &client);
+    let _ = up.join();
+    Ok(())
 }
 
 fn rss_kib(pid: &str) -> u64 {
@@ -83,6 +138,12 @@ async fn main() {
                     let buf = vec![0x5a; 256 * 1024];
                     while s.write_all(&buf).await.is_ok() {}
                 });
+            }
+        }
+        "relay" => {
+            let l = std::net::TcpListener::bind(a(1)).unwrap();
+            for client in l.incoming().flatten() {
+                std::thread::spawn(move || reference_relay(client));
             }
         }
         "bulk" => {
