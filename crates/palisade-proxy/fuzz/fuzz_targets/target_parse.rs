@@ -1,6 +1,7 @@
 //! Fuzz the request-target / host / literal-IP parsing and the address check.
 //!
-//! Run: `cargo +nightly fuzz run target_parse` from `crates/palisade-proxy`.
+//! Run: `cargo +nightly fuzz run target_parse` from `crates/palisade-proxy`, or
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run target_parse` with a stable toolchain.
 #![no_main]
 
 use std::net::SocketAddr;
