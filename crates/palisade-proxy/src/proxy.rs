@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -94,7 +94,7 @@ pub async fn handle(
     // Once this request's body is done (or dropped), the next bytes are a head again.
     let reset = HeadReset(head);
     let mut rec = AccessRecord::new(shared.metrics.clone(), client, req.method().clone());
-    let start = Instant::now();
+    let start = rec.start;
     let result = if ambiguous {
         drop(reset);
         Err(ProxyError::BadRequest("ambiguous-framing"))
@@ -254,31 +254,48 @@ fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
     Ok(())
 }
 
+/// Whether `name` is hop-by-hop on its own (RFC 9110 section 7.6.1), or one of
+/// the legacy `Keep-Alive` and `Proxy-Connection`.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
 /// Remove hop-by-hop headers (RFC 9110 section 7.6.1), including any named in `Connection`.
+///
+/// One pass over the names finds what to remove, instead of looking up every
+/// hop-by-hop name in the map: this runs twice per forwarded request.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    if doomed.is_empty() {
+        return;
+    }
+    // Names listed in `Connection` (`headers.remove(&str)` matches them
+    // case-insensitively and ignores tokens that are not header names).
+    let listed: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .cloned()
         .collect();
-    for name in named {
+    for value in &listed {
+        for token in value.to_str().unwrap_or_default().split(',') {
+            headers.remove(token.trim());
+        }
+    }
+    for name in doomed.drain(..) {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 fn add_via(headers: &mut HeaderMap) {
@@ -306,7 +323,7 @@ async fn forward(
         .clone();
     let target = parse_authority(authority.as_str(), Some(80))
         .map_err(|_| ProxyError::BadRequest("bad-target"))?;
-    rec.dest = target.to_string();
+    rec.dest = Some(target.clone());
     let tenant = admit(rt, req.headers(), &target, rec)?;
 
     let (mut parts, body) = req.into_parts();
@@ -320,7 +337,14 @@ async fn forward(
     parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("bad-target"))?;
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers);
-    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+    // `Host` must be exactly the target's authority, once. Clients almost
+    // always send just that; only otherwise is a new value built.
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host_is_authority = hosts
+        .next()
+        .is_some_and(|h| h.as_bytes() == authority.as_str().as_bytes())
+        && hosts.next().is_none();
+    if !host_is_authority && let Ok(host) = HeaderValue::from_str(authority.as_str()) {
         parts.headers.insert(header::HOST, host);
     }
     parts.version = hyper::Version::HTTP_11;
@@ -443,7 +467,7 @@ async fn connect(
         .clone();
     let target = parse_authority(authority.as_str(), None)
         .map_err(|_| ProxyError::BadRequest("bad-connect-target"))?;
-    rec.dest = target.to_string();
+    rec.dest = Some(target.clone());
     let tenant = admit(rt, req.headers(), &target, rec)?;
     let (upstream, _, _) = connect_checked(shared, rt, tenant, &target, rec).await?;
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -535,6 +559,35 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn every_connection_value_counts_and_other_headers_stay() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("X-One"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" x-two ,, not a name"),
+        );
+        h.insert("x-one", HeaderValue::from_static("1"));
+        h.insert("x-two", HeaderValue::from_static("2"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        h.append(header::ACCEPT, HeaderValue::from_static("a"));
+        h.append(header::ACCEPT, HeaderValue::from_static("b"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["host", "accept"], "{h:?}");
+        assert_eq!(h.get_all(header::ACCEPT).iter().count(), 2);
+
+        // Nothing hop-by-hop: nothing changes, even names a Connection would list.
+        let mut h = HeaderMap::new();
+        h.insert("x-one", HeaderValue::from_static("1"));
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]

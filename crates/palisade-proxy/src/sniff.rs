@@ -78,41 +78,50 @@ impl<T> Sniffer<T> {
         self.inner
     }
 
-    fn scan(&mut self, data: &[u8]) {
-        for &b in data {
-            if !self.flags.in_head.load(Ordering::Acquire) {
-                return;
-            }
-            if b == b'\n' {
-                // `line_bytes` counts the line without its CR.
-                if self.line_bytes == 0 {
-                    if self.saw_cl && self.saw_te {
-                        self.flags.ambiguous.store(true, Ordering::Release);
-                    }
-                    self.saw_cl = false;
-                    self.saw_te = false;
-                    self.flags.in_head.store(false, Ordering::Release);
-                } else {
-                    let name = &self.line[..self.line_len];
-                    if name.starts_with(b"content-length:") || name.starts_with(b"content-length ")
-                    {
-                        self.saw_cl = true;
-                    }
-                    if name.starts_with(b"transfer-encoding:")
-                        || name.starts_with(b"transfer-encoding ")
-                    {
-                        self.saw_te = true;
-                    }
-                }
-                self.line_len = 0;
-                self.line_bytes = 0;
-            } else if b != b'\r' {
-                if self.line_len < self.line.len() {
+    /// Scan bytes just read, if they belong to a head. Only this function
+    /// clears `in_head` (at the blank line ending a head), so one check per
+    /// read is enough.
+    fn scan(&mut self, mut data: &[u8]) {
+        if !self.flags.in_head.load(Ordering::Acquire) {
+            return;
+        }
+        while !data.is_empty() {
+            let newline = data.iter().position(|&b| b == b'\n');
+            let segment = &data[..newline.unwrap_or(data.len())];
+            // Only a line's first bytes can name a header; past them it is
+            // enough to know that the line is not blank.
+            let mut bytes = segment.iter();
+            while self.line_len < self.line.len() {
+                let Some(&b) = bytes.next() else { break };
+                if b != b'\r' {
                     self.line[self.line_len] = b.to_ascii_lowercase();
                     self.line_len += 1;
+                    self.line_bytes += 1;
                 }
-                self.line_bytes += 1;
             }
+            self.line_bytes += bytes.len();
+            let Some(at) = newline else { return };
+            // `line_bytes` counts the line without its CR.
+            if self.line_bytes == 0 {
+                if self.saw_cl && self.saw_te {
+                    self.flags.ambiguous.store(true, Ordering::Release);
+                }
+                self.saw_cl = false;
+                self.saw_te = false;
+                self.line_len = 0;
+                self.flags.in_head.store(false, Ordering::Release);
+                return;
+            }
+            let name = &self.line[..self.line_len];
+            if name.starts_with(b"content-length:") || name.starts_with(b"content-length ") {
+                self.saw_cl = true;
+            }
+            if name.starts_with(b"transfer-encoding:") || name.starts_with(b"transfer-encoding ") {
+                self.saw_te = true;
+            }
+            self.line_len = 0;
+            self.line_bytes = 0;
+            data = &data[at + 1..];
         }
     }
 }
@@ -125,9 +134,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Sniffer<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = poll
-            && self.flags.in_head.load(Ordering::Acquire)
-        {
+        if let Poll::Ready(Ok(())) = poll {
             self.scan(&buf.filled()[before..]);
         }
         poll
@@ -183,6 +190,23 @@ mod tests {
         ]));
         assert!(!sniff(&[
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ]));
+    }
+
+    #[test]
+    fn long_lines_and_crs_split_anywhere_do_not_confuse_the_scan() {
+        let head = b"POST / HTTP/1.1\r\nX-Very-Long-Header-Name-Beyond-Twenty: \r\n\
+                     CONTENT-LENGTH : 5\r\ntransfer-encoding: chunked\r\n\r\n";
+        // Every split point, one byte at a time, and whole.
+        for at in 0..head.len() {
+            assert!(sniff(&[&head[..at], &head[at..]]), "split at {at}");
+        }
+        let bytes: Vec<&[u8]> = head.chunks(1).collect();
+        assert!(sniff(&bytes));
+        // A line holding only a CR, split from its LF, still ends the head.
+        assert!(!sniff(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r",
+            b"\nTransfer-Encoding: chunked\r\n\r\n"
         ]));
     }
 

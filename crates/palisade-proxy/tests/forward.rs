@@ -235,6 +235,35 @@ async fn proxy_authorization_is_never_forwarded_and_via_is_added() {
 }
 
 #[tokio::test]
+async fn the_origin_gets_the_target_authority_as_its_only_host() {
+    let (origin, proxy) = setup().await;
+    let authority = origin.addr.to_string();
+    for host in ["elsewhere.test", authority.as_str()] {
+        let out = curl(&[
+            "-x",
+            &proxy.url(),
+            "--interface",
+            "127.0.0.2",
+            "-H",
+            &format!("Host: {host}"),
+            &origin.url("/headers"),
+        ])
+        .await;
+        assert_eq!(out.status, 200, "{out:?}");
+        let hosts: Vec<&str> = out
+            .body
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+            .collect();
+        assert_eq!(
+            hosts,
+            [format!("host: {authority}")],
+            "client sent Host: {host}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn strangers_get_407_and_valid_credentials_select_the_tenant() {
     let (origin, proxy) = setup().await;
     let url = origin.url("/peer");
