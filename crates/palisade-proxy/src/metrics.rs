@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use hyper::Method;
 
-use crate::target::Target;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::target::Target;
 
 /// Labels for request counts.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -336,6 +336,38 @@ fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
             .unwrap()
             .starts_with("127.0.0.1:")
     );
+    // One JSON access line per request, with the destination as requested,
+    // or empty when the request was refused before it named one.
+    let listen = started["listen"].as_str().unwrap().to_string();
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let proxy_url = format!("http://{listen}");
+    let denied = [
+        "-x",
+        &proxy_url,
+        "--interface",
+        "127.0.0.2",
+        "http://127.0.0.1/",
+    ];
+    assert_eq!(curl(&denied), "403");
+    let access = next_json("access");
+    assert_eq!(access["tenant"], "a", "{access}");
+    assert_eq!(access["dest"], "127.0.0.1:80", "{access}");
+    assert_eq!(access["status"], 403, "{access}");
+    assert_eq!(access["decision"], "deny", "{access}");
+    assert_eq!(access["reason"], "loopback", "{access}");
+    assert!(access["duration_ms"].as_f64().is_some(), "{access}");
+    assert_eq!(curl(&[&proxy_url]), "400");
+    let access = next_json("access");
+    assert_eq!(access["dest"], "", "{access}");
+    assert_eq!(access["reason"], "not-a-proxy-request", "{access}");
+
     let pid = child.0.id().to_string();
     std::process::Command::new("kill")
         .args(["-HUP", &pid])
