@@ -210,6 +210,61 @@ mod tests {
         ]));
     }
 
+    /// The rule, stated over a whole message at once: the head ends at the
+    /// first line that is empty once CRs are dropped; it is ambiguous if any
+    /// of its lines starts (case-insensitively, CRs dropped) with both names.
+    fn reference(message: &[u8]) -> bool {
+        let (mut cl, mut te) = (false, false);
+        // Only lines ended by LF count: what follows the last one is unfinished.
+        let mut lines: Vec<&[u8]> = message.split(|&b| b == b'\n').collect();
+        lines.pop();
+        for line in lines {
+            let line: Vec<u8> = line
+                .iter()
+                .filter(|&&b| b != b'\r')
+                .map(u8::to_ascii_lowercase)
+                .collect();
+            if line.is_empty() {
+                return cl && te;
+            }
+            cl |= line.starts_with(b"content-length:") || line.starts_with(b"content-length ");
+            te |=
+                line.starts_with(b"transfer-encoding:") || line.starts_with(b"transfer-encoding ");
+        }
+        false // no end of head yet: nothing flagged
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_split_of_any_head_is_judged_like_the_whole(
+            lines in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "GET http://a.test/ HTTP/1.1", "Content-Length: 5", "content-LENGTH : 1",
+                    "Transfer-Encoding: chunked", "TRANSFER-ENCODING:x", "X-Content-Length: 1",
+                    "X-A-Header-Name-Longer-Than-Twenty-Bytes: transfer-encoding:", "\r", "",
+                    "Content-Length", "hello",
+                ]),
+                0..8,
+            ),
+            crlf in proptest::bool::ANY,
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+        ) {
+            let eol = if crlf { "\r\n" } else { "\n" };
+            let message: String = lines.iter().map(|l| format!("{l}{eol}")).collect();
+            let bytes = message.as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for c in cuts {
+                chunks.push(&bytes[from..c]);
+                from = c;
+            }
+            chunks.push(&bytes[from..]);
+            proptest::prop_assert_eq!(sniff(&chunks), reference(bytes), "{:?} in {:?}", message, chunks);
+        }
+    }
+
     #[test]
     fn bodies_are_not_scanned() {
         // After the blank line the body mentions both names: not a head, not flagged.
