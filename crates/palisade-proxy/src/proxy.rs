@@ -273,7 +273,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// One pass over the names finds what to remove, instead of looking up every
 /// hop-by-hop name in the map: this runs twice per forwarded request.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut doomed: Vec<HeaderName> = headers
+    let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|n| is_hop_by_hop(n))
         .cloned()
@@ -293,7 +293,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(token.trim());
         }
     }
-    for name in doomed.drain(..) {
+    for name in doomed {
         headers.remove(name);
     }
 }

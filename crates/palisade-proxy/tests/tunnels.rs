@@ -219,6 +219,23 @@ async fn connect_tunnel_echoes_32_mib_exactly_with_half_close_and_counts_bytes()
     .await;
 }
 
+/// Send `request` from tenant a's address and expect a 504 `upstream-timeout`
+/// after the configured one-second timeout, not before and not much later.
+async fn assert_504_after_about_a_second(proxy: &Running, request: &str) {
+    let start = Instant::now();
+    let head = raw("127.0.0.2", proxy.addr, request).await;
+    let took = start.elapsed();
+    assert_eq!(status_of(&head), 504, "{head}");
+    assert_eq!(
+        header_of(&head, "x-palisade-reason").as_deref(),
+        Some("upstream-timeout")
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_origin_that_never_answers_gets_504_after_the_first_byte_timeout() {
     // Accepts and reads, never answers.
@@ -238,23 +255,8 @@ async fn an_origin_that_never_answers_gets_504_after_the_first_byte_timeout() {
         None,
     )
     .await;
-    let start = Instant::now();
-    let head = raw(
-        "127.0.0.2",
-        proxy.addr,
-        &format!("GET http://{mute_addr}/ HTTP/1.1\r\nHost: {mute_addr}\r\n\r\n"),
-    )
-    .await;
-    let took = start.elapsed();
-    assert_eq!(status_of(&head), 504, "{head}");
-    assert_eq!(
-        header_of(&head, "x-palisade-reason").as_deref(),
-        Some("upstream-timeout")
-    );
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
-        "{took:?}"
-    );
+    let request = format!("GET http://{mute_addr}/ HTTP/1.1\r\nHost: {mute_addr}\r\n\r\n");
+    assert_504_after_about_a_second(&proxy, &request).await;
 }
 
 #[tokio::test]
@@ -284,23 +286,8 @@ async fn a_destination_that_never_completes_the_handshake_gets_504_after_the_con
         None,
     )
     .await;
-    let start = Instant::now();
-    let head = raw(
-        "127.0.0.2",
-        proxy.addr,
-        &format!("CONNECT {full} HTTP/1.1\r\nHost: {full}\r\n\r\n"),
-    )
-    .await;
-    let took = start.elapsed();
-    assert_eq!(status_of(&head), 504, "{head}");
-    assert_eq!(
-        header_of(&head, "x-palisade-reason").as_deref(),
-        Some("upstream-timeout")
-    );
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
-        "{took:?}"
-    );
+    let request = format!("CONNECT {full} HTTP/1.1\r\nHost: {full}\r\n\r\n");
+    assert_504_after_about_a_second(&proxy, &request).await;
     drop(fillers);
 }
 
