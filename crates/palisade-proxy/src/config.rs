@@ -36,6 +36,18 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A tenant's listener could not be opened (its port is taken, say); the
+    /// config that asked for it is not made active.
+    #[error("failed to listen on {addr} for tenant {tenant:?}")]
+    Listen {
+        /// The tenant whose `listen_port` it is.
+        tenant: String,
+        /// The address that could not be bound.
+        addr: SocketAddr,
+        /// Underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -282,6 +294,12 @@ impl Default for GlobalLimits {
 pub struct TenantConfig {
     /// Tenant name (also the Kubernetes namespace-style label used in logs and metrics).
     pub name: TenantName,
+    /// The port of this tenant's own listener, on `listen`'s address: every
+    /// connection accepted there is this tenant's, whatever its source
+    /// address (see docs/proxy.md, "Who is calling"). Unset: the tenant is
+    /// known on `listen` only, by source prefix or credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_port: Option<u16>,
     /// Source prefixes that identify this tenant's clients, each with its deployment.
     pub sources: Vec<SourcePrefix>,
     /// Egress source addresses for this tenant; unset families fall back to `default_egress`.
@@ -308,6 +326,7 @@ impl Default for TenantConfig {
     fn default() -> Self {
         TenantConfig {
             name: TenantName("unnamed".into()),
+            listen_port: None,
             sources: Vec::new(),
             egress: EgressConfig::default(),
             credentials: Vec::new(),
@@ -411,6 +430,7 @@ impl ProxyConfig {
                 return Err(invalid(name, "must be greater than zero"));
             }
         }
+        self.validate_ports()?;
         let mut names = BTreeSet::new();
         let mut prefixes: BTreeMap<IpNet, (String, String)> = BTreeMap::new();
         let mut users: BTreeMap<&str, &str> = BTreeMap::new();
@@ -476,6 +496,36 @@ impl ProxyConfig {
                 return Err(invalid(
                     format!("{at}.limits.burst"),
                     "set requests_per_second too (burst alone limits nothing)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every tenant listener port is a port, used once, and neither the
+    /// shared nor the admin listener's.
+    fn validate_ports(&self) -> Result<(), ConfigError> {
+        let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
+        for (ti, tenant) in self.tenants.iter().enumerate() {
+            let Some(port) = tenant.listen_port else {
+                continue;
+            };
+            let f = format!("tenants[{ti}].listen_port");
+            if port == 0 {
+                return Err(invalid(
+                    f,
+                    "port 0 is not a port (leave it out for no listener)",
+                ));
+            }
+            for (what, addr) in [("listen", self.listen), ("admin_listen", self.admin_listen)] {
+                if addr.port() == port {
+                    return Err(invalid(f, format!("port {port} is {what}'s ({addr})")));
+                }
+            }
+            if let Some(other) = ports.insert(port, tenant.name.as_str()) {
+                return Err(invalid(
+                    f,
+                    format!("port {port} is already tenant {other:?}'s listener"),
                 ));
             }
         }
@@ -571,9 +621,38 @@ mod tests {
     }
 
     #[test]
+    fn tenant_listener_ports_are_unique_and_not_the_shared_or_admin_port() {
+        let two = |a: u16, b: u16| {
+            format!(
+                "listen: '[::]:3128'\ntenants:\n- {{name: a, listen_port: {a}}}\n- {{name: b, listen_port: {b}}}\n"
+            )
+        };
+        assert!(ProxyConfig::from_yaml(&two(20000, 20001)).is_ok());
+        let e = err_of(&two(20000, 20000));
+        assert!(e.contains("tenants[1].listen_port"), "{e}");
+        assert!(e.contains("already tenant \"a\"'s listener"), "{e}");
+        let e = err_of(&two(20000, 3128));
+        assert!(
+            e.contains("tenants[1].listen_port: port 3128 is listen's"),
+            "{e}"
+        );
+        let e = err_of(&two(9128, 20001));
+        assert!(
+            e.contains("tenants[0].listen_port: port 9128 is admin_listen's"),
+            "{e}"
+        );
+        let e = err_of(&two(0, 20001));
+        assert!(e.contains("port 0 is not a port"), "{e}");
+        // Leaving the port out is how a tenant has no listener of its own.
+        let c = ProxyConfig::from_yaml("tenants: [{name: a}]").unwrap();
+        assert_eq!(c.tenants[0].listen_port, None);
+        assert!(!c.to_yaml().unwrap().contains("listen_port"));
+    }
+
+    #[test]
     fn yaml_round_trips() {
         let c = ProxyConfig::from_yaml(
-            "tenants:\n- name: a\n  sources: [{prefix: '2001:db8::/96', deployment: web}]\n  allow_domains: ['*.example.com']\n  mode: report\n",
+            "tenants:\n- name: a\n  listen_port: 20000\n  sources: [{prefix: '2001:db8::/96', deployment: web}]\n  allow_domains: ['*.example.com']\n  mode: report\n",
         )
         .unwrap();
         let again = ProxyConfig::from_yaml(&c.to_yaml().unwrap()).unwrap();

@@ -17,6 +17,11 @@ pub enum ProxyError {
     /// The caller is not identified and has no way to be.
     #[error("unknown caller")]
     UnknownCaller,
+    /// The connection came in on one tenant's listener from a source address
+    /// inside another tenant's prefixes: a pod using a port that is not its
+    /// tenant's (the network policy should have stopped it).
+    #[error("source address belongs to another tenant than this listener's")]
+    ForeignSource,
     /// Refused by policy; the reason is a short token.
     #[error("denied by policy: {0}")]
     Denied(&'static str),
@@ -46,7 +51,9 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-            ProxyError::UnknownCaller | ProxyError::Denied(_) => StatusCode::FORBIDDEN,
+            ProxyError::UnknownCaller | ProxyError::ForeignSource | ProxyError::Denied(_) => {
+                StatusCode::FORBIDDEN
+            }
             ProxyError::RateLimited(_) | ProxyError::TooManyConcurrent => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -63,6 +70,7 @@ impl ProxyError {
             ProxyError::BadRequest(r) | ProxyError::Denied(r) => r,
             ProxyError::AuthRequired => "auth-required",
             ProxyError::UnknownCaller => "unknown-caller",
+            ProxyError::ForeignSource => "foreign-source",
             ProxyError::RateLimited(_) => "rate-limited",
             ProxyError::TooManyConcurrent => "concurrency-limited",
             ProxyError::Resolve(_) => "resolve-failed",
@@ -92,6 +100,7 @@ mod tests {
     fn statuses_follow_the_documented_table() {
         assert_eq!(ProxyError::BadRequest("x").status(), 400);
         assert_eq!(ProxyError::Denied("private").status(), 403);
+        assert_eq!(ProxyError::ForeignSource.status(), 403);
         assert_eq!(ProxyError::AuthRequired.status(), 407);
         assert_eq!(
             ProxyError::RateLimited(Duration::from_secs(1)).status(),

@@ -22,7 +22,7 @@ use crate::error::ProxyError;
 use crate::metrics::{AccessRecord, Metrics, UpstreamLabels};
 use crate::relay::{TunnelEnd, forward_prefix, relay};
 use crate::resolve::Resolver;
-use crate::runtime::{AuthOutcome, Limited, Runtime, Tenant, Verdict};
+use crate::runtime::{AuthOutcome, Entry, Limited, Refusal, Runtime, Tenant, Verdict};
 use crate::sniff::{HeadFlags, HeadReset, Sniffer};
 use crate::target::{Host, Target, parse_authority};
 use crate::upstream::{Metered, Pool, PoolKey, Pooled, dial};
@@ -81,10 +81,11 @@ fn error_response(err: &ProxyError) -> Response<ProxyBody> {
     resp
 }
 
-/// Serve one request from `client`.
+/// Serve one request from `client`, which connected to `entry`.
 pub async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
+    entry: Arc<Entry>,
     head: Arc<HeadFlags>,
     sticky: Arc<Sticky>,
     req: Request<Incoming>,
@@ -100,9 +101,9 @@ pub async fn handle(
         Err(ProxyError::BadRequest("ambiguous-framing"))
     } else if req.method() == Method::CONNECT {
         drop(reset);
-        connect(&shared, &rt, req, &mut rec).await
+        connect(&shared, &rt, &entry, req, &mut rec).await
     } else {
-        forward(&shared, &rt, &sticky, req, reset, &mut rec).await
+        forward(&shared, &rt, &entry, &sticky, req, reset, &mut rec).await
     };
     shared
         .metrics
@@ -140,27 +141,49 @@ enum Reply {
     Tunnel(Response<ProxyBody>),
 }
 
+/// Who `client` is: on a tenant's listener that tenant (its source address
+/// only names the deployment); on the shared listener the owner of its source
+/// prefix, else the tenant its credentials name.
+fn caller(
+    rt: &Runtime,
+    entry: &Entry,
+    headers: &HeaderMap,
+    client: SocketAddr,
+) -> Result<(usize, Arc<str>), ProxyError> {
+    if let Entry::Tenant(name) = entry {
+        return match rt.identify_on(name, client.ip()) {
+            Ok(c) => Ok((c.tenant, c.deployment)),
+            Err(Refusal::Gone) => Err(ProxyError::UnknownCaller),
+            Err(Refusal::Foreign { owner }) => {
+                tracing::warn!(listener = %name, client = %client, owner = %owner, "refused: source of another tenant on this tenant's listener");
+                Err(ProxyError::ForeignSource)
+            }
+        };
+    }
+    if let Some(c) = rt.identify(client.ip()) {
+        return Ok((c.tenant, c.deployment.clone()));
+    }
+    let auth = headers
+        .get(header::PROXY_AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match rt.authenticate(auth) {
+        AuthOutcome::Tenant(t) => Ok((t, Arc::from("-"))),
+        AuthOutcome::Invalid => Err(ProxyError::AuthRequired),
+        AuthOutcome::Missing if rt.has_credentials() => Err(ProxyError::AuthRequired),
+        AuthOutcome::Missing => Err(ProxyError::UnknownCaller),
+    }
+}
+
 /// Identify the caller, apply rate and concurrency limits and the tenant's domain
 /// and port policy. Fills the record's tenant, deployment and decision.
 fn admit<'rt>(
     rt: &'rt Runtime,
+    entry: &Entry,
     headers: &HeaderMap,
     target: &Target,
     rec: &mut AccessRecord,
 ) -> Result<&'rt Tenant, ProxyError> {
-    let (index, deployment) = match rt.identify(rec.client.ip()) {
-        Some(c) => (c.tenant, c.deployment.clone()),
-        None => match rt.authenticate(
-            headers
-                .get(header::PROXY_AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-        ) {
-            AuthOutcome::Tenant(t) => (t, Arc::from("-")),
-            AuthOutcome::Invalid => return Err(ProxyError::AuthRequired),
-            AuthOutcome::Missing if rt.has_credentials() => return Err(ProxyError::AuthRequired),
-            AuthOutcome::Missing => return Err(ProxyError::UnknownCaller),
-        },
-    };
+    let (index, deployment) = caller(rt, entry, headers, rec.client)?;
     let tenant = rt.tenants.get(index).ok_or(ProxyError::UnknownCaller)?;
     rec.tenant = tenant.name.clone();
     rec.deployment = deployment;
@@ -305,6 +328,7 @@ fn add_via(headers: &mut HeaderMap) {
 async fn forward(
     shared: &Arc<Shared>,
     rt: &Runtime,
+    entry: &Entry,
     sticky: &Sticky,
     req: Request<Incoming>,
     reset: HeadReset,
@@ -324,7 +348,7 @@ async fn forward(
     let target = parse_authority(authority.as_str(), Some(80))
         .map_err(|_| ProxyError::BadRequest("bad-target"))?;
     rec.dest = Some(target.clone());
-    let tenant = admit(rt, req.headers(), &target, rec)?;
+    let tenant = admit(rt, entry, req.headers(), &target, rec)?;
 
     let (mut parts, body) = req.into_parts();
     // Origin-form target: the absolute URI without scheme and authority (no re-parse).
@@ -457,6 +481,7 @@ impl Sticky {
 async fn connect(
     shared: &Arc<Shared>,
     rt: &Runtime,
+    entry: &Entry,
     mut req: Request<Incoming>,
     rec: &mut AccessRecord,
 ) -> Result<Reply, ProxyError> {
@@ -468,7 +493,7 @@ async fn connect(
     let target = parse_authority(authority.as_str(), None)
         .map_err(|_| ProxyError::BadRequest("bad-connect-target"))?;
     rec.dest = Some(target.clone());
-    let tenant = admit(rt, req.headers(), &target, rec)?;
+    let tenant = admit(rt, entry, req.headers(), &target, rec)?;
     let (upstream, _, _) = connect_checked(shared, rt, tenant, &target, rec).await?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let idle = rt.config.timeouts.idle.0;

@@ -26,6 +26,17 @@ pub struct Caller {
     pub deployment: Arc<str>,
 }
 
+/// The listener a connection was accepted on, which decides how its caller
+/// is known for the connection's whole life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// The shared `listen` address: by source prefix, else credentials.
+    Shared,
+    /// This tenant's own listener (`listen_port`): the connection is the
+    /// tenant's; its source address only names the deployment.
+    Tenant(Arc<str>),
+}
+
 /// One tenant, compiled.
 #[derive(Debug)]
 pub struct Tenant {
@@ -61,6 +72,8 @@ pub struct Runtime {
     pub tenants: Vec<Tenant>,
     v4: PrefixMap<Ipv4Net, Caller>,
     v6: PrefixMap<Ipv6Net, Caller>,
+    /// tenant name -> index, for connections on a tenant's listener
+    by_name: HashMap<Arc<str>, usize>,
     /// user name -> (tenant index, PHC hash)
     users: HashMap<String, (usize, String)>,
     /// SHA-256 of `user:password` strings that verified, so Argon2 runs once per credential.
@@ -86,6 +99,7 @@ impl Runtime {
         let mut v6 = PrefixMap::new();
         let mut users = HashMap::new();
         let mut tenants = Vec::with_capacity(config.tenants.len());
+        let own = with_tenant_listeners(&config, own);
         for (i, t) in config.tenants.iter().enumerate() {
             for src in &t.sources {
                 let caller = Caller {
@@ -111,18 +125,24 @@ impl Runtime {
                 .unwrap_or_else(|| Arc::new(Limiter::new(&t.limits)));
             tenants.push(Tenant {
                 name: Arc::from(t.name.as_str()),
-                guard: AddressGuard::new(&config.cluster_deny, &t.allow_cidrs, &t.deny_cidrs, own),
+                guard: AddressGuard::new(&config.cluster_deny, &t.allow_cidrs, &t.deny_cidrs, &own),
                 config: t.clone(),
                 limiter,
                 handles: std::sync::OnceLock::new(),
             });
         }
+        let by_name = tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
         Runtime {
             generation: previous.map_or(1, |p| p.generation + 1),
             config,
             tenants,
             v4,
             v6,
+            by_name,
             users,
             verified: Mutex::new(HashMap::new()),
         }
@@ -133,6 +153,24 @@ impl Runtime {
         match source.to_canonical() {
             IpAddr::V4(a) => self.v4.get_lpm(&Ipv4Net::from(a)).map(|(_, c)| c),
             IpAddr::V6(a) => self.v6.get_lpm(&Ipv6Net::from(a)).map(|(_, c)| c),
+        }
+    }
+
+    /// The caller on tenant `tenant`'s listener: that tenant, with the
+    /// deployment its source prefix names (`-` when it names none, as for a
+    /// pod whose IPv4 address or SNAT hides it). A source inside another
+    /// tenant's prefixes is refused: the listener belongs to one tenant only.
+    pub fn identify_on(&self, tenant: &str, source: IpAddr) -> Result<Caller, Refusal> {
+        let index = *self.by_name.get(tenant).ok_or(Refusal::Gone)?;
+        match self.identify(source) {
+            None => Ok(Caller {
+                tenant: index,
+                deployment: Arc::from("-"),
+            }),
+            Some(c) if c.tenant == index => Ok(c.clone()),
+            Some(c) => Err(Refusal::Foreign {
+                owner: self.tenants[c.tenant].name.clone(),
+            }),
         }
     }
 
@@ -192,6 +230,34 @@ impl Runtime {
     pub fn egress_for(&self, tenant: &Tenant, dest: IpAddr) -> Option<IpAddr> {
         pick_egress(&tenant.config.egress, &self.config.default_egress, dest)
     }
+}
+
+/// Why a connection on a tenant's listener has no caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The tenant was removed by a reload after the connection was accepted.
+    Gone,
+    /// The source address is inside this other tenant's prefixes.
+    Foreign {
+        /// The tenant the source prefix belongs to.
+        owner: Arc<str>,
+    },
+}
+
+/// `own` (the shared and admin listeners) plus every tenant listener, on the
+/// shared listener's address: destinations no tenant may reach.
+fn with_tenant_listeners(config: &ProxyConfig, own: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut all = own.to_vec();
+    if let Some(shared) = own.first() {
+        all.extend(
+            config
+                .tenants
+                .iter()
+                .filter_map(|t| t.listen_port)
+                .map(|port| SocketAddr::new(shared.ip(), port)),
+        );
+    }
+    all
 }
 
 /// Outcome of the domain and port rules.
@@ -341,6 +407,43 @@ mod tests {
         );
         assert_eq!(who("2001:db8:0:2::5"), Some(("a".into(), "v6wide".into())));
         assert_eq!(who("11.0.0.1"), None);
+    }
+
+    #[test]
+    fn a_tenant_listener_names_the_tenant_and_refuses_other_tenants_sources() {
+        let rt = runtime(
+            "tenants:\n- name: a\n  listen_port: 20000\n  sources: [{prefix: '2001:db8:0:1::/96', deployment: web}]\n- name: b\n  sources: [{prefix: '2001:db8:0:2::/96', deployment: api}]\n",
+        );
+        let on_a = |s: &str| {
+            rt.identify_on("a", s.parse().unwrap())
+                .map(|c| (c.tenant, c.deployment.to_string()))
+        };
+        // An IPv4 pod address (not in any prefix): tenant a, no deployment.
+        assert_eq!(on_a("10.0.0.7"), Ok((0, "-".into())));
+        // a's own /96 still names the deployment.
+        assert_eq!(on_a("2001:db8:0:1::5"), Ok((0, "web".into())));
+        assert_eq!(
+            on_a("2001:db8:0:2::5"),
+            Err(Refusal::Foreign { owner: "b".into() })
+        );
+        assert_eq!(
+            rt.identify_on("gone", "10.0.0.7".parse().unwrap()).err(),
+            Some(Refusal::Gone)
+        );
+    }
+
+    #[test]
+    fn tenant_listeners_are_denied_as_destinations() {
+        let config = ProxyConfig::from_yaml(
+            "tenants: [{name: a, listen_port: 20000, allow_cidrs: [127.0.0.0/8]}]",
+        )
+        .unwrap();
+        let own = ["127.0.0.1:3128".parse().unwrap()];
+        let rt = Runtime::build(config, &own, None);
+        let guard = &rt.tenants[0].guard;
+        assert!(guard.check("127.0.0.1:20000".parse().unwrap()).is_err());
+        assert!(guard.check("127.0.0.1:3128".parse().unwrap()).is_err());
+        assert!(guard.check("127.0.0.1:20001".parse().unwrap()).is_ok());
     }
 
     #[test]
