@@ -318,7 +318,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             })
                         })
                         .transpose()?,
+                    public_ip: None,
                 },
+                proxy_port: 0,
                 labels: labels(&a.labels)?,
                 created_at: now(),
             };

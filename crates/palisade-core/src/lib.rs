@@ -22,8 +22,8 @@ pub mod snapshot;
 pub use allocator::{Ledger, MemoryLedger, SubnetIndex, Timestamp};
 pub use model::{
     Cpu, Deployment, DeploymentName, EgressMode, EgressProfile, Gateway, GatewayScope, Image,
-    LabelKey, LabelValue, Labels, Memory, ModelError, NodePoolName, Port, Quota, Replicas, Tenant,
-    TenantName,
+    LabelKey, LabelValue, Labels, Memory, ModelError, NodePoolName, PROXY_PORTS, Port, Quota,
+    Replicas, SecurityProfile, Tenant, TenantName, WorkloadSpec,
 };
 pub use policy::{
     Endpoint, Flow, Policy, PolicyOptions, PortProto, Ports, Protocol, Reason, Rule, Verdict,

@@ -543,6 +543,7 @@ mod tests {
             ports: ports.iter().map(|n| p(*n)).collect(),
             subnet: pool.subnet(index),
             labels: Labels::new(),
+            workload: Default::default(),
             created_at: Timestamp(0),
         }
     }
@@ -551,7 +552,12 @@ mod tests {
             name: t(name),
             quota: Quota::default(),
             node_pool: None,
-            egress: EgressProfile { mode, ip: None },
+            egress: EgressProfile {
+                mode,
+                ip: None,
+                public_ip: None,
+            },
+            proxy_port: 0,
             labels: Labels::new(),
             created_at: Timestamp(0),
         }

@@ -276,6 +276,7 @@ mod tests {
             ports: ports.iter().map(|p| (*p).try_into().unwrap()).collect(),
             subnet: pool.subnet(i),
             labels: Default::default(),
+            workload: Default::default(),
             created_at: Timestamp(0),
         };
         Snapshot {

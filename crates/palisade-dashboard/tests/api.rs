@@ -58,7 +58,9 @@ fn fixture() -> Fixture {
         egress: EgressProfile {
             mode: EgressMode::Proxy,
             ip: Some("203.0.113.21".parse().unwrap()),
+            public_ip: None,
         },
+        proxy_port: 0,
         labels: Default::default(),
         created_at: Timestamp(1_001),
     })

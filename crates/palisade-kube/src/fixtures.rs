@@ -39,7 +39,9 @@ fn tenant(name: &str, node_pool: Option<&str>, mode: EgressMode, ip: Option<&str
         egress: EgressProfile {
             mode,
             ip: ip.map(p),
+            public_ip: None,
         },
+        proxy_port: 0,
         labels: Labels::new(),
         created_at: Timestamp(0),
     }
@@ -62,6 +64,7 @@ fn deployment(
         ports: ports.iter().map(|s| p(s)).collect(),
         subnet: pool.subnet(index),
         labels: Labels::new(),
+        workload: Default::default(),
         created_at: Timestamp(0),
     }
 }

@@ -49,7 +49,9 @@ fn tenant(name: &str) -> Tenant {
         egress: EgressProfile {
             mode: EgressMode::Proxy,
             ip: None,
+            public_ip: None,
         },
+        proxy_port: 0,
         labels: Labels::new(),
         created_at: Timestamp(0),
     }
@@ -64,6 +66,7 @@ fn dep(pool: &Pool, tenant: &str, name: &str, index: u128, replicas: u32) -> Dep
         ports: vec![Port::try_from(80).unwrap()],
         subnet: pool.subnet(index),
         labels: Labels::new(),
+        workload: Default::default(),
         created_at: Timestamp(0),
     }
 }

@@ -29,7 +29,12 @@ fn tenant(name: &str, mode: EgressMode) -> Tenant {
         name: t(name),
         quota: Quota::default(),
         node_pool: None,
-        egress: EgressProfile { mode, ip: None },
+        egress: EgressProfile {
+            mode,
+            ip: None,
+            public_ip: None,
+        },
+        proxy_port: 0,
         labels: Labels::new(),
         created_at: Timestamp(0),
     }
@@ -51,6 +56,7 @@ fn dep(
         ports: ports.iter().map(|p| Port::try_from(*p).unwrap()).collect(),
         subnet: pool.subnet(index),
         labels: Labels::new(),
+        workload: Default::default(),
         created_at: Timestamp(0),
     }
 }

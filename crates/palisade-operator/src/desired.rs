@@ -103,7 +103,9 @@ pub fn core_tenant(name: &str, spec: &TenantSpec) -> Result<palisade_core::Tenan
                 EgressModeSpec::CiliumEgressGateway => EgressMode::CiliumEgressGateway,
             },
             ip,
+            public_ip: None,
         },
+        proxy_port: 0,
         labels: labels(&spec.labels)?,
         created_at: Timestamp(0),
         name,
@@ -161,6 +163,7 @@ pub fn core_deployment(
         ports,
         subnet,
         labels: labels(&spec.labels)?,
+        workload: Default::default(),
         created_at: Timestamp(0),
     })
 }

@@ -381,6 +381,7 @@ impl Store {
                     ports,
                     subnet: pool.subnet(index),
                     labels: new.labels.clone(),
+                    workload: Default::default(),
                     created_at: now,
                 };
                 rows::insert_deployment(tx, &deployment, &subnet_blob(&pool, index))?;

@@ -99,7 +99,9 @@ fn tenant_from_row(r: &Row<'_>) -> Result<Tenant> {
                         .map_err(|e| corrupt(format!("egress ip {ip:?}: {e}")))
                 })
                 .transpose()?,
+            public_ip: None,
         },
+        proxy_port: 0,
         labels: parse_labels(&r.get::<_, String>(7)?)?,
         created_at: Timestamp(r.get(8)?),
     })
@@ -143,6 +145,7 @@ fn deployment_from_row(r: &Row<'_>, pool_len: u8) -> Result<Deployment> {
             .map_err(|e| corrupt(format!("ports {ports:?}: {e}")))?,
         subnet: Ipv6Net::new(addr, pool_len).map_err(|e| corrupt(format!("subnet: {e}")))?,
         labels: parse_labels(&r.get::<_, String>(6)?)?,
+        workload: Default::default(),
         created_at: Timestamp(r.get(7)?),
     })
 }

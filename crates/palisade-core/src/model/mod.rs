@@ -10,13 +10,19 @@ mod labels;
 mod names;
 mod quantity;
 mod resources;
+mod workload;
 
 pub use image::Image;
 pub use labels::{LabelKey, LabelValue, Labels, parse_label};
 pub use names::{DeploymentName, NodePoolName, TenantName};
 pub use quantity::{Cpu, Memory};
 pub use resources::{
-    Deployment, EgressMode, EgressProfile, Gateway, GatewayScope, Port, Quota, Replicas, Tenant,
+    Deployment, EgressMode, EgressProfile, Gateway, GatewayScope, PROXY_PORTS, Port, Quota,
+    Replicas, Tenant,
+};
+pub use workload::{
+    EnvName, EnvValue, EnvVar, MountPath, RESERVED_ENV, ScratchVolume, SecretKey, SecretName,
+    SecurityProfile, WorkloadSpec,
 };
 
 /// Why a value was not accepted into the model.
@@ -66,6 +72,17 @@ pub enum ModelError {
         /// The rejected input.
         value: String,
         /// The accepted range.
+        reason: String,
+    },
+    /// A deployment's environment, scratch directory or security profile
+    /// that Kubernetes would reject or that would undo Palisade's isolation.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidWorkload {
+        /// What was being given ("environment variable name", "scratch path", ...).
+        what: &'static str,
+        /// The rejected input.
+        value: String,
+        /// What rule it broke.
         reason: String,
     },
 }

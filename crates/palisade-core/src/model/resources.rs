@@ -1,7 +1,9 @@
 //! Tenants, deployments and gateways: the records the store keeps and every
 //! renderer reads.
 
-use super::{Cpu, DeploymentName, Image, Labels, Memory, ModelError, NodePoolName, TenantName};
+use super::{
+    Cpu, DeploymentName, Image, Labels, Memory, ModelError, NodePoolName, TenantName, WorkloadSpec,
+};
 use crate::allocator::Timestamp;
 use ipnet::Ipv6Net;
 use std::fmt;
@@ -200,10 +202,23 @@ impl fmt::Display for EgressMode {
 pub struct EgressProfile {
     /// Proxy or L3 egress gateway.
     pub mode: EgressMode,
-    /// The fixed public address the tenant's traffic leaves from, which its
-    /// partners allow-list. `None` uses the platform's default.
+    /// The source address the platform attaches to the tenant's gateway or
+    /// proxy node: CiliumEgressGatewayPolicy's `egressIP`, which must be on
+    /// one of the node's interfaces (on AWS a private address, with the
+    /// Elastic IP NAT'ed to it). `None` uses the platform's default.
     pub ip: Option<IpAddr>,
+    /// The public address the tenant's traffic appears from and its partners
+    /// allow-list, when it differs from `ip` (an AWS Elastic IP). For docs
+    /// and the dashboard; nothing is configured from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<IpAddr>,
 }
+
+/// The egress proxy's per-tenant listener ports: the proxy knows a tenant by
+/// the port its pods connect to, which works on IPv4-only paths where the
+/// source address cannot tell tenants apart. The store hands out the lowest
+/// free one when it creates a tenant.
+pub const PROXY_PORTS: std::ops::RangeInclusive<u16> = 20000..=29999;
 
 /// A customer of the platform: a namespace with its quota, node pool and
 /// egress profile.
@@ -217,6 +232,11 @@ pub struct Tenant {
     pub node_pool: Option<NodePoolName>,
     /// How and from where its traffic leaves.
     pub egress: EgressProfile,
+    /// Its own egress-proxy listener port, from [`PROXY_PORTS`], unique and
+    /// stable while the tenant exists. 0 until assigned: the store assigns
+    /// one when it creates the tenant (whatever the caller passed).
+    #[serde(default)]
+    pub proxy_port: u16,
     /// User labels, copied onto the namespace.
     pub labels: Labels,
     /// When the tenant was created.
@@ -232,6 +252,7 @@ impl Tenant {
             quota: Quota::default(),
             node_pool: None,
             egress: EgressProfile::default(),
+            proxy_port: 0,
             labels: Labels::new(),
             created_at,
         }
@@ -255,6 +276,9 @@ pub struct Deployment {
     pub subnet: Ipv6Net,
     /// User labels, copied onto the pods.
     pub labels: Labels,
+    /// Environment, command, scratch directories and security profile.
+    #[serde(flatten)]
+    pub workload: WorkloadSpec,
     /// When the deployment was created.
     pub created_at: Timestamp,
 }
