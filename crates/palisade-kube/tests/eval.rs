@@ -1,0 +1,412 @@
+//! The Cilium policy evaluator against documented outcomes, the seed's
+//! hand-written policies, and the policy model through the renderer.
+//!
+//! Each documentation test quotes a policy from Cilium's documentation or
+//! its `examples/policies` tree (the files the docs include) and asserts
+//! the outcome the page states.
+
+use palisade_kube::eval::{
+    DecisionKind, Endpoint, EvalOptions, Identity, NamedPort, PolicySet, Proto, Unsupported,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+fn docs(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn load(yaml: &str) -> PolicySet {
+    let (set, unsupported) = PolicySet::from_objects(&docs(yaml));
+    assert!(
+        unsupported.is_empty(),
+        "unexpected reports: {unsupported:?}"
+    );
+    set
+}
+
+fn pod(ns: &str, name: &str, labels: &[(&str, &str)]) -> Endpoint {
+    let l: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Endpoint::pod(ns, name, l)
+}
+
+fn with_addr(mut ep: Endpoint, addr: &str) -> Endpoint {
+    ep.addresses = addr.parse::<IpAddr>().into_iter().collect();
+    ep
+}
+
+fn world(addr: &str) -> Endpoint {
+    with_addr(Endpoint::reserved("world", Identity::World), addr)
+}
+
+fn node(local: bool, labels: &[(&str, &str)]) -> Endpoint {
+    let labels = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Endpoint::reserved("node", Identity::Node { labels, local })
+}
+
+fn tcp(set: &PolicySet, from: &Endpoint, to: &Endpoint, port: u16) -> bool {
+    set.verdict(from, to, port, Proto::Tcp).allowed
+}
+
+/// Docs "Layer 3 Examples", "Endpoints Based" (examples/policies/l3/simple/l3.yaml):
+/// backend pods accept traffic only from frontend pods.
+#[test]
+fn l3_rule_lets_only_frontends_reach_backends() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: l3-rule, namespace: default}\n\
+         spec:\n  endpointSelector: {matchLabels: {role: backend}}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {role: frontend}\n",
+    );
+    let backend = pod("default", "be", &[("role", "backend")]);
+    let frontend = pod("default", "fe", &[("role", "frontend")]);
+    let other = pod("default", "x", &[("role", "other")]);
+    assert!(tcp(&set, &frontend, &backend, 80));
+    assert!(
+        tcp(&set, &frontend, &backend, 5432),
+        "no toPorts: every port"
+    );
+    let v = set.verdict(&other, &backend, 80, Proto::Tcp);
+    assert!(!v.allowed);
+    assert_eq!(v.ingress.kind, DecisionKind::DefaultDeny);
+    assert_eq!(v.ingress.object.map(|o| o.name), Some("l3-rule".into()));
+    // The frontend is not selected: nothing restricts it.
+    assert!(tcp(&set, &backend, &frontend, 80));
+    assert!(tcp(&set, &world("198.51.100.1"), &frontend, 80));
+}
+
+/// Docs "Layer 3 Examples", "Ingress/Egress Default Deny"
+/// (examples/policies/l3/egress-default-deny): `egress: [{}]` puts the
+/// endpoint in default deny "without whitelisting other peers".
+#[test]
+fn an_empty_egress_rule_denies_all_egress_and_leaves_ingress_open() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: deny-all-egress, namespace: default}\n\
+         spec:\n  endpointSelector: {matchLabels: {role: restricted}}\n  egress:\n  - {}\n",
+    );
+    let restricted = pod("default", "r", &[("role", "restricted")]);
+    let other = pod("default", "o", &[]);
+    let v = set.verdict(&restricted, &other, 80, Proto::Tcp);
+    assert!(!v.allowed);
+    assert_eq!(v.egress.kind, DecisionKind::DefaultDeny);
+    assert!(!tcp(&set, &restricted, &world("198.51.100.1"), 443));
+    assert!(tcp(&set, &other, &restricted, 80), "no ingress section");
+}
+
+/// Docs "Layer 3 Examples", "Simple Egress Deny"
+/// (examples/policies/l3/egress-deny/egress-deny.yaml): "If an egressDeny
+/// rule matches, egress traffic is denied even if the policy contains
+/// egress rules that would otherwise allow it."
+#[test]
+fn egress_deny_wins_over_allow_all() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: deny-egress-example, namespace: default}\n\
+         spec:\n  endpointSelector: {matchLabels: {role: frontend}}\n  egress:\n  - toEntities: [all]\n  egressDeny:\n  - toEndpoints:\n    - matchLabels: {role: backend}\n",
+    );
+    let fe = pod("default", "fe", &[("role", "frontend")]);
+    let be = pod("default", "be", &[("role", "backend")]);
+    let v = set.verdict(&fe, &be, 80, Proto::Tcp);
+    assert!(!v.allowed);
+    assert_eq!(v.egress.kind, DecisionKind::Deny);
+    assert_eq!(
+        v.egress.to_string(),
+        "deny by CiliumNetworkPolicy default/deny-egress-example spec.egressDeny[0]"
+    );
+    assert!(tcp(&set, &fe, &pod("default", "x", &[]), 80));
+    assert!(tcp(&set, &fe, &world("198.51.100.1"), 443));
+}
+
+/// Docs "Deny Policies" (examples/policies/l3/entities/from_world_deny.yaml):
+/// the clusterwide `external-lockdown` denies ingress from the world and
+/// allows everything else.
+#[test]
+fn clusterwide_lockdown_denies_the_world_only() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: external-lockdown}\n\
+         spec:\n  endpointSelector: {}\n  ingressDeny:\n  - fromEntities: [world]\n  ingress:\n  - fromEntities: [all]\n",
+    );
+    let a = pod("ns1", "a", &[]);
+    let b = pod("ns2", "b", &[]);
+    let v = set.verdict(&world("198.51.100.1"), &a, 80, Proto::Tcp);
+    assert!(!v.allowed);
+    assert_eq!(
+        v.egress.kind,
+        DecisionKind::NotEnforced,
+        "the world has no policy of its own"
+    );
+    assert_eq!(v.ingress.kind, DecisionKind::Deny);
+    assert!(tcp(&set, &b, &a, 80), "clusterwide: other namespaces too");
+    assert!(tcp(&set, &node(false, &[]), &a, 80));
+}
+
+/// Docs "Layer 3 Examples", "IP/CIDR based" (examples/policies/l3/cidr/cidr.yaml):
+/// 20.1.1.1 and 10.0.0.0/8 but not 10.96.0.0/12; CIDR rules "do not apply
+/// to traffic where both sides of the connection are … managed by Cilium".
+#[test]
+fn cidr_rules_with_except_apply_to_the_world_only() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: cidr-rule, namespace: default}\n\
+         spec:\n  endpointSelector: {matchLabels: {app: myService}}\n  egress:\n  - toCIDR: [20.1.1.1/32]\n  - toCIDRSet:\n    - cidr: 10.0.0.0/8\n      except: [10.96.0.0/12]\n",
+    );
+    let me = pod("default", "svc", &[("app", "myService")]);
+    assert!(tcp(&set, &me, &world("20.1.1.1"), 443));
+    assert!(!tcp(&set, &me, &world("20.1.1.2"), 443));
+    assert!(tcp(&set, &me, &world("10.1.2.3"), 443));
+    let v = set.verdict(&me, &world("10.96.0.10"), 443, Proto::Tcp);
+    assert!(!v.allowed);
+    assert_eq!(v.egress.kind, DecisionKind::DefaultDeny);
+    let in_cluster = with_addr(pod("default", "p", &[]), "10.1.2.4");
+    assert!(
+        !tcp(&set, &me, &in_cluster, 443),
+        "a pod's address is not a CIDR peer"
+    );
+}
+
+/// Docs "Layer 4 Examples", "Example Port Ranges"
+/// (examples/policies/l4/l4_port_range.yaml): TCP 80-444 "to any layer 3
+/// destination".
+#[test]
+fn port_ranges_cover_port_to_end_port_of_one_protocol() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: l4-port-range-rule, namespace: default}\n\
+         spec:\n  endpointSelector: {matchLabels: {app: myService}}\n  egress:\n  - toPorts:\n    - ports:\n      - {port: \"80\", endPort: 444, protocol: TCP}\n",
+    );
+    let me = pod("default", "svc", &[("app", "myService")]);
+    let peer = world("198.51.100.7");
+    assert!(tcp(&set, &me, &peer, 80));
+    assert!(tcp(&set, &me, &peer, 444));
+    assert!(!tcp(&set, &me, &peer, 445));
+    assert!(!tcp(&set, &me, &peer, 79));
+    assert!(!set.verdict(&me, &peer, 80, Proto::Udp).allowed);
+    assert!(
+        tcp(&set, &me, &pod("other", "x", &[]), 300),
+        "any layer 3 destination"
+    );
+}
+
+/// Docs "Using Kubernetes Constructs In Policy", "Namespaces"
+/// (examples/policies/kubernetes/namespace/namespace-policy.yaml and
+/// isolate-namespaces.yaml): peers are limited to the policy's namespace
+/// unless `k8s:io.kubernetes.pod.namespace` is named.
+#[test]
+fn peers_are_scoped_to_the_policy_namespace_unless_named() {
+    let across = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: k8s-expose-across-namespace, namespace: ns1}\n\
+         spec:\n  endpointSelector: {matchLabels: {name: leia}}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {k8s:io.kubernetes.pod.namespace: ns2, name: luke}\n",
+    );
+    let leia = pod("ns1", "leia", &[("name", "leia")]);
+    assert!(tcp(
+        &across,
+        &pod("ns2", "luke", &[("name", "luke")]),
+        &leia,
+        80
+    ));
+    assert!(!tcp(
+        &across,
+        &pod("ns1", "luke", &[("name", "luke")]),
+        &leia,
+        80
+    ));
+    // The endpointSelector never reaches into another namespace.
+    assert!(tcp(
+        &across,
+        &pod("ns3", "x", &[]),
+        &pod("ns2", "leia", &[("name", "leia")]),
+        80
+    ));
+
+    let isolate = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: isolate-ns1, namespace: ns1}\n\
+         spec:\n  endpointSelector: {matchLabels: {}}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {}\n",
+    );
+    assert!(tcp(
+        &isolate,
+        &pod("ns1", "a", &[]),
+        &pod("ns1", "b", &[]),
+        80
+    ));
+    assert!(!tcp(
+        &isolate,
+        &pod("ns2", "a", &[]),
+        &pod("ns1", "b", &[]),
+        80
+    ));
+    assert!(!tcp(
+        &isolate,
+        &world("198.51.100.1"),
+        &pod("ns1", "b", &[]),
+        80
+    ));
+}
+
+/// Docs "Using Kubernetes Constructs In Policy", kube-dns
+/// (examples/policies/kubernetes/namespace/kubedns-policy.yaml).
+#[test]
+fn egress_to_kube_dns_on_udp_53_only() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: allow-to-kubedns, namespace: default}\n\
+         spec:\n  endpointSelector: {}\n  egress:\n  - toEndpoints:\n    - matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s-app: kube-dns}\n    toPorts:\n    - ports:\n      - {port: '53', protocol: UDP}\n",
+    );
+    let me = pod("default", "app", &[]);
+    let dns = pod("kube-system", "coredns", &[("k8s-app", "kube-dns")]);
+    assert!(set.verdict(&me, &dns, 53, Proto::Udp).allowed);
+    assert!(!set.verdict(&me, &dns, 53, Proto::Tcp).allowed);
+    assert!(!tcp(&set, &me, &world("198.51.100.1"), 443));
+    assert!(tcp(
+        &set,
+        &pod("other", "app", &[]),
+        &world("198.51.100.1"),
+        443
+    ));
+}
+
+/// Docs "Layer 3 Examples", "Entities Based"
+/// (examples/policies/l3/entities/nodes.yaml): host and remote-node.
+#[test]
+fn host_and_remote_node_entities() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: to-dev-from-nodes-in-cluster, namespace: default}\n\
+         spec:\n  endpointSelector: {matchLabels: {env: dev}}\n  ingress:\n  - fromEntities: [host, remote-node]\n",
+    );
+    let dev = pod("default", "dev", &[("env", "dev")]);
+    assert!(tcp(&set, &node(false, &[]), &dev, 80));
+    assert!(tcp(&set, &node(true, &[]), &dev, 80));
+    assert!(!tcp(&set, &world("198.51.100.1"), &dev, 80));
+    assert!(!tcp(&set, &pod("default", "x", &[]), &dev, 80));
+}
+
+/// Docs "Layer 3 Examples", "Node based" (examples/policies/l3/entities/from_nodes.yaml):
+/// `fromNodes` "will only take effect when enable-node-selector-labels" is on.
+#[test]
+fn from_nodes_needs_node_selector_labels() {
+    let yaml = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: to-dev-from-worker-nodes, namespace: default}\n\
+         spec:\n  endpointSelector: {matchLabels: {env: dev}}\n  ingress:\n  - fromNodes:\n    - matchLabels: {role: worker}\n";
+    let dev = pod("default", "dev", &[("env", "dev")]);
+    let worker = node(false, &[("role", "worker")]);
+    let other = node(false, &[("role", "control-plane")]);
+    let mut o = EvalOptions::default();
+    o.identity.node_selector_labels = true;
+    let (on, _) = PolicySet::from_objects_with(&docs(yaml), o);
+    assert!(tcp(&on, &worker, &dev, 80));
+    assert!(!tcp(&on, &other, &dev, 80));
+    let off = load(yaml);
+    assert!(!tcp(&off, &worker, &dev, 80));
+}
+
+/// The CRD's `enableDefaultDeny` (v1.17.17 and v1.18.11): "If not specified,
+/// the default is true for each traffic direction that has rules"; false
+/// adds allows without putting the endpoint in default deny.
+#[test]
+fn enable_default_deny_false_only_adds_allows() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: allow-world, namespace: default}\n\
+         spec:\n  endpointSelector: {}\n  enableDefaultDeny: {egress: false}\n  egress:\n  - toEntities: [world]\n",
+    );
+    let me = pod("default", "a", &[]);
+    let v = set.verdict(&me, &pod("other", "b", &[]), 80, Proto::Tcp);
+    assert!(v.allowed);
+    assert_eq!(v.egress.kind, DecisionKind::NoPolicy);
+    assert_eq!(
+        set.verdict(&me, &world("198.51.100.1"), 80, Proto::Tcp)
+            .egress
+            .kind,
+        DecisionKind::Allow
+    );
+}
+
+/// pkg/policy/api/entity.go (`InitEntities`): `cluster` is every pod of the
+/// local cluster plus host, remote-node, init, ingress, health, unmanaged
+/// and kube-apiserver, but not the world.
+#[test]
+fn cluster_entity_covers_in_cluster_identities_but_not_the_world() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: from-cluster, namespace: default}\n\
+         spec:\n  endpointSelector: {}\n  ingress:\n  - fromEntities: [cluster]\n",
+    );
+    let me = pod("default", "a", &[]);
+    for from in [
+        pod("elsewhere", "b", &[]),
+        node(false, &[]),
+        Endpoint::reserved("ingress", Identity::Ingress),
+        Endpoint::reserved("kube-apiserver", Identity::KubeApiServer),
+    ] {
+        assert!(tcp(&set, &from, &me, 80), "{}", from.name);
+    }
+    assert!(!tcp(&set, &world("198.51.100.1"), &me, 80));
+}
+
+/// Named ports resolve against the destination's container ports (CRD
+/// `PortProtocol.port`: "an L4 port number, or a name").
+#[test]
+fn named_ports_resolve_on_the_destination() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: named, namespace: default}\n\
+         spec:\n  endpointSelector: {matchLabels: {app: db}}\n  ingress:\n  - toPorts:\n    - ports:\n      - {port: pg, protocol: TCP}\n",
+    );
+    let mut db = pod("default", "db", &[("app", "db")]);
+    db.named_ports.push(NamedPort {
+        name: "pg".into(),
+        port: 5432,
+        proto: Proto::Tcp,
+    });
+    let client = pod("default", "c", &[]);
+    assert!(tcp(&set, &client, &db, 5432));
+    assert!(!tcp(&set, &client, &db, 5433));
+}
+
+/// What the evaluator does not model is reported with its path.
+#[test]
+fn unmodelled_fields_are_reported_not_ignored() {
+    let objs = docs(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: mixed, namespace: default}\n\
+         spec:\n  endpointSelector: {}\n  egress:\n  - toFQDNs: [{matchName: example.com}]\n  - toServices: [{k8sService: {serviceName: s, namespace: default}}]\n\
+         \x20 - toEndpoints: [{}]\n    toPorts:\n    - ports: [{port: '80', protocol: TCP}]\n      rules: {http: [{method: GET}]}\n\
+         \x20 ingress:\n  - fromRequires: [{matchLabels: {env: prod}}]\n    fromEndpoints: [{}]\n  - frobnicate: true\n\
+         ---\napiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: host}\n\
+         spec:\n  nodeSelector: {}\n  ingress:\n  - fromEntities: [world]\n",
+    );
+    let (set, unsupported) = PolicySet::from_objects(&objs);
+    let paths: Vec<&str> = unsupported
+        .iter()
+        .map(|u: &Unsupported| u.path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.ingress[0].fromRequires",
+            "spec.ingress[1].frobnicate",
+            "spec.egress[0].toFQDNs",
+            "spec.egress[1].toServices",
+            "spec.egress[2].toPorts[0].rules",
+            "spec.nodeSelector",
+        ]
+    );
+    let me = pod("default", "a", &[]);
+    // FQDN and service peers select nothing; the L7 port is an L4 allow.
+    assert!(!tcp(&set, &me, &world("93.184.215.14"), 443));
+    assert!(tcp(&set, &me, &pod("default", "b", &[]), 80));
+}
+
+/// `selected_by` names the objects whose endpointSelector matches.
+#[test]
+fn selected_by_lists_the_selecting_objects() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: a, namespace: ns1}\n\
+         spec:\n  endpointSelector: {matchLabels: {role: gateway}}\n  ingress: [{}]\n\
+         ---\napiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: b}\n\
+         spec:\n  endpointSelector: {matchExpressions: [{key: role, operator: Exists}]}\n  egress: [{}]\n",
+    );
+    let names = |ep: &Endpoint| -> Vec<String> {
+        set.selected_by(ep).into_iter().map(|o| o.name).collect()
+    };
+    assert_eq!(names(&pod("ns1", "g", &[("role", "gateway")])), ["a", "b"]);
+    assert_eq!(names(&pod("ns2", "g", &[("role", "gateway")])), ["b"]);
+    assert!(names(&pod("ns1", "x", &[])).is_empty());
+}
