@@ -17,6 +17,7 @@
 pub mod apply;
 pub mod cluster;
 pub mod crds;
+pub mod eval;
 pub mod fixtures;
 pub mod object;
 pub mod options;
