@@ -38,7 +38,7 @@ pub const KINDS: [(&str, &str, bool); 19] = [
     ("v1", "ServiceAccount", true),
     ("v1", "LimitRange", true),
     ("v1", "ResourceQuota", true),
-    ("cilium.io/v2", "CiliumPodIPPool", false),
+    ("cilium.io/v2alpha1", "CiliumPodIPPool", false),
     ("cilium.io/v2", "CiliumEgressGatewayPolicy", false),
     ("source.toolkit.fluxcd.io/v1", "GitRepository", true),
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization", true),
@@ -284,7 +284,7 @@ mod tests {
             &&"PATCH /apis/apps/v1/namespaces/tenant-acme-corp/deployments/database?&force=true&fieldManager=palisade".to_owned()
         ));
         assert!(patches.iter().any(|l| {
-            l.starts_with("PATCH /apis/cilium.io/v2/ciliumpodippools/acme-corp.database?")
+            l.starts_with("PATCH /apis/cilium.io/v2alpha1/ciliumpodippools/acme-corp.database?")
         }));
 
         let lists: Vec<&String> = log.iter().filter(|l| l.starts_with("GET ")).collect();

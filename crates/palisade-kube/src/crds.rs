@@ -77,6 +77,22 @@ pub struct CiliumNetworkPolicySpec {
     /// Allowed outbound traffic; present-but-`[{}]` denies all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Vec<EgressRule>>,
+    /// Refused outbound traffic; a deny wins over every allow of every
+    /// policy ("Deny Policies" in the Cilium docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_deny: Option<Vec<EgressDenyRule>>,
+}
+
+/// One Cilium egress deny rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressDenyRule {
+    /// Peers by Cilium entity (`kube-apiserver`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to_entities: Vec<String>,
+    /// Peers by CIDR.
+    #[serde(default, rename = "toCIDR", skip_serializing_if = "Vec::is_empty")]
+    pub to_cidr: Vec<String>,
 }
 
 /// One Cilium ingress rule.
@@ -131,12 +147,18 @@ pub struct PortProtocol {
     pub protocol: String,
 }
 
-/// `CiliumPodIPPool` (cilium.io/v2): a multi-pool IPAM pool; one per
-/// deployment, holding its subnet.
+/// `CiliumPodIPPool`: a multi-pool IPAM pool; one per deployment, holding
+/// its subnet.
+///
+/// Cilium 1.17 and 1.18 serve this kind only as `cilium.io/v2alpha1`
+/// (`pkg/k8s/apis/cilium.io/client/crds/v2alpha1/ciliumpodippools.yaml` at
+/// v1.17.17 and v1.18.11; there is no `v2` file for it), and there
+/// `spec.ipv6.cidrs` is a list of CIDR strings. Under Flux one unknown
+/// kind fails the whole Kustomization's dry run, so the version matters.
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "cilium.io",
-    version = "v2",
+    version = "v2alpha1",
     kind = "CiliumPodIPPool",
     derive = "PartialEq",
     derive = "Default"
@@ -151,16 +173,9 @@ pub struct CiliumPodIPPoolSpec {
 #[serde(rename_all = "camelCase")]
 pub struct IpPoolFamily {
     /// The CIDRs of the pool.
-    pub cidrs: Vec<PoolCidr>,
+    pub cidrs: Vec<String>,
     /// The prefix length of the piece handed to each node.
     pub mask_size: u8,
-}
-
-/// One CIDR of a pod IP pool.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct PoolCidr {
-    /// The CIDR.
-    pub cidr: String,
 }
 
 /// `CiliumEgressGatewayPolicy` (cilium.io/v2): SNAT a tenant's outbound
@@ -248,6 +263,9 @@ pub struct Listener {
     pub protocol: String,
     /// Port.
     pub port: u16,
+    /// Host names served; `*.` prefixes match any deeper name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     /// Which routes may attach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_routes: Option<AllowedRoutes>,

@@ -15,9 +15,9 @@ use crate::Error;
 use crate::crds::{
     AllowedRoutes, BackendRef, CiliumEgressGatewayPolicy, CiliumEgressGatewayPolicySpec,
     CiliumNetworkPolicy, CiliumNetworkPolicySpec, CiliumPodIPPool, CiliumPodIPPoolSpec,
-    EgressGateway, EgressRule, EgressSelector, Gateway as GatewayObj, GatewayInfrastructure,
+    EgressDenyRule, EgressGateway, EgressRule, EgressSelector, Gateway as GatewayObj,
     GatewaySpec, HTTPRoute, HTTPRouteRule, HTTPRouteSpec, IngressRule, IpPoolFamily, Listener,
-    ParentRef, PoolCidr, PortProtocol, PortRule, RouteNamespaces, Selector, SelectorRequirement,
+    ParentRef, PortProtocol, PortRule, RouteNamespaces, Selector, SelectorRequirement,
 };
 use crate::object::Object;
 use crate::options::{RenderOptions, Resources};
@@ -55,12 +55,30 @@ pub const TENANT_LABEL: &str = "palisade.io/tenant";
 /// Label naming the deployment; the policy selectors use it because users
 /// cannot set `palisade.io/` labels.
 pub const DEPLOYMENT_LABEL: &str = "palisade.io/deployment";
-/// Pod annotation choosing the Cilium IP pool.
-pub const IP_POOL_ANNOTATION: &str = "ipam.cilium.io/ip-pool";
+/// Pod annotation choosing the Cilium IP pool of the IPv6 family only.
+///
+/// The family-less `ipam.cilium.io/ip-pool` would apply to IPv4 as well,
+/// and the per-deployment pools hold no IPv4 range, so IPv4 allocation
+/// would fail. Cilium reads `ipam.cilium.io/ipv6-pool` for IPv6 first and
+/// falls back to `ip-pool`, then to the namespace, then to the `default`
+/// pool, per family (`pkg/annotation/k8s.go` `IPAMIPv6PoolKey` and
+/// `pkg/ipam/metadata/manager.go` in Cilium 1.17/1.18; documented in
+/// "Multi-Pool IPAM": "You can specify different pools for IPv4 and IPv6
+/// using the ipam.cilium.io/ipv4-pool and ipam.cilium.io/ipv6-pool
+/// annotations"). IPv4 therefore comes from the `default` pool.
+pub const IP_POOL_ANNOTATION: &str = "ipam.cilium.io/ipv6-pool";
 /// Taint key of dedicated node pools (`palisade.io/tenant=<t>:NoSchedule`).
 pub const NODE_POOL_TAINT: &str = "palisade.io/tenant";
 /// Node label of dedicated node pools (`node-pool=<pool>`).
 pub const NODE_POOL_LABEL: &str = "node-pool";
+/// The cloud instance-metadata service (IMDS on AWS, also GCP and Azure):
+/// node credentials live there, so no tenant may reach it.
+pub const METADATA_V4: &str = "169.254.169.254/32";
+/// IMDS over IPv6 on AWS Nitro instances.
+pub const METADATA_V6: &str = "fd00:ec2::254/128";
+/// The EKS Pod Identity agent on every node, over IPv4 and IPv6.
+pub const POD_IDENTITY_AGENT: [&str; 2] = ["169.254.170.23/32", "fd00:ec2::23/128"];
+
 /// Name of each tenant's egress ConfigMap.
 pub const EGRESS_CONFIG: &str = "egress-proxy";
 /// Name of each tenant's ServiceAccount, Role and RoleBinding.
@@ -373,14 +391,49 @@ pub fn service_name(deployment: &DeploymentName) -> Result<String, Error> {
 }
 
 /// The object name of a gateway and its namespace.
-fn gateway_object(scope: &GatewayScope, options: &RenderOptions) -> (String, String) {
-    match scope {
-        GatewayScope::Central => ("central".into(), options.gateway_namespace.clone()),
-        GatewayScope::PerTenant { tenant } => ("tenant".into(), tenant.namespace()),
+///
+/// Every gateway lives in the platform's gateway namespace, which tenants
+/// cannot write: where an implementation runs gateway pods there, policies
+/// select them by that namespace plus the standard
+/// `gateway.networking.k8s.io/gateway-name` label (GEP-1762), and no pod a
+/// tenant creates in its own namespace can match. The name is a label
+/// value, so it is kept to 63 characters.
+pub fn gateway_object(scope: &GatewayScope, options: &RenderOptions) -> (String, String) {
+    let name = match scope {
+        GatewayScope::Central => "central".to_owned(),
+        GatewayScope::PerTenant { tenant } => bounded_name(&format!("tenant-{tenant}")),
         GatewayScope::PerDeployment { tenant, deployment } => {
-            (format!("deployment-{deployment}"), tenant.namespace())
+            bounded_name(&format!("deployment-{tenant}-{deployment}"))
         }
+    };
+    (name, options.gateway_namespace.clone())
+}
+
+/// `name` if it fits a label value (63 characters), else its first 54
+/// characters and 8 hex digits of its SHA-256, so distinct long names stay
+/// distinct.
+fn bounded_name(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    if name.len() <= 63 {
+        return name.to_owned();
     }
+    let digest = Sha256::digest(name.as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", name[..54].trim_end_matches('-'))
+}
+
+/// The label implementations put on a gateway's pods (GEP-1762).
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+/// The host name a deployment is served under on every gateway.
+fn route_host(tenant: &TenantName, deployment: &DeploymentName, domain: &str) -> String {
+    format!("{deployment}.{tenant}.{domain}")
+}
+
+/// Selects the namespace `ns` by the label Kubernetes sets on every
+/// namespace, which nobody can change.
+fn namespace_selector(ns: &str) -> Selector {
+    Selector::labels([("kubernetes.io/metadata.name", ns)])
 }
 
 /// The policy-object name of a deployment; the prefix keeps it apart from
@@ -455,6 +508,13 @@ enum Peer {
     Cidr(String),
     /// Nodes by labels: the host-network egress proxy.
     Nodes(BTreeMap<String, String>),
+    /// A gateway: with Cilium's own implementation the node's Envoy, whose
+    /// traffic carries the reserved `ingress` identity; with any other
+    /// implementation its pods in the gateway namespace.
+    Gateway {
+        namespace: String,
+        labels: BTreeMap<String, String>,
+    },
     /// Anything outside the cluster.
     World,
 }
@@ -487,13 +547,10 @@ impl Cx<'_> {
                 }
             }
             Endpoint::Gateway { scope } => {
-                let (name, ns) = gateway_object(scope, opts);
-                Peer::Pods {
-                    namespace: (ns != own_ns).then_some(ns),
-                    labels: labels([
-                        ("role", "gateway"),
-                        ("gateway.networking.k8s.io/gateway-name", name.as_str()),
-                    ]),
+                let (name, namespace) = gateway_object(scope, opts);
+                Peer::Gateway {
+                    namespace,
+                    labels: labels([(GATEWAY_NAME_LABEL, name.as_str())]),
                 }
             }
             Endpoint::EgressProxy { .. } => match (opts.proxy.ip(), &opts.proxy.in_cluster) {
@@ -514,6 +571,32 @@ impl Cx<'_> {
         }
     }
 
+    /// What deployment `d` reaches without the proxy, for its `NO_PROXY`:
+    /// the pool its peers' addresses come from (for clients that read
+    /// CIDRs) and the short and namespace-qualified Service names of every
+    /// deployment it may call. The platform list already covers the fully
+    /// qualified names (`.svc`, `.cluster.local`); without the short ones
+    /// `http://api-backend:3000` goes to the proxy, which refuses it.
+    fn direct_peers(&self, d: &Deployment) -> Result<Vec<String>, Error> {
+        let mut out = vec![self.snapshot.pool.cidr().to_string()];
+        let me = Endpoint::deployment(&d.tenant, &d.name);
+        for rule in self.policy.rules_from(&me) {
+            let Endpoint::Deployment { tenant, deployment } = &rule.to else {
+                continue;
+            };
+            if (tenant, deployment) == (&d.tenant, &d.name) {
+                continue;
+            }
+            let svc = service_name(deployment)?;
+            if tenant == &d.tenant {
+                out.push(svc.clone());
+            }
+            out.push(format!("{svc}.{}", tenant.namespace()));
+        }
+        out.dedup();
+        Ok(out)
+    }
+
     fn cilium_selector(peer_ns: &Option<String>, l: &BTreeMap<String, String>) -> Selector {
         let mut s = Selector::labels(l.iter().map(|(k, v)| (k.clone(), v.clone())));
         if let Some(ns) = peer_ns {
@@ -523,37 +606,46 @@ impl Cx<'_> {
         s
     }
 
-    fn cilium_ingress(&self, rule: &Rule, own_ns: &str) -> Vec<IngressRule> {
+    /// Whether gateways are Cilium's own implementation, whose traffic
+    /// comes from the node's Envoy with the reserved `ingress` identity
+    /// rather than from gateway pods ("Gateway API Support" and "Ingress
+    /// and Network Policy" in the Cilium 1.17/1.18 docs).
+    fn cilium_gateways(&self) -> bool {
+        self.options.gateway_class == "cilium"
+    }
+
+    fn cilium_ingress(&self, rule: &Rule, own_ns: &str) -> IngressRule {
         let to_ports = cilium_ports(&rule.ports);
-        let mut out = Vec::new();
         match self.peer(&rule.from, own_ns) {
-            Peer::Pods { namespace, labels } => out.push(IngressRule {
+            Peer::Pods { namespace, labels } => IngressRule {
                 from_endpoints: vec![Self::cilium_selector(&namespace, &labels)],
-                to_ports: to_ports.clone(),
+                to_ports,
                 ..IngressRule::default()
-            }),
-            Peer::Nodes(_) => out.push(IngressRule {
-                from_entities: vec!["host".into(), "remote-node".into()],
-                to_ports: to_ports.clone(),
-                ..IngressRule::default()
-            }),
-            Peer::Cidr(_) | Peer::World => out.push(IngressRule {
-                from_entities: vec!["world".into()],
-                to_ports: to_ports.clone(),
-                ..IngressRule::default()
-            }),
-        }
-        if matches!(rule.reason, Reason::Gateway { .. }) && self.options.gateway_class == "cilium" {
-            // Cilium's own Gateway API implementation proxies through the
-            // node's Envoy, whose traffic carries the `ingress` identity
-            // rather than gateway pod labels.
-            out.push(IngressRule {
+            },
+            // Cilium's gateways have no pods: the shared `ingress` identity
+            // is the only thing to admit. Routes decide which backends each
+            // gateway sends to (see docs/kubernetes.md, "Gateways").
+            Peer::Gateway { .. } if self.cilium_gateways() => IngressRule {
                 from_entities: vec!["ingress".into()],
                 to_ports,
                 ..IngressRule::default()
-            });
+            },
+            Peer::Gateway { namespace, labels } => IngressRule {
+                from_endpoints: vec![Self::cilium_selector(&Some(namespace), &labels)],
+                to_ports,
+                ..IngressRule::default()
+            },
+            Peer::Nodes(_) => IngressRule {
+                from_entities: vec!["host".into(), "remote-node".into()],
+                to_ports,
+                ..IngressRule::default()
+            },
+            Peer::Cidr(_) | Peer::World => IngressRule {
+                from_entities: vec!["world".into()],
+                to_ports,
+                ..IngressRule::default()
+            },
         }
-        out
     }
 
     fn cilium_egress(&self, rule: &Rule, own_ns: &str) -> EgressRule {
@@ -561,6 +653,16 @@ impl Cx<'_> {
         match self.peer(&rule.to, own_ns) {
             Peer::Pods { namespace, labels } => EgressRule {
                 to_endpoints: vec![Self::cilium_selector(&namespace, &labels)],
+                to_ports,
+                ..EgressRule::default()
+            },
+            Peer::Gateway { .. } if self.cilium_gateways() => EgressRule {
+                to_entities: vec!["ingress".into()],
+                to_ports,
+                ..EgressRule::default()
+            },
+            Peer::Gateway { namespace, labels } => EgressRule {
+                to_endpoints: vec![Self::cilium_selector(&Some(namespace), &labels)],
                 to_ports,
                 ..EgressRule::default()
             },
@@ -587,36 +689,37 @@ impl Cx<'_> {
             match_labels: Some(l),
             ..LabelSelector::default()
         };
+        let pods = |namespace: Option<String>, labels| NetworkPolicyPeer {
+            namespace_selector: namespace.map(|ns| {
+                sel(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_owned(),
+                    ns,
+                )]))
+            }),
+            pod_selector: Some(sel(labels)),
+            ..NetworkPolicyPeer::default()
+        };
+        let block = |cidr: &str, except: &[&str]| NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: cidr.into(),
+                except: (!except.is_empty()).then(|| except.iter().map(|&e| e.into()).collect()),
+            }),
+            ..NetworkPolicyPeer::default()
+        };
         match self.peer(ep, own_ns) {
-            Peer::Pods { namespace, labels } => vec![NetworkPolicyPeer {
-                namespace_selector: namespace.map(|ns| {
-                    sel(BTreeMap::from([(
-                        "kubernetes.io/metadata.name".to_owned(),
-                        ns,
-                    )]))
-                }),
-                pod_selector: Some(sel(labels)),
-                ..NetworkPolicyPeer::default()
-            }],
-            Peer::Cidr(c) => vec![NetworkPolicyPeer {
-                ip_block: Some(IPBlock {
-                    cidr: c,
-                    except: None,
-                }),
-                ..NetworkPolicyPeer::default()
-            }],
+            Peer::Pods { namespace, labels } => vec![pods(namespace, labels)],
+            // NetworkPolicy has no `ingress` identity: it can only name the
+            // gateway's pods, wherever an implementation runs them.
+            Peer::Gateway { namespace, labels } => vec![pods(Some(namespace), labels)],
+            Peer::Cidr(c) => vec![block(&c, &[])],
             // NetworkPolicy has no notion of "outside the cluster", and
             // cannot select nodes: the rule's port is all that narrows it.
-            Peer::World | Peer::Nodes(_) => ["0.0.0.0/0", "::/0"]
-                .into_iter()
-                .map(|c| NetworkPolicyPeer {
-                    ip_block: Some(IPBlock {
-                        cidr: c.into(),
-                        except: None,
-                    }),
-                    ..NetworkPolicyPeer::default()
-                })
-                .collect(),
+            // It has no deny either, so the metadata addresses are cut out
+            // of the world blocks here.
+            Peer::World | Peer::Nodes(_) => vec![
+                block("0.0.0.0/0", &[METADATA_V4, POD_IDENTITY_AGENT[0]]),
+                block("::/0", &[METADATA_V6, POD_IDENTITY_AGENT[1]]),
+            ],
         }
     }
 
@@ -657,7 +760,7 @@ impl Cx<'_> {
         let who = egress_only.map_or_else(|| me.to_string(), str::to_owned);
         if self.options.policy.cilium() {
             let mut ing: Vec<IngressRule> = extra_ingress;
-            for rule in ingress.iter().flat_map(|r| self.cilium_ingress(r, ns)) {
+            for rule in ingress.iter().map(|r| self.cilium_ingress(r, ns)) {
                 // Several gateways add the same `ingress` entity rule.
                 if !ing.contains(&rule) {
                     ing.push(rule);
@@ -671,6 +774,7 @@ impl Cx<'_> {
                     endpoint_selector: Selector::labels(selector.clone()),
                     ingress: (!ing.is_empty()).then_some(ing),
                     egress: (!eg.is_empty()).then_some(eg),
+                    egress_deny: None,
                 },
             };
             out.push(Object::new(&cnp)?);
@@ -713,18 +817,20 @@ impl Cx<'_> {
             handler: "runsc".into(),
             ..RuntimeClass::default()
         })?];
-        let central: Vec<_> = self
-            .snapshot
-            .gateways
-            .iter()
-            .filter(|g| g.scope == GatewayScope::Central)
-            .collect();
-        if !central.is_empty() {
+        // Every gateway lives in the gateway namespace (see `gateway_object`).
+        if !self.snapshot.gateways.is_empty() {
             let ns = &self.options.gateway_namespace;
             out.push(Object::new(&Namespace {
                 metadata: meta(ns, None, labels([MANAGED_BY])),
                 ..Namespace::default()
             })?);
+        }
+        if self
+            .snapshot
+            .gateways
+            .iter()
+            .any(|g| g.scope == GatewayScope::Central)
+        {
             self.gateway(&GatewayScope::Central, &labels([MANAGED_BY]), &mut out)?;
         }
         if let Some(p) = &self.options.proxy.in_cluster {
@@ -740,41 +846,20 @@ impl Cx<'_> {
         out: &mut Vec<Object>,
     ) -> Result<(), Error> {
         let (name, ns) = gateway_object(scope, self.options);
-        let allowed = match scope {
-            GatewayScope::Central => RouteNamespaces {
-                from: "Selector".into(),
-                selector: Some(Selector {
-                    match_labels: BTreeMap::new(),
-                    match_expressions: vec![SelectorRequirement {
-                        key: TENANT_LABEL.into(),
-                        operator: "Exists".into(),
-                        values: Vec::new(),
-                    }],
-                }),
-            },
-            _ => RouteNamespaces {
-                from: "Same".into(),
-                selector: None,
-            },
-        };
         let gw = GatewayObj {
             metadata: meta(&name, Some(&ns), obj_labels.clone()),
             spec: GatewaySpec {
                 gateway_class_name: self.options.gateway_class.clone(),
-                infrastructure: Some(GatewayInfrastructure {
-                    labels: labels([("role", "gateway")]),
-                }),
-                listeners: vec![Listener {
-                    name: "http".into(),
-                    protocol: "HTTP".into(),
-                    port: 80,
-                    allowed_routes: Some(AllowedRoutes {
-                        namespaces: allowed,
-                    }),
-                }],
+                infrastructure: None,
+                listeners: vec![self.listener(scope)],
             },
         };
         out.push(Object::new(&gw)?);
+        if self.cilium_gateways() {
+            // Cilium's gateways run in the node's Envoy: there are no
+            // gateway pods for a policy to select.
+            return Ok(());
+        }
         // The gateway's own pods: reachable from anywhere on the listener,
         // and reaching only what the policy model lets the gateway reach.
         let http = Ports::Only([palisade_core::PortProto::tcp(palisade_core::Port::HTTP)].into());
@@ -791,15 +876,55 @@ impl Cx<'_> {
                 egress_only: None,
                 name: &format!("gateway-{name}"),
                 ns: &ns,
-                selector: labels([
-                    ("role", "gateway"),
-                    ("gateway.networking.k8s.io/gateway-name", name.as_str()),
-                ]),
+                selector: labels([(GATEWAY_NAME_LABEL, name.as_str())]),
                 labels: obj_labels,
             },
             vec![from_anywhere],
             out,
         )
+    }
+
+    /// A gateway's one HTTP listener, limited to the host names and route
+    /// namespaces of what it fronts, so that no tenant's route can attach
+    /// to another tenant's gateway or claim another tenant's host name on
+    /// the central one: a route is accepted only where its host names
+    /// intersect the listener's (Gateway API `Listener.hostname`, standard
+    /// channel v1.2.1+: `*.example.com` matches `foo.test.example.com`).
+    fn listener(&self, scope: &GatewayScope) -> Listener {
+        let domain = &self.options.gateway_domain;
+        let (hostname, selector) = match scope {
+            GatewayScope::Central => (
+                format!("*.{domain}"),
+                Selector {
+                    match_labels: BTreeMap::new(),
+                    match_expressions: vec![SelectorRequirement {
+                        key: TENANT_LABEL.into(),
+                        operator: "Exists".into(),
+                        values: Vec::new(),
+                    }],
+                },
+            ),
+            GatewayScope::PerTenant { tenant } => (
+                format!("*.{tenant}.{domain}"),
+                namespace_selector(&tenant.namespace()),
+            ),
+            GatewayScope::PerDeployment { tenant, deployment } => (
+                route_host(tenant, deployment, domain),
+                namespace_selector(&tenant.namespace()),
+            ),
+        };
+        Listener {
+            name: "http".into(),
+            protocol: "HTTP".into(),
+            port: 80,
+            hostname: Some(hostname),
+            allowed_routes: Some(AllowedRoutes {
+                namespaces: RouteNamespaces {
+                    from: "Selector".into(),
+                    selector: Some(selector),
+                },
+            }),
+        }
     }
 
     fn tenant(&self, t: &Tenant, deps: &[&Deployment]) -> Result<TenantObjects, Error> {
@@ -910,6 +1035,7 @@ impl Cx<'_> {
                     endpoint_selector: Selector::default(),
                     ingress: Some(vec![IngressRule::default()]),
                     egress: Some(vec![EgressRule::default()]),
+                    egress_deny: Some(platform_deny()),
                 },
             })?);
         }
@@ -1005,9 +1131,7 @@ impl Cx<'_> {
             metadata: meta(&pool, None, own.clone()),
             spec: CiliumPodIPPoolSpec {
                 ipv6: IpPoolFamily {
-                    cidrs: vec![PoolCidr {
-                        cidr: d.subnet.to_string(),
-                    }],
+                    cidrs: vec![d.subnet.to_string()],
                     mask_size: mask,
                 },
             },
@@ -1025,7 +1149,7 @@ impl Cx<'_> {
         let selector = labels([(DEPLOYMENT_LABEL, d.name.as_str())]);
 
         let env = match t.egress.mode {
-            EgressMode::Proxy => Some(proxy_env()),
+            EgressMode::Proxy => Some(proxy_env(&self.direct_peers(d)?)),
             EgressMode::CiliumEgressGateway => None,
         };
         let (tolerations, node_selector) = node_pool_placement(t);
@@ -1182,9 +1306,9 @@ impl Cx<'_> {
                     spec: HTTPRouteSpec {
                         parent_refs: vec![ParentRef {
                             name: gw_name,
-                            namespace: (gw_ns != ns).then_some(gw_ns),
+                            namespace: Some(gw_ns),
                         }],
-                        hostnames: vec![format!("{}.{}.{}", d.name, t.name, opts.gateway_domain)],
+                        hostnames: vec![route_host(&t.name, &d.name, &opts.gateway_domain)],
                         rules: vec![HTTPRouteRule {
                             backend_refs: vec![BackendRef {
                                 name: svc_name.clone(),
@@ -1237,13 +1361,16 @@ pub fn egress_literals(
     m
 }
 
-fn proxy_env() -> Vec<EnvVar> {
-    let from_config = |name: &str| EnvVar {
+/// The proxy variables of a tenant pod. `NO_PROXY` is the platform's list
+/// (the egress ConfigMap's, which overlays may replace) followed by
+/// `direct`: what this pod reaches without the proxy.
+pub(crate) fn proxy_env(direct: &[String]) -> Vec<EnvVar> {
+    let from_config = |name: &str, key: &str| EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
             config_map_key_ref: Some(ConfigMapKeySelector {
                 name: EGRESS_CONFIG.into(),
-                key: name.into(),
+                key: key.into(),
                 optional: None,
             }),
             ..EnvVarSource::default()
@@ -1256,10 +1383,16 @@ fn proxy_env() -> Vec<EnvVar> {
         ..EnvVar::default()
     };
     let url = "http://$(PROXY_ADDRESS):$(PROXY_PORT)";
+    // Kubernetes expands `$(VAR)` from variables defined earlier in the list.
+    let no_proxy = std::iter::once("$(PLATFORM_NO_PROXY)")
+        .chain(direct.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(",");
     vec![
-        from_config("PROXY_ADDRESS"),
-        from_config("PROXY_PORT"),
-        from_config("NO_PROXY"),
+        from_config("PROXY_ADDRESS", "PROXY_ADDRESS"),
+        from_config("PROXY_PORT", "PROXY_PORT"),
+        from_config("PLATFORM_NO_PROXY", "NO_PROXY"),
+        value("NO_PROXY", &no_proxy),
         value("HTTP_PROXY", url),
         value("HTTPS_PROXY", url),
         // curl and many other tools read only the lower-case names.
@@ -1320,6 +1453,26 @@ pub(crate) fn own_pod_security() -> PodSecurityContext {
         }),
         ..PodSecurityContext::default()
     }
+}
+
+/// What no tenant pod may reach, whatever else allows it: `world` includes
+/// the instance-metadata and Pod Identity addresses (node credentials), and,
+/// where the API server runs outside the cluster (EKS), the API server. The
+/// `kube-apiserver` entity names it wherever it runs ("Layer 3 Examples",
+/// entities, in the Cilium 1.17/1.18 docs). Deny wins over allow.
+fn platform_deny() -> Vec<EgressDenyRule> {
+    let mut cidrs = vec![METADATA_V4.to_owned(), METADATA_V6.to_owned()];
+    cidrs.extend(POD_IDENTITY_AGENT.map(str::to_owned));
+    vec![
+        EgressDenyRule {
+            to_cidr: cidrs,
+            ..EgressDenyRule::default()
+        },
+        EgressDenyRule {
+            to_entities: vec!["kube-apiserver".into()],
+            ..EgressDenyRule::default()
+        },
+    ]
 }
 
 /// A one-line summary of what a policy object allows, for `kubectl describe`.

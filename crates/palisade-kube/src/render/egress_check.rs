@@ -26,6 +26,8 @@ use palisade_core::policy::Endpoint;
 use palisade_core::{Deployment, EgressMode, Tenant};
 use std::collections::BTreeMap;
 
+/// Label selecting the demo's pods.
+const DEMO_LABEL: &str = "palisade.io/app";
 /// Name of the demo's Deployment, Service, ServiceAccount and policy.
 pub const NAME: &str = "egress-check";
 const PORT: i32 = 8080;
@@ -58,7 +60,11 @@ impl Cx<'_> {
         let ns = ns.as_str();
         let mut own = tenant_labels(&t.name);
         own.insert("app.kubernetes.io/name".into(), NAME.into());
-        let selector = labels([("app.kubernetes.io/name", NAME)]);
+        // Selected by a `palisade.io/` label, which Palisade refuses on
+        // tenant workloads: `app.kubernetes.io/name` is a tenant's to set,
+        // and its pods would then share this policy.
+        own.insert(DEMO_LABEL.into(), NAME.into());
+        let selector = labels([(DEMO_LABEL, NAME)]);
 
         out.push(Object::new(&ServiceAccount {
             metadata: meta(NAME, Some(ns), own.clone()),
@@ -76,7 +82,7 @@ impl Cx<'_> {
             field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
         ];
         if t.egress.mode == EgressMode::Proxy {
-            env.extend(proxy_env());
+            env.extend(proxy_env(&[self.snapshot.pool.cidr().to_string()]));
         }
         let (tolerations, node_selector) = node_pool_placement(t);
         let container = Container {
