@@ -927,6 +927,46 @@ impl Cx<'_> {
         }
     }
 
+    /// SNATs the tenant's IPv4 traffic to its egress address on a gateway
+    /// node. Cilium requires `egressIP` to be an address assigned to an
+    /// interface of the gateway node ("Egress Gateway", Preliminary
+    /// Considerations, Cilium 1.17/1.18 docs): on AWS that is a secondary
+    /// private IP, and the Elastic IP associated with it (the tenant's
+    /// `public_ip`) is what partners see. Cilium 1.17 accepts only IPv4
+    /// `destinationCIDRs` (the CRD's pattern), so IPv6 egress of these
+    /// tenants is not fixed: docs/kubernetes.md says so.
+    fn egress_gateway_policy(
+        &self,
+        t: &Tenant,
+        own: &BTreeMap<String, String>,
+    ) -> Result<Object, Error> {
+        if let Some(IpAddr::V6(ip)) = t.egress.ip {
+            return Err(Error::Unrepresentable {
+                what: format!("tenant {}", t.name),
+                reason: format!(
+                    "egress address {ip} is IPv6, but Cilium's egress gateway SNATs IPv4 only; \
+                     give the IPv4 address attached to the gateway node"
+                ),
+            });
+        }
+        let ns = t.name.namespace();
+        let (k, v) = &self.options.egress_gateway_node_label;
+        Object::new(&CiliumEgressGatewayPolicy {
+            metadata: meta(&ns, None, own.clone()),
+            spec: CiliumEgressGatewayPolicySpec {
+                selectors: vec![EgressSelector {
+                    namespace_selector: Some(namespace_selector(&ns)),
+                    pod_selector: None,
+                }],
+                destination_cidrs: vec!["0.0.0.0/0".into()],
+                egress_gateway: EgressGateway {
+                    node_selector: Selector::labels([(k.as_str(), v.as_str())]),
+                    egress_ip: t.egress.ip.map(|ip| ip.to_string()),
+                },
+            },
+        })
+    }
+
     fn tenant(&self, t: &Tenant, deps: &[&Deployment]) -> Result<TenantObjects, Error> {
         let ns = t.name.namespace();
         let ns = ns.as_str();
@@ -1051,24 +1091,7 @@ impl Cx<'_> {
         }
 
         if t.egress.mode == EgressMode::CiliumEgressGateway {
-            let (k, v) = &self.options.egress_gateway_node_label;
-            out.push(Object::new(&CiliumEgressGatewayPolicy {
-                metadata: meta(ns, None, own.clone()),
-                spec: CiliumEgressGatewayPolicySpec {
-                    selectors: vec![EgressSelector {
-                        namespace_selector: Some(Selector::labels([(
-                            "kubernetes.io/metadata.name",
-                            ns,
-                        )])),
-                        pod_selector: None,
-                    }],
-                    destination_cidrs: vec!["0.0.0.0/0".into()],
-                    egress_gateway: EgressGateway {
-                        node_selector: Selector::labels([(k.as_str(), v.as_str())]),
-                        egress_ip: t.egress.ip.map(|ip| ip.to_string()),
-                    },
-                },
-            })?);
+            out.push(self.egress_gateway_policy(t, &own)?);
         }
 
         // Per-deployment gateways live with their deployment.

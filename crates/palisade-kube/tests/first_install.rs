@@ -5,6 +5,8 @@
 //! cannot: which pool a pod asks for, what a policy denies, what a client
 //! does with `NO_PROXY`, which routes a gateway accepts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use palisade_kube::render::render;
 use palisade_kube::{RenderOptions, fixtures};
 use serde_json::Value;
@@ -419,4 +421,31 @@ fn other_gateway_implementations_are_selected_in_the_gateway_namespace() {
             .iter()
             .all(|p| p["metadata"]["namespace"] == "palisade-gateways")
     );
+}
+
+/// Fault 9: Cilium SNATs to an address of the gateway node's interface
+/// and, in 1.17, only for IPv4 destinations; an IPv6 egress address could
+/// never be used, so rendering refuses it with the reason.
+#[test]
+fn egress_gateway_addresses_are_the_nodes_ipv4_address() {
+    let all = objects(&RenderOptions::default());
+    let egw = all
+        .iter()
+        .find(|v| v["kind"] == "CiliumEgressGatewayPolicy")
+        .expect("big-corp's policy");
+    assert_eq!(egw["spec"]["egressGateway"]["egressIP"], "203.0.113.10");
+    assert_eq!(
+        egw["spec"]["destinationCIDRs"],
+        serde_json::json!(["0.0.0.0/0"])
+    );
+
+    let mut snap = fixtures::seed();
+    for t in &mut snap.tenants {
+        if t.name.as_str() == "big-corp" {
+            t.egress.ip = Some("2001:db8::10".parse().expect("literal"));
+        }
+    }
+    let err = render(&snap, &RenderOptions::default()).expect_err("IPv6 egress address");
+    let msg = err.to_string();
+    assert!(msg.contains("big-corp") && msg.contains("IPv4"), "{msg}");
 }
