@@ -23,16 +23,57 @@ class ApiError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
 }
 
-async function api(path, options) {
-  const resp = await fetch(path, options);
+// The bearer token from the login page lives in sessionStorage: it is sent
+// only by this script (never automatically, unlike a cookie, so other sites
+// cannot ride on it) and is forgotten when the tab closes.
+const TOKEN_KEY = "palisade-dashboard-token";
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+async function api(path, options, bearer) {
+  const opts = Object.assign({}, options);
+  const t = bearer === undefined ? token() : bearer;
+  if (t) opts.headers = Object.assign({}, opts.headers, { authorization: "Bearer " + t });
+  const resp = await fetch(path, opts);
   let body;
   try { body = await resp.json(); } catch (e) { throw new ApiError(resp.status, "bad_json", `${path}: HTTP ${resp.status}, not JSON`); }
   if (!resp.ok) {
     const err = body && body.error ? body.error : { code: "http", message: `HTTP ${resp.status}` };
+    if (resp.status === 401 && bearer === undefined) {
+      // Not (or no longer) logged in: to the login page, then back here.
+      sessionStorage.removeItem(TOKEN_KEY);
+      location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+    }
     throw new ApiError(resp.status, err.code, err.message);
   }
   return body;
 }
+
+// ---------- login ----------
+
+function loginPage(params) {
+  document.title = "Palisade: log in";
+  const status = h("div", { class: "result", id: "login-status" });
+  const form = h("form", { id: "login-form", class: "inline" },
+    h("label", {}, "Token", h("input", { name: "token", id: "token", type: "password", autocomplete: "current-password", required: true, size: 48 })),
+    h("button", { type: "submit" }, "Log in"));
+  form.addEventListener("submit", async ev => {
+    ev.preventDefault();
+    const t = new FormData(form).get("token").trim();
+    try {
+      await api("/api/config", {}, t);
+      sessionStorage.setItem(TOKEN_KEY, t);
+      const next = params.get("next") || "/";
+      location.href = next.startsWith("/") && !next.startsWith("//") ? next : "/";
+    } catch (e) { status.replaceChildren(errorBox(e)); }
+  });
+  show(h("h1", {}, "Log in"),
+    h("p", {}, "This dashboard requires a bearer token: one from its token file, or a Kubernetes token (e.g. ",
+      h("code", {}, "kubectl create token NAME"), ") when it authenticates with the cluster."),
+    form, status);
+  document.body.dataset.ready = "true";
+}
+
+function logout() { sessionStorage.removeItem(TOKEN_KEY); location.href = "/login"; }
 
 const app = document.getElementById("app");
 function show(...nodes) { app.replaceChildren(...nodes.flat(Infinity).filter(n => n !== null && n !== undefined && n !== false)); }
@@ -102,8 +143,9 @@ function historyChart(points) {
     h("svg:text", { x: W - P, y: H - 8, "text-anchor": "end" }, fmtTime(t1)));
 }
 
-async function overview() {
+async function overview(config) {
   document.title = "Palisade: overview";
+  if (!config.all_tenants) return tenantsOnly(await api("/api/tenants"));
   const [stats, tenants, history] = await Promise.all([api("/api/stats"), api("/api/tenants"), api("/api/history?limit=2000")]);
   const rows = tenants.tenants.map(t => h("tr", { "data-tenant": t.name },
     h("td", {}, tenantLink(t.name)), h("td", { class: "mono" }, t.namespace),
@@ -124,6 +166,16 @@ async function overview() {
     h("h2", {}, "Tenants"),
     tenants.tenants.length === 0 ? h("p", { class: "muted" }, "No tenants yet: palisade create TENANT NAME IMAGE") :
       h("table", { id: "tenants" }, h("thead", {}, h("tr", {}, ["Tenant", "Namespace", "Deployments", "Replicas", "Quota", "Node pool", "Egress"].map(c => h("th", {}, c)))), h("tbody", {}, rows)));
+}
+
+// A caller authorised for some tenants only: no platform-wide counts.
+function tenantsOnly(tenants) {
+  const rows = tenants.tenants.map(t => h("tr", { "data-tenant": t.name },
+    h("td", {}, tenantLink(t.name)), h("td", { class: "mono" }, t.namespace),
+    h("td", { class: "num" }, t.deployments), h("td", { class: "num" }, t.replicas)));
+  show(h("h1", {}, "Your tenants"),
+    tenants.tenants.length === 0 ? h("p", { class: "muted" }, "You are not authorised for any tenant.") :
+      h("table", { id: "tenants" }, h("thead", {}, h("tr", {}, ["Tenant", "Namespace", "Deployments", "Replicas"].map(c => h("th", {}, c)))), h("tbody", {}, rows)));
 }
 
 // ---------- tenant ----------
@@ -216,7 +268,7 @@ async function matrixPage(params) {
   try {
     m = await api("/api/matrix" + (tenant ? "?tenant=" + encodeURIComponent(tenant) : ""));
   } catch (e) {
-    if (e.code !== "matrix_too_large") throw e;
+    if (e.code !== "matrix_too_large" && e.code !== "forbidden") throw e;
     // Too many deployments for one picture: pick a tenant instead.
     m = null;
     tooLarge = e;
@@ -275,12 +327,16 @@ async function route() {
   const path = location.pathname;
   const params = new URLSearchParams(location.search);
   for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.getAttribute("href") === path || (a.dataset.nav === "overview" && path.startsWith("/tenants/")));
+  if (path === "/login") return loginPage(params);
   try {
     const config = await api("/api/config");
     const mode = document.getElementById("mode");
     mode.textContent = config.allow_writes ? "writes enabled" : "read-only";
     mode.classList.toggle("writes", config.allow_writes);
-    if (path === "/") await overview();
+    const user = document.getElementById("user");
+    if (config.user) user.replaceChildren(h("span", { id: "user-name" }, config.user), " ", h("button", { class: "secondary", id: "logout", onclick: logout }, "Log out"));
+    else if (config.auth !== "none") user.replaceChildren(h("a", { href: "/login" }, "Log in"));
+    if (path === "/") await overview(config);
     else if (path.startsWith("/tenants/")) await tenantPage(decodeURIComponent(path.slice("/tenants/".length)), config);
     else if (path === "/matrix") await matrixPage(params);
     else if (path === "/egress") await egressPage();

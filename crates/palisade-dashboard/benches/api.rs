@@ -41,6 +41,7 @@ fn main() {
                 replicas: 2u32.try_into().unwrap(),
                 ports: vec![],
                 labels: Default::default(),
+                workload: Default::default(),
             })
             .collect();
         for chunk in batch.chunks(50_000) {

@@ -1,10 +1,12 @@
 //! The HTTP surface: the JSON API and the embedded pages.
 
+use crate::auth::layer::Gate;
+use crate::auth::{Access, Caller};
 use crate::error::ApiError;
 use crate::matrix::{self, LabState};
-use crate::{Config, MAX_MATRIX, egress, lab, security, views};
+use crate::{Config, MAX_MATRIX, audit, auth, egress, lab, security, views};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -14,6 +16,7 @@ use palisade_core::{DeploymentName, Policy, TenantName};
 use palisade_store::{NewDeployment, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +32,7 @@ struct AppState {
 }
 
 type Shared = State<Arc<AppState>>;
+type Who = Extension<Caller>;
 type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
 /// The dashboard's router: pages, assets and `/api/*`.
@@ -39,6 +43,11 @@ pub fn router(config: Config) -> Router {
         .build()
         .unwrap_or_default();
     let host_check = config.loopback_host_only;
+    let gate = Gate {
+        auth: config.auth.clone(),
+        public_read: config.public_read,
+    };
+    let log = config.audit.clone();
     let state = Arc::new(AppState { config, http });
     let api = Router::new()
         .route("/config", get(config_info))
@@ -53,12 +62,23 @@ pub fn router(config: Config) -> Router {
         .route("/history", get(history))
         .route("/matrix", get(matrix))
         .route("/egress", get(egress_page))
-        .fallback(|uri: Uri| async move { ApiError::no_route(&format!("/api{}", uri.path())) });
+        .fallback(|uri: Uri| async move { ApiError::no_route(&format!("/api{}", uri.path())) })
+        // Outermost last: audit sees every write, the origin check runs
+        // before authentication, authentication before the handlers.
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            auth::layer::layer,
+        ))
+        .layer(axum::middleware::from_fn(security::same_origin_writes))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            audit::layer(log.clone(), req, next)
+        }));
     let router = Router::new()
         .route("/", get(page))
         .route("/tenants/{tenant}", get(page))
         .route("/matrix", get(page))
         .route("/egress", get(page))
+        .route("/login", get(page))
         .route("/assets/app.js", get(app_js))
         .route("/assets/style.css", get(style_css))
         .nest("/api", api)
@@ -150,23 +170,83 @@ fn to_json<T: serde::Serialize>(v: &T) -> ApiResult {
         .map_err(|e| ApiError::internal(format!("failed to encode JSON: {e}")))
 }
 
-async fn config_info(State(s): Shared) -> Json<Value> {
-    Json(json!({
+async fn config_info(State(s): Shared, Extension(who): Who) -> ApiResult {
+    let all_tenants = may(&s, &who, &Access::ReadAll).await?;
+    Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "allow_writes": s.config.allow_writes,
+        "auth": s.config.auth.as_ref().map_or("none", |a| a.kind()),
+        "public_read": s.config.public_read,
+        "user": match &who { Caller::User(id) => Some(&id.user), Caller::Anonymous => None },
+        "all_tenants": all_tenants,
         "proxy_metrics": s.config.proxy_metrics,
         "lab_dir": s.config.lab_dir.display().to_string(),
         "state": s.config.state.display().to_string(),
-    }))
+    })))
 }
 
-async fn tenants(State(s): Shared) -> ApiResult {
+/// Whether `who` may do `access`; `Err` only when that cannot be decided.
+async fn may(s: &AppState, who: &Caller, access: &Access) -> ApiResult<bool> {
+    match (who, &s.config.auth) {
+        // Public read is read-only; otherwise an anonymous caller exists
+        // only where no authenticator is configured (loopback).
+        (Caller::Anonymous, _) => Ok(!(access.is_write() && s.config.public_read)),
+        (Caller::User(id), Some(auth)) => auth.authorize(id, access).await.map_err(|e| {
+            tracing::warn!(error = %error_chain(&e), "authorization failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                error_chain(&e),
+            )
+        }),
+        (Caller::User(_), None) => Ok(false),
+    }
+}
+
+/// Answers 403 `forbidden` unless `who` may do `access`.
+async fn authorize(s: &AppState, who: &Caller, access: Access) -> ApiResult<()> {
+    if may(s, who, &access).await? {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("{} may not {access}", who.name()),
+    ))
+}
+
+/// The tenants among `names` that `who` may read; `None` means all of them
+/// (and the platform-wide views).
+async fn visible(
+    s: &AppState,
+    who: &Caller,
+    names: Vec<String>,
+) -> ApiResult<Option<BTreeSet<String>>> {
+    if may(s, who, &Access::ReadAll).await? {
+        return Ok(None);
+    }
+    let mut out = BTreeSet::new();
+    for name in names {
+        let Ok(t) = name.parse() else { continue };
+        if may(s, who, &Access::Read(t)).await? {
+            out.insert(name);
+        }
+    }
+    Ok(Some(out))
+}
+
+async fn tenants(State(s): Shared, Extension(who): Who) -> ApiResult {
     let usage = with_store(&s, |st| Ok(st.tenant_usage()?)).await?;
-    Ok(Json(json!({ "tenants": views::tenants(&usage) })))
+    let mut rows = views::tenants(&usage);
+    if let Some(seen) = visible(&s, &who, rows.iter().map(|r| r.name.clone()).collect()).await? {
+        rows.retain(|r| seen.contains(&r.name));
+    }
+    Ok(Json(json!({ "tenants": rows })))
 }
 
-async fn tenant(State(s): Shared, Path(raw): Path<String>) -> ApiResult {
+async fn tenant(State(s): Shared, Extension(who): Who, Path(raw): Path<String>) -> ApiResult {
     let name = tenant_name(&raw)?;
+    authorize(&s, &who, Access::Read(name.clone())).await?;
     let scoped = name.clone();
     let snapshot = with_store(&s, move |st| Ok(st.tenant_snapshot(&scoped)?)).await?;
     match views::tenant_detail(&snapshot, &name) {
@@ -175,7 +255,8 @@ async fn tenant(State(s): Shared, Path(raw): Path<String>) -> ApiResult {
     }
 }
 
-async fn stats(State(s): Shared) -> ApiResult {
+async fn stats(State(s): Shared, Extension(who): Who) -> ApiResult {
+    authorize(&s, &who, Access::ReadAll).await?;
     let now = now();
     let (pool, usage, counts) = with_store(&s, move |st| {
         Ok((st.pool()?, st.usage(now)?, st.object_counts()?))
@@ -189,7 +270,12 @@ struct HistoryQuery {
     limit: Option<usize>,
 }
 
-async fn history(State(s): Shared, Query(q): Query<HistoryQuery>) -> ApiResult {
+async fn history(
+    State(s): Shared,
+    Extension(who): Who,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult {
+    authorize(&s, &who, Access::ReadAll).await?;
     let limit = q.limit.unwrap_or(1000);
     if limit == 0 || limit > 100_000 {
         return Err(ApiError::bad_request(
@@ -214,13 +300,27 @@ struct MatrixQuery {
     tenant: Option<String>,
 }
 
-async fn matrix(State(s): Shared, Query(q): Query<MatrixQuery>) -> ApiResult {
+async fn matrix(State(s): Shared, Extension(who): Who, Query(q): Query<MatrixQuery>) -> ApiResult {
     let tenant = q
         .tenant
         .as_deref()
         .filter(|t| !t.is_empty())
         .map(tenant_name)
         .transpose()?;
+    match &tenant {
+        Some(t) => authorize(&s, &who, Access::Read(t.clone())).await?,
+        None if !may(&s, &who, &Access::ReadAll).await? => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{} may not see every tenant's matrix; pass ?tenant=NAME",
+                    who.name()
+                ),
+            ));
+        }
+        None => {}
+    }
     let too_large = |size: u64| {
         ApiError::bad_request(
             "matrix_too_large",
@@ -258,7 +358,7 @@ async fn matrix(State(s): Shared, Query(q): Query<MatrixQuery>) -> ApiResult {
     to_json(&matrix::build(&snapshot, &policy, tenant.as_ref(), &lab))
 }
 
-async fn egress_page(State(s): Shared) -> ApiResult {
+async fn egress_page(State(s): Shared, Extension(who): Who) -> ApiResult {
     let Some(url) = &s.config.proxy_metrics else {
         return Ok(Json(json!({
             "configured": false,
@@ -286,7 +386,17 @@ async fn egress_page(State(s): Shared) -> ApiResult {
         .text()
         .await
         .map_err(|e| unavailable(error_chain(&e)))?;
-    let summary = egress::summarise(&text).map_err(|e| unavailable(e.to_string()))?;
+    let mut summary = egress::summarise(&text).map_err(|e| unavailable(e.to_string()))?;
+    // Tenant `-` (callers the proxy did not recognise) is platform-wide.
+    if let Some(seen) = visible(
+        &s,
+        &who,
+        summary.tenants.iter().map(|t| t.tenant.clone()).collect(),
+    )
+    .await?
+    {
+        summary.tenants.retain(|t| seen.contains(&t.tenant));
+    }
     let mut v = serde_json::to_value(&summary)
         .map_err(|e| ApiError::internal(format!("failed to encode JSON: {e}")))?;
     if let Value::Object(m) = &mut v {
@@ -332,10 +442,22 @@ struct CreateBody {
     replicas: Option<u32>,
     #[serde(default)]
     ports: Vec<u16>,
+    // The same optional workload keys as `palisade import`.
+    #[serde(default)]
+    env: Vec<palisade_core::model::EnvVar>,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    scratch: Vec<palisade_core::model::ScratchVolume>,
+    #[serde(default)]
+    security: Option<palisade_core::SecurityProfile>,
 }
 
 async fn create_deployment(
     State(s): Shared,
+    Extension(who): Who,
     Path(raw): Path<String>,
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> ApiResult<Response> {
@@ -361,7 +483,16 @@ async fn create_deployment(
             .collect::<Result<_, _>>()
             .map_err(|e| invalid("ports", e))?,
         labels: Default::default(),
+        workload: palisade_core::WorkloadSpec::new(
+            body.env,
+            body.command,
+            body.args,
+            body.scratch,
+            body.security,
+        )
+        .map_err(|e| invalid("workload", e))?,
     };
+    authorize(&s, &who, Access::Create(tenant.clone(), new.name.clone())).await?;
     let now = now();
     let snapshot = with_store(&s, move |st| {
         // Tenants are created explicitly (CLI); the dashboard only adds
@@ -383,6 +514,7 @@ async fn create_deployment(
 
 async fn delete_deployment(
     State(s): Shared,
+    Extension(who): Who,
     Path((raw_tenant, raw_deployment)): Path<(String, String)>,
 ) -> ApiResult {
     require_writes(&s)?;
@@ -393,6 +525,7 @@ async fn delete_deployment(
             format!("invalid deployment name {raw_deployment:?}: {e}"),
         )
     })?;
+    authorize(&s, &who, Access::Delete(tenant.clone(), name.clone())).await?;
     let now = now();
     let removed = with_store(&s, move |st| Ok(st.delete_deployment(&tenant, &name, now)?)).await?;
     Ok(Json(json!({

@@ -5,6 +5,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use palisade_store::StoreError;
 
+/// The `code` of an error response, kept in the response's extensions for
+/// the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
 /// An error answered as JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -71,6 +76,8 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({
             "error": { "code": self.code, "message": self.message }
         });
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        resp.extensions_mut().insert(ErrorCode(self.code));
+        resp
     }
 }

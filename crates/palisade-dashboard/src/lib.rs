@@ -18,6 +18,8 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod audit;
+pub mod auth;
 pub mod egress;
 pub mod egress_check;
 mod error;
@@ -27,10 +29,13 @@ mod security;
 pub mod views;
 
 pub use api::router;
+pub use audit::AuditLog;
+pub use auth::{Access, Authenticator, Caller, Identity, KubeAuthenticator, TokenFile};
 pub use error::ApiError;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where the dashboard listens when `--listen` is not given.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7474);
@@ -52,6 +57,14 @@ pub struct Config {
     /// Answer only requests whose `Host` is a loopback name (set when
     /// listening on loopback; defeats DNS rebinding).
     pub loopback_host_only: bool,
+    /// Who may call the API. With one, every `/api` request needs a bearer
+    /// token (reads too, unless `public_read`); without one, anyone who can
+    /// reach the port may do anything the flags allow.
+    pub auth: Option<Arc<dyn Authenticator>>,
+    /// Callers without a token may read (never write).
+    pub public_read: bool,
+    /// Where every write attempt is recorded.
+    pub audit: AuditLog,
 }
 
 impl Config {
@@ -64,6 +77,9 @@ impl Config {
             proxy_metrics: None,
             lab_dir,
             loopback_host_only: false,
+            auth: None,
+            public_read: false,
+            audit: AuditLog::stdout(),
         }
     }
 }
@@ -77,16 +93,43 @@ pub fn default_lab_dir(state: &std::path::Path) -> PathBuf {
 
 /// The address to bind: `explicit` if given, else [`DEFAULT_LISTEN`]; a
 /// non-loopback address therefore only ever comes from an explicit flag.
-/// The second value is a warning to print when the address is reachable
-/// from other hosts.
-pub fn listen_addr(explicit: Option<SocketAddr>) -> (SocketAddr, Option<String>) {
-    let addr = explicit.unwrap_or(DEFAULT_LISTEN);
-    let warning = (!addr.ip().is_loopback()).then(|| {
-        format!(
-            "listening on {addr}, which is not a loopback address: anyone who can reach it can read the platform's tenants and subnets"
-        )
-    });
-    (addr, warning)
+pub fn listen_addr(explicit: Option<SocketAddr>) -> SocketAddr {
+    explicit.unwrap_or(DEFAULT_LISTEN)
+}
+
+/// Why the dashboard refuses to serve on an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExposureError {
+    /// Writes reachable from other hosts without authentication.
+    #[error(
+        "refusing --allow-writes on {0}, which is not a loopback address, without authentication: pass --token-file FILE or --kube-auth"
+    )]
+    WritesWithoutAuth(SocketAddr),
+    /// Reads reachable from other hosts without authentication or consent.
+    #[error(
+        "refusing to serve {0}, which is not a loopback address, without authentication: pass --token-file FILE or --kube-auth, or --public-read to let anyone who can reach it read every tenant"
+    )]
+    ReadsWithoutAuth(SocketAddr),
+}
+
+/// Whether `config` may be served on `addr`, and a warning to print if so.
+///
+/// Off loopback, writes need an authenticator, and so do reads unless
+/// `public_read` says otherwise.
+pub fn check_exposure(addr: SocketAddr, config: &Config) -> Result<Option<String>, ExposureError> {
+    if addr.ip().is_loopback() {
+        return Ok(None);
+    }
+    match (&config.auth, config.allow_writes, config.public_read) {
+        (None, true, _) => Err(ExposureError::WritesWithoutAuth(addr)),
+        (None, false, false) => Err(ExposureError::ReadsWithoutAuth(addr)),
+        (None, false, true) => Ok(Some(format!(
+            "listening on {addr}, which is not a loopback address, with --public-read: anyone who can reach it can read every tenant"
+        ))),
+        (Some(_), ..) => Ok(Some(format!(
+            "listening on {addr} over plain HTTP: put TLS in front of it (an Ingress, or reach it with kubectl port-forward) so bearer tokens do not cross the network in clear text"
+        ))),
+    }
 }
 
 /// Checks a `--proxy-metrics` URL: absolute http or https.
@@ -111,9 +154,12 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Completes on Ctrl-C or SIGTERM (what Kubernetes sends a pod).
@@ -153,13 +199,47 @@ mod tests {
 
     #[test]
     fn default_listen_is_loopback_and_explicit_wins() {
-        let (addr, warn) = listen_addr(None);
-        assert!(addr.ip().is_loopback());
-        assert!(warn.is_none());
+        assert!(listen_addr(None).ip().is_loopback());
         let any: SocketAddr = "0.0.0.0:8080".parse().unwrap_or(DEFAULT_LISTEN);
-        let (addr, warn) = listen_addr(Some(any));
-        assert_eq!(addr, any);
-        assert!(warn.is_some_and(|w| w.contains("not a loopback")));
+        assert_eq!(listen_addr(Some(any)), any);
+    }
+
+    #[test]
+    fn off_loopback_writes_need_auth_and_reads_need_auth_or_consent() {
+        let any: SocketAddr = "0.0.0.0:7474".parse().unwrap_or(DEFAULT_LISTEN);
+        let config = |writes: bool, public: bool, auth: bool| {
+            let mut c = Config::new(PathBuf::from("s.db"));
+            c.allow_writes = writes;
+            c.public_read = public;
+            if auth {
+                let tokens =
+                    TokenFile::parse("0123456789abcdef0123 *\n", std::path::Path::new("t"))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                c.auth = Some(Arc::new(tokens));
+            }
+            c
+        };
+        // Loopback: as before, whatever the flags.
+        assert_eq!(
+            check_exposure(DEFAULT_LISTEN, &config(true, false, false)),
+            Ok(None)
+        );
+        assert_eq!(
+            check_exposure(any, &config(true, true, false)),
+            Err(ExposureError::WritesWithoutAuth(any))
+        );
+        assert_eq!(
+            check_exposure(any, &config(false, false, false)),
+            Err(ExposureError::ReadsWithoutAuth(any))
+        );
+        assert!(
+            check_exposure(any, &config(false, true, false))
+                .is_ok_and(|w| w.is_some_and(|w| w.contains("--public-read")))
+        );
+        assert!(
+            check_exposure(any, &config(true, false, true))
+                .is_ok_and(|w| w.is_some_and(|w| w.contains("TLS")))
+        );
     }
 
     #[test]

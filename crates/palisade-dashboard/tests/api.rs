@@ -31,6 +31,7 @@ fn deployment(tenant: &str, name: &str, replicas: u32, ports: &[u16]) -> NewDepl
         replicas: replicas.try_into().unwrap(),
         ports: ports.iter().map(|p| (*p).try_into().unwrap()).collect(),
         labels: Default::default(),
+        workload: Default::default(),
     }
 }
 
