@@ -25,6 +25,7 @@ fn batch(from: usize, to: usize) -> Vec<NewDeployment> {
             replicas: "2".parse().unwrap(),
             ports: vec![],
             labels: Default::default(),
+            workload: Default::default(),
         })
         .collect()
 }

@@ -194,6 +194,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .map(|p| p.parse())
                     .collect::<Result<_, _>>()?,
                 labels: labels(&a.labels)?,
+                workload: Default::default(),
             };
             let created = open(&cli)?.create_deployment(&new, now())?;
             let d = &created.deployment;

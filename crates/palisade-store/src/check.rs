@@ -7,7 +7,7 @@
 use crate::ledger::{Counters, blob_addr, index_from_blob};
 use crate::{Result, rows};
 use ipnet::Ipv6Net;
-use palisade_core::Pool;
+use palisade_core::{PROXY_PORTS, Pool};
 use rusqlite::Transaction;
 use std::collections::HashMap;
 use std::path::Path;
@@ -147,7 +147,40 @@ pub(crate) fn run(tx: &Transaction<'_>, path: &Path) -> Result<Vec<Problem>> {
     if high_water.len() != 16 || index_from_blob(&high_water) != counters.high_water {
         problem("the high-water mark is not a 16-byte index".into());
     }
+    proxy_ports(tx, &mut problem)?;
     Ok(problems)
+}
+
+/// Each tenant's egress-proxy port must be its own (the proxy knows the
+/// tenant by it) and inside [`PROXY_PORTS`]. The unique index keeps this
+/// true unless someone dropped it or edited rows by hand.
+fn proxy_ports(tx: &Transaction<'_>, problem: &mut impl FnMut(String)) -> Result<()> {
+    let mut stmt = tx.prepare(
+        "SELECT proxy_port, group_concat(name, ', ') FROM
+             (SELECT proxy_port, name FROM tenants WHERE proxy_port IS NOT NULL ORDER BY name)
+         GROUP BY proxy_port HAVING count(*) > 1 ORDER BY proxy_port",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (port, names): (i64, String) = (r.get(0)?, r.get(1)?);
+        problem(format!(
+            "egress-proxy port {port} is held by several tenants: {names}"
+        ));
+    }
+    let (first, last) = (*PROXY_PORTS.start(), *PROXY_PORTS.end());
+    let mut stmt = tx.prepare(
+        "SELECT name, proxy_port FROM tenants
+         WHERE proxy_port IS NULL OR proxy_port NOT BETWEEN ?1 AND ?2 ORDER BY name",
+    )?;
+    let mut rows = stmt.query([first, last])?;
+    while let Some(r) = rows.next()? {
+        let (name, port): (String, Option<i64>) = (r.get(0)?, r.get(1)?);
+        let port = port.map_or_else(|| "none".into(), |p| p.to_string());
+        problem(format!(
+            "tenant {name} has egress-proxy port {port}, outside {first}-{last}"
+        ));
+    }
+    Ok(())
 }
 
 /// The subnet a blob names, and its index, if the pool could have made it.

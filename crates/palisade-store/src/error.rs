@@ -75,6 +75,20 @@ pub enum StoreError {
         /// The subnet prefix length.
         len: u8,
     },
+    /// Every per-tenant egress-proxy listener port is taken.
+    #[error(
+        "no egress-proxy port left for tenant {tenant}: all {count} ports {first}-{last} belong to other tenants; delete a tenant first"
+    )]
+    ProxyPortsExhausted {
+        /// The tenant being created.
+        tenant: TenantName,
+        /// How many ports the range holds.
+        count: u32,
+        /// The range's first port.
+        first: u16,
+        /// The range's last port.
+        last: u16,
+    },
     /// A gateway created twice.
     #[error("gateway {0} already exists")]
     GatewayExists(String),

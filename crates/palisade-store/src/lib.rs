@@ -28,7 +28,7 @@ use ledger::{Counters, SqlLedger, subnet_blob};
 use palisade_core::allocator::{self, PoolUsage, Timestamp};
 use palisade_core::{
     AllowRule, Deployment, DeploymentName, Gateway, GatewayScope, Image, Labels, Pool, Port,
-    Replicas, Snapshot, Tenant, TenantName,
+    Replicas, Snapshot, Tenant, TenantName, WorkloadSpec,
 };
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior, params};
 use std::ffi::OsString;
@@ -81,6 +81,10 @@ pub struct NewDeployment {
     /// User labels.
     #[serde(default)]
     pub labels: Labels,
+    /// Environment, command, scratch directories and security profile, as
+    /// top-level keys (`env`, `command`, `args`, `scratch`, `security`).
+    #[serde(flatten)]
+    pub workload: WorkloadSpec,
 }
 
 /// What a `create` did.
@@ -241,14 +245,15 @@ impl Store {
         })
     }
 
-    /// Creates a tenant explicitly.
-    pub fn create_tenant(&mut self, tenant: &Tenant) -> Result<()> {
+    /// Creates a tenant explicitly. Returns the egress-proxy port it was given (`tenant.proxy_port` is
+    /// ignored).
+    pub fn create_tenant(&mut self, tenant: &Tenant) -> Result<u16> {
         self.write(|tx, path| {
             require_pool(tx, path)?;
             if rows::tenant_exists(tx, &tenant.name)? {
                 return Err(StoreError::TenantExists(tenant.name.clone()));
             }
-            rows::insert_tenant(tx, tenant)?;
+            let port = rows::insert_tenant(tx, tenant)?;
             rows::record(
                 tx,
                 tenant.created_at,
@@ -256,7 +261,8 @@ impl Store {
                 Some(tenant.name.as_str()),
                 None,
                 None,
-            )
+            )?;
+            Ok(port)
         })
     }
 
@@ -381,7 +387,7 @@ impl Store {
                     ports,
                     subnet: pool.subnet(index),
                     labels: new.labels.clone(),
-                    workload: Default::default(),
+                    workload: new.workload.clone(),
                     created_at: now,
                 };
                 rows::insert_deployment(tx, &deployment, &subnet_blob(&pool, index))?;

@@ -120,6 +120,7 @@ mod tests {
             replicas: replicas.try_into().unwrap(),
             ports: vec![],
             labels: Default::default(),
+            workload: Default::default(),
         }
     }
 

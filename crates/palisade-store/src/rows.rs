@@ -9,7 +9,7 @@ use ipnet::Ipv6Net;
 use palisade_core::allocator::Timestamp;
 use palisade_core::{
     AllowRule, Cpu, Deployment, DeploymentName, EgressMode, EgressProfile, Gateway, GatewayScope,
-    Labels, Memory, NodePoolName, Pool, Port, Quota, Tenant, TenantName,
+    Labels, Memory, NodePoolName, PROXY_PORTS, Pool, Port, Quota, Tenant, TenantName,
 };
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 use std::net::IpAddr;
@@ -56,10 +56,35 @@ fn parse_labels(json: &str) -> Result<Labels> {
     serde_json::from_str(json).map_err(|e| corrupt(format!("labels {json:?}: {e}")))
 }
 
-pub(crate) fn insert_tenant(tx: &Transaction<'_>, t: &Tenant) -> Result<()> {
+/// The lowest port of [`PROXY_PORTS`] no tenant holds: the range's start,
+/// or one above a held port, found through the `proxy_port` index.
+pub(crate) fn free_proxy_port(tx: &Transaction<'_>, tenant: &TenantName) -> Result<u16> {
+    let (first, last) = (*PROXY_PORTS.start(), *PROXY_PORTS.end());
+    let port: Option<u16> = tx
+        .prepare_cached(
+            "SELECT min(p + 1) FROM (
+                 SELECT ?1 - 1 AS p
+                 UNION ALL SELECT proxy_port FROM tenants WHERE proxy_port BETWEEN ?1 AND ?2
+             )
+             WHERE p + 1 <= ?2
+               AND NOT EXISTS (SELECT 1 FROM tenants WHERE proxy_port = p + 1)",
+        )?
+        .query_row(params![first, last], |r| r.get(0))?;
+    port.ok_or_else(|| StoreError::ProxyPortsExhausted {
+        tenant: tenant.clone(),
+        count: u32::from(last - first) + 1,
+        first,
+        last,
+    })
+}
+
+/// Inserts a tenant with the lowest free egress-proxy port (whatever
+/// `t.proxy_port` says) and returns that port.
+pub(crate) fn insert_tenant(tx: &Transaction<'_>, t: &Tenant) -> Result<u16> {
+    let port = free_proxy_port(tx, &t.name)?;
     tx.prepare_cached(
-        "INSERT INTO tenants (name, cpu_millis, memory_bytes, pods, node_pool, egress_mode, egress_ip, labels, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO tenants (name, cpu_millis, memory_bytes, pods, node_pool, egress_mode, egress_ip, labels, created_at, egress_public_ip, proxy_port)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         t.name.as_str(),
@@ -71,12 +96,21 @@ pub(crate) fn insert_tenant(tx: &Transaction<'_>, t: &Tenant) -> Result<()> {
         t.egress.ip.map(|ip| ip.to_string()),
         labels_json(&t.labels),
         t.created_at.0,
+        t.egress.public_ip.map(|ip| ip.to_string()),
+        port,
     ])?;
-    Ok(())
+    Ok(port)
 }
 
-const TENANT_COLUMNS: &str =
-    "name, cpu_millis, memory_bytes, pods, node_pool, egress_mode, egress_ip, labels, created_at";
+const TENANT_COLUMNS: &str = "name, cpu_millis, memory_bytes, pods, node_pool, egress_mode, egress_ip, labels, created_at, egress_public_ip, proxy_port";
+
+fn parse_ip(what: &str, ip: Option<String>) -> Result<Option<IpAddr>> {
+    ip.map(|ip| {
+        ip.parse::<IpAddr>()
+            .map_err(|e| corrupt(format!("{what} {ip:?}: {e}")))
+    })
+    .transpose()
+}
 
 fn tenant_from_row(r: &Row<'_>) -> Result<Tenant> {
     let name: String = r.get(0)?;
@@ -93,15 +127,10 @@ fn tenant_from_row(r: &Row<'_>) -> Result<Tenant> {
         node_pool: node_pool.map(|p| p.parse()).transpose()?,
         egress: EgressProfile {
             mode: mode.parse::<EgressMode>()?,
-            ip: ip
-                .map(|ip| {
-                    ip.parse::<IpAddr>()
-                        .map_err(|e| corrupt(format!("egress ip {ip:?}: {e}")))
-                })
-                .transpose()?,
-            public_ip: None,
+            ip: parse_ip("egress ip", ip)?,
+            public_ip: parse_ip("egress public ip", r.get(9)?)?,
         },
-        proxy_port: 0,
+        proxy_port: r.get(10)?,
         labels: parse_labels(&r.get::<_, String>(7)?)?,
         created_at: Timestamp(r.get(8)?),
     })
@@ -127,7 +156,8 @@ pub(crate) fn tenants(tx: &Transaction<'_>) -> Result<Vec<Tenant>> {
     Ok(out)
 }
 
-const DEPLOYMENT_COLUMNS: &str = "tenant, name, image, replicas, ports, subnet, labels, created_at";
+const DEPLOYMENT_COLUMNS: &str =
+    "tenant, name, image, replicas, ports, subnet, labels, created_at, workload";
 
 fn deployment_from_row(r: &Row<'_>, pool_len: u8) -> Result<Deployment> {
     let tenant: String = r.get(0)?;
@@ -135,6 +165,7 @@ fn deployment_from_row(r: &Row<'_>, pool_len: u8) -> Result<Deployment> {
     let image: String = r.get(2)?;
     let ports: String = r.get(4)?;
     let subnet: Vec<u8> = r.get(5)?;
+    let workload: String = r.get(8)?;
     let addr = blob_addr(&subnet).ok_or_else(|| corrupt(format!("subnet of {tenant}/{name}")))?;
     Ok(Deployment {
         tenant: tenant.parse()?,
@@ -145,7 +176,8 @@ fn deployment_from_row(r: &Row<'_>, pool_len: u8) -> Result<Deployment> {
             .map_err(|e| corrupt(format!("ports {ports:?}: {e}")))?,
         subnet: Ipv6Net::new(addr, pool_len).map_err(|e| corrupt(format!("subnet: {e}")))?,
         labels: parse_labels(&r.get::<_, String>(6)?)?,
-        workload: Default::default(),
+        workload: serde_json::from_str(&workload)
+            .map_err(|e| corrupt(format!("workload of {tenant}/{name} {workload:?}: {e}")))?,
         created_at: Timestamp(r.get(7)?),
     })
 }
@@ -203,8 +235,8 @@ pub(crate) fn insert_deployment(
     subnet: &[u8; 16],
 ) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO deployments (tenant, name, image, replicas, ports, subnet, labels, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO deployments (tenant, name, image, replicas, ports, subnet, labels, created_at, workload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         d.tenant.as_str(),
@@ -215,6 +247,8 @@ pub(crate) fn insert_deployment(
         subnet.as_slice(),
         labels_json(&d.labels),
         d.created_at.0,
+        // Serialising validated strings cannot fail.
+        serde_json::to_string(&d.workload).unwrap_or_else(|_| "{}".into()),
     ])?;
     Ok(())
 }

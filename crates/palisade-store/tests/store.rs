@@ -3,7 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on broken set-up.
 
 use palisade_core::allocator::{SubnetAllocator, Timestamp};
-use palisade_core::{AllowRule, GatewayScope, Pool, SubnetLen};
+use palisade_core::model::{EnvVar, ScratchVolume};
+use palisade_core::{
+    AllowRule, EgressMode, EgressProfile, GatewayScope, Pool, SecurityProfile, SubnetLen, Tenant,
+    WorkloadSpec,
+};
 use palisade_store::{NewDeployment, Store, StoreError};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,7 @@ fn new(tenant: &str, name: &str) -> NewDeployment {
         replicas: "2".parse().unwrap(),
         ports: vec![],
         labels: Default::default(),
+        workload: Default::default(),
     }
 }
 
@@ -264,12 +269,13 @@ fn check_finds_leaks_duplicates_strays_and_orphans() {
     // A subnet from another pool.
     let stray = "fd99::".parse::<std::net::Ipv6Addr>().unwrap().octets();
     db.execute(
-        "INSERT INTO deployments VALUES ('t', 'stray', 'nginx', 1, '[80]', ?1, '{}', 0)",
+        "INSERT INTO deployments (tenant, name, image, replicas, ports, subnet, labels, created_at)
+         VALUES ('t', 'stray', 'nginx', 1, '[80]', ?1, '{}', 0)",
         [stray.as_slice()],
     )
     .unwrap();
     // An orphan: a deployment whose tenant is gone.
-    db.execute_batch("PRAGMA foreign_keys = OFF; INSERT INTO deployments SELECT 'ghost', name, image, replicas, ports, x'fd000001000000000000000500000000', labels, created_at FROM deployments WHERE name = 'a';").unwrap();
+    db.execute_batch("PRAGMA foreign_keys = OFF; INSERT INTO deployments SELECT 'ghost', name, image, replicas, ports, x'fd000001000000000000000500000000', labels, created_at, workload FROM deployments WHERE name = 'a';").unwrap();
     drop(db);
 
     let mut store = Store::open(&path).unwrap();
@@ -366,4 +372,119 @@ proptest! {
         }
         prop_assert!(store.check().unwrap().is_empty());
     }
+}
+
+#[test]
+fn workloads_egress_addresses_and_proxy_ports_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, path) = fresh(&dir, &pool("fd00:1::/48", 96, 0));
+    let mut acme = Tenant::with_defaults("acme".parse().unwrap(), NOW);
+    acme.egress = EgressProfile {
+        mode: EgressMode::CiliumEgressGateway,
+        ip: Some("10.0.1.5".parse().unwrap()),
+        public_ip: Some("203.0.113.7".parse().unwrap()),
+    };
+    acme.proxy_port = 1; // The store picks the port, not the caller.
+    assert_eq!(store.create_tenant(&acme).unwrap(), 20000);
+    let workload = WorkloadSpec::new(
+        vec![
+            EnvVar::parse_literal("PGDATA=/var/lib/postgresql/data/pg").unwrap(),
+            EnvVar::parse_secret_ref("POSTGRES_PASSWORD=pg-auth:password").unwrap(),
+        ],
+        vec!["docker-entrypoint.sh".into()],
+        vec!["postgres".into(), "-c".into(), "max_connections=50".into()],
+        vec!["/var/run/postgresql:16Mi".parse::<ScratchVolume>().unwrap()],
+        Some(SecurityProfile::BaselineReadOnly),
+    )
+    .unwrap();
+    let mut db = new("acme", "db");
+    db.workload = workload.clone();
+    store.create_deployment(&db, NOW).unwrap();
+    // A tenant made on first use gets the next port.
+    store.create_deployment(&new("globex", "web"), NOW).unwrap();
+    drop(store);
+
+    let mut store = Store::open(&path).unwrap();
+    let stored = store.tenant(&"acme".parse().unwrap()).unwrap();
+    assert_eq!(stored.egress, acme.egress);
+    assert_eq!(stored.proxy_port, 20000);
+    assert_eq!(
+        store.tenant(&"globex".parse().unwrap()).unwrap().proxy_port,
+        20001
+    );
+    let deps = store.deployments(Some(&"acme".parse().unwrap())).unwrap();
+    assert_eq!(deps[0].workload, workload);
+    assert!(store.check().unwrap().is_empty());
+
+    // A deleted tenant's port is free again; the others keep theirs.
+    store
+        .delete_tenant(&"acme".parse().unwrap(), true, NOW)
+        .unwrap();
+    let next = Tenant::with_defaults("initech".parse().unwrap(), NOW);
+    assert_eq!(store.create_tenant(&next).unwrap(), 20000);
+    assert_eq!(
+        store.tenant(&"globex".parse().unwrap()).unwrap().proxy_port,
+        20001
+    );
+}
+
+#[test]
+fn proxy_ports_run_out_with_a_clear_error_and_check_finds_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, path) = fresh(&dir, &pool("fd00:1::/48", 96, 0));
+    drop(store);
+    // Every port of 20000-29999 taken, by hand: one row per port.
+    raw(&path)
+        .execute_batch(
+            "WITH RECURSIVE p(n) AS (SELECT 20000 UNION ALL SELECT n + 1 FROM p WHERE n < 29999)
+             INSERT INTO tenants (name, cpu_millis, memory_bytes, pods, egress_mode, labels, created_at, proxy_port)
+             SELECT 't' || n, 1000, 1073741824, 10, 'proxy', '{}', 0, n FROM p;",
+        )
+        .unwrap();
+    let mut store = Store::open(&path).unwrap();
+    let err = store
+        .create_tenant(&Tenant::with_defaults("late".parse().unwrap(), NOW))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::ProxyPortsExhausted { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("all 10000 ports 20000-29999"),
+        "{err}"
+    );
+    let err = store
+        .create_deployment(&new("late", "web"), NOW)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::ProxyPortsExhausted { .. }),
+        "{err}"
+    );
+    assert_eq!(store.tenants().unwrap().len(), 10_000);
+    assert_eq!(store.usage(NOW).unwrap().allocated, 0);
+    assert!(store.check().unwrap().is_empty());
+    drop(store);
+
+    // Without the unique index, hand edits can give two tenants one port.
+    raw(&path)
+        .execute_batch(
+            "DROP INDEX tenants_by_proxy_port;
+             UPDATE tenants SET proxy_port = 20000 WHERE name = 't20001';
+             UPDATE tenants SET proxy_port = 7 WHERE name = 't20002';",
+        )
+        .unwrap();
+    let mut store = Store::open(&path).unwrap();
+    let all: Vec<String> = store
+        .check()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        all,
+        [
+            "egress-proxy port 20000 is held by several tenants: t20000, t20001",
+            "tenant t20002 has egress-proxy port 7, outside 20000-29999"
+        ]
+    );
 }
