@@ -25,10 +25,12 @@ mod endpoint;
 mod labels;
 mod parse;
 mod rule;
+mod workloads;
 
 pub use endpoint::{Endpoint, Identity, IdentityOptions, NamedPort, Proto, entity_selectors};
 pub use labels::{Label, Selector};
 pub use rule::Dir;
+pub use workloads::{GATEWAY_NAME_LABEL, gateway_pods, pods_from_manifests};
 
 use rule::{PeerRule, PeerView, Rule, Subject};
 use serde::Serialize;
