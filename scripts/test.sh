@@ -8,9 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command -> Debian package: curl drives the proxy; ip, nft and runsc build
-# the lab's dataplane; chromium runs the dashboard's browser tests.
+# the lab's dataplane; chromium runs the dashboard's browser tests;
+# containerd loads the gVisor installer's config (palisade-kube tests/cluster.rs).
 missing=()
-for pair in curl:curl ip:iproute2 nft:nftables runsc:runsc chromium:chromium; do
+for pair in curl:curl ip:iproute2 nft:nftables runsc:runsc chromium:chromium containerd:containerd; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -24,9 +25,10 @@ fi
 command -v kubectl >/dev/null 2>&1 || echo "WARNING: kubectl is missing; kustomize and plugin tests will fail" >&2
 
 venv=target/venv-kube
-if [ ! -x "$venv/bin/kubernetes-validate" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q pyyaml jsonschema regex kubernetes-validate
+# cel-python evaluates the rendered admission policy's CEL.
+if [ ! -x "$venv/bin/kubernetes-validate" ] || ! "$venv/bin/python3" -c 'import celpy' 2>/dev/null; then
+  [ -x "$venv/bin/python3" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q pyyaml jsonschema regex kubernetes-validate cel-python
 fi
 export PALISADE_VENV="$PWD/$venv"
 
@@ -37,5 +39,9 @@ if command -v npm >/dev/null 2>&1; then
 else
   echo "WARNING: npm is missing; the dashboard's browser test will say SKIPPED (apt-get install nodejs npm)" >&2
 fi
+
+# The container image's filesystem, started under runsc (deploy/image).
+cargo build -p palisade-cli -p palisade-operator
+bash deploy/image/smoke-test.sh target/debug
 
 cargo test --workspace --no-fail-fast

@@ -24,7 +24,7 @@ pub const FIELD_MANAGER: &str = "palisade";
 /// Every kind Palisade renders, as (apiVersion, kind, namespaced). Prune
 /// lists each of them, so a kind with nothing left to render is still
 /// cleaned up. Order: dependants before what they depend on.
-pub const KINDS: [(&str, &str, bool); 19] = [
+pub const KINDS: [(&str, &str, bool); 21] = [
     ("gateway.networking.k8s.io/v1", "HTTPRoute", true),
     ("gateway.networking.k8s.io/v1", "Gateway", true),
     ("cilium.io/v2", "CiliumNetworkPolicy", true),
@@ -43,6 +43,16 @@ pub const KINDS: [(&str, &str, bool); 19] = [
     ("source.toolkit.fluxcd.io/v1", "GitRepository", true),
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization", true),
     ("node.k8s.io/v1", "RuntimeClass", false),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicyBinding",
+        false,
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicy",
+        false,
+    ),
     ("v1", "Namespace", false),
 ];
 

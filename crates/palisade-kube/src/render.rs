@@ -46,7 +46,10 @@ use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+mod admission;
 mod egress_check;
+
+pub use admission::RESERVED_KEYS_POLICY;
 
 /// Label on every object Palisade renders; `apply` prunes by it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "palisade");
@@ -817,6 +820,7 @@ impl Cx<'_> {
             handler: "runsc".into(),
             ..RuntimeClass::default()
         })?];
+        out.extend(admission::objects(&self.options.trusted_writers)?);
         // Every gateway lives in the gateway namespace (see `gateway_object`).
         if !self.snapshot.gateways.is_empty() {
             let ns = &self.options.gateway_namespace;
