@@ -119,6 +119,15 @@ fn dashboard_and_egress_check_in_chromium() {
         dir.path().join("egress-check.log"),
     );
 
+    // The writable dashboard requires a token; this one may see and change acme only.
+    let login_token = "acme-7d1c4f0e9b2a63d58e0f1a2b";
+    let tokens = dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        format!("# test tokens\n{login_token} acme acme-ops\nadmin-0123456789abcdef01 * admin\n"),
+    )
+    .unwrap();
+    let audit = dir.path().join("audit.jsonl");
     let writable = serve(
         &[
             "--state",
@@ -127,6 +136,10 @@ fn dashboard_and_egress_check_in_chromium() {
             "--listen",
             "127.0.0.1:0",
             "--allow-writes",
+            "--token-file",
+            tokens.to_str().unwrap(),
+            "--audit-log",
+            audit.to_str().unwrap(),
         ],
         &[],
         dir.path().join("dashboard-writes.log"),
@@ -145,6 +158,7 @@ fn dashboard_and_egress_check_in_chromium() {
         .env("EXPECT_CAPACITY", "281474976710656")
         .env("SCREENSHOT_DIR", &shots)
         .env("WRITABLE_DASHBOARD_URL", &writable.url)
+        .env("LOGIN_TOKEN", login_token)
         .env("CHROMIUM", CHROMIUM)
         .output()
         .unwrap();
@@ -205,6 +219,38 @@ fn dashboard_and_egress_check_in_chromium() {
         "{seen}"
     );
     assert_eq!(seen["deployments_after_delete"], 3);
+
+    // The browser had to log in (a wrong token was refused), acted as the
+    // token's holder, saw only its tenant, and the audit log says who did what.
+    assert_eq!(seen["wrong_token_refused"], true);
+    assert_eq!(seen["login_user"], "acme-ops");
+    assert_eq!(seen["scoped_tenants"], serde_json::json!(["acme"]));
+    assert_eq!(seen["logged_out"], true);
+    let records: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let done: Vec<String> = records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}/{} {}",
+                r["who"].as_str().unwrap(),
+                r["action"].as_str().unwrap(),
+                r["tenant"].as_str().unwrap(),
+                r["deployment"].as_str().unwrap(),
+                r["status"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        done,
+        [
+            "acme-ops create_deployment acme/cache 201",
+            "acme-ops delete_deployment acme/cache 200"
+        ]
+    );
     let list = palisade(&state, &["-o", "json", "list", "--tenant", "acme"]);
     assert!(!list.contains("cache"), "{list}");
     assert!(palisade(&state, &["check"]).starts_with("ok:"));
@@ -216,6 +262,7 @@ fn dashboard_and_egress_check_in_chromium() {
         "egress-check",
         "egress",
         "tenant-writes",
+        "scoped-overview",
     ] {
         let p = shots.join(format!("{shot}.png"));
         let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);

@@ -101,10 +101,125 @@ fn dashboard_flag_errors_are_one_line() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    assert!(
-        help.contains("Examples:") && help.contains("--allow-writes"),
-        "{help}"
+    for flag in [
+        "Examples:",
+        "--allow-writes",
+        "--token-file",
+        "--kube-auth",
+        "--public-read",
+        "--audit-log",
+        "TOKEN TENANT[,TENANT...]|*",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from: {help}");
+    }
+}
+
+#[test]
+fn off_loopback_the_dashboard_refuses_to_start_without_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = init(dir.path());
+    let s = state.to_str().unwrap();
+    // Port 0 on every address: nothing is bound if the check works, and the
+    // test does not depend on a free port.
+    fails(
+        &[
+            "--state",
+            s,
+            "dashboard",
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-writes",
+        ],
+        1,
+        "refusing --allow-writes on 0.0.0.0:0, which is not a loopback address, without authentication",
     );
+    fails(
+        &[
+            "--state",
+            s,
+            "dashboard",
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-writes",
+            "--public-read",
+        ],
+        1,
+        "pass --token-file FILE or --kube-auth",
+    );
+    fails(
+        &["--state", s, "dashboard", "--listen", "[::]:0"],
+        1,
+        "or --public-read to let anyone who can reach it read every tenant",
+    );
+    // A token file that cannot be used is a clear error too.
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "short *\n").unwrap();
+    let t = tokens.to_str().unwrap();
+    fails(
+        &[
+            "--state",
+            s,
+            "dashboard",
+            "--listen",
+            "0.0.0.0:0",
+            "--token-file",
+            t,
+        ],
+        1,
+        "line 1: the token is shorter than 16 characters",
+    );
+    fails(
+        &[
+            "--state",
+            s,
+            "dashboard",
+            "--token-file",
+            "/nonexistent/tokens",
+        ],
+        1,
+        "could not read token file /nonexistent/tokens",
+    );
+    fails(
+        &["--state", s, "dashboard", "--token-file", t, "--kube-auth"],
+        2,
+        "cannot be used with",
+    );
+
+    // With a token file it starts off loopback, and the API wants the token.
+    std::fs::write(&tokens, "0123456789abcdef0123456789 * ops\n").unwrap();
+    let server = serve(
+        &[
+            "--state",
+            s,
+            "dashboard",
+            "--listen",
+            "0.0.0.0:0",
+            "--token-file",
+            t,
+        ],
+        &[],
+        dir.path().join("dashboard.log"),
+    );
+    let port = server.url.rsplit(':').next().unwrap();
+    let url = format!("http://127.0.0.1:{port}/api/tenants");
+    let curl = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(extra)
+            .arg(&url)
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    match curl(&[]) {
+        Ok(code) => {
+            assert_eq!(code, "401");
+            assert_eq!(
+                curl(&["-H", "Authorization: Bearer 0123456789abcdef0123456789"]).unwrap(),
+                "200"
+            );
+        }
+        Err(e) => skip_or_fail(&format!("curl is not available: {e}")),
+    }
 }
 
 #[test]

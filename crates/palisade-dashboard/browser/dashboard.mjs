@@ -45,7 +45,13 @@ try {
   const page = context.pages()[0] || await context.newPage();
   page.setDefaultTimeout(15000);
   page.on("pageerror", e => problems.push(`page error: ${e.message}`));
-  page.on("console", m => { if (m.type() === "error") problems.push(`console error: ${m.text()}`); });
+  // While logging in, Chromium reports the expected 401s as console errors.
+  let expect401 = false;
+  page.on("console", m => {
+    if (m.type() !== "error") return;
+    if (expect401 && m.text().includes("401")) return;
+    problems.push(`console error: ${m.text()}`);
+  });
   // Nothing may be fetched from anywhere but the two local servers.
   page.on("request", r => {
     const u = new URL(r.url());
@@ -111,12 +117,24 @@ try {
   out.egress_allowed = Number(await row.nth(2).textContent());
   await page.screenshot({ path: join(shots, "egress.png"), fullPage: true });
 
-  // With --allow-writes: create a deployment from the tenant page, then delete it.
+  // With --allow-writes and --token-file: log in, create a deployment from
+  // the tenant page, delete it, see only the token's tenants, log out.
   const writable = process.env.WRITABLE_DASHBOARD_URL;
   if (writable) {
+    const base = writable.replace(/\/$/, "");
     page.on("dialog", d => d.accept());
-    await page.goto(writable.replace(/\/$/, "") + `/tenants/${tenant}`);
+    expect401 = true;
+    await Promise.all([page.waitForURL("**/login?next=*"), page.goto(base + `/tenants/${tenant}`)]);
     await ready();
+    await page.fill("#token", "not-the-token-0123456789");
+    await page.click('#login-form button[type="submit"]');
+    await page.waitForSelector('#login-status [data-code="invalid_token"]');
+    out.wrong_token_refused = true;
+    await page.fill("#token", need("LOGIN_TOKEN"));
+    await Promise.all([page.waitForURL(`**/tenants/${tenant}`), page.click('#login-form button[type="submit"]')]);
+    expect401 = false;
+    await ready();
+    out.login_user = (await page.textContent("#user-name")).trim();
     check((await page.textContent("#mode")).trim() === "writes enabled", "writable dashboard says so");
     await page.fill('#create-form input[name="name"]', "cache");
     await page.fill('#create-form input[name="image"]', "redis:7");
@@ -128,6 +146,19 @@ try {
     await page.click('#deployments tr[data-deployment="cache"] button');
     await page.waitForSelector('#deployments tr[data-deployment="cache"]', { state: "detached" });
     out.deployments_after_delete = await page.locator("#deployments tbody tr").count();
+
+    // The token is for one tenant: the overview lists only that one.
+    await page.goto(base + "/");
+    await ready();
+    out.scoped_tenants = await page.locator("#tenants tbody tr").evaluateAll(rs => rs.map(r => r.getAttribute("data-tenant")));
+    await page.screenshot({ path: join(shots, "scoped-overview.png"), fullPage: true });
+
+    // Logging out forgets the token: the next page asks for it again.
+    expect401 = true;
+    await Promise.all([page.waitForURL("**/login"), page.click("#logout")]);
+    await page.goto(base + "/");
+    await page.waitForURL("**/login?next=*");
+    out.logged_out = true;
   }
 
   check(problems.length === 0, problems.join("; "));
