@@ -146,7 +146,21 @@ impl OutputFlags {
 #[derive(Debug, clap::Subcommand)]
 pub enum RenderTarget {
     /// The cluster set-up: eksctl ClusterConfig, Cilium Helm values, gVisor installer.
-    Cluster(ClusterArgs),
+    ///
+    /// Support matrix: Kubernetes 1.31 to 1.34 on EKS with the default node
+    /// image (Amazon Linux 2023: containerd 2, config version 3; containerd 1.x
+    /// with config version 2 also works), Cilium 1.18.11 (default) or 1.17.17,
+    /// Gateway API standard channel v1.2.1 or later (setup.sh installs v1.3.0
+    /// for Cilium 1.18, v1.2.1 for 1.17), Flux 2.4 or later.
+    ///
+    /// Egress IPs (tenants in cilium-egress-gateway mode): Cilium requires the
+    /// policy's egressIP to be an address on an interface of the gateway node.
+    /// On AWS, assign a secondary private IP to the egress-gateway node's
+    /// network interface and use it as egressIP; the Elastic IP associated
+    /// with that private IP is the public address partners see. On platforms
+    /// where public addresses sit on the node itself, use that address.
+    #[command(verbatim_doc_comment)]
+    Cluster(Box<ClusterArgs>),
 }
 
 /// Arguments of `palisade render cluster`.
@@ -161,7 +175,7 @@ pub struct ClusterArgs {
     /// AWS region.
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
-    /// Kubernetes version.
+    /// Kubernetes version: 1.31, 1.32, 1.33 or 1.34.
     #[arg(long, default_value = "1.33")]
     pub kubernetes_version: String,
     /// EC2 instance type of every node group.
@@ -170,6 +184,53 @@ pub struct ClusterArgs {
     /// Nodes per node group.
     #[arg(long, default_value_t = 2)]
     pub nodes: u32,
+    /// Cilium chart version: 1.18.11 or 1.17.17.
+    #[arg(long, default_value = "1.18.11")]
+    pub cilium_version: String,
+    /// The VPC eksctl creates.
+    #[arg(long, default_value = "192.168.0.0/16")]
+    pub vpc_cidr: ipnet::Ipv4Net,
+    /// The Kubernetes Service range (EKS: /12 to /24 inside RFC 1918).
+    #[arg(long, default_value = "10.100.0.0/16")]
+    pub service_cidr: ipnet::Ipv4Net,
+    /// IPv4 range of Cilium's default pod pool.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub ipv4_pod_cidr: ipnet::Ipv4Net,
+    /// IPv6 range of Cilium's default pod pool [default: a /96 beside the tenant pool].
+    #[arg(long)]
+    pub ipv6_pod_cidr: Option<ipnet::Ipv6Net>,
+    /// gVisor release installed on every node (never "latest").
+    #[arg(long, default_value = "20260817.0")]
+    pub gvisor_release: String,
+    /// sha512 of that release's runsc for the nodes' architecture, from a
+    /// source you trust.
+    #[arg(long)]
+    pub gvisor_runsc_sha512: Option<String>,
+    /// sha512 of that release's containerd-shim-runsc-v1.
+    #[arg(long)]
+    pub gvisor_shim_sha512: Option<String>,
+}
+
+impl ClusterArgs {
+    fn options(&self) -> anyhow::Result<ClusterOptions> {
+        Ok(ClusterOptions {
+            name: self.name.clone(),
+            region: self.region.clone(),
+            version: self.kubernetes_version.clone(),
+            instance_type: self.instance_type.clone(),
+            nodes: self.nodes,
+            cilium: self.cilium_version.parse()?,
+            vpc_cidr: self.vpc_cidr,
+            service_cidr: self.service_cidr,
+            ipv4_pod_cidr: self.ipv4_pod_cidr,
+            ipv6_pod_cidr: self.ipv6_pod_cidr,
+            gvisor: cluster::GvisorPin {
+                release: self.gvisor_release.clone(),
+                runsc_sha512: self.gvisor_runsc_sha512.clone(),
+                shim_sha512: self.gvisor_shim_sha512.clone(),
+            },
+        })
+    }
 }
 
 /// Arguments of `palisade render`.
@@ -210,15 +271,9 @@ pub struct ApplyArgs {
 pub fn render(args: &RenderArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
     let options = args.flags.options(snapshot)?;
     if let Some(RenderTarget::Cluster(c)) = &args.target {
-        let cluster = ClusterOptions {
-            name: c.name.clone(),
-            region: c.region.clone(),
-            version: c.kubernetes_version.clone(),
-            instance_type: c.instance_type.clone(),
-            nodes: c.nodes,
-            ..ClusterOptions::default()
-        };
-        let files = cluster::files(snapshot, &options, &cluster);
+        let cluster = c.options()?;
+        let files = cluster::files(snapshot, &options, &cluster)
+            .context("refusing to write the cluster set-up")?;
         let summary = tree::write_files(&c.out, &files).with_context(|| {
             format!("failed to write the cluster set-up to {}", c.out.display())
         })?;

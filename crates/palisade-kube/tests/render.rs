@@ -376,13 +376,22 @@ fn variants() -> Vec<(&'static str, String)> {
     let cluster = palisade_kube::cluster::files(
         &fixtures::seed(),
         &RenderOptions::default(),
-        &palisade_kube::cluster::ClusterOptions::default(),
-    );
+        &pinned_cluster(),
+    )
+    .unwrap();
     out.push((
         "cluster-gvisor-installer",
         cluster["gvisor-installer.yaml"].clone(),
     ));
     out
+}
+
+/// Cluster options with (made-up) gVisor checksums, which have no default.
+fn pinned_cluster() -> palisade_kube::cluster::ClusterOptions {
+    let mut o = palisade_kube::cluster::ClusterOptions::default();
+    o.gvisor.runsc_sha512 = Some("1".repeat(128));
+    o.gvisor.shim_sha512 = Some("2".repeat(128));
+    o
 }
 
 fn in_cluster_proxy() -> RenderOptions {
@@ -441,11 +450,8 @@ fn in_cluster_proxy_runs_on_egress_nodes_and_tenants_may_reach_only_those() {
     assert_eq!(to_proxy[0]["toPorts"][0]["ports"][0]["port"], "3128");
 
     // The cluster set-up has the nodes and lets Cilium select them.
-    let cluster = palisade_kube::cluster::files(
-        &fixtures::seed(),
-        &options,
-        &palisade_kube::cluster::ClusterOptions::default(),
-    );
+    let cluster =
+        palisade_kube::cluster::files(&fixtures::seed(), &options, &pinned_cluster()).unwrap();
     assert!(cluster["eksctl-cluster.yaml"].contains("name: egress-proxy"));
     assert!(cluster["cilium-values.yaml"].contains("nodeSelectorLabels: true"));
 
