@@ -6,7 +6,7 @@
 //! the outcome the page states.
 
 use palisade_kube::eval::{
-    DecisionKind, Endpoint, EvalOptions, Identity, NamedPort, PolicySet, Proto, Unsupported,
+    ContainerPort, DecisionKind, Endpoint, EvalOptions, Identity, PolicySet, Proto, Unsupported,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -351,8 +351,8 @@ fn named_ports_resolve_on_the_destination() {
          spec:\n  endpointSelector: {matchLabels: {app: db}}\n  ingress:\n  - toPorts:\n    - ports:\n      - {port: pg, protocol: TCP}\n",
     );
     let mut db = pod("default", "db", &[("app", "db")]);
-    db.named_ports.push(NamedPort {
-        name: "pg".into(),
+    db.ports.push(ContainerPort {
+        name: Some("pg".into()),
         port: 5432,
         proto: Proto::Tcp,
     });
@@ -453,70 +453,31 @@ mod three_way {
     use super::*;
     use palisade_core::policy::{Endpoint as Model, Ports};
     use palisade_core::{EgressMode, Policy, PolicyOptions, PortProto, Protocol, Snapshot};
-    use palisade_kube::eval::pods_from_manifests;
-    use palisade_kube::render::{DEPLOYMENT_LABEL, TENANT_LABEL};
-    use palisade_kube::{RenderOptions, fixtures, render};
+    use palisade_kube::eval::RenderedPolicy;
+    use palisade_kube::{RenderOptions, fixtures};
     use std::collections::BTreeSet;
 
-    /// The model's endpoints paired with the pods and identities the
-    /// rendered objects describe for them.
-    fn endpoints(
-        snap: &Snapshot,
-        options: &RenderOptions,
-        objects: &[Value],
-    ) -> Vec<(Model, Endpoint)> {
-        let mut out = Vec::new();
-        for ep in pods_from_manifests(objects) {
-            let Identity::Pod { labels, .. } = &ep.identity else {
-                continue;
-            };
-            let (Some(t), Some(d)) = (labels.get(TENANT_LABEL), labels.get(DEPLOYMENT_LABEL))
-            else {
-                continue;
-            };
-            if let (Ok(tenant), Ok(deployment)) = (t.parse(), d.parse()) {
-                out.push((Model::Deployment { tenant, deployment }, ep.clone()));
-            }
-        }
-        // Cilium's Gateway API implementation proxies through the node's
-        // Envoy, whose traffic carries the `ingress` identity (docs "Layer 3
-        // Examples", entity `ingress`); other classes run gateway pods.
-        assert_eq!(
-            options.gateway_class, "cilium",
-            "the check maps gateways to Cilium's Envoy"
-        );
-        for g in &snap.gateways {
-            let envoy = Endpoint::reserved("ingress", Identity::Ingress);
-            out.push((
-                Model::Gateway {
-                    scope: g.scope.clone(),
-                },
-                envoy,
-            ));
-        }
-        // CoreDNS as kubeadm and EKS deploy it.
-        out.push((
-            Model::ClusterDns,
-            pod("kube-system", "coredns", &[("k8s-app", "kube-dns")]),
-        ));
-        let proxy = pod(
-            &options.proxy.namespace,
-            "palisade-proxy",
-            &[("app.kubernetes.io/name", &options.proxy.app)],
-        );
-        for t in snap
-            .tenants
+    /// The model's endpoints: deployments, gateways, DNS, each proxy
+    /// tenant's proxy, the internet.
+    fn model_endpoints(snap: &Snapshot) -> Vec<Model> {
+        let mut out: Vec<Model> = snap
+            .deployments
             .iter()
-            .filter(|t| t.egress.mode == EgressMode::Proxy)
-        {
-            out.push((
-                Model::EgressProxy {
+            .map(|d| Model::deployment(&d.tenant, &d.name))
+            .collect();
+        out.extend(snap.gateways.iter().map(|g| Model::Gateway {
+            scope: g.scope.clone(),
+        }));
+        out.push(Model::ClusterDns);
+        out.extend(
+            snap.tenants
+                .iter()
+                .filter(|t| t.egress.mode == EgressMode::Proxy)
+                .map(|t| Model::EgressProxy {
                     tenant: t.name.clone(),
-                },
-                proxy.clone(),
-            ));
-        }
-        out.push((Model::Internet, world("198.51.100.20")));
+                }),
+        );
+        out.push(Model::Internet);
         out
     }
 
@@ -554,53 +515,38 @@ mod three_way {
     /// Envoy, the world) are outside the model: Palisade renders no policy
     /// for them, so Cilium leaves them open and the model has no rule.
     fn disagreements(snap: &Snapshot, options: &RenderOptions) -> BTreeMap<String, String> {
-        let Ok(rendered) = render(snap, options) else {
+        let Ok(objects) = RenderedPolicy::new(snap, options) else {
             panic!("the seed renders")
         };
-        let objects: Vec<Value> = rendered.objects().map(|o| o.body.clone()).collect();
-        let mut eo = EvalOptions::default();
-        // As palisade_kube::cluster writes the Cilium values.
-        eo.identity.node_selector_labels = options.proxy.in_cluster.is_some();
-        let (set, unsupported) = PolicySet::from_objects_with(&objects, eo);
-        assert!(unsupported.is_empty(), "{unsupported:?}");
+        assert!(
+            objects.unsupported().is_empty(),
+            "{:?}",
+            objects.unsupported()
+        );
         let policy = Policy::compile_with(
             snap,
             &PolicyOptions {
                 proxy_port: options.proxy.port,
             },
         );
-        let eps = endpoints(snap, options, &objects);
-        let deployments = eps
-            .iter()
-            .filter(|(m, _)| matches!(m, Model::Deployment { .. }))
-            .count();
-        assert_eq!(
-            deployments,
-            snap.deployments.len(),
-            "every deployment has rendered pods"
-        );
+        let eps = model_endpoints(snap);
+        let is_dep = |m: &Model| matches!(m, Model::Deployment { .. });
         let mut out = BTreeMap::new();
-        for (fm, fe) in &eps {
-            for (tm, te) in &eps {
-                if !matches!(fm, Model::Deployment { .. })
-                    && !matches!(tm, Model::Deployment { .. })
-                {
-                    continue;
-                }
+        for from in &eps {
+            for to in eps.iter().filter(|to| is_dep(from) || is_dep(to)) {
                 for &(port, proto) in &ports(snap, &policy, options) {
                     let Ok(p) = port.try_into() else { continue };
-                    let model = policy.allowed(
-                        fm,
-                        tm,
-                        PortProto {
-                            protocol: proto,
-                            port: p,
-                        },
-                    );
-                    let objs = set.verdict(fe, te, port, proto.into());
+                    let pp = PortProto {
+                        protocol: proto,
+                        port: p,
+                    };
+                    let model = policy.allowed(from, to, pp);
+                    let Some(objs) = objects.verdict(from, to, pp) else {
+                        panic!("{from} or {to} has no counterpart in the rendered objects")
+                    };
                     if model.allowed != objs.allowed {
                         out.insert(
-                            format!("{fm} -> {tm} {port}/{}", proto.as_k8s()),
+                            format!("{from} -> {to} {port}/{}", proto.as_k8s()),
                             format!(
                                 "model {} ({}), objects {} (egress {}; ingress {})",
                                 model.allowed,
@@ -633,16 +579,54 @@ mod three_way {
     #[test]
     fn rendered_seed_objects_agree_with_the_model_but_for_the_shared_envoy_identity() {
         let d = disagreements(&fixtures::seed(), &RenderOptions::default());
-        let known = [
-            "gateway/acme-corp/web-frontend -> acme-corp/api-backend 8080/TCP",
-            "gateway/acme-corp/web-frontend -> acme-corp/database 5432/TCP",
-            "gateway/acme-corp/web-frontend -> big-corp/database 5432/TCP",
-            "gateway/big-corp -> acme-corp/api-backend 8080/TCP",
-            "gateway/big-corp -> acme-corp/database 5432/TCP",
-            "gateway/big-corp -> acme-corp/web-frontend 80/TCP",
-        ];
         let found: Vec<&str> = d.keys().map(String::as_str).collect();
         let lines: Vec<String> = d.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        assert_eq!(found, known, "disagreements:\n{}", lines.join("\n"));
+        assert_eq!(found, SHARED_ENVOY, "disagreements:\n{}", lines.join("\n"));
+    }
+
+    const SHARED_ENVOY: [&str; 6] = [
+        "gateway/acme-corp/web-frontend -> acme-corp/api-backend 8080/TCP",
+        "gateway/acme-corp/web-frontend -> acme-corp/database 5432/TCP",
+        "gateway/acme-corp/web-frontend -> big-corp/database 5432/TCP",
+        "gateway/big-corp -> acme-corp/api-backend 8080/TCP",
+        "gateway/big-corp -> acme-corp/database 5432/TCP",
+        "gateway/big-corp -> acme-corp/web-frontend 80/TCP",
+    ];
+
+    /// The same check for the proxy on egress nodes (reached with
+    /// `toNodes`, which needs `nodeSelectorLabels`): only the shared Envoy
+    /// identity differs.
+    #[test]
+    fn proxy_on_egress_nodes_agrees_with_the_model() {
+        let mut nodes = RenderOptions::default();
+        nodes.proxy.in_cluster = Some(palisade_kube::InClusterProxy::new(String::new()));
+        let d = disagreements(&fixtures::seed(), &nodes);
+        let found: Vec<&str> = d.keys().map(String::as_str).collect();
+        assert_eq!(found, SHARED_ENVOY, "{d:#?}");
+    }
+
+    /// A proxy outside the cluster (reached by CIDR, seed 002) is a world
+    /// address to Cilium, so a tenant allowed the world (egress-gateway
+    /// mode) reaches it on every port although the model denies it: the
+    /// model tells the proxy and the internet apart, the objects cannot.
+    /// (The proxy itself refuses callers of tenants without a proxy.)
+    #[test]
+    fn proxy_outside_the_cluster_is_part_of_the_world() {
+        let mut outside = RenderOptions::default();
+        outside.proxy.address = "192.0.2.10".into();
+        let d = disagreements(&fixtures::seed(), &outside);
+        let extra: Vec<&str> = d
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !SHARED_ENVOY.contains(k))
+            .collect();
+        assert!(SHARED_ENVOY.iter().all(|k| d.contains_key(*k)), "{d:#?}");
+        assert_eq!(extra.len(), 8, "{d:#?}");
+        assert!(
+            extra
+                .iter()
+                .all(|k| k.starts_with("big-corp/database -> egress-proxy/acme-corp ")),
+            "{d:#?}"
+        );
     }
 }

@@ -65,11 +65,11 @@ pub enum Identity {
     Unmanaged,
 }
 
-/// A named container port (`toPorts` may name it).
+/// A container port; `toPorts` may name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamedPort {
-    /// The name.
-    pub name: String,
+pub struct ContainerPort {
+    /// Its name, if any.
+    pub name: Option<String>,
     /// The number.
     pub port: u16,
     /// The protocol.
@@ -85,8 +85,8 @@ pub struct Endpoint {
     pub identity: Identity,
     /// Its addresses (CIDR rules match them).
     pub addresses: Vec<IpAddr>,
-    /// Its named ports.
-    pub named_ports: Vec<NamedPort>,
+    /// Its container ports (named ports resolve against them).
+    pub ports: Vec<ContainerPort>,
 }
 
 /// Cluster settings that change how identities are formed.
@@ -113,7 +113,7 @@ impl Endpoint {
                 service_account: None,
             },
             addresses: Vec::new(),
-            named_ports: Vec::new(),
+            ports: Vec::new(),
         }
     }
 
@@ -123,7 +123,7 @@ impl Endpoint {
             name: name.into(),
             identity,
             addresses: Vec::new(),
-            named_ports: Vec::new(),
+            ports: Vec::new(),
         }
     }
 

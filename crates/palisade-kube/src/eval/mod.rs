@@ -23,12 +23,14 @@
 
 mod endpoint;
 mod labels;
+mod model;
 mod parse;
 mod rule;
 mod workloads;
 
-pub use endpoint::{Endpoint, Identity, IdentityOptions, NamedPort, Proto, entity_selectors};
+pub use endpoint::{ContainerPort, Endpoint, Identity, IdentityOptions, Proto, entity_selectors};
 pub use labels::{Label, Selector};
+pub use model::{INTERNET_PROBE, RenderedPolicy};
 pub use rule::Dir;
 pub use workloads::{GATEWAY_NAME_LABEL, gateway_pods, pods_from_manifests};
 

@@ -204,10 +204,9 @@ impl PortMatch {
             }
             PortMatch::Named { name, proto: p } => {
                 proto_ok(p)
-                    && dest
-                        .named_ports
-                        .iter()
-                        .any(|n| &n.name == name && n.port == port && n.proto == proto)
+                    && dest.ports.iter().any(|n| {
+                        n.name.as_ref() == Some(name) && n.port == port && n.proto == proto
+                    })
             }
             PortMatch::Icmp => false,
         }

@@ -1,7 +1,7 @@
 //! The pods a set of manifests would run, as evaluator endpoints: what
 //! `lab verify --manifests` and the three-way check evaluate policies on.
 
-use super::endpoint::{Endpoint, Identity, NamedPort, Proto};
+use super::endpoint::{ContainerPort, Endpoint, Identity, Proto};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 /// One endpoint per workload (Deployment, StatefulSet, DaemonSet, ReplicaSet,
-/// Job, Pod) with the pod template's labels, named ports and service
+/// Job, Pod) with the pod template's labels, container ports and service
 /// account; a namespaced object without a namespace lands in `default`.
 /// Each is named `<namespace>/<object name>`.
 pub fn pods_from_manifests(objects: &[Value]) -> Vec<Endpoint> {
@@ -44,7 +44,7 @@ fn workload(obj: &Value) -> Option<Endpoint> {
             .and_then(Value::as_str)
             .map(str::to_owned);
     }
-    ep.named_ports = named_ports(pod);
+    ep.ports = container_ports(pod);
     Some(ep)
 }
 
@@ -83,7 +83,7 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn named_ports(pod: &Value) -> Vec<NamedPort> {
+fn container_ports(pod: &Value) -> Vec<ContainerPort> {
     let containers = pod.pointer("/spec/containers").and_then(Value::as_array);
     containers
         .into_iter()
@@ -96,8 +96,8 @@ fn named_ports(pod: &Value) -> Vec<NamedPort> {
                 "SCTP" => Proto::Sctp,
                 _ => Proto::Tcp,
             };
-            Some(NamedPort {
-                name: p.get("name")?.as_str()?.to_owned(),
+            Some(ContainerPort {
+                name: p.get("name").and_then(Value::as_str).map(str::to_owned),
                 port: u16::try_from(p.get("containerPort")?.as_u64()?).ok()?,
                 proto,
             })

@@ -1,0 +1,169 @@
+//! The objects `render` ships for a snapshot, evaluated for the policy
+//! model's endpoints: the second of the three verdicts `lab verify` and the
+//! tests compare (model, objects, packets).
+
+use super::endpoint::{Endpoint, Identity};
+use super::workloads::pods_from_manifests;
+use super::{EvalOptions, PolicySet, Proto, Unsupported, Verdict};
+use crate::options::RenderOptions;
+use crate::render::{DEPLOYMENT_LABEL, TENANT_LABEL};
+use palisade_core::policy::{Endpoint as ModelEndpoint, PortProto};
+use palisade_core::{EgressMode, Snapshot};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// An address standing for "the internet" (TEST-NET-2, RFC 5737).
+pub const INTERNET_PROBE: &str = "198.51.100.20";
+
+/// A snapshot's rendered policy objects and the endpoint each model
+/// endpoint is in the cluster.
+#[derive(Debug, Clone)]
+pub struct RenderedPolicy {
+    set: PolicySet,
+    unsupported: Vec<Unsupported>,
+    endpoints: BTreeMap<ModelEndpoint, Endpoint>,
+}
+
+impl RenderedPolicy {
+    /// Renders `snapshot` with `options` and reads the result.
+    pub fn new(snapshot: &Snapshot, options: &RenderOptions) -> Result<Self, crate::Error> {
+        let rendered = crate::render(snapshot, options)?;
+        let objects: Vec<Value> = rendered.objects().map(|o| o.body.clone()).collect();
+        Ok(Self::from_objects(snapshot, options, &objects))
+    }
+
+    /// Reads already rendered `objects` of `snapshot`.
+    pub fn from_objects(snapshot: &Snapshot, options: &RenderOptions, objects: &[Value]) -> Self {
+        let mut eo = EvalOptions::default();
+        // palisade_kube::cluster turns on `nodeSelectorLabels` exactly when
+        // the proxy runs on egress nodes.
+        eo.identity.node_selector_labels = options.proxy.in_cluster.is_some();
+        let (set, unsupported) = PolicySet::from_objects_with(objects, eo);
+        Self {
+            set,
+            unsupported,
+            endpoints: endpoints(snapshot, options, objects),
+        }
+    }
+
+    /// What Cilium would do with `from` → `to` on `port`, or `None` when an
+    /// endpoint has no counterpart in the objects.
+    pub fn verdict(
+        &self,
+        from: &ModelEndpoint,
+        to: &ModelEndpoint,
+        port: PortProto,
+    ) -> Option<Verdict> {
+        let (f, t) = (self.endpoints.get(from)?, self.endpoints.get(to)?);
+        Some(
+            self.set
+                .verdict(f, t, port.port.get(), Proto::from(port.protocol)),
+        )
+    }
+
+    /// The cluster endpoint of a model endpoint.
+    pub fn endpoint(&self, ep: &ModelEndpoint) -> Option<&Endpoint> {
+        self.endpoints.get(ep)
+    }
+
+    /// The evaluated objects.
+    pub fn set(&self) -> &PolicySet {
+        &self.set
+    }
+
+    /// What the evaluator could not model in them.
+    pub fn unsupported(&self) -> &[Unsupported] {
+        &self.unsupported
+    }
+}
+
+/// Deployments are their rendered pods (matched by the tenant and
+/// deployment labels); every gateway of the `cilium` class is Cilium's
+/// Envoy with the `ingress` identity ("Layer 3 Examples", entity
+/// `ingress`: "the Cilium Envoy instance which handles ingress L7
+/// traffic"); cluster DNS is CoreDNS as kubeadm and EKS label it; the
+/// proxy is what the options say; the internet is a world address.
+/// Gateways of other classes run pods the objects do not describe, so
+/// they have no counterpart.
+fn endpoints(
+    snap: &Snapshot,
+    options: &RenderOptions,
+    objects: &[Value],
+) -> BTreeMap<ModelEndpoint, Endpoint> {
+    let mut out = BTreeMap::new();
+    for ep in pods_from_manifests(objects) {
+        if let Some(m) = deployment_of(&ep) {
+            out.insert(m, ep);
+        }
+    }
+    if options.gateway_class == "cilium" {
+        let scopes: BTreeSet<_> = snap.gateways.iter().map(|g| g.scope.clone()).collect();
+        for scope in scopes {
+            out.insert(
+                ModelEndpoint::Gateway { scope },
+                Endpoint::reserved("ingress", Identity::Ingress),
+            );
+        }
+    }
+    out.insert(
+        ModelEndpoint::ClusterDns,
+        Endpoint::pod(
+            "kube-system",
+            "coredns",
+            [("k8s-app".to_owned(), "kube-dns".to_owned())].into(),
+        ),
+    );
+    let proxy = proxy_endpoint(options);
+    for t in snap
+        .tenants
+        .iter()
+        .filter(|t| t.egress.mode == EgressMode::Proxy)
+    {
+        out.insert(
+            ModelEndpoint::EgressProxy {
+                tenant: t.name.clone(),
+            },
+            proxy.clone(),
+        );
+    }
+    let mut world = Endpoint::reserved("internet", Identity::World);
+    world.addresses = INTERNET_PROBE.parse().into_iter().collect();
+    out.insert(ModelEndpoint::Internet, world);
+    out
+}
+
+fn deployment_of(ep: &Endpoint) -> Option<ModelEndpoint> {
+    let Identity::Pod { labels, .. } = &ep.identity else {
+        return None;
+    };
+    Some(ModelEndpoint::Deployment {
+        tenant: labels.get(TENANT_LABEL)?.parse().ok()?,
+        deployment: labels.get(DEPLOYMENT_LABEL)?.parse().ok()?,
+    })
+}
+
+/// The proxy as the renderer addresses it: an outside address (world), a
+/// host-network pod on egress nodes (a remote node with their label), or
+/// pods in its namespace.
+fn proxy_endpoint(options: &RenderOptions) -> Endpoint {
+    let p = &options.proxy;
+    match (p.ip(), &p.in_cluster) {
+        (Some(ip), _) => {
+            let mut ep = Endpoint::reserved("egress-proxy", Identity::World);
+            ep.addresses = vec![ip];
+            ep
+        }
+        (None, Some(c)) => Endpoint::reserved(
+            "egress-proxy",
+            Identity::Node {
+                labels: [c.node_label.clone()].into(),
+                local: false,
+            },
+        ),
+        (None, None) => Endpoint::pod(
+            &p.namespace,
+            "palisade-proxy",
+            [("app.kubernetes.io/name".to_owned(), p.app.clone())].into(),
+        ),
+    }
+}
