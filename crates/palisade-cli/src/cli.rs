@@ -156,6 +156,72 @@ pub struct CreateArgs {
     /// Label for the pods, key=value (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+}
+
+/// What the container needs beyond its image: environment, command line,
+/// writable directories and privilege.
+#[derive(Debug, Args, Default)]
+pub struct WorkloadArgs {
+    /// Environment variable NAME=VALUE (repeatable). Names Palisade sets for
+    /// the egress proxy (HTTP_PROXY, NO_PROXY, PROXY_ADDRESS, ...) are refused.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Environment variable read from a key of a Secret in the tenant's
+    /// namespace when the pod starts, e.g. POSTGRES_PASSWORD=pg-auth:password
+    /// (repeatable). The value never passes through Palisade.
+    #[arg(long = "env-from-secret", value_name = "NAME=SECRET:KEY")]
+    pub env_from_secret: Vec<String>,
+    /// Replaces the image's entrypoint; repeat for each word, e.g.
+    /// --command node --command server.js.
+    #[arg(long = "command", value_name = "WORD", allow_hyphen_values = true)]
+    pub command: Vec<String>,
+    /// Replaces the image's default arguments; repeat for each word.
+    #[arg(long = "arg", value_name = "WORD", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// A writable empty directory (emptyDir) mounted at an absolute PATH,
+    /// optionally capped at SIZE, e.g. /var/cache/nginx:64Mi (repeatable):
+    /// where the image writes under a read-only root filesystem.
+    #[arg(long = "scratch", value_name = "PATH[:SIZE]")]
+    pub scratch: Vec<String>,
+    /// Privilege of the container, named after the Pod Security Standards
+    /// level it meets. restricted: runs as non-root, read-only root
+    /// filesystem, no capability but NET_BIND_SERVICE. baseline: may start as
+    /// root, writable root filesystem, keeps CHOWN, DAC_OVERRIDE, FOWNER,
+    /// NET_BIND_SERVICE, SETGID and SETUID so root-started images (nginx,
+    /// postgres) can drop privileges. baseline-read-only: baseline with a
+    /// read-only root filesystem (add --scratch where it writes). Default:
+    /// the platform's --non-root/--read-only-root-fs render settings.
+    #[arg(long, value_name = "PROFILE")]
+    pub security: Option<String>,
+}
+
+impl WorkloadArgs {
+    /// Parses every flag through the model; the first bad value is the error.
+    pub fn spec(&self) -> Result<palisade_core::WorkloadSpec, palisade_core::ModelError> {
+        use palisade_core::model::EnvVar;
+        let env = self
+            .env
+            .iter()
+            .map(|e| EnvVar::parse_literal(e))
+            .chain(
+                self.env_from_secret
+                    .iter()
+                    .map(|e| EnvVar::parse_secret_ref(e)),
+            )
+            .collect::<Result<_, _>>()?;
+        palisade_core::WorkloadSpec::new(
+            env,
+            self.command.clone(),
+            self.args.clone(),
+            self.scratch
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<_, _>>()?,
+            self.security.as_deref().map(str::parse).transpose()?,
+        )
+    }
 }
 
 #[derive(Debug, Args)]
@@ -214,9 +280,16 @@ pub struct TenantCreateArgs {
     /// How egress leaves the cluster: proxy or cilium-egress-gateway.
     #[arg(long, default_value = "proxy", value_name = "MODE")]
     pub egress_mode: String,
-    /// Fixed public IP the tenant's traffic leaves from.
+    /// Source address the platform attaches to the tenant's egress gateway
+    /// or proxy node (CiliumEgressGatewayPolicy egressIP). It must be on a
+    /// node interface: on AWS the node's private address, not the Elastic IP.
     #[arg(long, value_name = "IP")]
     pub egress_ip: Option<String>,
+    /// Public address the tenant's traffic appears from, which partners
+    /// allow-list, when it differs from --egress-ip (e.g. the AWS Elastic IP
+    /// NAT'ed to it). Shown by `tenant show` and the dashboard.
+    #[arg(long, value_name = "IP")]
+    pub egress_public_ip: Option<String>,
     /// Label for the namespace, key=value (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,

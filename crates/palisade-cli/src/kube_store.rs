@@ -242,6 +242,9 @@ pub async fn run_with(client: Client, cli: &Cli) -> Result<ExitCode> {
                             EgressModeSpec::CiliumEgressGateway => "cilium-egress-gateway",
                         },
                         "ready": ready(t.status.as_ref().map(|s| s.conditions.as_slice())),
+                        "egress_ip": t.spec.egress.ip,
+                        "egress_public_ip": t.spec.egress.public_ip,
+                        "proxy_port": t.spec.proxy_port,
                     })
                 })
                 .collect();
@@ -311,17 +314,19 @@ fn tenant_spec(a: &TenantCreateArgs) -> Result<(TenantName, TenantSpec)> {
         palisade_core::EgressMode::Proxy => EgressModeSpec::Proxy,
         palisade_core::EgressMode::CiliumEgressGateway => EgressModeSpec::CiliumEgressGateway,
     };
-    let ip = a
-        .egress_ip
-        .as_deref()
-        .map(|ip| {
-            ip.parse::<std::net::IpAddr>()
-                .map(|ip| ip.to_string())
-                .with_context(|| {
-                    format!("invalid --egress-ip {ip:?}: expected an IPv4 or IPv6 address")
-                })
-        })
-        .transpose()?;
+    let ip_flag = |flag: &str, value: Option<&str>| {
+        value
+            .map(|ip| {
+                ip.parse::<std::net::IpAddr>()
+                    .map(|ip| ip.to_string())
+                    .with_context(|| {
+                        format!("invalid {flag} {ip:?}: expected an IPv4 or IPv6 address")
+                    })
+            })
+            .transpose()
+    };
+    let ip = ip_flag("--egress-ip", a.egress_ip.as_deref())?;
+    let public_ip = ip_flag("--egress-public-ip", a.egress_public_ip.as_deref())?;
     Ok((
         name,
         TenantSpec {
@@ -334,9 +339,12 @@ fn tenant_spec(a: &TenantCreateArgs) -> Result<(TenantName, TenantSpec)> {
             egress: EgressSpec {
                 mode,
                 ip,
+                public_ip,
                 ..EgressSpec::default()
             },
             labels: labels(&a.labels)?,
+            // The operator assigns it.
+            proxy_port: None,
         },
     ))
 }
@@ -376,6 +384,7 @@ async fn create(client: &Client, a: &CreateArgs, format: Format) -> Result<()> {
     ports.sort_unstable();
     ports.dedup();
     let labels = labels(&a.labels)?;
+    let workload = workload_fields(&a.workload.spec()?);
 
     let tenants: Api<Tenant> = Api::all(client.clone());
     let created_tenant = match tenants
@@ -399,7 +408,7 @@ async fn create(client: &Client, a: &CreateArgs, format: Format) -> Result<()> {
             replicas: replicas.get(),
             ports,
             labels,
-            ..TenantDeploymentSpec::default()
+            ..workload
         },
     );
     let w = Api::<TenantDeployment>::namespaced(client.clone(), &tenant.namespace())
@@ -429,6 +438,56 @@ async fn create(client: &Client, a: &CreateArgs, format: Format) -> Result<()> {
         _ => print(format, &row(&w), || (vec![], vec![]))?,
     }
     Ok(())
+}
+
+/// The resource's fields for a parsed workload spec (everything else default).
+fn workload_fields(w: &palisade_core::WorkloadSpec) -> TenantDeploymentSpec {
+    use palisade_core::model::EnvValue;
+    use palisade_operator::crd::{
+        EnvVarSourceSpec, EnvVarSpec, ScratchSpec, SecretKeyRefSpec, SecurityProfileSpec,
+    };
+    let env = w
+        .env()
+        .iter()
+        .map(|e| match &e.value {
+            EnvValue::Literal(v) => EnvVarSpec {
+                name: e.name.to_string(),
+                value: v.clone(),
+                value_from: None,
+            },
+            EnvValue::SecretKey { secret, key } => EnvVarSpec {
+                name: e.name.to_string(),
+                value: String::new(),
+                value_from: Some(EnvVarSourceSpec {
+                    secret_key_ref: SecretKeyRefSpec {
+                        name: secret.to_string(),
+                        key: key.to_string(),
+                    },
+                }),
+            },
+        })
+        .collect();
+    let scratch = w
+        .scratch()
+        .iter()
+        .map(|s| ScratchSpec {
+            path: s.path.to_string(),
+            size_limit: s.size_limit.map(|m| m.to_string()),
+        })
+        .collect();
+    let security = w.security().map(|p| match p {
+        palisade_core::SecurityProfile::Restricted => SecurityProfileSpec::Restricted,
+        palisade_core::SecurityProfile::Baseline => SecurityProfileSpec::Baseline,
+        palisade_core::SecurityProfile::BaselineReadOnly => SecurityProfileSpec::BaselineReadOnly,
+    });
+    TenantDeploymentSpec {
+        env,
+        command: w.command().to_vec(),
+        args: w.args().to_vec(),
+        scratch,
+        security,
+        ..TenantDeploymentSpec::default()
+    }
 }
 
 async fn stats(client: &Client, format: Format) -> Result<()> {

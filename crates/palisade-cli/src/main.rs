@@ -194,7 +194,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .map(|p| p.parse())
                     .collect::<Result<_, _>>()?,
                 labels: labels(&a.labels)?,
-                workload: Default::default(),
+                workload: a.workload.spec()?,
             };
             let created = open(&cli)?.create_deployment(&new, now())?;
             let d = &created.deployment;
@@ -308,26 +308,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 node_pool: a.node_pool.as_deref().map(str::parse).transpose()?,
                 egress: EgressProfile {
                     mode: a.egress_mode.parse::<EgressMode>()?,
-                    ip: a
-                        .egress_ip
-                        .as_deref()
-                        .map(|ip| {
-                            ip.parse().with_context(|| {
-                                format!(
-                                    "invalid --egress-ip {ip:?}: expected an IPv4 or IPv6 address"
-                                )
-                            })
-                        })
-                        .transpose()?,
-                    public_ip: None,
+                    ip: ip_flag("--egress-ip", a.egress_ip.as_deref())?,
+                    public_ip: ip_flag("--egress-public-ip", a.egress_public_ip.as_deref())?,
                 },
                 proxy_port: 0,
                 labels: labels(&a.labels)?,
                 created_at: now(),
             };
-            open(&cli)?.create_tenant(&tenant)?;
+            let port = open(&cli)?.create_tenant(&tenant)?;
             println!(
-                "created tenant {} (namespace {})",
+                "created tenant {} (namespace {}, egress-proxy port {port})",
                 tenant.name,
                 tenant.name.namespace()
             );
@@ -402,6 +392,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                                 t.node_pool.as_ref().map_or("-".into(), ToString::to_string)
                             ),
                             ("egress", egress(&t.egress)),
+                            (
+                                "egress source ip",
+                                t.egress
+                                    .ip
+                                    .map_or("- (platform default)".into(), |ip| { ip.to_string() })
+                            ),
+                            (
+                                "egress public ip",
+                                t.egress
+                                    .public_ip
+                                    .or(t.egress.ip)
+                                    .map_or("- (platform default)".into(), |ip| ip.to_string())
+                            ),
+                            ("egress-proxy port", t.proxy_port.to_string()),
                             (
                                 "labels",
                                 if labels.is_empty() {
@@ -567,10 +571,22 @@ fn format_share(share: f64) -> String {
 }
 
 fn egress(e: &EgressProfile) -> String {
-    match e.ip {
-        Some(ip) => format!("{} via {ip}", e.mode),
-        None => e.mode.to_string(),
+    match (e.ip, e.public_ip) {
+        (Some(ip), Some(public)) => format!("{} via {ip} (public {public})", e.mode),
+        (Some(ip), None) => format!("{} via {ip}", e.mode),
+        (None, Some(public)) => format!("{} (public {public})", e.mode),
+        (None, None) => e.mode.to_string(),
     }
+}
+
+/// An optional address flag, or an error naming the flag and the value.
+fn ip_flag(flag: &str, value: Option<&str>) -> Result<Option<std::net::IpAddr>> {
+    value
+        .map(|ip| {
+            ip.parse()
+                .with_context(|| format!("invalid {flag} {ip:?}: expected an IPv4 or IPv6 address"))
+        })
+        .transpose()
 }
 
 fn gateway_scope(target: &GatewayTarget) -> Result<GatewayScope> {

@@ -48,6 +48,10 @@ pub struct TenantSpec {
     /// Labels for the namespace (keys under palisade.io/ are reserved).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The tenant's own egress-proxy listener port (20000-29999), by which
+    /// the proxy knows the tenant; unique among tenants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_port: Option<u16>,
 }
 
 /// A namespace's quota.
@@ -90,9 +94,15 @@ pub struct EgressSpec {
     /// `proxy` or `cilium-egress-gateway`.
     #[serde(default)]
     pub mode: EgressModeSpec,
-    /// The fixed public address the traffic leaves from.
+    /// The source address attached to the tenant's egress gateway or proxy
+    /// node (CiliumEgressGatewayPolicy `egressIP`): on AWS the node's
+    /// private address, not the Elastic IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// The public address partners allow-list, when it differs from `ip`
+    /// (an AWS Elastic IP NAT'ed to it). Informational.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
     /// Domains the egress proxy lets through (empty: all not denied).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_domains: Vec<String>,
@@ -157,12 +167,57 @@ pub enum GatewayMode {
 
 /// An environment variable of the workload's container.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct EnvVarSpec {
     /// Name (a C identifier).
     pub name: String,
-    /// Value.
+    /// Value (empty when `valueFrom` is set).
     #[serde(default)]
     pub value: String,
+    /// Read the value from a Secret of the tenant's namespace instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSourceSpec>,
+}
+
+/// Where an environment variable's value comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSourceSpec {
+    /// A key of a Secret in the tenant's namespace.
+    pub secret_key_ref: SecretKeyRefSpec,
+}
+
+/// A key of a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeyRefSpec {
+    /// The Secret's name.
+    pub name: String,
+    /// The key.
+    pub key: String,
+}
+
+/// A writable empty directory mounted into the container.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScratchSpec {
+    /// Absolute path, e.g. `/var/cache/nginx`.
+    pub path: String,
+    /// Most it may hold, e.g. `64Mi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<String>,
+}
+
+/// The container's privilege, named after the Pod Security Standards level
+/// it meets (see `palisade create --help`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecurityProfileSpec {
+    /// Non-root, read-only root filesystem, only NET_BIND_SERVICE.
+    Restricted,
+    /// May start as root; the few capabilities such images need.
+    Baseline,
+    /// `baseline` with a read-only root filesystem.
+    BaselineReadOnly,
 }
 
 /// Container resources; unset fields take the operator's defaults.
@@ -225,6 +280,19 @@ pub struct TenantDeploymentSpec {
     /// Container resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
+    /// Replaces the image's entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Replaces the image's default arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Writable scratch directories (emptyDir volumes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scratch: Vec<ScratchSpec>,
+    /// `restricted`, `baseline` or `baseline-read-only`; unset: the
+    /// operator's render settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecurityProfileSpec>,
     /// Workloads of the same tenant allowed to connect to this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_from: Vec<AllowFrom>,

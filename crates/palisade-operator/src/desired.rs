@@ -20,8 +20,8 @@ use palisade_core::allocator::Timestamp;
 use palisade_core::model::parse_label;
 use palisade_core::{
     AllowRule, Cpu, Deployment, DeploymentName, EgressMode, EgressProfile, Gateway, GatewayScope,
-    Image, Labels, Memory, ModelError, NodePoolName, Pool, Port, Quota, Replicas, Snapshot,
-    TenantName,
+    Image, Labels, Memory, ModelError, NodePoolName, Pool, Port, Quota, Replicas, SecurityProfile,
+    Snapshot, TenantName, WorkloadSpec,
 };
 use palisade_kube::render::{MANAGED_BY, TENANT_LABEL};
 use palisade_kube::{Object, RenderOptions};
@@ -86,6 +86,23 @@ pub fn core_tenant(name: &str, spec: &TenantSpec) -> Result<palisade_core::Tenan
         ),
         None => None,
     };
+    let public_ip = match &spec.egress.public_ip {
+        Some(ip) => Some(ip.parse().map_err(|_| {
+            SpecError(format!("invalid egress publicIp {ip:?}: not an IP address"))
+        })?),
+        None => None,
+    };
+    let proxy_port = match spec.proxy_port {
+        Some(p) if !palisade_core::PROXY_PORTS.contains(&p) => {
+            return Err(SpecError(format!(
+                "invalid proxyPort {p}: must be between {} and {}",
+                palisade_core::PROXY_PORTS.start(),
+                palisade_core::PROXY_PORTS.end()
+            )));
+        }
+        // 0: not assigned yet.
+        p => p.unwrap_or(0),
+    };
     Ok(palisade_core::Tenant {
         quota: Quota {
             cpu: spec.quota.cpu.parse::<Cpu>()?,
@@ -103,9 +120,9 @@ pub fn core_tenant(name: &str, spec: &TenantSpec) -> Result<palisade_core::Tenan
                 EgressModeSpec::CiliumEgressGateway => EgressMode::CiliumEgressGateway,
             },
             ip,
-            public_ip: None,
+            public_ip,
         },
-        proxy_port: 0,
+        proxy_port,
         labels: labels(&spec.labels)?,
         created_at: Timestamp(0),
         name,
@@ -163,9 +180,53 @@ pub fn core_deployment(
         ports,
         subnet,
         labels: labels(&spec.labels)?,
-        workload: Default::default(),
+        workload: workload_spec(spec)?,
         created_at: Timestamp(0),
     })
+}
+
+/// The model's workload spec from the resource's command, args, scratch,
+/// security and Secret-sourced env. Literal env stays with
+/// `overlay_container`.
+fn workload_spec(spec: &TenantDeploymentSpec) -> Result<WorkloadSpec, SpecError> {
+    use crate::crd::SecurityProfileSpec as S;
+    use palisade_core::model::{EnvValue, EnvVar};
+    let env = spec
+        .env
+        .iter()
+        .filter_map(|e| e.value_from.as_ref().map(|r| (e, &r.secret_key_ref)))
+        .map(|(e, r)| {
+            Ok::<_, ModelError>(EnvVar {
+                name: e.name.parse()?,
+                value: EnvValue::SecretKey {
+                    secret: r.name.parse()?,
+                    key: r.key.parse()?,
+                },
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let scratch = spec
+        .scratch
+        .iter()
+        .map(|s| {
+            Ok::<_, ModelError>(palisade_core::model::ScratchVolume {
+                path: s.path.parse()?,
+                size_limit: s.size_limit.as_deref().map(str::parse).transpose()?,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let security = spec.security.map(|s| match s {
+        S::Restricted => SecurityProfile::Restricted,
+        S::Baseline => SecurityProfile::Baseline,
+        S::BaselineReadOnly => SecurityProfile::BaselineReadOnly,
+    });
+    Ok(WorkloadSpec::new(
+        env,
+        spec.command.clone(),
+        spec.args.clone(),
+        scratch,
+        security,
+    )?)
 }
 
 /// The subnet of a workload: the claim carrying its uid (the lowest if,
@@ -333,7 +394,8 @@ fn overlay_container(body: &mut Value, spec: &TenantDeploymentSpec) {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        for e in &spec.env {
+        // Secret-sourced entries are the renderer's (`workload_spec`).
+        for e in spec.env.iter().filter(|e| e.value_from.is_none()) {
             env.retain(|v| v["name"] != e.name.as_str());
             env.push(json!({"name": e.name, "value": e.value}));
         }
@@ -780,6 +842,7 @@ mod tests {
                 env: vec![EnvVarSpec {
                     name: "NO_PROXY".into(),
                     value: "example.com".into(),
+                    value_from: None,
                 }],
                 resources: Some(ResourcesSpec {
                     cpu_limit: Some("2".into()),
@@ -971,6 +1034,7 @@ mod tests {
         s.env = vec![EnvVarSpec {
             name: "1BAD".into(),
             value: String::new(),
+            value_from: None,
         }];
         assert!(
             core_deployment(&t, "web", &s, net)
