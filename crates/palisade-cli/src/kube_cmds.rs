@@ -7,12 +7,12 @@ use palisade_core::{EgressMode, Port, Snapshot};
 use palisade_kube::apply::{ApplyOptions, apply as apply_objects, default_client};
 use palisade_kube::cluster::{self, ClusterOptions};
 use palisade_kube::{
-    EgressCheck, InClusterProxy, PolicyFlavour, RenderOptions, render as render_objects,
+    EgressCheck, GitSource, InClusterProxy, PolicyFlavour, RenderOptions, render as render_objects,
     to_multi_doc, tree,
 };
 use std::io::Write as _;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Which network-policy objects to render.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -71,15 +71,22 @@ pub struct OutputFlags {
     /// Mount container root file systems read-only.
     #[arg(long)]
     pub read_only_root_fs: bool,
-    /// Git repository URL Flux pulls the tree from.
-    #[arg(long)]
+    /// Git repository Flux pulls the tree from (http://, https:// or
+    /// ssh://). `render --out DIR` needs it the first time; later renders
+    /// reuse the one recorded in DIR/.palisade-tree.
+    #[arg(long, value_name = "URL")]
     pub git_url: Option<String>,
-    /// Git branch Flux follows.
-    #[arg(long, default_value = "main")]
-    pub git_branch: String,
-    /// Path of the tree inside the repository.
-    #[arg(long, default_value = ".")]
-    pub git_path: String,
+    /// Git branch Flux follows [default: the recorded one, else main].
+    #[arg(long, value_name = "BRANCH")]
+    pub git_branch: Option<String>,
+    /// Directory of the tree inside the repository [default: the recorded
+    /// one, else the root].
+    #[arg(long, value_name = "PATH")]
+    pub git_path: Option<String>,
+    /// Write no Flux objects (clusters/): for applying the overlays
+    /// yourself (`kubectl apply -k overlays/<env>`).
+    #[arg(long, conflicts_with_all = ["git_url", "git_branch", "git_path"])]
+    pub no_flux: bool,
 }
 
 impl OutputFlags {
@@ -101,11 +108,6 @@ impl OutputFlags {
             o.proxy.address = a.clone();
         }
         o.proxy.port = self.proxy_port;
-        if let Some(url) = &self.git_url {
-            o.git.url = url.clone();
-        }
-        o.git.branch = self.git_branch.clone();
-        o.git.path = self.git_path.clone();
         if self.egress_check {
             let mut demo = EgressCheck::default();
             if let Some(image) = &self.egress_check_image {
@@ -139,6 +141,42 @@ impl OutputFlags {
             o.proxy.in_cluster = Some(p);
         }
         Ok(o)
+    }
+}
+
+impl OutputFlags {
+    /// The Git source of the tree in `dir`: the flags, else what the last
+    /// render there recorded. Refuses when neither names a repository, so
+    /// no Flux object ever points at a placeholder.
+    fn git_source(&self, dir: &Path) -> anyhow::Result<Option<GitSource>> {
+        if self.no_flux {
+            return Ok(None);
+        }
+        let recorded = tree::recorded_source(dir)
+            .with_context(|| format!("failed to read {}", dir.join(tree::MANIFEST).display()))?;
+        let mut git = match (&self.git_url, recorded) {
+            (Some(url), recorded) => {
+                let mut g = GitSource::new(url)?;
+                if let Some(r) = recorded {
+                    (g.branch, g.path) = (r.branch, r.path);
+                }
+                g
+            }
+            (None, Some(recorded)) => recorded,
+            (None, None) => anyhow::bail!(
+                "{} has no GitOps tree with a recorded Git repository: pass --git-url URL \
+                 (the repository Flux pulls this tree from; later renders reuse it), \
+                 or --no-flux to write no Flux objects",
+                dir.display()
+            ),
+        };
+        if let Some(branch) = &self.git_branch {
+            git = git.with_branch(branch)?;
+        }
+        if let Some(path) = &self.git_path {
+            git = git.with_path(path)?;
+        }
+        Ok(Some(git))
     }
 }
 
@@ -240,7 +278,9 @@ pub struct RenderArgs {
     /// `cluster` renders the cluster set-up instead.
     #[command(subcommand)]
     pub target: Option<RenderTarget>,
-    /// Write the GitOps tree (base/, overlays/, flux/) into this directory.
+    /// Write the GitOps tree (base/, overlays/, and Flux per cluster in
+    /// clusters/<env>/) into this directory; needs --git-url or --no-flux
+    /// the first time.
     #[arg(long, conflicts_with = "stdout", required_unless_present = "stdout")]
     pub out: Option<PathBuf>,
     /// Print every object as one multi-document YAML stream.
@@ -286,6 +326,11 @@ pub fn render(args: &RenderArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
     }
     match &args.out {
         Some(dir) => {
+            let mut options = options;
+            options.git = args.flags.git_source(dir)?;
+            if options.git.is_none() {
+                eprintln!("note: --no-flux: writing no Flux objects (clusters/)");
+            }
             let reuse = if args.full {
                 tree::Reuse::Nothing
             } else {

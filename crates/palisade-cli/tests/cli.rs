@@ -456,7 +456,14 @@ fn rendered_in_cluster_proxy_carries_a_config_the_proxy_accepts() {
         .ok();
     env.run(&["create", "acme", "web", "nginx"]).ok();
     let tree = env.dir.path().join("gitops");
-    env.run(&["render", "--out", tree.to_str().unwrap()]).ok();
+    env.run(&[
+        "render",
+        "--out",
+        tree.to_str().unwrap(),
+        "--git-url",
+        "https://git.example.com/platform.git",
+    ])
+    .ok();
     let cm: serde_yaml_ng::Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(tree.join("base/platform/configmap-palisade-proxy.yaml")).unwrap(),
     )

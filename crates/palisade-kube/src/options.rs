@@ -194,6 +194,10 @@ impl Environment {
 }
 
 /// The Git repository Flux pulls the tree from.
+///
+/// There is no default URL: Flux objects pointing at a placeholder would
+/// be applied and then fail on every reconcile, so the user names the
+/// repository (`--git-url`) or the tree gets no Flux objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitSource {
     /// Object name of the `GitRepository`.
@@ -208,15 +212,70 @@ pub struct GitSource {
     pub interval: String,
 }
 
-impl Default for GitSource {
-    fn default() -> Self {
-        Self {
+impl GitSource {
+    /// Branch `main`, the tree at the repository's root, fetched every
+    /// minute.
+    ///
+    /// The URL must be `http://`, `https://` or `ssh://`: the pattern of
+    /// `GitRepository.spec.url` in source-controller v1.4.0 (Flux 2.4)
+    /// and v1.9.1 is `^(http|https|ssh)://.*$`, so the API server refuses
+    /// the scp-like `git@host:org/repo`.
+    pub fn new(url: &str) -> Result<Self, crate::Error> {
+        let bad = |reason: &str| crate::Error::Unrepresentable {
+            what: format!("the GitRepository for git URL {url:?}"),
+            reason: reason.into(),
+        };
+        if !["http://", "https://", "ssh://"]
+            .iter()
+            .any(|s| url.starts_with(s) && url.len() > s.len())
+        {
+            return Err(bad(
+                "Flux accepts only http://, https:// or ssh:// URLs (write git@host:org/repo as ssh://git@host/org/repo)",
+            ));
+        }
+        if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(bad("it contains white space or control characters"));
+        }
+        Ok(Self {
             name: "palisade".into(),
-            url: "https://github.com/example/platform-gitops".into(),
+            url: url.into(),
             branch: "main".into(),
             path: ".".into(),
             interval: "1m".into(),
+        })
+    }
+
+    /// Sets the branch; refuses an empty name or white space.
+    pub fn with_branch(mut self, branch: &str) -> Result<Self, crate::Error> {
+        if branch.is_empty() || branch.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(crate::Error::Unrepresentable {
+                what: format!("the GitRepository for git branch {branch:?}"),
+                reason: "a branch name is not empty and has no white space".into(),
+            });
         }
+        self.branch = branch.into();
+        Ok(self)
+    }
+
+    /// Sets the tree's directory inside the repository; refuses absolute
+    /// paths and `..`, which Flux cannot resolve inside the source.
+    pub fn with_path(mut self, path: &str) -> Result<Self, crate::Error> {
+        let trimmed = path.trim_start_matches("./").trim_end_matches('/');
+        if path.starts_with('/')
+            || trimmed.split('/').any(|c| c == "..")
+            || path.chars().any(char::is_control)
+        {
+            return Err(crate::Error::Unrepresentable {
+                what: format!("the Flux Kustomization for git path {path:?}"),
+                reason: "the path is relative to the repository's root, without `..`".into(),
+            });
+        }
+        self.path = if trimmed.is_empty() {
+            ".".into()
+        } else {
+            trimmed.into()
+        };
+        Ok(self)
     }
 }
 
@@ -248,8 +307,8 @@ pub struct RenderOptions {
     pub egress_gateway_node_label: (String, String),
     /// Overlays.
     pub environments: Vec<Environment>,
-    /// Flux source.
-    pub git: GitSource,
+    /// Flux source; `None` writes no Flux objects.
+    pub git: Option<GitSource>,
     /// Run seed 002's demo app (`palisade egress-check`) in every tenant
     /// with at least one deployment.
     pub egress_check: Option<EgressCheck>,
@@ -285,7 +344,7 @@ impl Default for RenderOptions {
             read_only_root_fs: false,
             egress_gateway_node_label: ("palisade.io/egress-gateway".into(), "true".into()),
             environments: vec![Environment::development(), Environment::production()],
-            git: GitSource::default(),
+            git: None,
             egress_check: None,
         }
     }

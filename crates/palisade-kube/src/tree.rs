@@ -12,19 +12,35 @@
 //! base/tenants/<t>/deployments/<d>.yaml pool, Deployment, Service, policy, routes
 //! overlays/<env>/kustomization.yaml     patches + configMapGenerator (behavior: replace)
 //! overlays/<env>/*-patch.yaml           replicas / resources JSON patches
-//! flux/                                 GitRepository + one Kustomization per env
-//! .palisade-tree                        the files Palisade wrote (for removal) and
-//!                                       each tenant's input fingerprint (for skipping)
+//! clusters/<env>/palisade/              Flux: GitRepository + the one Kustomization
+//!                                       that applies overlays/<env> (with a Git URL only)
+//! .palisade-tree                        the files Palisade wrote with their content
+//!                                       hashes (for removal and skipping), each
+//!                                       tenant's input fingerprint, the Git source
 //! ```
 //!
+//! Flux is laid out per cluster: one cluster bootstraps `clusters/<env>`
+//! and so applies exactly one overlay. Two Flux Kustomizations applying
+//! different overlays to one cluster would fight over the same objects
+//! (replicas flip, and each prunes what the other applied).
+//! `clusters/<env>/` itself holds no `kustomization.yaml`, so that
+//! `flux bootstrap --path clusters/<env>` can add its own `flux-system/`
+//! next to `palisade/`: without a root kustomization.yaml, Flux's
+//! kustomize-controller generates one that takes in every sub-directory
+//! holding a kustomization.yaml (fluxcd/pkg `kustomize/kustomize_generator.go`,
+//! `generateKustomization`), and Flux's maintainers advise keeping
+//! `clusters/<name>` free of one (fluxcd/flux2#4172).
+//!
 //! Only files listed in `.palisade-tree` are ever removed, so files a user
-//! adds next to the tree are left alone.
+//! adds next to the tree are left alone. The bookkeeping holds content
+//! hashes, never times, so rendering unchanged state in a fresh clone
+//! rewrites no byte.
 
 use crate::crds::{
     FluxKustomization, FluxKustomizationSpec, GitRef, GitRepository, GitRepositorySpec, SourceRef,
 };
 use crate::object::{Object, to_multi_doc};
-use crate::options::{Environment, RenderOptions};
+use crate::options::{Environment, GitSource, RenderOptions};
 use crate::render::{
     EGRESS_CONFIG, MANAGED_BY, Rendered, Renderer, TenantObjects, egress_literals,
 };
@@ -247,8 +263,14 @@ fn overlay(files: &mut Files, tenants: &[TenantEntry], options: &RenderOptions, 
     files.insert(format!("{dir}/kustomization.yaml"), kustomization(k));
 }
 
+/// `clusters/<env>/palisade/`: the `GitRepository` and the one Flux
+/// `Kustomization` (kustomize.toolkit.fluxcd.io/v1: `interval`, `path`,
+/// `prune`, `sourceRef` as in the v1.4.0 and v1.9.4 CRDs) that applies
+/// `overlays/<env>`.
 fn flux(files: &mut Files, options: &RenderOptions) -> Result<(), Error> {
-    let git = &options.git;
+    let Some(git) = &options.git else {
+        return Ok(());
+    };
     let labels = BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())]);
     let meta = |name: &str| ObjectMeta {
         name: Some(name.to_owned()),
@@ -256,7 +278,7 @@ fn flux(files: &mut Files, options: &RenderOptions) -> Result<(), Error> {
         labels: Some(labels.clone()),
         ..ObjectMeta::default()
     };
-    let repo = GitRepository {
+    let repo = Object::new(&GitRepository {
         metadata: meta(&git.name),
         spec: GitRepositorySpec {
             interval: git.interval.clone(),
@@ -265,14 +287,14 @@ fn flux(files: &mut Files, options: &RenderOptions) -> Result<(), Error> {
                 branch: git.branch.clone(),
             },
         },
+    })?
+    .to_yaml();
+    let root = match git.path.trim_end_matches('/') {
+        "." | "" => ".".to_owned(),
+        p => format!("./{}", p.trim_start_matches("./")),
     };
-    let mut resources = vec!["gitrepository.yaml".to_owned()];
-    files.insert(
-        "flux/gitrepository.yaml".into(),
-        Object::new(&repo)?.to_yaml(),
-    );
-    let root = git.path.trim_end_matches('/');
     for env in &options.environments {
+        let dir = format!("{}/palisade", cluster_dir(env));
         let k = FluxKustomization {
             metadata: meta(&format!("{}-{}", git.name, env.name)),
             spec: FluxKustomizationSpec {
@@ -287,15 +309,24 @@ fn flux(files: &mut Files, options: &RenderOptions) -> Result<(), Error> {
                 retry_interval: env.retry_interval.clone(),
             },
         };
-        let name = format!("kustomization-{}.yaml", env.name);
-        files.insert(format!("flux/{name}"), Object::new(&k)?.to_yaml());
-        resources.push(name);
+        files.insert(format!("{dir}/gitrepository.yaml"), repo.clone());
+        files.insert(
+            format!("{dir}/flux-kustomization.yaml"),
+            Object::new(&k)?.to_yaml(),
+        );
+        files.insert(
+            format!("{dir}/kustomization.yaml"),
+            kustomization(json!({
+                "resources": ["gitrepository.yaml", "flux-kustomization.yaml"],
+            })),
+        );
     }
-    files.insert(
-        "flux/kustomization.yaml".into(),
-        kustomization(json!({ "resources": resources })),
-    );
     Ok(())
+}
+
+/// The directory one cluster of environment `env` bootstraps Flux from.
+pub fn cluster_dir(env: &Environment) -> String {
+    format!("clusters/{}", env.name)
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
@@ -313,44 +344,53 @@ enum Outcome {
     Unchanged,
 }
 
-/// What a file looked like right after Palisade wrote (or last checked)
-/// it. A file whose size and modification time still match was not edited
-/// since, so a tenant whose inputs did not change need not be re-rendered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    len: u64,
-    mtime_ns: u128,
-}
+/// A file's content hash: SHA-256 of its bytes, in hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Digest(String);
 
-impl FileStamp {
-    fn of(path: &Path) -> Option<Self> {
-        let m = fs::metadata(path).ok()?;
-        let mtime_ns = m
-            .modified()
-            .ok()?
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_nanos();
-        Some(Self {
-            len: m.len(),
-            mtime_ns,
-        })
+impl Digest {
+    const PREFIX: &'static str = "sha256:";
+
+    fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        let hash = sha2::Sha256::digest(bytes);
+        let mut hex = String::with_capacity(Self::PREFIX.len() + 64);
+        hex.push_str(Self::PREFIX);
+        for b in hash {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        Self(hex)
+    }
+
+    /// The hash of the file at `path` now, if it can be read.
+    fn of_file(path: &Path) -> Option<Self> {
+        fs::read(path).ok().map(|b| Self::of(&b))
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        let hex = s.strip_prefix(Self::PREFIX)?;
+        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Self(s.into()))
     }
 }
 
-/// `.palisade-tree`: the files the last write produced, each with its
-/// stamp, and the fingerprint of each tenant's inputs.
+/// `.palisade-tree`: the Git source, the fingerprint of each tenant's
+/// inputs, and the files the last write produced, each with the hash of
+/// the bytes written.
 ///
 /// ```text
+/// source\t<url>\t<branch>\t<path>
 /// tenant\t<name>\t<fingerprint>
-/// <path>\t<len>\t<mtime ns>
+/// <path>\tsha256:<hex>
 /// ```
 ///
-/// A line holding only a path (the first format) is a file without a
-/// stamp; its tenant is simply rendered again.
+/// Only contents go in, never times or sizes on disk, so the same state
+/// gives the same bytes in any clone. A file line in an older form (bare
+/// path, or path with size and mtime) has no hash: its tenant is simply
+/// rendered again.
 #[derive(Debug, Default)]
 struct Manifest {
-    files: BTreeMap<String, Option<FileStamp>>,
+    source: Option<(String, String, String)>,
+    files: BTreeMap<String, Option<Digest>>,
     tenants: BTreeMap<String, String>,
 }
 
@@ -360,56 +400,75 @@ impl Manifest {
         for line in text.lines().filter(|l| !l.is_empty()) {
             let fields: Vec<&str> = line.split('\t').collect();
             match fields[..] {
+                ["source", url, branch, path] => {
+                    m.source = Some((url.into(), branch.into(), path.into()));
+                }
                 ["tenant", name, fp] => {
                     m.tenants.insert(name.to_owned(), fp.to_owned());
                 }
-                [path, len, mtime] => {
-                    let stamp = len
-                        .parse()
-                        .ok()
-                        .zip(mtime.parse().ok())
-                        .map(|(len, mtime_ns)| FileStamp { len, mtime_ns });
-                    m.files.insert(path.to_owned(), stamp);
+                [path, ref rest @ ..] => {
+                    let digest = match rest {
+                        [d] => Digest::parse(d),
+                        _ => None,
+                    };
+                    m.files.insert(path.to_owned(), digest);
                 }
-                _ => {
-                    m.files.insert(line.to_owned(), None);
-                }
+                [] => {}
             }
         }
         m
     }
 
     fn render(&self) -> String {
-        let mut out = String::with_capacity(self.files.len() * 80);
+        let mut out = String::with_capacity(self.files.len() * 120);
+        if let Some((url, branch, path)) = &self.source {
+            out.push_str(&format!("source\t{url}\t{branch}\t{path}\n"));
+        }
         for (name, fp) in &self.tenants {
             out.push_str(&format!("tenant\t{name}\t{fp}\n"));
         }
-        for (path, stamp) in &self.files {
-            match stamp {
-                Some(s) => out.push_str(&format!("{path}\t{}\t{}\n", s.len, s.mtime_ns)),
+        for (path, digest) in &self.files {
+            match digest {
+                Some(d) => out.push_str(&format!("{path}\t{}\n", d.0)),
                 None => out.push_str(&format!("{path}\n")),
             }
         }
         out
     }
 
-    /// The files of tenant `name`'s directory, if every one is still
-    /// exactly as written.
-    fn intact_tenant_files(&self, root: &Path, name: &str) -> Option<Vec<(String, FileStamp)>> {
+    /// The files of tenant `name`'s directory, if every one still holds
+    /// exactly the bytes written.
+    fn intact_tenant_files(&self, root: &Path, name: &str) -> Option<Vec<(String, Digest)>> {
         let prefix = format!("base/tenants/{name}/");
         let mut out = Vec::new();
-        for (path, stamp) in self.files.range(prefix.clone()..) {
+        for (path, digest) in self.files.range(prefix.clone()..) {
             if !path.starts_with(&prefix) {
                 break;
             }
-            let stamp = (*stamp)?;
-            if FileStamp::of(&root.join(path)) != Some(stamp) {
+            let digest = digest.as_ref()?;
+            if Digest::of_file(&root.join(path)).as_ref() != Some(digest) {
                 return None;
             }
-            out.push((path.clone(), stamp));
+            out.push((path.clone(), digest.clone()));
         }
         (!out.is_empty()).then_some(out)
     }
+}
+
+fn source_line(g: &GitSource) -> (String, String, String) {
+    (g.url.clone(), g.branch.clone(), g.path.clone())
+}
+
+/// The Git source the tree under `root` was last written with, from its
+/// `.palisade-tree`: a re-render without `--git-url` keeps it.
+pub fn recorded_source(root: &Path) -> Result<Option<GitSource>, Error> {
+    let Some((url, branch, path)) = read_manifest(root)?.source else {
+        return Ok(None);
+    };
+    GitSource::new(&url)
+        .and_then(|g| g.with_branch(&branch))
+        .and_then(|g| g.with_path(&path))
+        .map(Some)
 }
 
 /// The previous write's manifest.
@@ -422,8 +481,8 @@ fn read_manifest(root: &Path) -> Result<Manifest, Error> {
     }
 }
 
-/// One file's fate in a write, with its stamp afterwards.
-type FileOutcome = (String, Outcome, Option<FileStamp>);
+/// One file's fate in a write, with the hash of its bytes.
+type FileOutcome = (String, Outcome, Option<Digest>);
 
 /// Writes the files of one batch, each only if its bytes differ.
 fn write_batch(root: &Path, files: &Files) -> Result<Vec<FileOutcome>, Error> {
@@ -447,32 +506,29 @@ fn write_batch(root: &Path, files: &Files) -> Result<Vec<FileOutcome>, Error> {
             if !matches!(outcome, Outcome::Unchanged) {
                 fs::write(&path, contents).map_err(io("write", &path))?;
             }
-            Ok((rel.clone(), outcome, FileStamp::of(&path)))
+            Ok((rel.clone(), outcome, Some(Digest::of(contents.as_bytes()))))
         })
         .collect()
 }
 
 /// Tallies outcomes, removes files of the previous write that were not
-/// written now, and records the new manifest.
+/// written now, and records the new manifest (`next`, whose files this
+/// fills in) if its bytes differ.
 fn finish(
     root: &Path,
     previous: &Manifest,
     outcomes: Vec<FileOutcome>,
-    tenants: BTreeMap<String, String>,
+    mut next: Manifest,
 ) -> Result<TreeSummary, Error> {
     let manifest_path = root.join(MANIFEST);
     let mut summary = TreeSummary::default();
-    let mut next = Manifest {
-        files: BTreeMap::new(),
-        tenants,
-    };
-    for (rel, o, stamp) in outcomes {
+    for (rel, o, digest) in outcomes {
         match o {
             Outcome::Added => summary.added.push(rel.clone()),
             Outcome::Changed => summary.changed.push(rel.clone()),
             Outcome::Unchanged => summary.unchanged += 1,
         }
-        next.files.insert(rel, stamp);
+        next.files.insert(rel, digest);
     }
     summary.added.sort();
     summary.changed.sort();
@@ -504,8 +560,9 @@ fn finish(
         }
     }
 
-    if next.files != previous.files || next.tenants != previous.tenants {
-        fs::write(&manifest_path, next.render()).map_err(io("write", &manifest_path))?;
+    let text = next.render();
+    if fs::read(&manifest_path).ok().as_deref() != Some(text.as_bytes()) {
+        fs::write(&manifest_path, text).map_err(io("write", &manifest_path))?;
     }
     Ok(summary)
 }
@@ -514,17 +571,21 @@ fn finish(
 /// and files from the previous write that are no longer rendered are
 /// removed (with directories left empty).
 pub fn write_files(root: &Path, files: &Files) -> Result<TreeSummary, Error> {
+    write_recorded(root, files, Manifest::default())
+}
+
+fn write_recorded(root: &Path, files: &Files, next: Manifest) -> Result<TreeSummary, Error> {
     fs::create_dir_all(root).map_err(io("create", root))?;
     let previous = read_manifest(root)?;
     let outcomes = write_batch(root, files)?;
-    finish(root, &previous, outcomes, BTreeMap::new())
+    finish(root, &previous, outcomes, next)
 }
 
 /// Whether a write may trust what the previous one recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Reuse {
     /// Skip tenants whose inputs have the fingerprint recorded last time
-    /// and whose files are untouched since (size and mtime).
+    /// and whose files still hold the bytes written (content hashes).
     #[default]
     Unchanged,
     /// Render and compare every tenant.
@@ -563,7 +624,7 @@ pub fn write_snapshot_with(
         let outcomes = match reused {
             Some(files) => files
                 .into_iter()
-                .map(|(rel, stamp)| (rel, Outcome::Unchanged, Some(stamp)))
+                .map(|(rel, digest)| (rel, Outcome::Unchanged, Some(digest)))
                 .collect(),
             None => write_batch(root, &tenant_files(&t.render()?, options))?,
         };
@@ -583,7 +644,12 @@ pub fn write_snapshot_with(
     }
     let shared = shared_files(&renderer.platform()?, &entries, options)?;
     outcomes.extend(write_batch(root, &shared)?);
-    let summary = finish(root, &previous, outcomes, fingerprints)?;
+    let next = Manifest {
+        source: options.git.as_ref().map(source_line),
+        tenants: fingerprints,
+        files: BTreeMap::new(),
+    };
+    let summary = finish(root, &previous, outcomes, next)?;
     tracing::info!(
         root = %root.display(),
         added = summary.added.len(),
@@ -602,7 +668,11 @@ pub fn write_tree(
     options: &RenderOptions,
 ) -> Result<TreeSummary, Error> {
     let files = files(rendered, options)?;
-    let summary = write_files(root, &files)?;
+    let next = Manifest {
+        source: options.git.as_ref().map(source_line),
+        ..Manifest::default()
+    };
+    let summary = write_recorded(root, &files, next)?;
     tracing::info!(
         root = %root.display(),
         added = summary.added.len(),

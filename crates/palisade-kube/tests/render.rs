@@ -1,10 +1,11 @@
 //! The rendered output as a user sees it: golden files for the seed
-//! scenario, byte-stability, minimal re-renders, `kubectl kustomize` on
-//! every layer and schema validation of every object.
+//! scenario, byte-stability, minimal re-renders and `kubectl kustomize` on
+//! every layer. Schema validation of every object against every supported
+//! release is in `tests/schemas.rs`; the Flux layout and reproducible
+//! bookkeeping in `tests/gitops.rs`.
 //!
-//! External validators (kubectl, kubernetes-validate, the Cilium CRD
-//! validator) are optional outside CI: a missing one prints
-//! `SKIPPED: <why>` and the check passes; with `CI=true` it fails.
+//! kubectl is optional outside CI: without it a check prints
+//! `SKIPPED: <why>` and passes; with `CI=true` it fails.
 
 // Test helpers outside #[test] fns panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -48,9 +49,20 @@ fn check_golden(rel: &str, actual: &str) -> Option<String> {
     }
 }
 
+/// The options of the golden tree: the defaults plus a Git repository, so
+/// the tree has its Flux objects.
+fn golden_options() -> RenderOptions {
+    RenderOptions {
+        git: Some(
+            palisade_kube::GitSource::new("https://github.com/example/platform-gitops").unwrap(),
+        ),
+        ..RenderOptions::default()
+    }
+}
+
 #[test]
 fn seed_tree_matches_golden_files() {
-    let files = seed_files(&RenderOptions::default());
+    let files = seed_files(&golden_options());
     let mut failures: Vec<String> = files
         .iter()
         .filter_map(|(rel, contents)| check_golden(&format!("tree/{rel}"), contents))
@@ -321,29 +333,6 @@ fn skip(why: &str) {
     assert!(!in_ci(), "CI=true but a validator is missing: {why}");
 }
 
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(venv) = std::env::var_os("PALISADE_VENV") {
-        candidates.push(PathBuf::from(venv).join("bin").join(name));
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    candidates.push(manifest.join("../../target/venv-kube/bin").join(name));
-    candidates.push(PathBuf::from("/work/venv-kube/bin").join(name));
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|p| p.join(name)));
-    }
-    candidates.into_iter().find(|p| p.is_file())
-}
-
-fn schemas_dir() -> Option<PathBuf> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::env::var_os("PALISADE_SCHEMAS")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([manifest.join("../../../shared/schemas")])
-        .find(|p| p.join("validate_crd_objects.py").is_file())
-}
-
 fn docs(yaml: &str) -> Vec<Value> {
     serde_yaml_ng::Deserializer::from_str(yaml)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
@@ -570,110 +559,6 @@ fn proxy_config_changes_rewrite_only_the_proxy_config_map() {
     assert_eq!(s.changed, ["base/platform/configmap-palisade-proxy.yaml"]);
 }
 
-fn write_docs(dir: &Path, name: &str, docs: &[&Value]) -> PathBuf {
-    let path = dir.join(name);
-    let mut s = String::new();
-    for d in docs {
-        s.push_str("---\n");
-        s.push_str(&serde_yaml_ng::to_string(d).unwrap());
-    }
-    std::fs::write(&path, s).unwrap();
-    path
-}
-
-#[test]
-fn every_builtin_object_validates_against_the_kubernetes_schemas() {
-    let Some(validator) = find_tool("kubernetes-validate") else {
-        return skip("kubernetes-validate not found (pip install kubernetes-validate)");
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut checked = 0;
-    for (variant, stream) in variants() {
-        let all = docs(&stream);
-        let builtin: Vec<&Value> = all
-            .iter()
-            .filter(|v| !api_version(v).contains(".io/") || api_version(v).contains(".k8s.io/"))
-            .filter(|v| !api_version(v).starts_with("gateway.networking.k8s.io"))
-            .collect();
-        assert!(!builtin.is_empty(), "{variant}: no built-in objects");
-        let file = write_docs(dir.path(), &format!("{variant}.yaml"), &builtin);
-        let out = Command::new(&validator)
-            .args(["-k", "1.33", "--strict"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{variant}: {text}");
-        let passed = text.matches(" passed for resource ").count();
-        assert_eq!(passed, builtin.len(), "{variant}: {text}");
-        checked += passed;
-    }
-    eprintln!("validated {checked} built-in objects");
-}
-
-#[test]
-fn every_cilium_object_validates_against_the_cilium_crds() {
-    let Some(schemas) = schemas_dir() else {
-        return skip("Cilium CRD schemas not found (set PALISADE_SCHEMAS)");
-    };
-    let Some(python) = find_tool("python3") else {
-        return skip("python3 not found");
-    };
-    let probe = Command::new(&python)
-        .args(["-c", "import yaml, jsonschema, regex"])
-        .status()
-        .unwrap();
-    if !probe.success() {
-        return skip(&format!(
-            "{} lacks pyyaml/jsonschema/regex (set PALISADE_VENV)",
-            python.display()
-        ));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    for (variant, stream) in variants() {
-        let all = docs(&stream);
-        let cilium: Vec<&Value> = all
-            .iter()
-            .filter(|v| api_version(v).starts_with("cilium.io/"))
-            .collect();
-        if cilium.is_empty() {
-            continue;
-        }
-        let file = write_docs(dir.path(), &format!("{variant}.yaml"), &cilium);
-        let mut ok = 0;
-        for crd in [
-            "ciliumnetworkpolicies",
-            "ciliumpodippools",
-            "ciliumegressgatewaypolicies",
-        ] {
-            let out = Command::new(&python)
-                .arg(schemas.join("validate_crd_objects.py"))
-                .arg("--strict")
-                .arg(schemas.join(format!("cilium/{crd}.yaml")))
-                .arg(&file)
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "{variant} {crd}: {text}");
-            ok += text.lines().filter(|l| l.starts_with("ok ")).count();
-        }
-        // Every Cilium object was matched by one CRD and passed.
-        assert_eq!(ok, cilium.len(), "{variant}");
-        let kinds: std::collections::BTreeSet<String> = cilium.iter().map(|v| kind(v)).collect();
-        assert_eq!(
-            kinds.into_iter().collect::<Vec<_>>(),
-            [
-                "CiliumEgressGatewayPolicy",
-                "CiliumNetworkPolicy",
-                "CiliumPodIPPool"
-            ],
-            "{variant}"
-        );
-    }
-}
-
 fn kustomize(dir: &Path) -> Option<Vec<Value>> {
     let out = match Command::new("kubectl").arg("kustomize").arg(dir).output() {
         Ok(out) => out,
@@ -703,12 +588,10 @@ fn kustomize_builds_base_and_overlays_with_the_claimed_differences() {
     };
     let dev = kustomize(&dir.path().join("overlays/development")).unwrap();
     let prod = kustomize(&dir.path().join("overlays/production")).unwrap();
-    let flux = kustomize(&dir.path().join("flux")).unwrap();
     let stream = docs(&seed_stream(&options));
     assert_eq!(base.len(), stream.len(), "base holds every rendered object");
     assert_eq!(dev.len(), base.len());
     assert_eq!(prod.len(), base.len());
-    assert_eq!(flux.len(), 3);
 
     let deployments = |docs: &[Value]| -> Vec<(String, i64, String)> {
         docs.iter()
@@ -774,43 +657,4 @@ fn kustomize_builds_base_and_overlays_with_the_claimed_differences() {
         dev.iter()
             .all(|v| v["metadata"]["labels"]["palisade.io/environment"] == "development")
     );
-}
-
-#[test]
-fn overlay_output_validates_too() {
-    // The overlays add generated ConfigMaps and patches: check the result
-    // of kustomize, not only the base objects.
-    let Some(validator) = find_tool("kubernetes-validate") else {
-        return skip("kubernetes-validate not found");
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let options = RenderOptions::default();
-    tree::write_tree(
-        dir.path(),
-        &render(&fixtures::seed(), &options).unwrap(),
-        &options,
-    )
-    .unwrap();
-    for env in ["development", "production"] {
-        let Some(all) = kustomize(&dir.path().join("overlays").join(env)) else {
-            return;
-        };
-        let builtin: Vec<&Value> = all
-            .iter()
-            .filter(|v| !api_version(v).contains(".io/") || api_version(v).contains(".k8s.io/"))
-            .filter(|v| !api_version(v).starts_with("gateway.networking.k8s.io"))
-            .collect();
-        let file = write_docs(dir.path(), &format!("{env}.yaml"), &builtin);
-        let out = Command::new(&validator)
-            .args(["-k", "1.33", "--strict"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{env}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 }
