@@ -11,6 +11,10 @@ pub enum ProxyError {
     /// The request is malformed (bad target, ambiguous framing...).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// Two parsers could disagree on where the request ends (RFC 9112
+    /// section 6.3): refused, and the connection is closed after the answer.
+    #[error("bad request: ambiguous message framing")]
+    AmbiguousFraming,
     /// The caller is not identified and may authenticate.
     #[error("proxy authentication required")]
     AuthRequired,
@@ -49,7 +53,7 @@ impl ProxyError {
     /// The status a client sees.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::AmbiguousFraming => StatusCode::BAD_REQUEST,
             ProxyError::AuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::UnknownCaller | ProxyError::ForeignSource | ProxyError::Denied(_) => {
                 StatusCode::FORBIDDEN
@@ -68,6 +72,7 @@ impl ProxyError {
     pub fn reason(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(r) | ProxyError::Denied(r) => r,
+            ProxyError::AmbiguousFraming => "ambiguous-framing",
             ProxyError::AuthRequired => "auth-required",
             ProxyError::UnknownCaller => "unknown-caller",
             ProxyError::ForeignSource => "foreign-source",
@@ -78,6 +83,12 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream-timeout",
             ProxyError::Upstream(_) => "upstream-failed",
         }
+    }
+
+    /// Whether the client connection must be closed after the answer: after an
+    /// ambiguous request nobody can tell where the next one starts.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ProxyError::AmbiguousFraming)
     }
 
     /// Whether this is the upstream's fault (counted in the upstream error metric).
@@ -99,6 +110,8 @@ mod tests {
     #[test]
     fn statuses_follow_the_documented_table() {
         assert_eq!(ProxyError::BadRequest("x").status(), 400);
+        assert_eq!(ProxyError::AmbiguousFraming.status(), 400);
+        assert!(ProxyError::AmbiguousFraming.closes_connection());
         assert_eq!(ProxyError::Denied("private").status(), 403);
         assert_eq!(ProxyError::ForeignSource.status(), 403);
         assert_eq!(ProxyError::AuthRequired.status(), 407);

@@ -23,7 +23,7 @@ use crate::metrics::{AccessRecord, Metrics, UpstreamLabels};
 use crate::relay::{TunnelEnd, forward_prefix, relay};
 use crate::resolve::Resolver;
 use crate::runtime::{AuthOutcome, Entry, Limited, Refusal, Runtime, Tenant, Verdict};
-use crate::sniff::{HeadFlags, HeadReset, Sniffer};
+use crate::sniff::{HeadFlags, Sniffer};
 use crate::target::{Host, Target, parse_authority};
 use crate::upstream::{Metered, Pool, PoolKey, Pooled, dial};
 
@@ -78,6 +78,9 @@ fn error_response(err: &ProxyError) -> Response<ProxyBody> {
         }
         _ => {}
     }
+    if err.closes_connection() {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 
@@ -91,19 +94,15 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let rt = shared.runtime.load_full();
-    let ambiguous = head.take_ambiguous();
-    // Once this request's body is done (or dropped), the next bytes are a head again.
-    let reset = HeadReset(head);
+    let ambiguous = head.next_is_ambiguous();
     let mut rec = AccessRecord::new(shared.metrics.clone(), client, req.method().clone());
     let start = rec.start;
     let result = if ambiguous {
-        drop(reset);
-        Err(ProxyError::BadRequest("ambiguous-framing"))
+        Err(ProxyError::AmbiguousFraming)
     } else if req.method() == Method::CONNECT {
-        drop(reset);
         connect(&shared, &rt, &entry, req, &mut rec).await
     } else {
-        forward(&shared, &rt, &entry, &sticky, req, reset, &mut rec).await
+        forward(&shared, &rt, &entry, &sticky, req, &mut rec).await
     };
     shared
         .metrics
@@ -266,13 +265,13 @@ fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
     if headers.contains_key(header::TRANSFER_ENCODING)
         && headers.contains_key(header::CONTENT_LENGTH)
     {
-        return Err(ProxyError::BadRequest("ambiguous-framing"));
+        return Err(ProxyError::AmbiguousFraming);
     }
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     if let Some(first) = lengths.next()
         && lengths.any(|v| v != first)
     {
-        return Err(ProxyError::BadRequest("ambiguous-framing"));
+        return Err(ProxyError::AmbiguousFraming);
     }
     Ok(())
 }
@@ -304,21 +303,37 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if doomed.is_empty() {
         return;
     }
-    // Names listed in `Connection` (`headers.remove(&str)` matches them
-    // case-insensitively and ignores tokens that are not header names).
+    // Names listed in `Connection`, split from the raw bytes: a value with a
+    // non-ASCII byte still names headers, and every one named must go.
+    // (`headers.remove(&str)` matches case-insensitively and ignores tokens
+    // that are not header names; a token that is not UTF-8 cannot be one.)
     let listed: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
         .iter()
         .cloned()
         .collect();
     for value in &listed {
-        for token in value.to_str().unwrap_or_default().split(',') {
-            headers.remove(token.trim());
+        for token in value.as_bytes().split(|&b| b == b',') {
+            if let Ok(name) = std::str::from_utf8(token.trim_ascii()) {
+                headers.remove(name);
+            }
         }
     }
     for name in doomed {
         headers.remove(name);
     }
+}
+
+/// Remove `Content-Length` from a message that also has `Transfer-Encoding`;
+/// whether there was one. hyper's client frames such a response by its
+/// chunked coding but leaves the origin's `Content-Length` in the map (hyper
+/// 1.x, `proto/h1/role.rs`, `Client::decoder` checks `TRANSFER_ENCODING` first
+/// and removes nothing); sent on, it would cut or corrupt the body. RFC 9112
+/// section 6.3: an intermediary that forwards such a message must first remove
+/// `Content-Length`.
+fn drop_conflicting_length(headers: &mut HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.remove(header::CONTENT_LENGTH).is_some()
 }
 
 fn add_via(headers: &mut HeaderMap) {
@@ -331,7 +346,6 @@ async fn forward(
     entry: &Entry,
     sticky: &Sticky,
     req: Request<Incoming>,
-    reset: HeadReset,
     rec: &mut AccessRecord,
 ) -> Result<Reply, ProxyError> {
     check_framing(req.headers())?;
@@ -372,7 +386,7 @@ async fn forward(
         parts.headers.insert(header::HOST, host);
     }
     parts.version = hyper::Version::HTTP_11;
-    let body = Metered::new(body, rec.counters.clone(), true, None).with_reset(reset);
+    let body = Metered::new(body, rec.counters.clone(), true, None);
     let mut request = Request::from_parts(parts, body);
 
     let egress = (
@@ -439,7 +453,11 @@ async fn forward(
         match sent {
             Err(_) => return Err(ProxyError::UpstreamTimeout),
             Ok(Ok(mut resp)) => {
-                sticky.put(key, conn);
+                // A connection whose framing was in doubt is not reused: its
+                // next bytes could be the rest of this response.
+                if !drop_conflicting_length(resp.headers_mut()) {
+                    sticky.put(key, conn);
+                }
                 strip_hop_by_hop(resp.headers_mut());
                 add_via(resp.headers_mut());
                 return Ok(Reply::Forwarded(resp));
@@ -613,6 +631,39 @@ mod tests {
         let before = h.clone();
         strip_hop_by_hop(&mut h);
         assert_eq!(h, before);
+    }
+
+    #[test]
+    fn connection_values_are_read_from_raw_bytes() {
+        // RFC 9110 section 7.6.1: every header named in `Connection` goes, even
+        // when the value also carries an obs-text byte (0xE9).
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-secret, caf\xe9,\tX-Other ")
+                .unwrap_or(HeaderValue::from_static("")),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-keep"], "{h:?}");
+    }
+
+    #[test]
+    fn content_length_is_dropped_only_beside_transfer_encoding() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        assert!(!drop_conflicting_length(&mut h));
+        assert!(h.contains_key(header::CONTENT_LENGTH));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(drop_conflicting_length(&mut h));
+        assert!(!h.contains_key(header::CONTENT_LENGTH));
+        assert!(!drop_conflicting_length(&mut h));
     }
 
     #[test]

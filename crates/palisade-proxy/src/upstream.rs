@@ -16,7 +16,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::metrics::{AccessRecord, Counters};
-use crate::sniff::HeadReset;
 
 /// Open a TCP connection to `dest`, bound to `egress` if given.
 ///
@@ -48,8 +47,6 @@ pub struct Metered<B> {
     up: bool,
     /// Held by the response body so the access line is written when it ends.
     _record: Option<AccessRecord>,
-    /// Held by the request body: marks the end of the request for the head sniffer.
-    reset: Option<HeadReset>,
 }
 
 impl<B> Metered<B> {
@@ -61,14 +58,7 @@ impl<B> Metered<B> {
             counters,
             up,
             _record: record,
-            reset: None,
         }
-    }
-
-    /// Release `reset` when this body ends.
-    pub fn with_reset(mut self, reset: HeadReset) -> Self {
-        self.reset = Some(reset);
-        self
     }
 }
 
@@ -84,9 +74,6 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = &poll {
-            self.reset = None;
-        }
         if let Poll::Ready(Some(Ok(frame))) = &poll
             && let Some(data) = frame.data_ref()
         {

@@ -495,3 +495,72 @@ async fn ipv6_clients_are_identified_and_leave_from_the_tenant_ipv6_egress() {
         .unwrap()
         .unwrap();
 }
+
+/// Alpha (127.0.0.2) may reach `origin` and a raw origin answering `response`.
+async fn with_raw_origin(response: &'static [u8]) -> (Origin, RawOrigin, Running) {
+    let origin = Origin::start("127.0.0.10").await;
+    let rogue = RawOrigin::start("127.0.0.12", response).await;
+    let proxy = start_proxy(
+        &config(&[origin.addr.port(), rogue.addr.port()]),
+        with_resolver(StaticResolver::new([])),
+    )
+    .await;
+    (origin, rogue, proxy)
+}
+
+#[tokio::test]
+async fn headers_named_in_a_connection_value_with_non_ascii_bytes_are_removed_both_ways() {
+    // RFC 9110 section 7.6.1: a proxy MUST remove every header named in
+    // `Connection`. A value with an obs-text byte (0xE9) is still a list of tokens.
+    let (origin, rogue, proxy) = with_raw_origin(
+        b"HTTP/1.1 200 OK\r\nConnection: x-leak, caf\xe9\r\nX-Leak: 1\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let mut up = format!(
+        "GET http://{0}/headers HTTP/1.1\r\nHost: {0}\r\n",
+        origin.addr
+    )
+    .into_bytes();
+    up.extend_from_slice(b"Connection: x-secret, caf\xe9\r\nX-Secret: 1\r\nX-Kept: 1\r\n\r\n");
+    let (resps, _) = raw_exchange("127.0.0.2", proxy.addr, &up, 1).await;
+    assert_eq!(resps[0].status, 200, "{resps:?}");
+    let seen = String::from_utf8_lossy(&resps[0].body).to_ascii_lowercase();
+    assert!(!seen.contains("x-secret"), "request direction: {seen}");
+    assert!(seen.contains("x-kept: 1"), "{seen}");
+
+    let down = format!("GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n", rogue.addr);
+    let (resps, _) = raw_exchange("127.0.0.2", proxy.addr, down.as_bytes(), 1).await;
+    let head = &resps[0].head;
+    assert_eq!(resps[0].status, 200, "{resps:?}");
+    assert_eq!(
+        header_of(head, "x-leak"),
+        None,
+        "response direction: {head}"
+    );
+    assert_eq!(header_of(head, "x-kept").as_deref(), Some("1"), "{head}");
+}
+
+#[tokio::test]
+async fn a_response_with_both_length_headers_reaches_the_client_whole_without_its_content_length() {
+    // hyper's client decodes such a body as chunked but leaves the origin's
+    // `Content-Length` in the header map (hyper 1.x, proto/h1/role.rs,
+    // `Client::decoder`); RFC 9112 section 6.3 says an intermediary must drop it.
+    let (_origin, rogue, proxy) = with_raw_origin(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    let one = format!("GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n", rogue.addr);
+    let (resps, closed) = raw_exchange("127.0.0.2", proxy.addr, one.repeat(2).as_bytes(), 2).await;
+    assert_eq!(resps.len(), 2, "{resps:?} (closed: {closed})");
+    for resp in &resps {
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert_eq!(resp.body, b"hello world", "{resp:?}");
+        assert_eq!(header_of(&resp.head, "content-length"), None, "{resp:?}");
+    }
+    assert_eq!(
+        rogue.connections(),
+        2,
+        "an upstream connection that sent such a response is not reused"
+    );
+}

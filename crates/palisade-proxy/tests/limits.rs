@@ -184,6 +184,14 @@ async fn ambiguous_framing_and_obsolete_folding_are_rejected_with_400() {
             "obs-fold",
             format!("GET {target} HTTP/1.1\r\nHost: good.test\r\nX-A: a\r\n b\r\n\r\n"),
         ),
+        (
+            // RFC 9112 section 2.2: a server ignores empty lines before the
+            // request line (httparse does), so the sniffer must too.
+            "CRLF, then CL+TE",
+            format!(
+                "\r\n\r\nPOST {target} HTTP/1.1\r\nHost: good.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+        ),
     ] {
         let head = raw("127.0.0.5", proxy.addr, &req).await;
         assert_eq!(status_of(&head), 400, "{what}: {head}");
@@ -193,6 +201,105 @@ async fn ambiguous_framing_and_obsolete_folding_are_rejected_with_400() {
         0,
         "nothing ambiguous reached the origin"
     );
+}
+
+/// Requests a client may pipeline before an ambiguous one, each sent with the
+/// ambiguous one in a single `write` (so the proxy reads them together).
+fn leaders(target: &str) -> [(&'static str, String); 4] {
+    [
+        (
+            "GET",
+            format!("GET {target} HTTP/1.1\r\nHost: good.test\r\n\r\n"),
+        ),
+        (
+            // The body imitates a head: it must be skipped, not judged.
+            "POST with a Content-Length body",
+            format!(
+                "POST {target} HTTP/1.1\r\nHost: good.test\r\nContent-Length: 40\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: x"
+            ),
+        ),
+        (
+            "POST with a chunked body and a trailer",
+            format!(
+                "POST {target} HTTP/1.1\r\nHost: good.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 5;ext=1\r\nhello\r\n3\r\n\r\n\n\r\n0\r\nX-Trailer: 1\r\n\r\n"
+            ),
+        ),
+        (
+            "two GETs",
+            format!(
+                "GET {target} HTTP/1.1\r\nHost: good.test\r\n\r\n\
+                 GET {target} HTTP/1.1\r\nHost: good.test\r\n\r\n"
+            ),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_pipelined_ambiguous_request_is_refused_like_one_sent_alone() {
+    let (origin, proxy) = setup().await;
+    let target = format!("http://good.test:{}/echo", origin.addr.port());
+    let ambiguous = [
+        format!(
+            "POST {target} HTTP/1.1\r\nHost: good.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ),
+        format!(
+            "POST {target} HTTP/1.1\r\nHost: good.test\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 5\r\n\r\n0\r\n\r\n"
+        ),
+        format!(
+            "\r\nPOST {target} HTTP/1.1\r\nHost: good.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ),
+        format!(
+            "POST {target} HTTP/1.1\r\nHost: good.test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+        ),
+        format!("GET {target} HTTP/1.1\r\nHost: good.test\r\nX-A: a\r\n b\r\n\r\n"),
+    ];
+    for (what, leader) in leaders(&target) {
+        let good = leader.matches(" HTTP/1.1").count();
+        for bad in &ambiguous {
+            let before = origin.requests();
+            let stream = format!("{leader}{bad}");
+            let (resps, closed) =
+                raw_exchange("127.0.0.5", proxy.addr, stream.as_bytes(), good + 1).await;
+            let statuses: Vec<u16> = resps.iter().map(|r| r.status).collect();
+            let mut want = vec![200; good];
+            want.push(400);
+            assert_eq!(statuses, want, "{what} then {bad:?}: {resps:?}");
+            assert!(
+                closed,
+                "{what} then {bad:?}: the connection must close after the 400"
+            );
+            assert_eq!(
+                origin.requests() - before,
+                good,
+                "{what} then {bad:?}: only the leaders reach the origin"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn pipelined_well_framed_requests_are_all_forwarded() {
+    let (origin, proxy) = setup().await;
+    let target = format!("http://good.test:{}/echo", origin.addr.port());
+    let mut stream = String::new();
+    for (_, leader) in leaders(&target) {
+        stream.push_str(&leader);
+    }
+    let want = stream.matches(" HTTP/1.1").count();
+    let (resps, closed) = raw_exchange("127.0.0.5", proxy.addr, stream.as_bytes(), want).await;
+    let bodies: Vec<String> = resps
+        .iter()
+        .map(|r| format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
+        .collect();
+    // `/echo` answers with the length of the body it received.
+    assert_eq!(
+        bodies,
+        ["200 0", "200 40", "200 8", "200 0", "200 0"],
+        "{resps:?}"
+    );
+    assert!(!closed, "a clean pipeline keeps the connection");
+    assert_eq!(origin.requests(), want);
 }
 
 #[tokio::test]

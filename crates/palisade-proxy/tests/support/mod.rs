@@ -34,8 +34,10 @@ fn full(s: impl Into<Bytes>) -> OriginBody {
 
 async fn origin_handler(
     peer: SocketAddr,
+    requests: Arc<AtomicUsize>,
     req: Request<Incoming>,
 ) -> Result<Response<OriginBody>, hyper::Error> {
+    requests.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
     if path == "/peer" {
         return Ok(Response::new(full(peer.ip().to_string())));
@@ -90,6 +92,8 @@ pub struct Origin {
     pub addr: SocketAddr,
     /// Connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// Requests received so far.
+    pub requests: Arc<AtomicUsize>,
 }
 
 impl Origin {
@@ -99,22 +103,29 @@ impl Origin {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
         let count = connections.clone();
+        let served = requests.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 count.fetch_add(1, Ordering::SeqCst);
+                let served = served.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| origin_handler(peer, req));
+                    let svc = service_fn(move |req| origin_handler(peer, served.clone(), req));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
                 });
             }
         });
-        Origin { addr, connections }
+        Origin {
+            addr,
+            connections,
+            requests,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -123,6 +134,10 @@ impl Origin {
 
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 }
 
@@ -162,7 +177,8 @@ impl TlsOrigin {
                     let Ok(tls) = acceptor.accept(stream).await else {
                         return;
                     };
-                    let svc = service_fn(move |req| origin_handler(peer, req));
+                    let requests = Arc::new(AtomicUsize::new(0));
+                    let svc = service_fn(move |req| origin_handler(peer, requests.clone(), req));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), svc)
                         .await;
@@ -358,4 +374,137 @@ pub fn header_of(head: &str, name: &str) -> Option<String> {
             .eq_ignore_ascii_case(name)
             .then(|| v.trim().to_string())
     })
+}
+
+/// An origin that answers every request head it reads with the same bytes,
+/// verbatim: for responses no well-behaved HTTP library would send.
+pub struct RawOrigin {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl RawOrigin {
+    pub async fn start(ip: &str, response: &'static [u8]) -> RawOrigin {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        // Requests through the proxy carry no body here.
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            if stream.write_all(response).await.is_err() {
+                                return;
+                            }
+                        }
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        RawOrigin { addr, connections }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// One response as read off the wire by [`raw_exchange`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// The head, lossily decoded, for [`header_of`] and messages.
+    pub head: String,
+    /// The body, de-chunked if it was sent chunked.
+    pub body: Vec<u8>,
+}
+
+/// Connect to `proxy` from `source`, write `request` in one `write`, and read
+/// responses until `want` have arrived or the proxy closes the connection.
+/// Returns the responses and whether the connection was closed after them.
+pub async fn raw_exchange(
+    source: &str,
+    proxy: SocketAddr,
+    request: &[u8],
+    want: usize,
+) -> (Vec<RawResponse>, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    let mut stream = sock.connect(proxy).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut responses = Vec::new();
+    let mut chunk = [0u8; 4096];
+    within(20, "proxy did not answer a raw exchange", async {
+        loop {
+            while let Some((resp, used)) = parse_response(&buf) {
+                responses.push(resp);
+                buf.drain(..used);
+            }
+            if responses.len() >= want {
+                // Closed right after the last response, or kept open?
+                let closed = matches!(
+                    tokio::time::timeout(Duration::from_millis(300), stream.read(&mut chunk)).await,
+                    Ok(Ok(0) | Err(_))
+                );
+                return (responses, closed);
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return (responses, true),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+}
+
+/// Parse one complete response (Content-Length or chunked body) from the
+/// start of `buf`: the response and the bytes it used.
+fn parse_response(buf: &[u8]) -> Option<(RawResponse, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let status = status_of(&head);
+    let rest = &buf[end..];
+    let chunked = header_of(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked"));
+    if chunked {
+        let mut body = Vec::new();
+        let mut at = 0;
+        loop {
+            let line_end = rest[at..].windows(2).position(|w| w == b"\r\n")? + at;
+            let size_text = String::from_utf8_lossy(&rest[at..line_end]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            at = line_end + 2;
+            if size == 0 {
+                // No trailers from these peers: just the final CRLF.
+                (rest.len() >= at + 2).then_some(())?;
+                return Some((RawResponse { status, head, body }, end + at + 2));
+            }
+            (rest.len() >= at + size + 2).then_some(())?;
+            body.extend_from_slice(&rest[at..at + size]);
+            at += size + 2;
+        }
+    }
+    let len: usize = header_of(&head, "content-length").map_or(0, |v| v.parse().unwrap());
+    (rest.len() >= len).then_some(())?;
+    let body = rest[..len].to_vec();
+    Some((RawResponse { status, head, body }, end + len))
 }
