@@ -181,9 +181,11 @@ async fn create_list_stats_delete_through_the_custom_resources() {
         "{table}"
     );
 
-    // delete: the workload goes once the operator released its claim.
+    // delete: the workload goes once the operator released its claim,
+    // which waits until the tenant pass pruned its pool (and its pods).
     let out = palisade(&c, &["delete", "acme", "web"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
+    reconcile_all(&ctx).await;
     reconcile_all(&ctx).await;
     assert!(
         c.api

@@ -74,6 +74,24 @@ impl ClaimLedger {
         Self { used, floor: 0 }
     }
 
+    /// Claims that overlap `pool` without being one of its subnets: left
+    /// by an earlier configuration (another prefix length, or a pool that
+    /// contains or is contained in this one). [`ClaimLedger::from_names`]
+    /// cannot see them, so allocating while any exists could hand out a
+    /// subnet inside a live one; the operator refuses instead.
+    pub fn foreign_overlaps<'a>(
+        pool: &Pool,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Ipv6Net> {
+        let cidr = pool.cidr();
+        names
+            .into_iter()
+            .filter_map(subnet_of)
+            .filter(|s| pool.index_of(*s).is_err())
+            .filter(|s| cidr.contains(s) || s.contains(&cidr))
+            .collect()
+    }
+
     /// Marks `index` used (someone else created its claim first).
     pub fn mark_used(&mut self, index: SubnetIndex) {
         self.used.insert(index);
@@ -250,6 +268,25 @@ mod tests {
         // A deleted claim below the floor is found again.
         l.recycle(1, Timestamp(0), Timestamp(0)).unwrap();
         assert_eq!(l.next_candidate(&p), Some(1));
+    }
+
+    #[test]
+    fn claims_of_another_prefix_length_inside_the_pool_are_found() {
+        let p = pool();
+        let old_96 = claim_name(p.subnet(0));
+        let beside: Ipv6Net = "fd00:9999::/96".parse().unwrap();
+        let wide: Ipv6Net = "fd00:1234::/32".parse().unwrap();
+        let names = [
+            old_96.clone(),
+            claim_name("fd00:1234:5678::1:0/112".parse().unwrap()),
+            claim_name(beside),
+            claim_name(wide),
+        ];
+        let found = ClaimLedger::foreign_overlaps(&p, names.iter().map(String::as_str));
+        assert_eq!(
+            found,
+            ["fd00:1234:5678::1:0/112".parse::<Ipv6Net>().unwrap(), wide]
+        );
     }
 
     #[test]

@@ -521,11 +521,20 @@ pub fn to_prune(desired: &[Object], live: &[Live]) -> Vec<Live> {
 }
 
 /// What a tenant reconcile deletes: [`to_prune`], except the objects of
-/// workloads whose spec just became invalid. A typo in an image must not
-/// take down a running workload; it keeps its objects until fixed or
-/// deleted.
+/// workloads that still exist but are not rendered: those whose spec just
+/// became invalid (a typo in an image must not take down a running
+/// workload) and those whose claim is missing (someone deleted the
+/// SubnetClaim: the workload controller re-creates it for the subnet in
+/// the workload's status, as Kubernetes' IPAddress repair loop re-creates
+/// a Service's IPAddress from `spec.clusterIP`). They keep their objects
+/// until fixed or deleted.
 pub fn prunable(plan: &Plan, live: &[Live]) -> Vec<Live> {
-    let invalid: BTreeSet<&str> = plan.invalid.iter().map(|(w, _)| w.as_str()).collect();
+    let invalid: BTreeSet<&str> = plan
+        .invalid
+        .iter()
+        .map(|(w, _)| w.as_str())
+        .chain(plan.pending.iter().map(String::as_str))
+        .collect();
     to_prune(&plan.objects, live)
         .into_iter()
         .filter(|l| !l.workload.as_deref().is_some_and(|w| invalid.contains(w)))
@@ -642,6 +651,11 @@ pub enum Blocked {
     InvalidSpec(SpecError),
     /// Its namespace's `Tenant` does not exist.
     TenantMissing(String),
+    /// Its claim is gone and its subnet (from its status) cannot be
+    /// claimed again: another claimant holds it, or the pool no longer
+    /// contains it. The workload keeps its subnet; it is never renumbered
+    /// behind its pods' back.
+    SubnetLost(String),
 }
 
 impl Blocked {
@@ -650,6 +664,7 @@ impl Blocked {
         match self {
             Blocked::InvalidSpec(_) => "InvalidSpec",
             Blocked::TenantMissing(_) => "TenantMissing",
+            Blocked::SubnetLost(_) => "SubnetConflict",
         }
     }
 
@@ -660,6 +675,7 @@ impl Blocked {
             Blocked::TenantMissing(t) => {
                 format!("no Tenant {t}: create it (palisade --store kubernetes tenant create {t})")
             }
+            Blocked::SubnetLost(why) => why.clone(),
         }
     }
 }
@@ -677,19 +693,18 @@ pub fn workload_status(
     s.observed_generation = generation;
     s.ready_replicas = ready_replicas;
     let (alloc, ready) = match subnet {
-        Err(b) => {
-            s.subnet = None;
-            (
-                condition(
-                    "SubnetAllocated",
-                    false,
-                    b.reason(),
-                    b.message(),
-                    generation,
-                ),
-                condition("Ready", false, b.reason(), b.message(), generation),
-            )
-        }
+        // The subnet in the status stays: it is what the workload's pods
+        // use, and the claim repair needs it.
+        Err(b) => (
+            condition(
+                "SubnetAllocated",
+                false,
+                b.reason(),
+                b.message(),
+                generation,
+            ),
+            condition("Ready", false, b.reason(), b.message(), generation),
+        ),
         Ok(None) => {
             s.subnet = None;
             (

@@ -24,6 +24,7 @@ pub mod desired;
 pub mod metrics;
 pub mod reconcile;
 pub mod run;
+pub mod status;
 pub mod testing;
 
 use palisade_core::Pool;

@@ -12,6 +12,7 @@ use crate::desired::{
     WORKLOAD_UID_LABEL,
 };
 use crate::metrics::Metrics;
+use crate::status::{self, Outcome, Refusal};
 use crate::{Config, Error};
 use futures::TryFutureExt;
 use ipnet::Ipv6Net;
@@ -25,11 +26,12 @@ use kube::{Client, Resource, ResourceExt};
 use palisade_core::Pool;
 use palisade_kube::render::{MANAGED_BY, TENANT_LABEL};
 use serde::de::DeserializeOwned;
-use serde_json::json;
-use std::collections::HashSet;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
+use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a reconcile needs.
 #[derive(Clone)]
@@ -52,6 +54,20 @@ pub struct Ctx {
     /// tenant costs reads only); once per `resync` everything is applied
     /// again, which repairs edits made to the objects behind our back.
     pub full_apply: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    /// Per object (`Kind namespace/name`, or a reconciled resource's key):
+    /// consecutive failures and when the next attempt is due.
+    pub backoff: Arc<std::sync::Mutex<HashMap<String, Backoff>>>,
+}
+
+/// An object's failure streak.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// Consecutive failures.
+    pub failures: u32,
+    /// No attempt before this.
+    pub until: Instant,
+    /// The last failure's message.
+    pub message: String,
 }
 
 impl Ctx {
@@ -64,7 +80,45 @@ impl Ctx {
             recorder: None,
             allocation: Arc::default(),
             full_apply: Arc::default(),
+            backoff: Arc::default(),
         }
+    }
+
+    fn backoffs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Backoff>> {
+        self.backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a failure of `key`; returns how long until its next try
+    /// (exponential, with jitter: [`status::backoff_delay`]).
+    pub fn failed(&self, key: &str, message: String) -> Duration {
+        let mut map = self.backoffs();
+        let failures = map.get(key).map_or(0, |b| b.failures) + 1;
+        let random = std::collections::hash_map::RandomState::new().hash_one((key, failures));
+        let delay = status::backoff_delay(failures, random);
+        map.insert(
+            key.to_owned(),
+            Backoff {
+                failures,
+                until: Instant::now() + delay,
+                message,
+            },
+        );
+        delay
+    }
+
+    /// Forgets `key`'s failures.
+    pub fn succeeded(&self, key: &str) {
+        self.backoffs().remove(key);
+    }
+
+    /// If `key` is backing off: how long still, and its last message.
+    pub fn deferred(&self, key: &str) -> Option<(Duration, String)> {
+        let map = self.backoffs();
+        let b = map.get(key)?;
+        let left = b.until.checked_duration_since(Instant::now())?;
+        Some((left, b.message.clone()))
     }
 
     /// Whether `tenant` is due for a full apply (never applied by this
@@ -136,23 +190,43 @@ fn dynamic_api(
     }
 }
 
-/// The live objects the operator owns for `tenant`.
-pub async fn list_owned(client: &Client, tenant: &str) -> Result<Vec<Live>, Error> {
+/// The live objects the operator owns for `tenant`, and the kinds whose
+/// LIST failed. Labels only narrow the LIST: an object counts as the
+/// tenant's only if its controller owner reference is the tenant (its
+/// uid), so a copy carrying the same labels is never pruned. Owner
+/// references are how Kubernetes itself decides what belongs to what
+/// (<https://kubernetes.io/docs/concepts/overview/working-with-objects/owners-dependents/>).
+pub async fn list_owned(
+    client: &Client,
+    tenant: &str,
+    tenant_uid: &str,
+) -> (Vec<Live>, Vec<Refusal>) {
     let ns = format!("{}{tenant}", desired::NAMESPACE_PREFIX);
     let selector = format!(
         "{}={MANAGED_BY_OPERATOR},{TENANT_LABEL}={tenant}",
         MANAGED_BY.0
     );
-    let mut out = Vec::new();
+    let (mut out, mut failed) = (Vec::new(), Vec::new());
     for (api_version, kind, namespaced) in tenant_kinds() {
         let api = dynamic_api(client, api_version, kind, namespaced.then_some(ns.as_str()));
         let list = match api.list(&ListParams::default().labels(&selector)).await {
             Ok(list) => list,
             // The kind's CRD is not installed: nothing of it can exist.
             Err(e) if is_status(&e, 404) => continue,
-            Err(e) => return Err(Error::kube("list", kind)(e)),
+            Err(e) => {
+                tracing::error!(tenant, kind, error = %e, "cannot list owned objects; pruning is off for this pass");
+                failed.push(Refusal {
+                    object: format!("{kind} (list)"),
+                    message: api_message(&e),
+                });
+                continue;
+            }
         };
-        for item in list.items {
+        for item in list
+            .items
+            .into_iter()
+            .filter(|i| controlled_by(i, tenant_uid))
+        {
             out.push(Live {
                 api_version: api_version.to_owned(),
                 kind: kind.to_owned(),
@@ -164,7 +238,36 @@ pub async fn list_owned(client: &Client, tenant: &str) -> Result<Vec<Live>, Erro
             });
         }
     }
-    Ok(out)
+    (out, failed)
+}
+
+/// Whether `obj`'s controller owner reference names `uid`.
+fn controlled_by(obj: &DynamicObject, uid: &str) -> bool {
+    !uid.is_empty()
+        && obj
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// The API server's own words for a failed call.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}
+
+/// Whether the API server refused a change to an immutable field (a
+/// Service's clusterIP, a Deployment's selector): only deleting and
+/// re-creating the object gets the new value in. The messages are
+/// apimachinery's `FieldImmutableErrorMsg` and the Service validation's
+/// "may not change once set" / "can not be unset".
+fn is_immutable_refusal(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 422
+        && ["field is immutable", "may not change once set", "can not be unset"]
+            .iter()
+            .any(|m| s.message.contains(m)))
 }
 
 async fn delete_live(client: &Client, l: &Live) -> Result<(), Error> {
@@ -260,55 +363,15 @@ async fn publish<K: Resource<DynamicType = ()>>(
 /// Reconciles one tenant: its workloads first when it is being deleted,
 /// else the whole tenant rendered, applied and pruned.
 pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Error> {
+    if tenant.metadata.deletion_timestamp.is_some() {
+        return finalize_tenant(tenant, ctx).await;
+    }
     let client = &ctx.client;
     let name = tenant.name_any();
     let ns = format!("{}{name}", desired::NAMESPACE_PREFIX);
     let tenants: Api<Tenant> = Api::all(client.clone());
     let workloads: Api<TenantDeployment> = Api::namespaced(client.clone(), &ns);
     let now = now_rfc3339();
-
-    if tenant.metadata.deletion_timestamp.is_some() {
-        if !tenant.finalizers().iter().any(|f| f == TENANT_FINALIZER) {
-            return Ok(Action::await_change());
-        }
-        let remaining = workloads
-            .list(&ListParams::default())
-            .await
-            .map_err(Error::kube("list workloads of", name.clone()))?
-            .items;
-        if !remaining.is_empty() {
-            for w in remaining
-                .iter()
-                .filter(|w| w.metadata.deletion_timestamp.is_none())
-            {
-                match workloads
-                    .delete(&w.name_any(), &DeleteParams::default())
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(tenant = %name, workload = %w.name_any(), "deleting workload of deleted tenant")
-                    }
-                    Err(e) if is_status(&e, 404) => {}
-                    Err(e) => {
-                        return Err(Error::kube(
-                            "delete",
-                            format!("workload {ns}/{}", w.name_any()),
-                        )(e));
-                    }
-                }
-            }
-            let status = desired::terminating_status(tenant.status.as_ref(), remaining.len(), &now);
-            write_tenant_status(&tenants, tenant, &status).await?;
-            return Ok(Action::requeue(TERMINATING_REQUEUE));
-        }
-        for l in desired::to_prune(&[], &list_owned(client, &name).await?) {
-            delete_live(client, &l).await?;
-            tracing::info!(tenant = %name, object = %l.id(), "deleted with its tenant");
-        }
-        remove_finalizer(&tenants, tenant, TENANT_FINALIZER).await?;
-        tracing::info!(tenant = %name, "tenant deleted");
-        return Ok(Action::await_change());
-    }
 
     ensure_finalizer(&tenants, tenant, TENANT_FINALIZER).await?;
     let items = workloads
@@ -328,45 +391,47 @@ pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Erro
         &items,
         &claims,
     );
-    let (mut applied, mut pruned) = (0usize, 0usize);
+    let mut outcome = Outcome::default();
     if let Ok(plan) = &plan {
-        let live = list_owned(client, &name).await?;
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let full = ctx.full_apply_due(&name);
-        let writes: Vec<&palisade_kube::Object> = if full {
-            plan.objects.iter().collect()
-        } else {
-            desired::to_apply(&plan.objects, &live)
-        };
-        for o in writes {
-            dynamic_api(client, &o.api_version, &o.kind, o.namespace.as_deref())
-                .patch(&o.name, &params, &Patch::Apply(&o.body))
-                .await
-                .map_err(Error::kube("apply", o.id()))?;
-            tracing::debug!(tenant = %name, object = %o.id(), "applied");
-            applied += 1;
-        }
-        for l in desired::prunable(plan, &live) {
-            delete_live(client, &l).await?;
-            tracing::info!(tenant = %name, object = %l.id(), "pruned");
-            pruned += 1;
-        }
-        if full {
-            ctx.full_apply_done(&name);
-        }
+        outcome = apply_tenant(ctx, tenant, plan).await;
     }
-    let status = desired::tenant_status(
+    let mut status = desired::tenant_status(
         tenant.status.as_ref(),
         &name,
         tenant.metadata.generation,
         &plan,
         &now,
     );
+    if plan.is_ok() {
+        status::record_outcome(
+            &mut status.conditions,
+            &outcome,
+            tenant.metadata.generation,
+            &now,
+        );
+    }
     write_tenant_status(&tenants, tenant, &status).await?;
+    let (applied, pruned) = (outcome.applied, outcome.pruned);
     match &plan {
         Err(e) => {
             tracing::warn!(tenant = %name, error = %e, "invalid tenant");
             publish(ctx, tenant, EventType::Warning, "InvalidSpec", e.0.clone()).await;
+        }
+        Ok(_) if !outcome.refused.is_empty() => {
+            let note: Vec<String> = outcome
+                .refused
+                .iter()
+                .map(|r| format!("{}: {}", r.object, r.message))
+                .collect();
+            tracing::warn!(tenant = %name, applied, pruned, refused = %note.join("; "), "reconciled in part");
+            publish(
+                ctx,
+                tenant,
+                EventType::Warning,
+                "ApplyFailed",
+                note.join("; "),
+            )
+            .await;
         }
         Ok(_) if applied + pruned > 0 => {
             tracing::info!(tenant = %name, applied, pruned, "reconciled");
@@ -381,7 +446,180 @@ pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Erro
         }
         Ok(_) => tracing::debug!(tenant = %name, "up to date"),
     }
-    Ok(Action::requeue(ctx.config.resync))
+    // Refused objects come back when their backoff ends; the rest at the
+    // next resync (or when something it watches changes).
+    let retry = outcome
+        .refused
+        .iter()
+        .filter_map(|r| ctx.deferred(&r.object).map(|(left, _)| left))
+        .min();
+    Ok(Action::requeue(retry.map_or(ctx.config.resync, |r| {
+        r.max(Duration::from_millis(100))
+    })))
+}
+
+/// Applies what `plan` wants (each object on its own: one refusal does
+/// not stop the others), re-creating objects whose immutable fields
+/// changed, then prunes what is no longer wanted unless a LIST failed.
+async fn apply_tenant(ctx: &Ctx, tenant: &Tenant, plan: &desired::Plan) -> Outcome {
+    let client = &ctx.client;
+    let name = tenant.name_any();
+    let (live, list_failures) = list_owned(client, &name, &tenant.uid().unwrap_or_default()).await;
+    let full = ctx.full_apply_due(&name);
+    let writes: Vec<&palisade_kube::Object> = if full {
+        plan.objects.iter().collect()
+    } else {
+        desired::to_apply(&plan.objects, &live)
+    };
+    let mut outcome = Outcome::default();
+    for o in writes {
+        let id = o.id();
+        if let Some((left, message)) = ctx.deferred(&id) {
+            outcome.refused.push(Refusal {
+                object: id,
+                message: format!("{message}; next attempt in {}s", left.as_secs()),
+            });
+            continue;
+        }
+        match apply_one(client, o).await {
+            Ok(()) => {
+                ctx.succeeded(&id);
+                tracing::debug!(tenant = %name, object = %id, "applied");
+                outcome.applied += 1;
+            }
+            Err(e) => {
+                let message = api_message(&e);
+                let delay = ctx.failed(&id, message.clone());
+                tracing::warn!(tenant = %name, object = %id, error = %message, retry_in = ?delay, "apply refused");
+                outcome.refused.push(Refusal {
+                    object: id,
+                    message,
+                });
+            }
+        }
+    }
+    // Never prune from an incomplete picture: a failed LIST, or an empty
+    // plan (a tenant always has at least its namespace), would make
+    // everything look unwanted.
+    if !list_failures.is_empty() {
+        outcome.prune_skipped = Some(format!(
+            "not pruning: cannot list {}",
+            list_failures
+                .iter()
+                .map(|r| format!("{} ({})", r.object, r.message))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        outcome.refused.extend(list_failures);
+    } else if plan.objects.is_empty() {
+        outcome.prune_skipped = Some("not pruning: nothing rendered".into());
+    } else {
+        for l in desired::prunable(plan, &live) {
+            match delete_live(client, &l).await {
+                Ok(()) => {
+                    tracing::info!(tenant = %name, object = %l.id(), "pruned");
+                    outcome.pruned += 1;
+                }
+                Err(e) => outcome.refused.push(Refusal {
+                    object: l.id(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+    }
+    if full && outcome.refused.is_empty() {
+        ctx.full_apply_done(&name);
+    }
+    outcome
+}
+
+/// Server-side applies `o`; when the API server refuses because an
+/// immutable field changed (a Service going headless changes its
+/// clusterIP to `None`), deletes the object and applies it again.
+async fn apply_one(client: &Client, o: &palisade_kube::Object) -> Result<(), kube::Error> {
+    let api = dynamic_api(client, &o.api_version, &o.kind, o.namespace.as_deref());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api.patch(&o.name, &params, &Patch::Apply(&o.body)).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_immutable_refusal(&e) => {
+            tracing::info!(object = %o.id(), error = %api_message(&e), "immutable field changed; re-creating");
+            match api.delete(&o.name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(e),
+            }
+            api.patch(&o.name, &params, &Patch::Apply(&o.body))
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A deleted tenant: its workloads are deleted and their objects pruned
+/// (their subnets are released only once those are gone), then, when no
+/// workload is left, everything else it owns, then its finalizer.
+async fn finalize_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Error> {
+    let client = &ctx.client;
+    let name = tenant.name_any();
+    let ns = format!("{}{name}", desired::NAMESPACE_PREFIX);
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let workloads: Api<TenantDeployment> = Api::namespaced(client.clone(), &ns);
+    if !tenant.finalizers().iter().any(|f| f == TENANT_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let remaining = workloads
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("list workloads of", name.clone()))?
+        .items;
+    let (live, list_failures) = list_owned(client, &name, &tenant.uid().unwrap_or_default()).await;
+    if let Some(f) = list_failures.first() {
+        return Err(Error::Config(format!(
+            "cannot delete tenant {name}: cannot list {}: {}",
+            f.object, f.message
+        )));
+    }
+    if !remaining.is_empty() {
+        for w in remaining
+            .iter()
+            .filter(|w| w.metadata.deletion_timestamp.is_none())
+        {
+            match workloads
+                .delete(&w.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(tenant = %name, workload = %w.name_any(), "deleting workload of deleted tenant")
+                }
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => {
+                    return Err(Error::kube(
+                        "delete",
+                        format!("workload {ns}/{}", w.name_any()),
+                    )(e));
+                }
+            }
+        }
+        // The workloads' finalizers wait for their pools and pods: those go now.
+        for l in desired::to_prune(&[], &live)
+            .into_iter()
+            .filter(|l| l.workload.is_some())
+        {
+            delete_live(client, &l).await?;
+        }
+        let now = now_rfc3339();
+        let status = desired::terminating_status(tenant.status.as_ref(), remaining.len(), &now);
+        write_tenant_status(&tenants, tenant, &status).await?;
+        return Ok(Action::requeue(TERMINATING_REQUEUE));
+    }
+    for l in desired::to_prune(&[], &live) {
+        delete_live(client, &l).await?;
+        tracing::info!(tenant = %name, object = %l.id(), "deleted with its tenant");
+    }
+    remove_finalizer(&tenants, tenant, TENANT_FINALIZER).await?;
+    tracing::info!(tenant = %name, "tenant deleted");
+    Ok(Action::await_change())
 }
 
 async fn write_tenant_status(
@@ -422,7 +660,34 @@ pub async fn allocate(
         .await
         .map_err(Error::kube("list", "subnet claims"))?;
     let names: Vec<String> = existing.items.iter().map(ResourceExt::name_any).collect();
+    let foreign = ClaimLedger::foreign_overlaps(pool, names.iter().map(String::as_str));
+    if !foreign.is_empty() {
+        let list: Vec<String> = foreign.iter().map(ToString::to_string).collect();
+        return Err(Error::Config(format!(
+            "the pool {} /{} overlaps live claims that are not its subnets ({}): \
+             the pool settings changed while subnets are in use; restore them",
+            pool.cidr(),
+            pool.subnet_len(),
+            list.join(", ")
+        )));
+    }
     let mut ledger = ClaimLedger::from_names(pool, names.iter().map(String::as_str));
+    // Subnets named in workload statuses are in use even while their
+    // claim is missing (deleted by hand, about to be repaired): never
+    // hand them to someone else.
+    let workloads = Api::<TenantDeployment>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("list", "workloads"))?;
+    for w in &workloads.items {
+        let known = w.status.as_ref().and_then(|s| s.subnet.as_deref());
+        if let Some(i) = known
+            .and_then(|s| s.parse::<Ipv6Net>().ok())
+            .and_then(|n| pool.index_of(n).ok())
+        {
+            ledger.mark_used(i);
+        }
+    }
     while let Some(index) = ledger.next_candidate(pool) {
         let subnet = pool.subnet(index);
         let claim = SubnetClaim {
@@ -469,44 +734,25 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
     let mine = || ListParams::default().labels(&format!("{WORKLOAD_UID_LABEL}={uid}"));
 
     if w.metadata.deletion_timestamp.is_some() {
-        if w.finalizers().iter().any(|f| f == WORKLOAD_FINALIZER) {
-            let held = claims
-                .list(&mine())
-                .await
-                .map_err(Error::kube("list the claims of", format!("{ns}/{name}")))?;
-            let quarantine = ctx.config.pool.reuse_after();
-            for c in held.items.iter().filter(|c| c.spec.released_at.is_none()) {
-                let result = if quarantine.is_zero() {
-                    claims
-                        .delete(&c.name_any(), &DeleteParams::default())
-                        .await
-                        .map(|_| ())
-                } else {
-                    // The claim stays, keeping the subnet out of circulation;
-                    // garbage collection deletes it when the quarantine ends.
-                    let patch = json!({"spec": {"releasedAt": now_rfc3339()}});
-                    claims
-                        .patch(
-                            &c.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Merge(&patch),
-                        )
-                        .map_ok(|_| ())
-                        .await
-                };
-                match result {
-                    Ok(()) => tracing::info!(
-                        subnet = %c.spec.subnet,
-                        workload = %format!("{ns}/{name}"),
-                        quarantine_secs = quarantine.as_secs(),
-                        "subnet released"
-                    ),
-                    Err(e) if is_status(&e, 404) => {}
-                    Err(e) => return Err(Error::kube("release claim", c.name_any())(e)),
-                }
-            }
-            remove_finalizer(&api, w, WORKLOAD_FINALIZER).await?;
+        if !w.finalizers().iter().any(|f| f == WORKLOAD_FINALIZER) {
+            return Ok(Action::await_change());
         }
+        let held = claims
+            .list(&mine())
+            .await
+            .map_err(Error::kube("list the claims of", format!("{ns}/{name}")))?;
+        let mut waiting = Vec::new();
+        for c in held.items.iter().filter(|c| c.spec.released_at.is_none()) {
+            match release_claim(ctx, c).await? {
+                None => {}
+                Some(holders) => waiting.push(holders),
+            }
+        }
+        if !waiting.is_empty() {
+            tracing::info!(workload = %format!("{ns}/{name}"), held_by = %waiting.join("; "), "subnet still in use; release waits");
+            return Ok(Action::requeue(TERMINATING_REQUEUE));
+        }
+        remove_finalizer(&api, w, WORKLOAD_FINALIZER).await?;
         return Ok(Action::await_change());
     }
 
@@ -532,7 +778,7 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
         }
         Err(b) => Err(b),
     };
-    let subnet = match &checked {
+    let subnet = match checked {
         Err(e) => Err(e),
         Ok(tenant) => {
             let held = claims
@@ -540,45 +786,23 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
                 .await
                 .map_err(Error::kube("list the claims of", format!("{ns}/{name}")))?
                 .items;
-            match desired::subnet_for(&uid, &held) {
-                Some(net) => Ok(Some(net)),
-                None => {
-                    let spec = SubnetClaimSpec {
-                        subnet: String::new(),
-                        tenant: tenant.to_string(),
-                        namespace: ns.clone(),
-                        deployment: name.clone(),
-                        workload_uid: uid.clone(),
-                        released_at: None,
-                    };
-                    let got = {
-                        let _one_at_a_time = ctx.allocation.lock().await;
-                        allocate(client, &ctx.config.pool, &spec, &ctx.metrics).await?
-                    };
-                    match got {
-                        Some(net) => {
-                            publish(
-                                ctx,
-                                w,
-                                EventType::Normal,
-                                "SubnetClaimed",
-                                format!("subnet {net}"),
-                            )
-                            .await
-                        }
-                        None => {
-                            publish(
-                                ctx,
-                                w,
-                                EventType::Warning,
-                                "PoolExhausted",
-                                "no free subnet in the pool".into(),
-                            )
-                            .await
-                        }
-                    }
-                    Ok(got)
-                }
+            let spec = SubnetClaimSpec {
+                subnet: String::new(),
+                tenant: tenant.to_string(),
+                namespace: ns.clone(),
+                deployment: name.clone(),
+                workload_uid: uid.clone(),
+                released_at: None,
+            };
+            let known = w
+                .status
+                .as_ref()
+                .and_then(|s| s.subnet.as_deref())
+                .and_then(|s| s.parse::<Ipv6Net>().ok());
+            match (desired::subnet_for(&uid, &held), known) {
+                (Some(net), _) => Ok(Some(net)),
+                (None, Some(net)) => repair_claim(ctx, w, &spec, net).await?.map(Some),
+                (None, None) => Ok(allocate_for(ctx, w, &spec).await?),
             }
         }
     };
@@ -599,7 +823,7 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
     let status = desired::workload_status(
         w.status.as_ref(),
         w.metadata.generation,
-        subnet.as_ref().map(|s| *s).map_err(|e| *e),
+        subnet.as_ref().map(|s| *s),
         ready,
         w.spec.replicas,
         &now_rfc3339(),
@@ -619,13 +843,221 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
         Ok(Some(_)) if i64::from(ready) < i64::from(w.spec.replicas) => {
             Action::requeue(NOT_READY_REQUEUE)
         }
-        Ok(None) | Err(Blocked::TenantMissing(_)) => Action::requeue(NOT_READY_REQUEUE),
+        Ok(None) | Err(Blocked::TenantMissing(_) | Blocked::SubnetLost(_)) => {
+            Action::requeue(NOT_READY_REQUEUE)
+        }
         _ => Action::requeue(ctx.config.resync),
     })
 }
 
-/// Deletes claims whose workload is gone (older than the grace period);
-/// returns their names.
+/// A new workload's first claim, announced as an event.
+async fn allocate_for(
+    ctx: &Ctx,
+    w: &TenantDeployment,
+    spec: &SubnetClaimSpec,
+) -> Result<Option<Ipv6Net>, Error> {
+    let got = {
+        let _one_at_a_time = ctx.allocation.lock().await;
+        allocate(&ctx.client, &ctx.config.pool, spec, &ctx.metrics).await?
+    };
+    match got {
+        Some(net) => {
+            publish(
+                ctx,
+                w,
+                EventType::Normal,
+                "SubnetClaimed",
+                format!("subnet {net}"),
+            )
+            .await
+        }
+        None => {
+            publish(
+                ctx,
+                w,
+                EventType::Warning,
+                "PoolExhausted",
+                "no free subnet in the pool".into(),
+            )
+            .await
+        }
+    }
+    Ok(got)
+}
+
+/// A workload with a subnet in its status but no claim for it (someone
+/// deleted the claim): the claim is created again for that same subnet,
+/// as Kubernetes' IPAddress repair loop re-creates a Service's IPAddress
+/// from `spec.clusterIP` (KEP-1880, pkg/registry/core/service/ipallocator/controller/repairip.go).
+/// If another claimant holds the subnet by now, or the pool no longer
+/// contains it, the workload is blocked, never renumbered.
+async fn repair_claim(
+    ctx: &Ctx,
+    w: &TenantDeployment,
+    spec: &SubnetClaimSpec,
+    net: Ipv6Net,
+) -> Result<Result<Ipv6Net, Blocked>, Error> {
+    let api: Api<SubnetClaim> = Api::all(ctx.client.clone());
+    let workload = format!("{}/{}", spec.namespace, spec.deployment);
+    if ctx.config.pool.index_of(net).is_err() {
+        return Ok(Err(Blocked::SubnetLost(format!(
+            "subnet {net} of the status is not a subnet of the pool {} /{}; the claim cannot be re-created",
+            ctx.config.pool.cidr(),
+            ctx.config.pool.subnet_len()
+        ))));
+    }
+    let claim = SubnetClaim {
+        metadata: ObjectMeta {
+            name: Some(claim_name(net)),
+            labels: Some(desired::claim_labels(
+                &spec.tenant,
+                &spec.deployment,
+                &spec.workload_uid,
+            )),
+            ..ObjectMeta::default()
+        },
+        spec: SubnetClaimSpec {
+            subnet: net.to_string(),
+            ..spec.clone()
+        },
+    };
+    match api.create(&PostParams::default(), &claim).await {
+        Ok(_) => {
+            tracing::warn!(subnet = %net, workload = %workload, "claim was missing; re-created");
+            publish(
+                ctx,
+                w,
+                EventType::Warning,
+                "SubnetClaimRepaired",
+                format!("the claim for subnet {net} was missing and has been re-created"),
+            )
+            .await;
+            return Ok(Ok(net));
+        }
+        Err(e) if is_status(&e, 409) => {}
+        Err(e) => return Err(Error::kube("re-create the claim for", net.to_string())(e)),
+    }
+    let holder = api
+        .get_opt(&claim_name(net))
+        .await
+        .map_err(Error::kube("read claim", claim_name(net)))?;
+    match holder {
+        // Ours after all (a stale list): fine.
+        Some(c) if c.spec.workload_uid == spec.workload_uid && c.spec.released_at.is_none() => {
+            Ok(Ok(net))
+        }
+        Some(c) => Ok(Err(Blocked::SubnetLost(format!(
+            "the claim for subnet {net} was deleted and the subnet is now held by {}/{}{}; \
+             delete this workload or that one",
+            c.spec.namespace,
+            c.spec.deployment,
+            if c.spec.released_at.is_some() {
+                " (released, in quarantine)"
+            } else {
+                ""
+            }
+        )))),
+        None => Ok(Err(Blocked::SubnetLost(format!(
+            "the claim for subnet {net} is being deleted; retrying"
+        )))),
+    }
+}
+
+/// What still holds `claim`'s subnet in the cluster: the workload's IP
+/// pool and its pods (by label, then by address).
+async fn subnet_holders(client: &Client, claim: &SubnetClaim) -> Result<Vec<String>, Error> {
+    let Ok(net) = claim.spec.subnet.parse::<Ipv6Net>() else {
+        return Ok(Vec::new());
+    };
+    let pools = match palisade_kube::apply::KINDS
+        .into_iter()
+        .find(|(_, kind, _)| *kind == "CiliumPodIPPool")
+    {
+        Some((api_version, kind, _)) => {
+            match dynamic_api(client, api_version, kind, None)
+                .list(&ListParams::default())
+                .await
+            {
+                Ok(l) => l.items,
+                Err(e) if is_status(&e, 404) => Vec::new(),
+                Err(e) => return Err(Error::kube("list", "CiliumPodIPPools")(e)),
+            }
+        }
+        None => Vec::new(),
+    };
+    let pods =
+        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &claim.spec.namespace)
+            .list(&ListParams::default().labels(&format!(
+                "{}={}",
+                desired::DEPLOYMENT_LABEL,
+                claim.spec.deployment
+            )))
+            .await
+            .map_err(Error::kube(
+                "list the pods of",
+                claim.spec.deployment.clone(),
+            ))?
+            .items;
+    let pools: Vec<Value> = pools
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect();
+    let pods: Vec<Value> = pods
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect();
+    Ok(status::holders(net, &pools, &pods))
+}
+
+/// Releases `claim` once nothing holds its subnet: deleted, or, with a
+/// quarantine, marked released (garbage collection deletes it when the
+/// quarantine ends). Returns what still holds it instead, if anything.
+/// Releasing earlier would let the allocator hand the subnet (the lowest
+/// free one) to a new workload whose pool then overlaps live pods.
+async fn release_claim(ctx: &Ctx, claim: &SubnetClaim) -> Result<Option<String>, Error> {
+    let holders = subnet_holders(&ctx.client, claim).await?;
+    if !holders.is_empty() {
+        return Ok(Some(format!(
+            "{} held by {}",
+            claim.spec.subnet,
+            holders.join(", ")
+        )));
+    }
+    let claims: Api<SubnetClaim> = Api::all(ctx.client.clone());
+    let quarantine = ctx.config.pool.reuse_after();
+    let result = if quarantine.is_zero() {
+        claims
+            .delete(&claim.name_any(), &DeleteParams::default())
+            .await
+            .map(|_| ())
+    } else {
+        let patch = json!({"spec": {"releasedAt": now_rfc3339()}});
+        claims
+            .patch(
+                &claim.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .map_ok(|_| ())
+            .await
+    };
+    match result {
+        Ok(()) => tracing::info!(
+            subnet = %claim.spec.subnet,
+            workload = %format!("{}/{}", claim.spec.namespace, claim.spec.deployment),
+            quarantine_secs = quarantine.as_secs(),
+            "subnet released"
+        ),
+        Err(e) if is_status(&e, 404) => {}
+        Err(e) => return Err(Error::kube("release claim", claim.name_any())(e)),
+    }
+    Ok(None)
+}
+
+/// Garbage collection: claims whose workload is gone (older than the
+/// grace period) are released like a deleted workload's (after nothing
+/// holds the subnet, through the quarantine); released claims whose
+/// quarantine is over are deleted. Returns the names acted on.
 pub async fn collect_garbage(ctx: &Ctx) -> Result<Vec<String>, Error> {
     let claims_api: Api<SubnetClaim> = Api::all(ctx.client.clone());
     let claims = claims_api
@@ -647,19 +1079,28 @@ pub async fn collect_garbage(ctx: &Ctx) -> Result<Vec<String>, Error> {
         ctx.config.gc_grace,
         ctx.config.pool.reuse_after(),
     );
-    for name in &orphans {
-        match claims_api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {
-                ctx.metrics.claims_collected.inc();
-                tracing::info!(claim = %name, "orphaned claim deleted");
+    let mut done = Vec::new();
+    for name in orphans {
+        let Some(claim) = claims.iter().find(|c| c.name_any() == name) else {
+            continue;
+        };
+        if claim.spec.released_at.is_none() {
+            if let Some(held) = release_claim(ctx, claim).await? {
+                tracing::info!(claim = %name, held = %held, "orphaned claim still in use");
+                continue;
             }
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(Error::kube("delete claim", name.clone())(e)),
+            tracing::info!(claim = %name, "orphaned claim released");
+        } else {
+            match claims_api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!(claim = %name, "quarantine over; claim deleted"),
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(Error::kube("delete claim", name.clone())(e)),
+            }
         }
+        ctx.metrics.claims_collected.inc();
+        done.push(name);
     }
-    ctx.metrics.set_pool(
-        ctx.config.pool.capacity(),
-        claims.len().saturating_sub(orphans.len()),
-    );
-    Ok(orphans)
+    let left = claims.len().saturating_sub(done.len());
+    ctx.metrics.set_pool(ctx.config.pool.capacity(), left);
+    Ok(done)
 }

@@ -99,6 +99,17 @@ pub async fn controllers(ctx: Arc<Ctx>) {
             Api::<TenantDeployment>::all(client.clone()),
             watcher::Config::default(),
         )
+        // A deleted claim is repaired at once (not at the next requeue).
+        .watches(
+            Api::<SubnetClaim>::all(client.clone()),
+            watcher::Config::default(),
+            |c| {
+                Some(
+                    ObjectRef::<TenantDeployment>::new(&c.spec.deployment)
+                        .within(&c.spec.namespace),
+                )
+            },
+        )
         .run(
             |w, ctx| async move {
                 timed(&ctx, "workload", reconcile::reconcile_workload(&w, &ctx)).await

@@ -7,8 +7,13 @@
 //! semantics that matter for correctness: names are unique per collection
 //! (a second create is a 409, which is what makes subnet claims race-free),
 //! label-selected lists, server-side apply as create-or-merge, merge and
-//! JSON patches (a failed `test` op is a 422), the status subresource, and
-//! deletion that waits for finalizers. Every request is logged as
+//! JSON patches (a failed `test` op is a 422), the status subresource,
+//! deletion that waits for finalizers (`deletionTimestamp` set, removal
+//! when the last finalizer goes), owner-reference garbage collection and
+//! namespace content deletion, `resourceVersion` preconditions (409),
+//! Service cluster IPs allocated on create and immutable after (422), and
+//! injected refusals ([`FakeApi::reject`], [`FakeApi::fail_lists`]) for
+//! what webhooks, quotas and RBAC do. Every request is logged as
 //! `METHOD path?query` so tests can assert exact request sequences.
 //!
 //! Over TCP it also streams watch events (from the moment the watch
@@ -41,6 +46,13 @@ struct State {
     /// Names whose next create loses a race: a competitor object appears
     /// just before, and the create gets a 409.
     steal: BTreeMap<String, Value>,
+    /// (plural, name) whose writes are refused with (code, message), as an
+    /// admission webhook or a quota would.
+    reject: BTreeMap<(String, String), (u16, String)>,
+    /// Plurals whose LIST fails with (code, message).
+    list_failure: BTreeMap<String, (u16, String)>,
+    /// Service cluster IPs handed out so far.
+    cluster_ips: u32,
 }
 
 /// The pool the operator's tests and benchmarks use: `fd00:1234:5678::/48`
@@ -230,6 +242,48 @@ impl FakeApi {
         self.lock().steal.insert(name.to_owned(), winner);
     }
 
+    /// Refuses every write (create, patch, delete) of the object `plural`
+    /// `name` with `code` and `message` until [`FakeApi::accept`].
+    pub fn reject(&self, plural: &str, name: &str, code: u16, message: &str) {
+        self.lock().reject.insert(
+            (plural.to_owned(), name.to_owned()),
+            (code, message.to_owned()),
+        );
+    }
+
+    /// Lifts a [`FakeApi::reject`].
+    pub fn accept(&self, plural: &str, name: &str) {
+        self.lock()
+            .reject
+            .remove(&(plural.to_owned(), name.to_owned()));
+    }
+
+    /// Makes every LIST of `plural` fail with `code` (e.g. 403 when RBAC
+    /// lacks the verb, 500 when etcd times out); `None` lifts it.
+    pub fn fail_lists(&self, plural: &str, failure: Option<(u16, &str)>) {
+        let mut st = self.lock();
+        match failure {
+            Some((code, msg)) => st
+                .list_failure
+                .insert(plural.to_owned(), (code, msg.to_owned())),
+            None => st.list_failure.remove(plural),
+        };
+    }
+
+    /// Deletes an object as the API server does on a DELETE request
+    /// (finalizers set `deletionTimestamp`; removal collects dependents),
+    /// without logging a request: what a user or another controller does.
+    pub fn delete(&self, gv: &str, plural: &str, namespace: Option<&str>, name: &str) {
+        let mut st = self.lock();
+        let key = (
+            gv.to_owned(),
+            plural.to_owned(),
+            namespace.map(str::to_owned),
+            name.to_owned(),
+        );
+        self.delete_key(&mut st, &key);
+    }
+
     /// Every request so far, as `METHOD path?query`.
     pub fn log(&self) -> Vec<String> {
         self.lock().log.clone()
@@ -260,7 +314,15 @@ impl FakeApi {
             .unwrap_or_default()
             .to_owned();
         let mut st = self.lock();
-        let obj = Self::stamp_new(&mut st, obj);
+        let mut obj = Self::stamp_new(&mut st, obj);
+        let target = Target {
+            gv: gv.to_owned(),
+            plural: plural.to_owned(),
+            namespace: ns.clone(),
+            name: Some(name.clone()),
+            status: false,
+        };
+        Self::defaults_on_create(&mut st, &target, &mut obj);
         let key = (gv.to_owned(), plural.to_owned(), ns, name);
         let kind = if st.objects.contains_key(&key) {
             "MODIFIED"
@@ -269,6 +331,49 @@ impl FakeApi {
         };
         self.emit(&key, kind, &obj);
         st.objects.insert(key, obj);
+    }
+
+    /// Stores a `Tenant` named `name` with an empty spec.
+    pub fn add_tenant(&self, name: &str) {
+        self.insert(
+            crate::crd::API_VERSION,
+            "tenants",
+            json!({"apiVersion": crate::crd::API_VERSION, "kind": "Tenant",
+                   "metadata": {"name": name}, "spec": {}}),
+        );
+    }
+
+    /// Stores a `TenantDeployment` `name` of `tenant` (and the tenant, if
+    /// missing) with `spec`.
+    pub fn add_workload(&self, tenant: &str, name: &str, spec: Value) {
+        if self
+            .get(crate::crd::API_VERSION, "tenants", None, tenant)
+            .is_none()
+        {
+            self.add_tenant(tenant);
+        }
+        self.insert(
+            crate::crd::API_VERSION,
+            "tenantdeployments",
+            json!({"apiVersion": crate::crd::API_VERSION, "kind": "TenantDeployment",
+                   "metadata": {"name": name, "namespace": format!("tenant-{tenant}")},
+                   "spec": spec}),
+        );
+    }
+
+    /// Stores a running pod of `tenant`'s workload `deployment` with the
+    /// address `ip`, as its ReplicaSet would have created it.
+    pub fn add_pod(&self, tenant: &str, deployment: &str, name: &str, ip: &str) {
+        self.insert(
+            "v1",
+            "pods",
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": name, "namespace": format!("tenant-{tenant}"),
+                                "labels": {"palisade.io/deployment": deployment,
+                                           "palisade.io/tenant": tenant}},
+                   "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+                   "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}),
+        );
     }
 
     /// The stored object, if any.
@@ -298,6 +403,133 @@ impl FakeApi {
             .filter(|((g, p, _, _), _)| g == gv && p == plural)
             .map(|(_, v)| v.clone())
             .collect()
+    }
+
+    /// Deletes `k` as a DELETE request does: an object with finalizers
+    /// only gets its `deletionTimestamp`; one without is removed.
+    fn delete_key(&self, st: &mut State, k: &Key) -> Option<Value> {
+        let mut obj = st.objects.get(k).cloned()?;
+        let has_finalizers = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if !has_finalizers {
+            self.remove(st, k);
+            return Some(obj);
+        }
+        if obj.pointer("/metadata/deletionTimestamp").is_none() {
+            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+            }
+            Self::bump(st, &mut obj, false);
+            self.emit(k, "MODIFIED", &obj);
+            st.objects.insert(k.clone(), obj.clone());
+        }
+        Some(obj)
+    }
+
+    /// Removes `k` for good, then what the garbage collector and the
+    /// namespace controller remove after it: objects whose owners
+    /// (`ownerReferences`) are all gone, and everything in a removed
+    /// namespace. Kubernetes does this asynchronously (background
+    /// propagation, <https://kubernetes.io/docs/concepts/architecture/garbage-collection/>);
+    /// here it happens before the request returns, finalizers still
+    /// holding each dependent.
+    fn remove(&self, st: &mut State, k: &Key) {
+        let Some(obj) = st.objects.remove(k) else {
+            return;
+        };
+        self.emit(k, "DELETED", &obj);
+        let live: BTreeSet<String> = st
+            .objects
+            .values()
+            .filter_map(|v| v.pointer("/metadata/uid").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect();
+        let removed_ns = (k.0 == "v1" && k.1 == "namespaces").then(|| k.3.clone());
+        let dependents: Vec<Key> = st
+            .objects
+            .iter()
+            .filter(|((_, _, ns, _), v)| {
+                let owners: Vec<&str> = v
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| o.get("uid").and_then(Value::as_str))
+                    .collect();
+                let orphaned = !owners.is_empty() && owners.iter().all(|u| !live.contains(*u));
+                orphaned || (removed_ns.is_some() && ns == &removed_ns)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for d in dependents {
+            self.delete_key(st, &d);
+        }
+    }
+
+    /// The API server's checks on an update of `old` to `new`: a stale
+    /// `resourceVersion` precondition is a 409, a changed Service
+    /// `clusterIP` a 422 (validateUpgradeDowngradeClusterIPs in
+    /// kubernetes/pkg/apis/core/validation: "may not change once set").
+    fn check_update(
+        t: &Target,
+        name: &str,
+        old: &Value,
+        new: &Value,
+        precondition: Option<&str>,
+    ) -> Result<(), (StatusCode, Value)> {
+        let current = old
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
+        if precondition.is_some_and(|rv| Some(rv) != current) {
+            return Err(status(
+                409,
+                "Conflict",
+                &format!(
+                    "Operation cannot be fulfilled on {} {name:?}: the object has been modified; \
+                     please apply your changes to the latest version and try again",
+                    t.plural
+                ),
+            ));
+        }
+        if t.gv == "v1" && t.plural == "services" && !t.status {
+            let ip = |v: &Value| {
+                v.pointer("/spec/clusterIP")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            if let (Some(was), now) = (ip(old), ip(new))
+                && now.as_deref() != Some(was.as_str())
+            {
+                return Err(status(
+                    422,
+                    "Invalid",
+                    &format!(
+                        "Service {name:?} is invalid: spec.clusterIPs[0]: Invalid value: \
+                         []string{{{:?}}}: may not change once set",
+                        now.unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the API server fills in on create: a Service's cluster IP.
+    fn defaults_on_create(st: &mut State, t: &Target, obj: &mut Value) {
+        if t.gv == "v1"
+            && t.plural == "services"
+            && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+            && !spec.contains_key("clusterIP")
+        {
+            st.cluster_ips += 1;
+            let n = st.cluster_ips;
+            spec.insert(
+                "clusterIP".into(),
+                json!(format!("10.96.{}.{}", n / 250, n % 250 + 1)),
+            );
+        }
     }
 
     fn stamp_new(st: &mut State, mut obj: Value) -> Value {
@@ -355,6 +587,18 @@ impl FakeApi {
                 Err(e) => return status(400, "BadRequest", &e.to_string()),
             }
         };
+        let target_name = t.name.clone().or_else(|| {
+            body.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        if *method != Method::GET
+            && let Some((code, msg)) = target_name
+                .and_then(|n| st.reject.get(&(t.plural.clone(), n)))
+                .cloned()
+        {
+            return status(code, "Forbidden", &msg);
+        }
         let key = |name: &str| {
             (
                 t.gv.clone(),
@@ -371,6 +615,9 @@ impl FakeApi {
                         "MethodNotAllowed",
                         "the fake API server does not watch",
                     );
+                }
+                if let Some((code, msg)) = st.list_failure.get(&t.plural).cloned() {
+                    return status(code, "Forbidden", &msg);
                 }
                 let selector = query_param(query, "labelSelector").unwrap_or_default();
                 let items: Vec<Value> = st
@@ -418,6 +665,7 @@ impl FakeApi {
                     );
                 }
                 let mut obj = Self::stamp_new(&mut st, body);
+                Self::defaults_on_create(&mut st, &t, &mut obj);
                 if let (Some(ns), Some(meta)) = (
                     &t.namespace,
                     obj.get_mut("metadata").and_then(Value::as_object_mut),
@@ -434,6 +682,7 @@ impl FakeApi {
                 let mut obj = match (existing, content_type) {
                     (None, ct) if ct.starts_with("application/apply-patch") && !t.status => {
                         let mut obj = Self::stamp_new(&mut st, body);
+                        Self::defaults_on_create(&mut st, &t, &mut obj);
                         if let (Some(ns), Some(meta)) = (
                             &t.namespace,
                             obj.get_mut("metadata").and_then(Value::as_object_mut),
@@ -452,6 +701,14 @@ impl FakeApi {
                         );
                     }
                     (Some(obj), _) => obj,
+                };
+                let old = obj.clone();
+                let precondition = if content_type.starts_with("application/json-patch") {
+                    None
+                } else {
+                    body.pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
                 };
                 let before_spec = obj.get("spec").cloned();
                 if t.status {
@@ -478,6 +735,11 @@ impl FakeApi {
                 } else {
                     deep_merge(&mut obj, &body);
                 }
+                if let Err(refused) =
+                    Self::check_update(&t, name, &old, &obj, precondition.as_deref())
+                {
+                    return refused;
+                }
                 let spec_changed = obj.get("spec") != before_spec.as_ref();
                 Self::bump(&mut st, &mut obj, spec_changed);
                 let deleting = obj.pointer("/metadata/deletionTimestamp").is_some();
@@ -486,39 +748,18 @@ impl FakeApi {
                     .and_then(Value::as_array)
                     .is_none_or(Vec::is_empty);
                 if deleting && no_finalizers {
-                    self.emit(&k, "DELETED", &obj);
-                    st.objects.remove(&k);
+                    st.objects.insert(k.clone(), obj.clone());
+                    self.remove(&mut st, &k);
                 } else {
                     self.emit(&k, "MODIFIED", &obj);
                     st.objects.insert(k, obj.clone());
                 }
                 (StatusCode::OK, obj)
             }
-            (&Method::DELETE, Some(name)) => {
-                let k = key(name);
-                let Some(mut obj) = st.objects.get(&k).cloned() else {
-                    return status(404, "NotFound", &format!("{} {name:?} not found", t.plural));
-                };
-                let has_finalizers = obj
-                    .pointer("/metadata/finalizers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|f| !f.is_empty());
-                if has_finalizers {
-                    if obj.pointer("/metadata/deletionTimestamp").is_none() {
-                        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-                            meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
-                        }
-                        Self::bump(&mut st, &mut obj, false);
-                        self.emit(&k, "MODIFIED", &obj);
-                        st.objects.insert(k, obj.clone());
-                    }
-                    (StatusCode::OK, obj)
-                } else {
-                    self.emit(&k, "DELETED", &obj);
-                    st.objects.remove(&k);
-                    (StatusCode::OK, obj)
-                }
-            }
+            (&Method::DELETE, Some(name)) => match self.delete_key(&mut st, &key(name)) {
+                Some(obj) => (StatusCode::OK, obj),
+                None => status(404, "NotFound", &format!("{} {name:?} not found", t.plural)),
+            },
             _ => status(
                 405,
                 "MethodNotAllowed",

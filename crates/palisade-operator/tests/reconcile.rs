@@ -112,6 +112,7 @@ async fn workload_reconcile_claims_the_lowest_subnet_with_this_exact_request_seq
             "GET /apis/palisade.io/v1alpha1/tenants/acme".to_owned(),
             format!("GET /apis/palisade.io/v1alpha1/subnetclaims?&labelSelector=palisade.io%2Fworkload-uid%3D{uid}"),
             "GET /apis/palisade.io/v1alpha1/subnetclaims?".to_owned(),
+            "GET /apis/palisade.io/v1alpha1/tenantdeployments?".to_owned(),
             "POST /apis/palisade.io/v1alpha1/subnetclaims?".to_owned(),
             "GET /apis/apps/v1/namespaces/tenant-acme/deployments/web".to_owned(),
             "PATCH /apis/palisade.io/v1alpha1/namespaces/tenant-acme/tenantdeployments/web/status?&force=true&fieldManager=palisade-operator".to_owned(),
@@ -480,15 +481,18 @@ async fn deleting_a_tenant_deletes_its_workloads_first_then_its_objects() {
         .await
         .unwrap();
 
-    // First pass: workloads are asked to go; the tenant waits.
+    // First pass: workloads are asked to go and their objects are deleted
+    // (their finalizers wait for pools and pods to be gone); the tenant's
+    // own objects (its namespace) wait.
     let action = reconcile_tenant(&c, "acme").await;
     assert_eq!(action, Action::requeue(Duration::from_secs(2)));
     let t = tenant(&c, "acme").await;
     assert_eq!(t.status.unwrap().conditions[0].reason, "Terminating");
     assert!(
         api.get("apps/v1", "deployments", Some("tenant-acme"), "web")
-            .is_some()
+            .is_none()
     );
+    assert!(api.get("v1", "namespaces", None, "tenant-acme").is_some());
     for name in ["web", "db"] {
         assert!(
             workload(&c, "acme", name)
