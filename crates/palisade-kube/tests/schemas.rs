@@ -506,10 +506,27 @@ fn check_release(
         let why = format!("{} is not a kind this release defines", o.api_version());
         add_failure(&mut failures, release.name, o, &why);
     }
+    // Each object as rendered; and one the release does not serve, also as
+    // each version it does serve, so that faults behind the version show
+    // too (the API server would stop at the version).
+    let mut checks: Vec<(&Rendered, Value, Option<String>)> = Vec::new();
+    for o in &known {
+        checks.push((o, o.body.clone(), None));
+        let (group, kind) = group_kind(o);
+        let version = o.api_version().rsplit_once('/').map_or("", |(_, v)| v);
+        let versions = &served[&(group.clone(), kind)];
+        if versions.get(version) != Some(&true) {
+            for (v, _) in versions.iter().filter(|(_, on)| **on) {
+                let mut body = o.body.clone();
+                body["apiVersion"] = format!("{group}/{v}").into();
+                checks.push((o, body, Some(format!("{group}/{v}"))));
+            }
+        }
+    }
     let manifest = dir.path().join("objects.yaml");
-    let text: String = known
+    let text: String = checks
         .iter()
-        .map(|o| format!("---\n{}\n", serde_json::to_string(&o.body).unwrap()))
+        .map(|(_, body, _)| format!("---\n{}\n", serde_json::to_string(body).unwrap()))
         .collect();
     std::fs::write(&manifest, text).unwrap();
     let out = Command::new(python)
@@ -525,18 +542,24 @@ fn check_release(
         .filter(|l| l.starts_with("ok ") || l.starts_with("INVALID "))
         .collect();
     assert!(
-        out.status.code().is_some_and(|c| c <= 1) && verdicts.len() == known.len(),
+        out.status.code().is_some_and(|c| c <= 1) && verdicts.len() == checks.len(),
         "{}: the validator judged {} of {} objects:\n{stdout}{}",
         release.name,
         verdicts.len(),
-        known.len(),
+        checks.len(),
         String::from_utf8_lossy(&out.stderr)
     );
     // The validator prints one verdict per matching object, in order.
-    for (o, line) in known.iter().zip(verdicts) {
+    for ((o, _, retried_as), line) in checks.iter().zip(verdicts) {
         if let Some(rest) = line.strip_prefix("INVALID ") {
             let why = rest.strip_prefix(&o.id()).unwrap_or(rest);
-            add_failure(&mut failures, release.name, o, why.trim_start_matches(": "));
+            let why = why.trim_start_matches(": ");
+            match retried_as {
+                None => add_failure(&mut failures, release.name, o, why),
+                Some(api) => {
+                    add_failure(&mut failures, release.name, o, &format!("as {api}: {why}"))
+                }
+            }
         }
     }
     failures
