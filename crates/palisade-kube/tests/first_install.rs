@@ -449,3 +449,18 @@ fn egress_gateway_addresses_are_the_nodes_ipv4_address() {
     let msg = err.to_string();
     assert!(msg.contains("big-corp") && msg.contains("IPv4"), "{msg}");
 }
+
+/// Fault 4 (scheduling part): tenant pods must not start on a node before
+/// the installer registered runsc there; the RuntimeClass selects the label
+/// the installer sets last.
+#[test]
+fn gvisor_pods_wait_for_nodes_the_installer_has_finished() {
+    let all = objects(&RenderOptions::default());
+    let rc = all
+        .iter()
+        .find(|v| v["kind"] == "RuntimeClass")
+        .expect("runtime class");
+    let (key, value) = palisade_kube::cluster::GVISOR_READY_LABEL;
+    assert_eq!(rc["handler"], "runsc");
+    assert_eq!(rc["scheduling"]["nodeSelector"][key], value, "{rc}");
+}
