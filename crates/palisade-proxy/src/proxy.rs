@@ -290,7 +290,11 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-/// Remove hop-by-hop headers (RFC 9110 section 7.6.1), including any named in `Connection`.
+/// Remove hop-by-hop headers (RFC 9110 section 7.6.1), including any named in
+/// `Connection`. Transfer codings other than `chunked` stay named: hyper
+/// decodes only `chunked`, so the body still carries the others, and RFC 9112
+/// section 6.1 lets an intermediary remove only the codings it decoded
+/// (hyper adds `chunked` back when it sends the message on).
 ///
 /// One pass over the names finds what to remove, instead of looking up every
 /// hop-by-hop name in the map: this runs twice per forwarded request.
@@ -319,9 +323,36 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
+    let codings = doomed
+        .contains(&header::TRANSFER_ENCODING)
+        .then(|| undecoded_codings(headers))
+        .flatten();
     for name in doomed {
         headers.remove(name);
     }
+    if let Some(codings) = codings {
+        headers.insert(header::TRANSFER_ENCODING, codings);
+    }
+}
+
+/// The transfer codings a message names other than `chunked`, in order.
+fn undecoded_codings(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut kept = Vec::new();
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        for coding in value.as_bytes().split(|&b| b == b',') {
+            let coding = coding.trim_ascii();
+            if !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked") {
+                if !kept.is_empty() {
+                    kept.extend_from_slice(b", ");
+                }
+                kept.extend_from_slice(coding);
+            }
+        }
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(&kept).ok()
 }
 
 /// Remove `Content-Length` from a message that also has `Transfer-Encoding`;
@@ -649,6 +680,33 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["x-keep"], "{h:?}");
+    }
+
+    #[test]
+    fn transfer_codings_hyper_does_not_decode_stay_named() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("gzip, Chunked"),
+        );
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static(" br ,chunked"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(
+            h.get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .collect::<Vec<_>>(),
+            ["gzip, br"]
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

@@ -564,3 +564,23 @@ async fn a_response_with_both_length_headers_reaches_the_client_whole_without_it
         "an upstream connection that sent such a response is not reused"
     );
 }
+
+#[tokio::test]
+async fn a_transfer_coding_the_proxy_does_not_decode_stays_named_for_the_client() {
+    // hyper decodes only `chunked`; the body still carries the gzip coding,
+    // so RFC 9112 section 6.1 requires `Transfer-Encoding` to keep naming it.
+    let (_origin, rogue, proxy) = with_raw_origin(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\n\x1f\x8b\x08\x00\r\n0\r\n\r\n",
+    )
+    .await;
+    let req = format!("GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n", rogue.addr);
+    let (resps, _) = raw_exchange("127.0.0.2", proxy.addr, req.as_bytes(), 1).await;
+    let resp = &resps[0];
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(
+        header_of(&resp.head, "transfer-encoding").as_deref(),
+        Some("gzip, chunked"),
+        "{resp:?}"
+    );
+    assert_eq!(resp.body, b"\x1f\x8b\x08\x00", "{resp:?}");
+}
