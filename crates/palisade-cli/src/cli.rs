@@ -186,8 +186,8 @@ pub struct WorkloadArgs {
     #[arg(long = "scratch", value_name = "PATH[:SIZE]")]
     pub scratch: Vec<String>,
     /// Privilege of the container, named after the Pod Security Standards
-    /// level it meets. restricted: runs as non-root, read-only root
-    /// filesystem, no capability but NET_BIND_SERVICE. baseline: may start as
+    /// level it meets. restricted: runs as UID/GID 65532 (never root),
+    /// read-only root filesystem, no capability but NET_BIND_SERVICE. baseline: may start as
     /// root, writable root filesystem, keeps CHOWN, DAC_OVERRIDE, FOWNER,
     /// NET_BIND_SERVICE, SETGID and SETUID so root-started images (nginx,
     /// postgres) can drop privileges. baseline-read-only: baseline with a

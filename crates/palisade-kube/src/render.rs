@@ -48,6 +48,7 @@ use std::net::IpAddr;
 
 mod admission;
 mod egress_check;
+mod workload;
 
 pub use admission::RESERVED_KEYS_POLICY;
 
@@ -994,7 +995,11 @@ impl Cx<'_> {
         );
         ns_labels.insert(
             "pod-security.kubernetes.io/enforce".into(),
-            if self.options.run_as_non_root {
+            // `restricted` admission would refuse a pod that may run as root.
+            if deps
+                .iter()
+                .all(|d| workload::Privilege::of(d, self.options).non_root)
+            {
                 "restricted"
             } else {
                 "baseline"
@@ -1175,27 +1180,14 @@ impl Cx<'_> {
         pod_labels.insert("deployment".into(), d.name.to_string());
         let selector = labels([(DEPLOYMENT_LABEL, d.name.as_str())]);
 
-        let env = match t.egress.mode {
-            EgressMode::Proxy => Some(proxy_env(&self.direct_peers(d)?)),
-            EgressMode::CiliumEgressGateway => None,
+        let mut env = match t.egress.mode {
+            EgressMode::Proxy => proxy_env(&self.direct_peers(d)?),
+            EgressMode::CiliumEgressGateway => Vec::new(),
         };
+        env.extend(workload::env(d));
         let (tolerations, node_selector) = node_pool_placement(t);
-        let caps = if opts.run_as_non_root {
-            vec!["NET_BIND_SERVICE".to_owned()]
-        } else {
-            // What common images that start as root (nginx, postgres) need
-            // to drop privileges themselves.
-            [
-                "CHOWN",
-                "DAC_OVERRIDE",
-                "FOWNER",
-                "NET_BIND_SERVICE",
-                "SETGID",
-                "SETUID",
-            ]
-            .map(String::from)
-            .to_vec()
-        };
+        let privilege = workload::Privilege::of(d, opts);
+        let (volumes, mounts) = workload::scratch(d);
         let container = Container {
             name: d.name.to_string(),
             image: Some(d.image.to_string()),
@@ -1209,19 +1201,12 @@ impl Cx<'_> {
                     })
                     .collect()
             }),
-            env,
+            env: workload::non_empty(env),
+            command: workload::non_empty(d.workload.command().to_vec()),
+            args: workload::non_empty(d.workload.args().to_vec()),
+            volume_mounts: workload::non_empty(mounts),
             resources: Some(resources(&opts.resources)),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                privileged: Some(false),
-                read_only_root_filesystem: Some(opts.read_only_root_fs),
-                run_as_non_root: opts.run_as_non_root.then_some(true),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".into()]),
-                    add: Some(caps),
-                }),
-                ..SecurityContext::default()
-            }),
+            security_context: Some(privilege.container()),
             ..Container::default()
         };
         let dep = K8sDeployment {
@@ -1247,7 +1232,7 @@ impl Cx<'_> {
                         automount_service_account_token: Some(false),
                         enable_service_links: Some(false),
                         security_context: Some(PodSecurityContext {
-                            run_as_non_root: opts.run_as_non_root.then_some(true),
+                            run_as_non_root: privilege.non_root.then_some(true),
                             seccomp_profile: Some(SeccompProfile {
                                 type_: "RuntimeDefault".into(),
                                 ..SeccompProfile::default()
@@ -1256,6 +1241,7 @@ impl Cx<'_> {
                         }),
                         tolerations,
                         node_selector,
+                        volumes: workload::non_empty(volumes),
                         containers: vec![container],
                         ..PodSpec::default()
                     }),

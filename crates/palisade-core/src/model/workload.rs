@@ -394,9 +394,9 @@ impl FromStr for ScratchVolume {
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum SecurityProfile {
-    /// Pod Security Standards `restricted`: must run as a non-root user, no
-    /// capabilities but `NET_BIND_SERVICE`, plus a read-only root filesystem
-    /// (add scratch directories where the image writes).
+    /// Pod Security Standards `restricted`: runs as UID/GID 65532 (never
+    /// root), no capabilities but `NET_BIND_SERVICE`, plus a read-only root
+    /// filesystem (add scratch directories where the image writes).
     Restricted,
     /// Pod Security Standards `baseline`: may start as root and keeps the
     /// few capabilities such images need to drop privileges themselves
