@@ -64,6 +64,11 @@ pub enum LabCommand {
         /// Print every probe, not only a summary per pair of endpoints.
         #[arg(long)]
         all: bool,
+        /// Instead of probing the lab: evaluate the Cilium policies in these
+        /// manifests (a file, or a directory of .yaml/.yml/.json files) on the
+        /// workloads they define, and print the reachability matrix.
+        #[arg(long, value_name = "PATH")]
+        manifests: Option<std::path::PathBuf>,
     },
     /// What runs: pods with their address, runtime and process.
     Status,
@@ -145,7 +150,11 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
             timeout,
             parallel,
             all,
+            manifests,
         } => {
+            if let Some(path) = manifests {
+                return verify_manifests(format, path);
+            }
             let timeout = humantime::parse_duration(timeout)
                 .with_context(|| format!("invalid --timeout {timeout:?} (try 1500ms, 2s)"))?;
             if timeout.is_zero() || timeout > Duration::from_secs(60) {
@@ -160,7 +169,16 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
                     "note: the store changed since the lab was last synced; expectations follow the store (run `palisade lab sync`)"
                 );
             }
-            let probes = verify::expectations(&state, &policy)?;
+            let mut probes = verify::expectations(&state, &policy)?;
+            let objects = palisade_kube::eval::RenderedPolicy::new(
+                &snapshot,
+                &palisade_kube::RenderOptions::default(),
+            )
+            .context("failed to render the snapshot's policy objects")?;
+            for u in objects.unsupported() {
+                eprintln!("note: not evaluated: {u}");
+            }
+            verify::attach_objects(&mut probes, &objects)?;
             let report = verify::run(&lab, &probes, timeout, *parallel, &progress);
             reporter.finish();
             let report = report?;
@@ -321,6 +339,81 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lab verify --manifests`: the evaluator's matrix for hand-written
+/// policies; what it cannot model is printed as a warning.
+fn verify_manifests(format: Format, path: &std::path::Path) -> Result<ExitCode> {
+    let objects = read_manifests(path)?;
+    let report = verify::manifest_matrix(&objects);
+    for u in &report.unsupported {
+        eprintln!("warning: not evaluated: {u}");
+    }
+    if report.workloads.is_empty() {
+        bail!(
+            "no workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, Pod) in {}",
+            path.display()
+        );
+    }
+    print(format, &report, || {
+        let rows = report
+            .cells
+            .iter()
+            .map(|c| {
+                let proto = serde_json::to_value(c.protocol).ok();
+                let proto = proto.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
+                vec![
+                    c.from.clone(),
+                    c.to.clone(),
+                    format!("{}/{proto}", c.port),
+                    verdict(c.verdict.allowed).into(),
+                    c.verdict.egress.clone(),
+                    c.verdict.ingress.clone(),
+                ]
+            })
+            .collect();
+        (
+            vec!["FROM", "TO", "PORT", "VERDICT", "EGRESS", "INGRESS"],
+            rows,
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every document of `path` (a file, or the .yaml/.yml/.json files of a
+/// directory in name order); `kind: List` items are unpacked.
+fn read_manifests(path: &std::path::Path) -> Result<Vec<serde_json::Value>> {
+    let files = if path.is_dir() {
+        let mut v: Vec<_> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read directory {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+            })
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let v: serde_json::Value = serde::Deserialize::deserialize(doc)
+                .with_context(|| format!("{} is not valid YAML", f.display()))?;
+            match v.get("items").and_then(|i| i.as_array()) {
+                Some(items) if v.get("kind").and_then(|k| k.as_str()) == Some("List") => {
+                    out.extend(items.iter().cloned())
+                }
+                _ if v.is_null() => {}
+                _ => out.push(v),
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn verdict(allowed: bool) -> &'static str {

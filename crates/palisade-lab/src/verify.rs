@@ -7,6 +7,12 @@
 //! each probe with a real HTTP request from inside the source namespace (one
 //! probe agent per namespace, all probes concurrent, bounded timeouts) and
 //! compares. A mismatch names the pair and the rule that should have applied.
+//!
+//! The model is not what users apply: [`attach_objects`] adds a third
+//! verdict per probe, what Cilium would do with the objects `render` ships
+//! (`palisade_kube::eval`), and a probe is right only when all three agree.
+//! [`manifest_matrix`] evaluates hand-written manifests the same way, for a
+//! pre-merge check without a lab.
 
 use crate::apply::{Lab, LabState, Progress, run as run_cmd};
 use crate::plan::{ECHO_ADDR, HTTP_PORT, PROXY_ADDR, PodPlan};
@@ -14,6 +20,11 @@ use crate::serve::{Answer, ProbeBatch, ProbeFailure, ProbeRequest, ProbeResult};
 use crate::{LabError, Result};
 use palisade_core::policy::{Endpoint, Policy, PortProto, Reason};
 use palisade_core::{DeploymentName, Port, TenantName};
+use palisade_kube::eval::{
+    Endpoint as Workload, Identity, PolicySet, Proto, RenderedPolicy, Unsupported, Verdict,
+    pods_from_manifests,
+};
+use serde_json::Value;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,6 +74,30 @@ pub struct Probe {
     pub expect_caller: Option<Ipv6Addr>,
     /// The (tenant, deployment) that must answer.
     pub expect_pod_of: Option<(String, String)>,
+    /// What the rendered objects decide ([`attach_objects`]).
+    pub objects: Option<ObjectsVerdict>,
+}
+
+/// What Cilium would do with the rendered objects, and which object and
+/// rule decided each direction.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectsVerdict {
+    /// Whether both directions allow it.
+    pub allowed: bool,
+    /// The sender's egress decision.
+    pub egress: String,
+    /// The receiver's ingress decision.
+    pub ingress: String,
+}
+
+impl From<Verdict> for ObjectsVerdict {
+    fn from(v: Verdict) -> Self {
+        Self {
+            allowed: v.allowed,
+            egress: v.egress.to_string(),
+            ingress: v.ingress.to_string(),
+        }
+    }
 }
 
 /// One measured probe.
@@ -92,6 +127,9 @@ pub struct Outcome {
     pub ok: bool,
     /// What was seen, in a few words.
     pub detail: String,
+    /// What the rendered objects decide, when evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<ObjectsVerdict>,
 }
 
 /// The result of one `verify`.
@@ -125,6 +163,8 @@ struct FileProbe<'a> {
     expected: bool,
     observed: bool,
     reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    objects: Option<bool>,
 }
 
 fn endpoint_of(p: &PodPlan) -> Result<Endpoint> {
@@ -177,6 +217,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
                     reason: v.reason,
                     expect_caller: None,
                     expect_pod_of: Some((dst.tenant.clone(), dst.deployment.clone())),
+                    objects: None,
                 });
             }
         }
@@ -206,6 +247,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
             reason: direct.reason,
             expect_caller: egress_ip,
             expect_pod_of: None,
+            objects: None,
         });
         let to = Endpoint::EgressProxy {
             tenant: src
@@ -229,6 +271,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
             reason: via.reason,
             expect_caller: egress_ip,
             expect_pod_of: None,
+            objects: None,
         });
     }
     for g in state.gateways.iter().map(|r| &r.spec) {
@@ -270,6 +313,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
                 reason: v.reason,
                 expect_caller: None,
                 expect_pod_of: Some((pod.tenant.clone(), pod.deployment.clone())),
+                objects: None,
             });
         }
     }
@@ -340,6 +384,18 @@ pub fn judge(probe: &Probe, outcome: &Result<(u16, String), ProbeFailure>) -> Ou
             }
         }
     }
+    if let Some(o) = probe
+        .objects
+        .as_ref()
+        .filter(|o| o.allowed != probe.expected)
+    {
+        problem = Some(format!(
+            "the rendered objects {} it (egress {}; ingress {})",
+            if o.allowed { "allow" } else { "deny" },
+            o.egress,
+            o.ingress
+        ));
+    }
     let ok = observed == probe.expected && problem.is_none();
     Outcome {
         from: probe.from.to_string(),
@@ -353,6 +409,85 @@ pub fn judge(probe: &Probe, outcome: &Result<(u16, String), ProbeFailure>) -> Ou
         reason: probe.reason.to_string(),
         ok,
         detail: problem.unwrap_or(detail),
+        objects: probe.objects.clone(),
+    }
+}
+
+/// Adds to each probe what the rendered objects decide for it.
+pub fn attach_objects(probes: &mut [Probe], objects: &RenderedPolicy) -> Result<()> {
+    for p in probes {
+        p.objects = objects
+            .verdict(&p.from, &p.to, tcp(p.port)?)
+            .map(Into::into);
+    }
+    Ok(())
+}
+
+/// One cell of the matrix of hand-written manifests.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reach {
+    /// The client (`<namespace>/<workload>` or `world`).
+    pub from: String,
+    /// The server.
+    pub to: String,
+    /// The destination port.
+    pub port: u16,
+    /// Its protocol.
+    pub protocol: Proto,
+    /// Whether Cilium would let it through, and who decided.
+    pub verdict: ObjectsVerdict,
+}
+
+/// `lab verify --manifests`: every workload to every other workload's
+/// ports (80/TCP when it declares none), the world to each, each to the
+/// world on 443/TCP, and what the evaluator could not model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ManifestReport {
+    /// The workloads found.
+    pub workloads: Vec<String>,
+    /// Every cell.
+    pub cells: Vec<Reach>,
+    /// What the evaluator did not model.
+    pub unsupported: Vec<Unsupported>,
+}
+
+/// Evaluates the policies among `objects` on the workloads among them.
+pub fn manifest_matrix(objects: &[Value]) -> ManifestReport {
+    let (set, unsupported) = PolicySet::from_objects(objects);
+    let pods = pods_from_manifests(objects);
+    let mut world = Workload::reserved("world", Identity::World);
+    world.addresses = palisade_kube::eval::INTERNET_PROBE
+        .parse()
+        .into_iter()
+        .collect();
+    let mut cells = Vec::new();
+    let mut cell = |from: &Workload, to: &Workload, port: u16, protocol: Proto| {
+        cells.push(Reach {
+            from: from.name.clone(),
+            to: to.name.clone(),
+            port,
+            protocol,
+            verdict: set.verdict(from, to, port, protocol).into(),
+        });
+    };
+    for to in &pods {
+        let ports: Vec<(u16, Proto)> = match to.ports.as_slice() {
+            [] => vec![(HTTP_PORT, Proto::Tcp)],
+            ps => ps.iter().map(|p| (p.port, p.proto)).collect(),
+        };
+        for from in pods.iter().chain([&world]) {
+            for &(port, proto) in &ports {
+                cell(from, to, port, proto);
+            }
+        }
+    }
+    for from in &pods {
+        cell(from, &world, 443, Proto::Tcp);
+    }
+    ManifestReport {
+        workloads: pods.iter().map(|p| p.name.clone()).collect(),
+        cells,
+        unsupported,
     }
 }
 
@@ -498,6 +633,7 @@ pub fn write_report(path: &std::path::Path, report: &Report) -> Result<()> {
                 expected: o.expected,
                 observed: o.observed,
                 reason: &o.reason,
+                objects: o.objects.as_ref().map(|v| v.allowed),
             })
             .collect(),
     };
