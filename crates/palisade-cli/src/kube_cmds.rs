@@ -71,6 +71,14 @@ pub struct OutputFlags {
     /// Mount container root file systems read-only.
     #[arg(long)]
     pub read_only_root_fs: bool,
+    /// A user (as the API server names it, e.g.
+    /// system:serviceaccount:NS:NAME) allowed to write palisade.io/ labels
+    /// and ipam.cilium.io/ annotations in tenant namespaces; the rendered
+    /// admission policy refuses them from everyone else. Repeatable; adds
+    /// to the defaults (the operator's and Flux's service accounts). Add
+    /// your own user to run `palisade apply`.
+    #[arg(long = "trusted-writer", value_name = "USER")]
+    pub trusted_writers: Vec<String>,
     /// Git repository Flux pulls the tree from (http://, https:// or
     /// ssh://). `render --out DIR` needs it the first time; later renders
     /// reuse the one recorded in DIR/.palisade-tree.
@@ -104,6 +112,7 @@ impl OutputFlags {
             read_only_root_fs: self.read_only_root_fs,
             ..RenderOptions::default()
         };
+        o.trusted_writers.extend(self.trusted_writers.iter().cloned());
         if let Some(a) = &self.proxy_address {
             o.proxy.address = a.clone();
         }

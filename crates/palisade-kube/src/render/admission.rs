@@ -101,7 +101,8 @@ fn trusted_expression(trusted: &[String]) -> String {
         .iter()
         .map(|u| (*u).to_owned())
         .chain(trusted.iter().cloned())
-        .map(|u| format!("'{}'", u.replace('\'', "\\'")))
+        // A CEL string literal: backslashes and quotes escaped.
+        .map(|u| format!("'{}'", u.replace('\\', "\\\\").replace('\'', "\\'")))
         .collect();
     format!("request.userInfo.username in [{}]", users.join(", "))
 }
