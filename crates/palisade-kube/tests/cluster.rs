@@ -504,3 +504,185 @@ fn containerd_loads_the_config_with_runsc_registered() {
         "{version}: {runsc}"
     );
 }
+
+/// A node for install.sh: host root, scripts, service-account files, and
+/// stand-ins for `curl` (serves fixed bytes, logs API calls) and `chroot`
+/// (logs what it would run on the host).
+struct FakeNode {
+    dir: tempfile::TempDir,
+}
+
+const FAKE_RUNSC: &str = "runsc bytes\n";
+const FAKE_SHIM: &str = "shim bytes\n";
+
+impl FakeNode {
+    fn new(files: &Files) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        for d in [
+            "host/usr/local/bin",
+            "host/etc/containerd",
+            "scripts",
+            "sa",
+            "stubs",
+        ] {
+            std::fs::create_dir_all(p.join(d)).unwrap();
+        }
+        std::fs::write(
+            p.join("host/etc/containerd/config.toml"),
+            base_config(ContainerdConfig::V3),
+        )
+        .unwrap();
+        for key in ["install.sh", "register.sh"] {
+            std::fs::write(p.join("scripts").join(key), config_map_script(files, key)).unwrap();
+        }
+        std::fs::write(p.join("sa/token"), "tok").unwrap();
+        std::fs::write(p.join("sa/ca.crt"), "ca").unwrap();
+        let log = p.join("log");
+        let curl = format!(
+            r#"#!/bin/sh
+out=""; url=""; method=GET
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --output) out=$2; shift ;;
+    --request) method=$2; shift ;;
+    --data|--header|--cacert|--proto) shift ;;
+    https://*) url=$1 ;;
+  esac
+  shift
+done
+echo "curl $method $url" >> {log}
+case "$url" in
+  */runsc) printf '%s' "$FAKE_RUNSC" > "$out" ;;
+  */containerd-shim-runsc-v1) printf '%s' "$FAKE_SHIM" > "$out" ;;
+esac
+"#,
+            log = log.display()
+        );
+        let chroot = format!(
+            "#!/bin/sh\nshift\necho \"chroot $*\" >> {}\n",
+            log.display()
+        );
+        for (name, body) in [("curl", curl), ("chroot", chroot)] {
+            let path = p.join("stubs").join(name);
+            std::fs::write(&path, body).unwrap();
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(&path)
+                .status()
+                .unwrap();
+        }
+        Self { dir }
+    }
+
+    fn run(&self) -> std::process::Output {
+        let p = self.dir.path();
+        let path = format!(
+            "{}:{}",
+            p.join("stubs").display(),
+            std::env::var("PATH").unwrap()
+        );
+        Command::new("sh")
+            .arg(p.join("scripts/install.sh"))
+            .env("PATH", path)
+            .env("HOST_ROOT", p.join("host"))
+            .env("SCRIPTS_DIR", p.join("scripts"))
+            .env("SA_DIR", p.join("sa"))
+            .env("INSTALL_ONCE", "1")
+            .env("NODE_NAME", "node-1")
+            .env("KUBERNETES_SERVICE_HOST", "10.100.0.1")
+            .env("KUBERNETES_SERVICE_PORT", "443")
+            .env("FAKE_RUNSC", FAKE_RUNSC)
+            .env("FAKE_SHIM", FAKE_SHIM)
+            .output()
+            .unwrap()
+    }
+
+    /// The log since the last call.
+    fn take_log(&self) -> Vec<String> {
+        let path = self.dir.path().join("log");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
+fn sha512_hex(data: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha512::digest(data.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn render_pinned(runsc: &str, shim: &str) -> Files {
+    let mut o = pinned(CiliumRelease::V1_18);
+    // The script refuses a node whose `uname -m` differs from the pins'
+    // architecture, which follows the instance type (Graviton: aarch64).
+    if std::env::consts::ARCH == "aarch64" {
+        o.instance_type = "m7g.large".into();
+    }
+    o.gvisor.runsc_sha512 = Some(sha512_hex(runsc));
+    o.gvisor.shim_sha512 = Some(sha512_hex(shim));
+    cluster::files(&fixtures::seed(), &RenderOptions::default(), &o).unwrap()
+}
+
+#[test]
+fn install_script_verifies_registers_restarts_once_then_labels_and_reruns_cleanly() {
+    let node = FakeNode::new(&render_pinned(FAKE_RUNSC, FAKE_SHIM));
+    let out = node.run();
+    assert!(out.status.success(), "{out:?}");
+    let log = node.take_log();
+    let patch = log
+        .iter()
+        .position(|l| l.starts_with("curl PATCH"))
+        .unwrap();
+    assert!(log[patch].ends_with("/api/v1/nodes/node-1"), "{log:?}");
+    let restart = log
+        .iter()
+        .position(|l| l == "chroot systemctl restart containerd")
+        .unwrap_or_else(|| panic!("containerd not restarted: {log:?}"));
+    assert!(
+        restart < patch,
+        "labelled before containerd knew runsc: {log:?}"
+    );
+    let url = format!(
+        "/gvisor/releases/release/20260817.0/{}/runsc",
+        std::env::consts::ARCH
+    );
+    assert!(log[..patch].iter().any(|l| l.contains(&url)), "{log:?}");
+    let bin = node.dir.path().join("host/usr/local/bin");
+    assert_eq!(
+        std::fs::read_to_string(bin.join("runsc")).unwrap(),
+        FAKE_RUNSC
+    );
+    assert_eq!(
+        std::fs::read_to_string(bin.join("containerd-shim-runsc-v1")).unwrap(),
+        FAKE_SHIM
+    );
+    let conf =
+        std::fs::read_to_string(node.dir.path().join("host/etc/containerd/config.toml")).unwrap();
+    assert!(conf.contains("io.containerd.cri.v1.runtime\".containerd.runtimes.runsc]"));
+
+    // Again: nothing downloaded, containerd left alone, the label set again.
+    let out = node.run();
+    assert!(out.status.success(), "{out:?}");
+    let log = node.take_log();
+    assert!(
+        log.iter()
+            .all(|l| !l.starts_with("curl GET") && !l.contains("restart")),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l.starts_with("curl PATCH")), "{log:?}");
+}
+
+#[test]
+fn install_script_refuses_a_download_that_does_not_match_the_pin() {
+    let node = FakeNode::new(&render_pinned("the real runsc\n", FAKE_SHIM));
+    let out = node.run();
+    assert!(!out.status.success(), "{out:?}");
+    let log = node.take_log();
+    assert!(log.iter().all(|l| !l.starts_with("curl PATCH")), "{log:?}");
+    assert!(log.iter().all(|l| !l.starts_with("chroot")), "{log:?}");
+    assert!(!node.dir.path().join("host/usr/local/bin/runsc").exists());
+}

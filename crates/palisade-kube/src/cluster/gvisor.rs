@@ -156,15 +156,20 @@ fn install_script(pin: &GvisorPin, arch: &str) -> Result<String, ClusterError> {
         r#"#!/bin/sh
 # Installs gVisor {release} on this node, registers runsc with containerd,
 # then labels the node {label}={value}. Safe to run again.
+# HOST_ROOT, SCRIPTS_DIR, SA_DIR and INSTALL_ONCE exist for tests.
 set -eu
+HOST=${{HOST_ROOT:-/host}}
+SCRIPTS=${{SCRIPTS_DIR:-/scripts}}
+SA=${{SA_DIR:-/var/run/secrets/kubernetes.io/serviceaccount}}
 ARCH=$(uname -m)
 if [ "$ARCH" != {arch} ]; then
   echo "node is $ARCH but the pinned checksums are for {arch}" >&2
   exit 1
 fi
 URL={bucket}/{release}/$ARCH
-BIN=/host/usr/local/bin
+BIN=$HOST/usr/local/bin
 TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
 install_bin() {{
   if [ -f "$BIN/$1" ] && echo "$2  $BIN/$1" | sha512sum -c - >/dev/null 2>&1; then
     echo "$1 {release} already installed"
@@ -179,21 +184,20 @@ install_bin() {{
 }}
 install_bin runsc {runsc}
 install_bin containerd-shim-runsc-v1 {shim}
-CONF=/host/etc/containerd/config.toml
+CONF=$HOST/etc/containerd/config.toml
 BEFORE=$(sha512sum < "$CONF")
-sh /scripts/register.sh "$CONF"
+sh "$SCRIPTS/register.sh" "$CONF"
 if [ "$BEFORE" != "$(sha512sum < "$CONF")" ]; then
-  chroot /host systemctl restart containerd
+  chroot "$HOST" systemctl restart containerd
 fi
-chroot /host /usr/local/bin/runsc --version
-SA=/var/run/secrets/kubernetes.io/serviceaccount
+chroot "$HOST" /usr/local/bin/runsc --version
 curl --fail --silent --show-error --cacert "$SA/ca.crt" \
   --header "Authorization: Bearer $(cat "$SA/token")" \
   --header 'Content-Type: application/merge-patch+json' --request PATCH \
   --data '{{"metadata":{{"labels":{{"{label}":"{value}"}}}}}}' \
   "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/nodes/$NODE_NAME" >/dev/null
 echo "gVisor {release} ready on $NODE_NAME"
-while true; do sleep 3600; done
+[ -n "${{INSTALL_ONCE:-}}" ] || while true; do sleep 3600; done
 "#,
         release = pin.release,
         bucket = RELEASE_BUCKET,
