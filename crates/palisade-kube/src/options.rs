@@ -312,6 +312,11 @@ pub struct RenderOptions {
     /// Run seed 002's demo app (`palisade egress-check`) in every tenant
     /// with at least one deployment.
     pub egress_check: Option<EgressCheck>,
+    /// Users allowed to write `palisade.io/` labels and `ipam.cilium.io/`
+    /// annotations into tenant namespaces (the rendered admission policy):
+    /// whoever applies Palisade's objects, e.g. the operator's or Flux's
+    /// service account, or your own user for `palisade apply`.
+    pub trusted_writers: Vec<String>,
 }
 
 /// The egress-check demo app.
@@ -346,6 +351,10 @@ impl Default for RenderOptions {
             environments: vec![Environment::development(), Environment::production()],
             git: None,
             egress_check: None,
+            trusted_writers: vec![
+                "system:serviceaccount:palisade-system:palisade-operator".into(),
+                "system:serviceaccount:flux-system:kustomize-controller".into(),
+            ],
         }
     }
 }
