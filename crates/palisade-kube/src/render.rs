@@ -32,7 +32,7 @@ use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::node::v1::{RuntimeClass, Scheduling};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -816,9 +816,18 @@ impl Cx<'_> {
     }
 
     fn platform(&self) -> Result<Vec<Object>, Error> {
+        let (key, value) = crate::cluster::GVISOR_READY_LABEL;
         let mut out = vec![Object::new(&RuntimeClass {
             metadata: meta(&self.options.runtime_class, None, labels([MANAGED_BY])),
             handler: "runsc".into(),
+            // Pods of this class land only on nodes where the installer has
+            // registered runsc and set the label: the RuntimeClass admission
+            // controller merges `scheduling.nodeSelector` into each pod's
+            // (Kubernetes docs, "Runtime Class", Scheduling).
+            scheduling: Some(Scheduling {
+                node_selector: Some(labels([(key, value)])),
+                tolerations: None,
+            }),
             ..RuntimeClass::default()
         })?];
         out.extend(admission::objects(&self.options.trusted_writers)?);
