@@ -11,6 +11,11 @@
 //! short deferred transaction: in WAL mode that never blocks the CLI's
 //! writers, and the dashboard holds no connection between requests.
 //!
+//! The store holds every tenant, so the API is guarded as a whole: off
+//! loopback it needs an authenticator ([`auth`]) unless reads are made
+//! public on purpose, a caller sees and changes only the tenants it is
+//! authorised for, and every write attempt lands in the [`audit`] log.
+//!
 //! [`egress_check`] is the seed's demo web app: it runs inside a tenant pod
 //! and shows, from the pod's point of view, which address the internet sees
 //! when it goes out through `HTTP_PROXY`.
