@@ -279,6 +279,24 @@ async fn a_pipelined_ambiguous_request_is_refused_like_one_sent_alone() {
 }
 
 #[tokio::test]
+async fn a_request_pipelined_behind_a_refused_connect_is_judged_too() {
+    let (origin, proxy) = setup().await;
+    let port = origin.addr.port();
+    // other.test is outside the tenant's domains: the CONNECT is refused and
+    // hyper goes on reading HTTP requests from the connection.
+    let stream = format!(
+        "CONNECT other.test:{port} HTTP/1.1\r\nHost: other.test:{port}\r\n\r\n\
+         POST http://good.test:{port}/echo HTTP/1.1\r\nHost: good.test\r\n\
+         Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    );
+    let (resps, closed) = raw_exchange("127.0.0.5", proxy.addr, stream.as_bytes(), 2).await;
+    let statuses: Vec<u16> = resps.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [403, 400], "{resps:?}");
+    assert!(closed);
+    assert_eq!(origin.requests(), 0);
+}
+
+#[tokio::test]
 async fn pipelined_well_framed_requests_are_all_forwarded() {
     let (origin, proxy) = setup().await;
     let target = format!("http://good.test:{}/echo", origin.addr.port());
