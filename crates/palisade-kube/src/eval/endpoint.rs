@@ -168,9 +168,21 @@ impl Endpoint {
                 if let Some(sa) = service_account {
                     out.push(Label::new(SOURCE_K8S, SERVICE_ACCOUNT_KEY, sa));
                 }
-                out.extend(namespace_labels.iter().map(|(k, v)| {
-                    Label::new(SOURCE_K8S, &format!("{NAMESPACE_LABELS_PREFIX}{k}"), v)
-                }));
+                // Kubernetes labels every namespace with its name
+                // (`kubernetes.io/metadata.name`, GA in 1.22).
+                out.push(Label::new(
+                    SOURCE_K8S,
+                    &format!("{NAMESPACE_LABELS_PREFIX}kubernetes.io/metadata.name"),
+                    namespace,
+                ));
+                out.extend(
+                    namespace_labels
+                        .iter()
+                        .filter(|(k, _)| *k != "kubernetes.io/metadata.name")
+                        .map(|(k, v)| {
+                            Label::new(SOURCE_K8S, &format!("{NAMESPACE_LABELS_PREFIX}{k}"), v)
+                        }),
+                );
                 out
             }
             Identity::Node { labels, local } => {

@@ -10,7 +10,9 @@
 //! the packets.
 //!
 //! Each rule of interpretation cites the Cilium documentation page or
-//! source file it follows, next to the code. Fields the evaluator does not
+//! source file it follows, next to the code. Kubernetes `NetworkPolicy`
+//! objects, which Cilium enforces too, are read with the Kubernetes API's
+//! semantics. Fields the evaluator does not
 //! model (FQDN, L7, host policies, services, CIDR groups, requirements) are
 //! returned as [`Unsupported`] entries, never silently dropped.
 //!
@@ -24,6 +26,7 @@
 mod endpoint;
 mod labels;
 mod model;
+mod netpol;
 mod parse;
 mod rule;
 mod workloads;
@@ -43,7 +46,7 @@ use std::fmt;
 /// A policy object: kind, namespace (none for clusterwide) and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ObjectRef {
-    /// `CiliumNetworkPolicy` or `CiliumClusterwideNetworkPolicy`.
+    /// `CiliumNetworkPolicy`, `CiliumClusterwideNetworkPolicy` or `NetworkPolicy`.
     pub kind: String,
     /// The namespace, for namespaced kinds.
     pub namespace: Option<String>,
@@ -213,6 +216,7 @@ pub struct PolicySet {
 
 const CNP: &str = "CiliumNetworkPolicy";
 const CCNP: &str = "CiliumClusterwideNetworkPolicy";
+const NP: &str = "NetworkPolicy";
 
 impl PolicySet {
     /// Parses the policy objects among `objects` (other kinds are skipped)
@@ -245,21 +249,8 @@ impl PolicySet {
         };
         let ns = match kind {
             // A namespaced object without a namespace lands in `default`.
-            CNP => Some(meta("namespace").unwrap_or("default").to_owned()),
+            CNP | NP => Some(meta("namespace").unwrap_or("default").to_owned()),
             CCNP => None,
-            "NetworkPolicy" => {
-                unsupported.push(Unsupported {
-                    object: ObjectRef {
-                        kind: kind.into(),
-                        namespace: meta("namespace").map(str::to_owned),
-                        name: meta("name").unwrap_or_default().into(),
-                    },
-                    path: String::new(),
-                    reason: "Kubernetes NetworkPolicy is not evaluated; Cilium enforces it too"
-                        .into(),
-                });
-                return;
-            }
             _ => return,
         };
         let oref = ObjectRef {
@@ -267,6 +258,11 @@ impl PolicySet {
             namespace: ns.clone(),
             name: meta("name").unwrap_or_default().into(),
         };
+        if kind == NP {
+            let rules = netpol::parse(self.objects.len(), &oref, obj, unsupported);
+            self.push(ns, rules.into_iter().collect(), oref);
+            return;
+        }
         let mut parser = parse::Parser {
             object: self.objects.len(),
             oref: &oref,
@@ -275,6 +271,10 @@ impl PolicySet {
             out: unsupported,
         };
         let rules = parser.object(obj);
+        self.push(ns, rules, oref);
+    }
+
+    fn push(&mut self, ns: Option<String>, rules: Vec<Rule>, oref: ObjectRef) {
         for r in rules {
             let i = self.rules.len();
             match &ns {
