@@ -111,25 +111,33 @@ pub struct EgressSpec {
     pub denied_domains: Vec<String>,
 }
 
-/// A status condition, as `metav1.Condition` spells it.
+/// A status condition with the schema of `metav1.Condition`
+/// (k8s.io/apimachinery/pkg/apis/meta/v1/types.go): `type`, `status`,
+/// `reason`, `message` and `lastTransitionTime` required, so tools that
+/// read conditions generically (kstatus in Flux and Argo CD, `kubectl
+/// wait --for=condition=Ready`) read ours.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Ready`, `SubnetAllocated`, ...
+    /// `Ready`, `SubnetAllocated`, `Reconciling`, `Stalled`, ...
     #[serde(rename = "type")]
+    #[schemars(length(min = 1, max = 316))]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
+    #[schemars(extend("enum" = ["True", "False", "Unknown"]))]
     pub status: String,
     /// One CamelCase word.
+    #[schemars(length(min = 1, max = 1024))]
     pub reason: String,
     /// For people.
-    #[serde(default)]
+    #[schemars(length(max = 32768))]
     pub message: String,
     /// When `status` last changed (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_transition_time: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
+    pub last_transition_time: String,
     /// The generation this condition was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
 }
 
@@ -139,6 +147,7 @@ pub struct Condition {
 pub struct TenantStatus {
     /// `Ready` and, while deleting, `Terminating`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The tenant's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,6 +323,7 @@ fn one() -> u32 {
 pub struct TenantDeploymentStatus {
     /// `SubnetAllocated` and `Ready`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The allocated subnet in canonical form.
     #[serde(default, skip_serializing_if = "Option::is_none")]

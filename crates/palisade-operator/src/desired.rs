@@ -37,6 +37,10 @@ pub const FIELD_MANAGER: &str = "palisade-operator";
 pub const MANAGED_BY_OPERATOR: &str = "palisade-operator";
 /// Annotation holding the hash of what was applied: equal hash, no write.
 pub const HASH_ANNOTATION: &str = "palisade.io/applied-hash";
+/// Annotation on a workload's Deployment: the `TenantDeployment`
+/// generation it was rendered from, so the workload's status can say
+/// when that generation is applied and rolled out.
+pub const GENERATION_ANNOTATION: &str = "palisade.io/workload-generation";
 /// Finalizer on tenants: their workloads go first.
 pub const TENANT_FINALIZER: &str = "palisade.io/workloads";
 /// Finalizer on workloads: their subnet claim goes with them.
@@ -281,6 +285,7 @@ pub fn plan_tenant(
         allow_rules: Vec::new(),
     };
     let mut specs: BTreeMap<String, &TenantDeploymentSpec> = BTreeMap::new();
+    let mut generations: BTreeMap<String, i64> = BTreeMap::new();
     let mut sorted: Vec<&TenantDeployment> = workloads
         .iter()
         .filter(|w| w.metadata.deletion_timestamp.is_none())
@@ -317,6 +322,7 @@ pub fn plan_tenant(
                 }
                 snapshot.deployments.push(d);
                 specs.insert(name.clone(), &w.spec);
+                generations.insert(name.clone(), w.metadata.generation.unwrap_or(0));
                 plan.rendered.push(name);
             }
             Err(e) => plan.invalid.push((name, e.0)),
@@ -356,6 +362,15 @@ pub fn plan_tenant(
                     (spec, o.kind.as_str(), o.api_version.as_str())
                 {
                     overlay_container(&mut o.body, spec);
+                    if let (Some(g), Some(meta)) = (
+                        generations.get(d.name.as_str()),
+                        o.body.get_mut("metadata").and_then(Value::as_object_mut),
+                    ) {
+                        let ann = meta.entry("annotations").or_insert_with(|| json!({}));
+                        if let Some(a) = ann.as_object_mut() {
+                            a.insert(GENERATION_ANNOTATION.into(), g.to_string().into());
+                        }
+                    }
                 }
                 objects.push(o);
             }
@@ -549,12 +564,12 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition, now: &
             new.last_transition_time = if c.status == new.status {
                 c.last_transition_time.clone()
             } else {
-                Some(now.to_owned())
+                now.to_owned()
             };
             *c = new;
         }
         None => {
-            new.last_transition_time = Some(now.to_owned());
+            new.last_transition_time = now.to_owned();
             conditions.push(new);
         }
     }
@@ -572,7 +587,7 @@ fn condition(
         status: if ok { "True" } else { "False" }.into(),
         reason: reason.into(),
         message,
-        last_transition_time: None,
+        last_transition_time: String::new(),
         observed_generation: generation,
     }
 }
@@ -1195,15 +1210,15 @@ mod tests {
                 .cloned()
                 .unwrap()
         };
-        assert_eq!(ready(&s1).last_transition_time.as_deref(), Some("t1"));
+        assert_eq!(ready(&s1).last_transition_time, "t1");
         assert_eq!(ready(&s1).reason, "PodsNotReady");
         // One more pod ready, still not all: same status, same time.
         let s2 = workload_status(Some(&s1), Some(1), Ok(Some(net)), 1, 2, "t2");
-        assert_eq!(ready(&s2).last_transition_time.as_deref(), Some("t1"));
+        assert_eq!(ready(&s2).last_transition_time, "t1");
         assert_eq!(ready(&s2).message, "1/2 pods ready");
         let s3 = workload_status(Some(&s2), Some(1), Ok(Some(net)), 2, 2, "t3");
         assert_eq!(ready(&s3).status, "True");
-        assert_eq!(ready(&s3).last_transition_time.as_deref(), Some("t3"));
+        assert_eq!(ready(&s3).last_transition_time, "t3");
         // Same inputs, same status: the reconcile writes nothing.
         assert_eq!(
             workload_status(Some(&s3), Some(1), Ok(Some(net)), 2, 2, "t4"),

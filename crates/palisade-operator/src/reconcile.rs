@@ -806,27 +806,47 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
             }
         }
     };
-    let ready = if matches!(subnet, Ok(Some(_))) {
+    let deployment = if matches!(subnet, Ok(Some(_))) {
         Api::<K8sDeployment>::namespaced(client.clone(), &ns)
             .get_opt(&name)
             .await
             .map_err(Error::kube("read", format!("Deployment {ns}/{name}")))?
-            .and_then(|d| d.status)
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0)
     } else {
-        0
+        None
     };
+    let ready = deployment
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let pending = matches!(subnet, Ok(Some(_)))
+        .then(|| {
+            status::rollout_pending(w.metadata.generation, deployment.as_ref(), w.spec.replicas)
+        })
+        .flatten();
     if let Err(e) = &subnet {
         tracing::warn!(workload = %format!("{ns}/{name}"), reason = e.reason(), error = %e.message(), "workload blocked");
     }
-    let status = desired::workload_status(
+    let now = now_rfc3339();
+    let mut status = desired::workload_status(
         w.status.as_ref(),
         w.metadata.generation,
         subnet.as_ref().map(|s| *s),
         ready,
         w.spec.replicas,
-        &now_rfc3339(),
+        &now,
+    );
+    let prior = w
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    status::record_rollout(
+        &mut status.conditions,
+        &prior,
+        pending.as_deref(),
+        w.metadata.generation,
+        &now,
     );
     if w.status.as_ref() != Some(&status) {
         let body = json!({"apiVersion": crate::crd::API_VERSION, "kind": "TenantDeployment",
@@ -840,7 +860,7 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
         .map_err(Error::kube("update the status of", format!("{ns}/{name}")))?;
     }
     Ok(match subnet {
-        Ok(Some(_)) if i64::from(ready) < i64::from(w.spec.replicas) => {
+        Ok(Some(_)) if i64::from(ready) < i64::from(w.spec.replicas) || pending.is_some() => {
             Action::requeue(NOT_READY_REQUEUE)
         }
         Ok(None) | Err(Blocked::TenantMissing(_) | Blocked::SubnetLost(_)) => {

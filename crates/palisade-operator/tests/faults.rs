@@ -463,3 +463,79 @@ async fn a_pool_change_overlapping_live_claims_is_refused() {
         "a /112 was allocated inside a live /96"
     );
 }
+
+/// Sets the Deployment's status as its controller would after rolling out
+/// `replicas` pods of its current generation.
+fn roll_out(api: &FakeApi, name: &str, replicas: i64) {
+    let mut d = api
+        .get("apps/v1", "deployments", Some("tenant-acme"), name)
+        .unwrap();
+    let g = d["metadata"]["generation"].clone();
+    d["status"] = json!({"observedGeneration": g, "replicas": replicas, "updatedReplicas": replicas,
+                         "readyReplicas": replicas, "availableReplicas": replicas});
+    api.insert("apps/v1", "deployments", d);
+}
+
+// Fault 7: Ready and observedGeneration mean generation N is applied and
+// rolled out (kstatus).
+#[tokio::test]
+async fn ready_means_this_generation_is_applied_and_rolled_out() {
+    let (api, c) = running().await;
+    roll_out(&api, "web", 2);
+    reconcile_workload(&c, "acme", "web").await;
+    let s = workload(&c, "acme", "web").await.status.unwrap();
+    assert_eq!(condition(&s.conditions, "Ready").status, "True");
+    assert_eq!(condition(&s.conditions, "Reconciling").status, "False");
+    assert_eq!(s.observed_generation, Some(1));
+
+    // A new image: generation 2. The old pods are all ready, but they are
+    // generation 1's.
+    Api::<TenantDeployment>::namespaced(c.client.clone(), "tenant-acme")
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"image": "nginx:1.27"}})),
+        )
+        .await
+        .unwrap();
+    reconcile_workload(&c, "acme", "web").await;
+    let s = workload(&c, "acme", "web").await.status.unwrap();
+    assert_eq!(s.observed_generation, Some(2));
+    let ready = condition(&s.conditions, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "RolloutInProgress"),
+        "{ready:?}"
+    );
+    assert_eq!(condition(&s.conditions, "Reconciling").status, "True");
+    assert!(!ready.last_transition_time.is_empty());
+
+    // Applied, but the Deployment controller has not rolled it out yet.
+    reconcile_tenant(&c, "acme").await;
+    reconcile_workload(&c, "acme", "web").await;
+    let s = workload(&c, "acme", "web").await.status.unwrap();
+    assert_eq!(condition(&s.conditions, "Ready").status, "False");
+
+    roll_out(&api, "web", 2);
+    reconcile_workload(&c, "acme", "web").await;
+    let s = workload(&c, "acme", "web").await.status.unwrap();
+    assert_eq!(condition(&s.conditions, "Ready").status, "True");
+    assert_eq!(condition(&s.conditions, "Reconciling").status, "False");
+    assert_eq!(condition(&s.conditions, "Stalled").status, "False");
+}
+
+// Fault 7: the conditions schema is metav1.Condition's, a map keyed by type.
+#[test]
+fn conditions_have_the_metav1_condition_schema() {
+    for crd in palisade_operator::crd::crds().into_iter().take(2) {
+        let v = serde_json::to_value(&crd).unwrap();
+        let conditions = &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+        let required = conditions["items"]["required"].as_array().unwrap();
+        for field in ["type", "status", "reason", "message", "lastTransitionTime"] {
+            assert!(required.contains(&json!(field)), "{field} not required");
+        }
+    }
+}
