@@ -236,6 +236,7 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
                         "ports": p.spec.ports,
                         "image": p.spec.image,
                         "runtime": p.spec.runtime.to_string(),
+                        "workload": p.spec.workload,
                         "pid": p.pid,
                         "running": apply::alive(p.pid),
                     })

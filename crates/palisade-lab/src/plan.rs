@@ -142,6 +142,13 @@ pub struct PodPlan {
     pub ports: Vec<u16>,
     /// How it runs.
     pub runtime: Runtime,
+    /// The deployment's env, command, scratch and security profile, shown
+    /// by `lab status`; the lab runs its built-in stand-in, not the image.
+    #[serde(
+        default,
+        skip_serializing_if = "palisade_core::WorkloadSpec::is_default"
+    )]
+    pub workload: palisade_core::WorkloadSpec,
 }
 
 /// One host → backends route of a gateway.
@@ -277,6 +284,7 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, options: &LabOptions) -> Resul
                 addr: Ipv6Addr::from(u128::from(d.subnet.network()) + u128::from(i) + 1),
                 ports: ports.clone(),
                 runtime: options.runtime,
+                workload: d.workload.clone(),
             });
         }
     }

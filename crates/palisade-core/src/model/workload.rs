@@ -182,7 +182,7 @@ checked_string!(
 );
 
 /// Where an environment variable's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum EnvValue {
     /// A value written into the Deployment as is.
     Literal(String),
@@ -198,7 +198,7 @@ pub enum EnvValue {
 }
 
 /// One environment variable of a deployment's container.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "RawEnvVar", into = "RawEnvVar")]
 pub struct EnvVar {
     /// The variable's name.
@@ -363,7 +363,7 @@ impl fmt::Display for MountPath {
 
 /// A writable empty directory mounted into the container, which lives as
 /// long as the pod: room to write under a read-only root filesystem.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ScratchVolume {
     /// Where it is mounted.
     pub path: MountPath,
@@ -470,7 +470,7 @@ impl fmt::Display for SecurityProfile {
 
 /// Everything a deployment's container needs beyond its image. The default
 /// runs the image as built under the platform's security settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "RawWorkload", into = "RawWorkload")]
 pub struct WorkloadSpec {
     env: Vec<EnvVar>,
