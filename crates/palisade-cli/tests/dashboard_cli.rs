@@ -412,3 +412,139 @@ fn egress_check_goes_out_through_the_real_proxy() {
     assert_eq!(acme["denied"], 1, "{v}");
     assert_eq!(acme["denials"][0]["reason"], "port-not-allowed");
 }
+
+/// A fake Kubernetes API server on a real socket, one request per
+/// connection (`Connection: close`): TokenReview knows `alice-token`
+/// (user alice), SubjectAccessReview allows alice in `tenant-acme` only.
+/// Returns its URL and the `Authorization` headers it was sent.
+fn fake_api_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let mut length = 0;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                let h = h.trim_end();
+                if h.is_empty() {
+                    break;
+                }
+                let (name, value) = h.split_once(':').unwrap();
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap(),
+                    "authorization" => record.lock().unwrap().push(value.trim().to_owned()),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let answer = if path.contains("/tokenreviews") {
+                let ok = req["spec"]["token"] == "alice-token";
+                serde_json::json!({"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                    "metadata": {}, "spec": req["spec"],
+                    "status": if ok { serde_json::json!({"authenticated": true,
+                        "user": {"username": "alice", "uid": "1", "groups": ["system:authenticated"]}}) }
+                        else { serde_json::json!({"error": "invalid bearer token"}) }})
+            } else {
+                let a = &req["spec"]["resourceAttributes"];
+                let ok = req["spec"]["user"] == "alice" && a["namespace"] == "tenant-acme";
+                serde_json::json!({"kind": "SubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+                    "metadata": {}, "spec": req["spec"], "status": {"allowed": ok}})
+            };
+            let text = answer.to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn kube_auth_asks_the_cluster_named_by_the_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = init(dir.path());
+    palisade(&state, &["create", "globex", "shop", "shop:1"]);
+    let s = state.to_str().unwrap();
+    // No cluster at all: a clear error.
+    let out = Command::new(BIN)
+        .args(["--state", s, "dashboard", "--kube-auth"])
+        .env("KUBECONFIG", dir.path().join("missing-kubeconfig"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--kube-auth: no Kubernetes API access"),
+        "{err}"
+    );
+
+    let (api, asked_with) = fake_api_server();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {api}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: dashboard\n\
+             current-context: fake\nusers:\n- name: dashboard\n  user:\n    token: dashboard-sa-token\n"
+        ),
+    )
+    .unwrap();
+    let server = serve(
+        &[
+            "--state",
+            s,
+            "dashboard",
+            "--listen",
+            "127.0.0.1:0",
+            "--kube-auth",
+        ],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+        dir.path().join("dashboard.log"),
+    );
+    let curl = |token: &str| {
+        Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(format!("{}/api/tenants", server.url))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let answer = match curl("alice-token") {
+        Ok(a) => a,
+        Err(e) => return skip_or_fail(&format!("curl is not available: {e}")),
+    };
+    let (body, status) = answer.rsplit_once('\n').unwrap();
+    assert_eq!(status, "200", "{body}");
+    let v: Value = serde_json::from_str(body).unwrap();
+    let names: Vec<&str> = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme"], "alice sees only her tenant");
+    assert!(curl("stolen-token").unwrap().ends_with("\n401"));
+    // The reviews were made with the dashboard's own credentials.
+    let asked = asked_with.lock().unwrap().clone();
+    assert!(!asked.is_empty());
+    assert!(
+        asked.iter().all(|a| a == "Bearer dashboard-sa-token"),
+        "{asked:?}"
+    );
+}
