@@ -633,8 +633,10 @@ mod three_way {
     /// differs.
     #[test]
     fn both_flavours_agree_with_the_model() {
-        let mut o = RenderOptions::default();
-        o.policy = palisade_kube::PolicyFlavour::Both;
+        let o = RenderOptions {
+            policy: palisade_kube::PolicyFlavour::Both,
+            ..RenderOptions::default()
+        };
         let d = disagreements(&fixtures::seed(), &o);
         let found: Vec<&str> = d.keys().map(String::as_str).collect();
         assert_eq!(found, SHARED_ENVOY, "{d:#?}");
@@ -647,8 +649,10 @@ mod three_way {
     /// renderer or the options; pinned here so it is seen.
     #[test]
     fn kubernetes_flavour_blocks_cilium_gateways() {
-        let mut o = RenderOptions::default();
-        o.policy = palisade_kube::PolicyFlavour::Kubernetes;
+        let o = RenderOptions {
+            policy: palisade_kube::PolicyFlavour::Kubernetes,
+            ..RenderOptions::default()
+        };
         let d = disagreements(&fixtures::seed(), &o);
         let found: Vec<&str> = d.keys().map(String::as_str).collect();
         assert_eq!(
