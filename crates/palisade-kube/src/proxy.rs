@@ -3,11 +3,20 @@
 //! A tenant's traffic must leave from the tenant's fixed address, and only
 //! a machine that owns an address can send from it. So the proxy runs on
 //! the host network of dedicated egress nodes (whose interfaces carry the
-//! tenants' addresses), tenants reach those nodes through the Service, and
-//! the tenants' policies allow exactly those nodes on the proxy port (see
-//! `Peer::Nodes` in the renderer). The config travels in a ConfigMap; the
-//! proxy reloads it when the kubelet swaps the file, so a new deployment
-//! needs no restart.
+//! tenants' addresses), and the tenants' policies allow exactly those nodes
+//! (see `Peer::Nodes` in the renderer). The config travels in a ConfigMap;
+//! the proxy reloads it when the kubelet swaps the file, so a new tenant or
+//! deployment needs no restart.
+//!
+//! Each tenant has its own listener port (`tenants[].listen_port`, from the
+//! store's `proxy_port`) that only its pods may reach, because a pod's
+//! source address does not say who it is on every topology (an IPv4-only
+//! service network, no per-deployment pools). The Service is headless, so
+//! its name resolves to the proxy nodes' own addresses and a pod connects to
+//! `<node>:<its port>` directly: no Service port per tenant (an
+//! EndpointSlice holds at most 100 ports, kubernetes/kubernetes#99382), and
+//! no address translation between the pod and the `toNodes` rule that
+//! decides. See docs/proxy.md, "Who is calling".
 
 use crate::Error;
 use crate::object::Object;
@@ -218,6 +227,12 @@ pub(crate) fn objects(p: &InClusterProxy, options: &RenderOptions) -> Result<Vec
     out.push(Object::new(&Service {
         metadata: meta(name, Some(ns), &own),
         spec: Some(ServiceSpec {
+            // Headless: the name resolves to the ready proxy pods' addresses,
+            // which on the host network are the egress nodes' (Kubernetes
+            // "DNS for Services and Pods", A/AAAA records of headless
+            // Services). Tenants dial their own port there; the ports below
+            // only name the shared and admin listeners.
+            cluster_ip: Some("None".into()),
             selector: Some(selector),
             ports: Some(vec![
                 ServicePort {
@@ -240,4 +255,35 @@ pub(crate) fn objects(p: &InClusterProxy, options: &RenderOptions) -> Result<Vec
         ..Service::default()
     })?);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(objects: &[Object]) -> serde_json::Value {
+        objects
+            .iter()
+            .find(|o| o.kind == "Service")
+            .map(|o| o.body.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_service_is_headless_so_each_tenant_dials_its_own_port_on_the_nodes() {
+        let config = "listen: '[::]:3128'\ntenants:\n- {name: a, listen_port: 20000}\n";
+        let objects = objects(
+            &InClusterProxy::new(config.into()),
+            &RenderOptions::default(),
+        )
+        .unwrap_or_default();
+        let svc = service(&objects);
+        assert_eq!(svc["spec"]["clusterIP"], "None", "{svc}");
+        // No port per tenant: an EndpointSlice could not hold more than 100.
+        let ports: Vec<_> = svc["spec"]["ports"]
+            .as_array()
+            .map(|p| p.iter().map(|p| p["name"].clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(ports, ["proxy", "admin"]);
+    }
 }
