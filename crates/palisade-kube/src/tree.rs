@@ -354,10 +354,12 @@ impl Digest {
     fn of(bytes: &[u8]) -> Self {
         use sha2::Digest as _;
         let hash = sha2::Sha256::digest(bytes);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut hex = String::with_capacity(Self::PREFIX.len() + 64);
         hex.push_str(Self::PREFIX);
         for b in hash {
-            hex.push_str(&format!("{b:02x}"));
+            hex.push(char::from(HEX[usize::from(b >> 4)]));
+            hex.push(char::from(HEX[usize::from(b & 0xf)]));
         }
         Self(hex)
     }
