@@ -26,13 +26,13 @@ use std::sync::Arc;
     palisade dashboard --listen [::]:7474 --kube-auth   # in a pod: cluster RBAC decides\n  \
     palisade dashboard --listen 0.0.0.0:7474 --public-read\n\
     Off loopback the dashboard refuses to start unless callers must authenticate\n\
-    (--token-file or --kube-auth) or reads are explicitly public (--public-read,\n\
-    never with --allow-writes). A token file has one `TOKEN TENANT[,TENANT...]|* [NAME]`\n\
+    (--token-file or --kube-auth) or reads are explicitly public (--public-read;\n\
+    writes always need authentication there). A token file has one `TOKEN TENANT[,TENANT...]|* [NAME]`\n\
     per line; the browser asks for the token at /login. Every write attempt is\n\
     logged as one JSON line (who, what, when, result) on stdout or --audit-log.\n\
     The JSON API behind the pages is documented in docs/dashboard.md.")]
 pub struct DashboardArgs {
-    /// Address to listen on. Default 127.0.0.1:7474; a non-loopback address is only ever used when given here.
+    /// Address to listen on. Default 127.0.0.1:7474; a non-loopback address is only ever used when given here, and only with --token-file, --kube-auth or --public-read.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Allow creating and deleting deployments from the web UI and API (off loopback: only with authentication).
