@@ -176,14 +176,21 @@ impl HeadScanner {
                     };
                 }
                 State::Name if self.name_len == 0 => {
-                    // The usual case: a whole line in this read, judged in one go.
-                    match data.iter().position(|&c| c == b'\n') {
-                        Some(at) if self.header_line(&data[..at]) => data = &data[at + 1..],
-                        _ => {
-                            self.step(b);
-                            data = rest;
+                    // The usual case: a whole line in this read, judged in one
+                    // go. Otherwise byte by byte to the end of the line (or of
+                    // the read), so no byte is searched twice more.
+                    let end = match data.iter().position(|&c| c == b'\n') {
+                        Some(at) if self.header_line(&data[..at]) => {
+                            data = &data[at + 1..];
+                            continue;
                         }
+                        Some(at) => at + 1,
+                        None => data.len(),
+                    };
+                    for &c in &data[..end] {
+                        self.step(c);
                     }
+                    data = &data[end..];
                 }
                 _ => {
                     self.step(b);
@@ -544,6 +551,26 @@ mod tests {
         // Without the bad one, all five heads pass.
         let stream = [&clean[..], sized, chunked, b"\r\n", clean, clean].concat();
         assert_eq!(scan(&[&stream]), (5, None));
+    }
+
+    #[test]
+    fn work_stays_linear_in_the_bytes_read() {
+        // A line that never ends, or one full of CRs, must not be searched
+        // again for every byte (16 MiB in one read: linear is milliseconds).
+        for filler in [b'\r', b'a', b' '] {
+            let mut stream = b"GET / HTTP/1.1\r\n".to_vec();
+            stream.resize(16 << 20, filler);
+            let start = std::time::Instant::now();
+            let mut scanner = HeadScanner::default();
+            scanner.feed(&stream);
+            stream.push(b'\n');
+            scanner.feed(&stream[stream.len() - 1..]);
+            let took = start.elapsed();
+            assert!(
+                took < std::time::Duration::from_secs(5),
+                "{filler}: {took:?}"
+            );
+        }
     }
 
     #[test]
