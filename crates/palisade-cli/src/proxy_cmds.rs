@@ -50,7 +50,9 @@ fn egress(ips: impl IntoIterator<Item = IpAddr>) -> EgressConfig {
 }
 
 /// The proxy configuration for `snapshot`: one tenant per store tenant,
-/// identified by its deployments' subnets, leaving from its egress IP.
+/// known on its own listener port (`proxy_port`, whatever the caller's
+/// address: an IPv4 pod is still its tenant) and on the shared port by its
+/// deployments' subnets, leaving from its egress IP.
 pub fn proxy_config(args: &ProxyConfigArgs, snapshot: &Snapshot) -> Result<ProxyConfig> {
     let mut config = ProxyConfig {
         listen: args.listen,
@@ -66,6 +68,9 @@ pub fn proxy_config(args: &ProxyConfigArgs, snapshot: &Snapshot) -> Result<Proxy
                 .to_string()
                 .try_into()
                 .map_err(|e: String| anyhow!(e))?,
+            // 0: not assigned (a store from before ports were); the tenant
+            // is then known on the shared port only.
+            listen_port: (tenant.proxy_port != 0).then_some(tenant.proxy_port),
             sources: snapshot
                 .deployments_of(&tenant.name)
                 .map(|d| SourcePrefix {
@@ -101,4 +106,30 @@ pub fn write_config(args: &ProxyConfigArgs, snapshot: &Snapshot) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        config: ProxyConfigArgs,
+    }
+
+    #[test]
+    fn each_tenant_listens_on_its_stored_port_and_the_proxy_accepts_it() {
+        let mut snapshot = palisade_kube::fixtures::seed();
+        snapshot.tenants[0].proxy_port = 20000;
+        snapshot.tenants[1].proxy_port = 0; // from a store before ports
+        let args = Args::parse_from(["x"]).config;
+        let yaml = proxy_config(&args, &snapshot)
+            .and_then(|c| Ok(c.to_yaml()?))
+            .unwrap_or_default();
+        let back = ProxyConfig::from_yaml(&yaml).unwrap_or_default();
+        let ports: Vec<_> = back.tenants.iter().map(|t| t.listen_port).collect();
+        assert_eq!(ports[..2], [Some(20000), None], "{yaml}");
+    }
 }

@@ -396,7 +396,13 @@ fn proxy_config(
     service: Ipv6Net,
 ) -> Result<ProxyConfig> {
     let mut config = ProxyConfig {
-        listen: SocketAddr::new(IpAddr::V6(PROXY_ADDR), options.policy.proxy_port.get()),
+        // Every address of the proxy's namespace, both families: tenant
+        // listeners bind where `listen` does, and a pod may reach its
+        // tenant's port over IPv4 (the router's nftables decide who may).
+        listen: SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            options.policy.proxy_port.get(),
+        ),
         admin_listen: SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 9128),
         cluster_deny: vec![pool.into(), service.into()],
         reload_poll: HumanDuration(Duration::from_millis(500)),
@@ -409,6 +415,8 @@ fn proxy_config(
                 .to_string()
                 .try_into()
                 .map_err(|e: String| LabError::Plan(e))?,
+            // As `palisade proxy-config` does: the tenant's own port.
+            listen_port: (t.proxy_port != 0).then_some(t.proxy_port),
             sources: snapshot
                 .deployments_of(&t.name)
                 .map(|d| SourcePrefix {

@@ -439,16 +439,27 @@ fn judging_names_wrong_answers_and_wrong_egress_addresses() {
 
 #[test]
 fn the_proxy_config_is_valid_and_names_every_tenant_source_and_egress() {
-    let s = snapshot();
+    let mut s = snapshot();
+    // acme has its own listener port; big-corp (from a store without ports) none.
+    s.tenants[0].proxy_port = 20001;
     let p = plan::plan(&s, &Policy::compile(&s), &options()).unwrap();
     let yaml = p.proxy_config.to_yaml().unwrap();
     let back = palisade_proxy::config::ProxyConfig::from_yaml(&yaml).unwrap();
     back.validate().unwrap();
-    assert_eq!(back.listen.ip(), std::net::IpAddr::V6(PROXY_ADDR));
+    // Every address of the proxy's namespace (PROXY_ADDR among them), both
+    // families: tenant listeners bind there too.
+    assert!(back.listen.ip().is_unspecified(), "{yaml}");
     assert_eq!(back.tenants.len(), 2);
     for t in &back.tenants {
         let e = p.egress_of(t.name.as_str()).unwrap();
         assert_eq!(t.egress.ipv6, Some(e.ip));
+        let port = s
+            .tenants
+            .iter()
+            .find(|x| x.name.as_str() == t.name.as_str())
+            .unwrap()
+            .proxy_port;
+        assert_eq!(t.listen_port, (port != 0).then_some(port), "{yaml}");
         let subnets: Vec<_> = s
             .deployments
             .iter()
