@@ -660,17 +660,7 @@ pub async fn allocate(
         .await
         .map_err(Error::kube("list", "subnet claims"))?;
     let names: Vec<String> = existing.items.iter().map(ResourceExt::name_any).collect();
-    let foreign = ClaimLedger::foreign_overlaps(pool, names.iter().map(String::as_str));
-    if !foreign.is_empty() {
-        let list: Vec<String> = foreign.iter().map(ToString::to_string).collect();
-        return Err(Error::Config(format!(
-            "the pool {} /{} overlaps live claims that are not its subnets ({}): \
-             the pool settings changed while subnets are in use; restore them",
-            pool.cidr(),
-            pool.subnet_len(),
-            list.join(", ")
-        )));
-    }
+    pool_conflicts(pool, &names)?;
     let mut ledger = ClaimLedger::from_names(pool, names.iter().map(String::as_str));
     // Subnets named in workload statuses are in use even while their
     // claim is missing (deleted by hand, about to be repaired): never
@@ -1123,4 +1113,34 @@ pub async fn collect_garbage(ctx: &Ctx) -> Result<Vec<String>, Error> {
     let left = claims.len().saturating_sub(done.len());
     ctx.metrics.set_pool(ctx.config.pool.capacity(), left);
     Ok(done)
+}
+
+/// Refuses a pool that overlaps live claims it does not contain (the
+/// settings changed while subnets are in use: a /112 could be handed out
+/// inside a live /96). Run before the controllers start.
+pub async fn check_pool(client: &Client, pool: &Pool) -> Result<(), Error> {
+    let names: Vec<String> = Api::<SubnetClaim>::all(client.clone())
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(Error::kube("list", "subnet claims"))?
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    pool_conflicts(pool, &names)
+}
+
+fn pool_conflicts(pool: &Pool, names: &[String]) -> Result<(), Error> {
+    let foreign = ClaimLedger::foreign_overlaps(pool, names.iter().map(String::as_str));
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = foreign.iter().map(ToString::to_string).collect();
+    Err(Error::Config(format!(
+        "the pool {} /{} overlaps live claims that are not its subnets ({}): \
+         the pool settings changed while subnets are in use; restore them",
+        pool.cidr(),
+        pool.subnet_len(),
+        list.join(", ")
+    )))
 }

@@ -18,6 +18,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
+use k8s_openapi::api::apps::v1::Deployment as K8sDeployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -27,7 +30,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Name of the leader-election Lease.
 pub const LEASE_NAME: &str = "palisade-operator";
@@ -45,20 +48,106 @@ pub struct RunOptions {
     pub leader_election: bool,
 }
 
-fn error_policy<K>(_: Arc<K>, error: &Error, _: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+/// What `/healthz` and `/readyz` report: whether the controllers still
+/// run, and whether their caches are synced (or this replica is standby).
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    broken: std::sync::Mutex<Option<String>>,
 }
 
-async fn timed<F>(ctx: &Ctx, controller: &str, fut: F) -> Result<Action, Error>
+impl Health {
+    /// Sets readiness.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Records that the controllers stopped, and why: `/healthz` fails
+    /// from now on, so the kubelet restarts the container.
+    pub fn fail(&self, why: impl Into<String>) {
+        let why = why.into();
+        tracing::error!(reason = %why, "controllers stopped");
+        *self
+            .broken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+        self.set_ready(false);
+    }
+
+    /// Why the controllers stopped, if they did.
+    pub fn broken(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Per-object exponential backoff with jitter
+/// ([`crate::status::backoff_delay`]) instead of a fixed retry: a failing
+/// object waits longer each time, and objects that failed together do
+/// not retry together.
+fn error_policy<K: kube::Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Ctx>,
+) -> Action {
+    let key = ObjectRef::from_obj(&*obj).to_string();
+    let delay = ctx.failed(&key, error.to_string());
+    tracing::warn!(object = %key, error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn timed<K, F>(ctx: &Ctx, controller: &str, obj: &K, fut: F) -> Result<Action, Error>
 where
+    K: kube::Resource<DynamicType = ()>,
     F: std::future::Future<Output = Result<Action, Error>>,
 {
     let start = Instant::now();
     let result = fut.await;
     ctx.metrics
         .observe(controller, start.elapsed().as_secs_f64(), result.is_ok());
+    if result.is_ok() {
+        ctx.succeeded(&ObjectRef::from_obj(obj).to_string());
+    }
     result
+}
+
+/// Logs a controller's stream error at the level it deserves: a watch or
+/// list refused with 403 (RBAC) or 404 (CRD missing) means the controller
+/// is blind and is an error; what the reconciler returned was logged by
+/// [`error_policy`].
+fn log_stream_error<E: std::fmt::Display>(
+    controller: &str,
+    e: &kube::runtime::controller::Error<E, watcher::Error>,
+) {
+    use kube::runtime::controller::Error as C;
+    let code = match e {
+        C::QueueError(watcher::Error::WatchError(s)) => Some(s.code),
+        C::QueueError(
+            watcher::Error::InitialListFailed(kube::Error::Api(s))
+            | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+            | watcher::Error::WatchFailed(kube::Error::Api(s)),
+        ) => Some(s.code),
+        _ => None,
+    };
+    match (e, code) {
+        (_, Some(403)) => {
+            tracing::error!(controller, error = %e, "watch forbidden: the operator's RBAC rules lack list/watch on this kind")
+        }
+        (_, Some(404)) => {
+            tracing::error!(controller, error = %e, "watch failed: the kind is not served (CRD not installed?)")
+        }
+        (C::QueueError(_) | C::RunnerError(_), _) => {
+            tracing::warn!(controller, error = %e, "controller stream error")
+        }
+        _ => tracing::debug!(controller, error = %e, "controller"),
+    }
 }
 
 fn tenant_ref_of_namespace(ns: Option<String>) -> Option<ObjectRef<Tenant>> {
@@ -67,10 +156,11 @@ fn tenant_ref_of_namespace(ns: Option<String>) -> Option<ObjectRef<Tenant>> {
 }
 
 /// Runs both controllers and the garbage collector until the future is
-/// dropped.
-pub async fn controllers(ctx: Arc<Ctx>) {
+/// dropped; marks `health` ready once both controllers' caches are
+/// synced. Returns only if a controller's stream ends.
+pub async fn controllers(ctx: Arc<Ctx>, health: Arc<Health>) {
     let client = ctx.client.clone();
-    let tenants = Controller::new(
+    let tenant_controller = Controller::new(
         Api::<Tenant>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -83,45 +173,73 @@ pub async fn controllers(ctx: Arc<Ctx>) {
         Api::<SubnetClaim>::all(client.clone()),
         watcher::Config::default(),
         |c| Some(ObjectRef::<Tenant>::new(&c.spec.tenant)),
-    )
-    .run(
-        |t, ctx| async move { timed(&ctx, "tenant", reconcile::reconcile_tenant(&t, &ctx)).await },
-        error_policy,
-        ctx.clone(),
-    )
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "tenant controller");
-        }
-    });
-    let workloads =
-        Controller::new(
-            Api::<TenantDeployment>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        // A deleted claim is repaired at once (not at the next requeue).
-        .watches(
-            Api::<SubnetClaim>::all(client.clone()),
-            watcher::Config::default(),
-            |c| {
-                Some(
-                    ObjectRef::<TenantDeployment>::new(&c.spec.deployment)
-                        .within(&c.spec.namespace),
-                )
-            },
-        )
+    );
+    let tenant_store = tenant_controller.store();
+    let tenants = tenant_controller
         .run(
-            |w, ctx| async move {
-                timed(&ctx, "workload", reconcile::reconcile_workload(&w, &ctx)).await
+            |t, ctx| async move {
+                timed(&ctx, "tenant", &*t, reconcile::reconcile_tenant(&t, &ctx)).await
             },
             error_policy,
             ctx.clone(),
         )
         .for_each(|r| async move {
             if let Err(e) = r {
-                tracing::debug!(error = %e, "workload controller");
+                log_stream_error("tenant", &e);
             }
         });
+    let workload_controller = Controller::new(
+        Api::<TenantDeployment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    // Rollouts move readiness (kstatus): the workload's Deployment is
+    // watched, not polled.
+    .watches(
+        Api::<K8sDeployment>::all(client.clone()),
+        watcher::Config::default().labels(&format!(
+            "{}={}",
+            palisade_kube::render::MANAGED_BY.0,
+            desired::MANAGED_BY_OPERATOR
+        )),
+        |d| Some(ObjectRef::<TenantDeployment>::new(&d.name_any()).within(&d.namespace()?)),
+    )
+    // A deleted claim is repaired at once (not at the next requeue).
+    .watches(
+        Api::<SubnetClaim>::all(client.clone()),
+        watcher::Config::default(),
+        |c| Some(ObjectRef::<TenantDeployment>::new(&c.spec.deployment).within(&c.spec.namespace)),
+    );
+    let workload_store = workload_controller.store();
+    let workloads = workload_controller
+        .run(
+            |w, ctx| async move {
+                timed(
+                    &ctx,
+                    "workload",
+                    &*w,
+                    reconcile::reconcile_workload(&w, &ctx),
+                )
+                .await
+            },
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                log_stream_error("workload", &e);
+            }
+        });
+    let synced = async {
+        let (t, w) = tokio::join!(
+            tenant_store.wait_until_ready(),
+            workload_store.wait_until_ready()
+        );
+        if t.is_ok() && w.is_ok() {
+            tracing::info!("caches synced");
+            health.set_ready(true);
+        }
+        std::future::pending::<()>().await;
+    };
     let gc = {
         let ctx = ctx.clone();
         async move {
@@ -137,7 +255,12 @@ pub async fn controllers(ctx: Arc<Ctx>) {
             }
         }
     };
-    tokio::join!(tenants, workloads, gc);
+    tokio::select! {
+        () = tenants => health.fail("the tenant controller stopped"),
+        () = workloads => health.fail("the workload controller stopped"),
+        () = gc => {}
+        () = synced => {}
+    }
 }
 
 /// Runs the operator until `shutdown` completes (the binary passes
@@ -149,7 +272,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::default());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| Error::Io {
@@ -160,7 +283,10 @@ pub async fn run(
         .local_addr()
         .map_or_else(|_| options.listen.to_string(), |a| a.to_string());
     tracing::info!(listen = %bound, "health and metrics endpoints");
-    tokio::spawn(serve_endpoints(listener, metrics.clone(), ready.clone()));
+    tokio::spawn(serve_endpoints(listener, metrics.clone(), health.clone()));
+    reconcile::check_pool(&client, &config.pool).await?;
+    let config_changed = config_changes(client.clone(), options.lease_namespace.clone()).await?;
+    tokio::pin!(config_changed);
 
     let recorder = Recorder::new(
         client.clone(),
@@ -177,10 +303,12 @@ pub async fn run(
     tokio::pin!(shutdown);
 
     if !options.leader_election {
-        ready.store(true, Ordering::Relaxed);
         metrics.leader.set(1);
         tokio::select! {
-            () = controllers(ctx) => {}
+            () = controllers(ctx, health.clone()) => {
+                return Err(Error::Config(health.broken().unwrap_or_else(|| "controllers stopped".into())));
+            }
+            why = &mut config_changed => return Err(Error::Config(why)),
             () = &mut shutdown => tracing::info!("shutting down"),
         }
         return Ok(());
@@ -195,10 +323,12 @@ pub async fn run(
         .await
         .map_err(|e| Error::Config(format!("cannot set up leader election: {e}")))?;
     let (mut leading, lease_task) = manager.watch().await;
-    ready.store(true, Ordering::Relaxed);
+    // A standby replica is ready: it serves and waits to lead.
+    health.set_ready(true);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            why = &mut config_changed => return Err(Error::Config(why)),
             changed = leading.changed() => if changed.is_err() {
                 return Err(Error::Config("leader election stopped".into()));
             },
@@ -208,7 +338,9 @@ pub async fn run(
         }
         tracing::info!(identity = %options.identity, "leading");
         metrics.leader.set(1);
-        let work = tokio::spawn(controllers(ctx.clone()));
+        // Not ready again until the leader's caches are synced.
+        health.set_ready(false);
+        let mut work = tokio::spawn(controllers(ctx.clone(), health.clone()));
         let lost = async {
             while *leading.borrow_and_update() {
                 if leading.changed().await.is_err() {
@@ -218,6 +350,19 @@ pub async fn run(
         };
         tokio::select! {
             () = lost => tracing::warn!("lost the lease; stopping controllers"),
+            ended = &mut work => {
+                metrics.leader.set(0);
+                let why = match ended {
+                    Err(e) if e.is_panic() => "a controller panicked".to_owned(),
+                    _ => health.broken().unwrap_or_else(|| "controllers stopped".into()),
+                };
+                health.fail(why.clone());
+                return Err(Error::Config(why));
+            }
+            why = &mut config_changed => {
+                work.abort();
+                return Err(Error::Config(why));
+            }
             () = &mut shutdown => {
                 work.abort();
                 metrics.leader.set(0);
@@ -226,6 +371,7 @@ pub async fn run(
         }
         work.abort();
         metrics.leader.set(0);
+        health.set_ready(true);
     }
     tracing::info!("shutting down; releasing the lease");
     drop(leading);
@@ -235,12 +381,64 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves `/healthz` (the process is alive), `/readyz` (endpoints up and leader
-/// election started), `/metrics`.
+/// Name of the operator's ConfigMap (its settings, read as environment).
+pub const CONFIG_MAP: &str = "palisade-operator";
+
+/// Completes (with a reason) when the operator's ConfigMap in `namespace`
+/// changes after start. Its values reach the process as environment
+/// variables, which Kubernetes never updates in a running container
+/// (<https://kubernetes.io/docs/concepts/configuration/configmap/#configmaps-consumed-as-environment-variables>:
+/// "require a pod restart"), so the operator exits and the kubelet starts
+/// it again with the new settings; a changed pool is then checked against
+/// the live claims ([`reconcile::check_pool`]) before anything runs.
+/// Pending forever when there is no such ConfigMap (run outside a cluster).
+async fn config_changes(
+    client: Client,
+    namespace: String,
+) -> Result<impl std::future::Future<Output = String>, Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let initial = match api.get_opt(CONFIG_MAP).await {
+        Ok(cm) => cm.map(|c| c.data.unwrap_or_default()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the operator's ConfigMap; not watching it");
+            None
+        }
+    };
+    Ok(async move {
+        let Some(initial) = initial else {
+            return std::future::pending().await;
+        };
+        let stream = watcher::watcher(
+            api,
+            watcher::Config::default().fields(&format!("metadata.name={CONFIG_MAP}")),
+        )
+        .default_backoff()
+        .applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(cm)
+                    if cm.name_any() == CONFIG_MAP
+                        && cm.data.clone().unwrap_or_default() != initial =>
+                {
+                    return format!(
+                        "ConfigMap {namespace}/{CONFIG_MAP} changed; exiting so the new settings take effect"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "watching the operator's ConfigMap"),
+            }
+        }
+        std::future::pending().await
+    })
+}
+
+/// Serves `/healthz` (the controllers run), `/readyz` (a leader's
+/// caches are synced, or a standby waits), `/metrics`.
 pub async fn serve_endpoints(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Health>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -265,16 +463,21 @@ pub async fn serve_endpoints(
 }
 
 /// The response of one endpoint.
-pub fn endpoint(path: &str, metrics: &Metrics, ready: &AtomicBool) -> Response<Full<Bytes>> {
+pub fn endpoint(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
     let (code, ct, body) = match path {
-        "/healthz" | "/livez" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" if ready.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "text/plain", "ok\n".to_owned())
-        }
+        "/healthz" | "/livez" => match health.broken() {
+            None => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            Some(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
+        },
+        "/readyz" if health.is_ready() => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "starting\n".to_owned(),
+            "caches not synced\n".to_owned(),
         ),
         "/metrics" => (
             StatusCode::OK,

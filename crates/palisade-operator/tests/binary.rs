@@ -177,3 +177,126 @@ async fn the_operator_binary_leads_reconciles_serves_metrics_and_stops_on_sigter
     let _ = reader.join();
     server.abort();
 }
+
+/// Runs `palisade-operator run` (no leader election) against `api`;
+/// returns the child and its stderr lines.
+async fn start(
+    api: &FakeApi,
+    extra: &[&str],
+) -> (
+    KillOnDrop,
+    mpsc::Receiver<String>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (addr, server) = api.serve_tcp().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, FakeApi::kubeconfig(addr)).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--pool",
+            "fd00:1234:5678::/48",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--no-leader-election", "--identity", "replica-1"])
+        .args(extra)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", "palisade-system")
+        .env("PALISADE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let _keep = dir;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (KillOnDrop(child), rx, server)
+}
+
+async fn exit_code(child: &mut std::process::Child, within: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        assert!(start.elapsed() < within, "still running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// Issue 14 fault 8: settings come from the ConfigMap as environment, which
+// a running container never sees change: the operator exits (and is
+// restarted with them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_configmap_makes_the_operator_exit_for_a_restart() {
+    let api = FakeApi::new();
+    let cm = |reuse: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "palisade-operator", "namespace": "palisade-system"},
+               "data": {"PALISADE_POOL": "fd00:1234:5678::/48", "PALISADE_REUSE_AFTER": reuse}})
+    };
+    api.insert("v1", "configmaps", cm("0s"));
+    let (mut child, rx, server) = start(&api, &[]).await;
+    // Up and watching: the health endpoint answers.
+    let listen = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("no listen line");
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if let Some(l) = v["fields"]["listen"].as_str() {
+            break l.to_owned();
+        }
+    };
+    eventually("readiness", || http_get(&listen, "/readyz").0 == 200).await;
+    // An unrelated ConfigMap change does nothing; ours ends the process.
+    api.insert("v1", "configmaps", cm("0s"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "exited on an unchanged ConfigMap"
+    );
+    api.insert("v1", "configmaps", cm("1h"));
+    let code = exit_code(&mut child.0, Duration::from_secs(15)).await;
+    assert_ne!(code, 0);
+    let log: Vec<String> = rx.try_iter().collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("palisade-system/palisade-operator changed")),
+        "{log:?}"
+    );
+    server.abort();
+}
+
+// Issue 14 fault 8: a prefix change while /96 claims live is refused at
+// start (a /112 could otherwise be handed out inside a live /96).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_overlaps_live_claims_of_another_size_is_refused_at_start() {
+    let api = FakeApi::new();
+    api.insert(
+        GV,
+        "subnetclaims",
+        json!({"apiVersion": GV, "kind": "SubnetClaim",
+               "metadata": {"name": "fd00-1234-5678---96"},
+               "spec": {"subnet": "fd00:1234:5678::/96", "tenant": "acme",
+                        "namespace": "tenant-acme", "deployment": "web", "workloadUid": "u"}}),
+    );
+    let (mut child, rx, server) = start(&api, &["--prefix-len", "112"]).await;
+    let code = exit_code(&mut child.0, Duration::from_secs(15)).await;
+    assert_ne!(code, 0);
+    let log: Vec<String> = rx.iter().collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("fd00:1234:5678::/96") && l.contains("pool settings changed")),
+        "{log:?}"
+    );
+    server.abort();
+}

@@ -52,7 +52,7 @@ async fn tenant_workloads_claims_and_deletion_on_a_real_cluster() {
             resync: Duration::from_secs(60),
         },
     ));
-    let controllers = tokio::spawn(run::controllers(ctx));
+    let controllers = tokio::spawn(run::controllers(ctx, Default::default()));
 
     let name = format!("e2e{}", std::process::id());
     let ns = format!("tenant-{name}");

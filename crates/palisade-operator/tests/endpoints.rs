@@ -3,9 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use palisade_operator::metrics::Metrics;
-use palisade_operator::run::serve_endpoints;
+use palisade_operator::run::{Health, serve_endpoints};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -28,14 +27,19 @@ async fn health_readiness_and_metrics() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
-    let server = tokio::spawn(serve_endpoints(listener, metrics.clone(), ready.clone()));
+    let health = Arc::new(Health::default());
+    let server = tokio::spawn(serve_endpoints(listener, metrics.clone(), health.clone()));
 
     assert_eq!(get(addr, "/healthz").await.0, 200);
     assert_eq!(get(addr, "/readyz").await.0, 503);
-    ready.store(true, Ordering::Relaxed);
+    health.set_ready(true);
     assert_eq!(get(addr, "/readyz").await.0, 200);
     assert_eq!(get(addr, "/nope").await.0, 404);
+    // Dead controllers are not healthy (the kubelet restarts the pod).
+    health.fail("the tenant controller stopped");
+    let (code, body) = get(addr, "/healthz").await;
+    assert_eq!((code, body.trim()), (503, "the tenant controller stopped"));
+    assert_eq!(get(addr, "/readyz").await.0, 503);
 
     metrics.observe("tenant", 0.02, true);
     metrics.observe("tenant", 0.5, false);
