@@ -716,3 +716,18 @@ mod three_way {
         );
     }
 }
+
+/// `selector_keys` lists every key a subject or peer selector constrains,
+/// with the namespace key Cilium adds: what a forged label could exploit.
+#[test]
+fn selector_keys_list_every_selected_label() {
+    let set = load(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: a, namespace: ns1}\n\
+         spec:\n  endpointSelector: {matchLabels: {role: gateway}}\n  ingress:\n  - fromEndpoints:\n    - matchExpressions: [{key: k8s:tier, operator: In, values: [web]}]\n",
+    );
+    let keys: Vec<String> = set.selector_keys().into_iter().collect();
+    assert_eq!(
+        keys,
+        ["any:role", "k8s:io.kubernetes.pod.namespace", "k8s:tier"]
+    );
+}

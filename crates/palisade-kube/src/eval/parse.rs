@@ -559,3 +559,60 @@ fn egress_fields(r: &RawEgress) -> PeerFields<'_> {
         rest: (!r.rest.is_empty()).then_some(&r.rest),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_names_follow_the_crd_pattern() {
+        for ok in ["http", "http-8080", "a1", "pg"] {
+            assert!(is_port_name(ok), "{ok}");
+        }
+        for bad in ["", "8080", "-http", "http-", "ht--tp", "h_t"] {
+            assert!(!is_port_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn invalid_ports_and_protocols_are_reported_with_their_path() {
+        let oref = ObjectRef {
+            kind: "CiliumNetworkPolicy".into(),
+            namespace: Some("n".into()),
+            name: "p".into(),
+        };
+        let mut out = Vec::new();
+        let mut p = Parser {
+            object: 0,
+            oref: &oref,
+            ns: Some("n"),
+            cluster: "default",
+            out: &mut out,
+        };
+        let spec = serde_json::json!({"spec": {"endpointSelector": {}, "egress": [{"toPorts": [{"ports": [
+            {"port": "80", "protocol": "ICMP"}, {"port": "-x-"}, {"port": "443", "endPort": 400}
+        ]}]}]}});
+        let rules = p.object(&spec);
+        assert_eq!(rules.len(), 1);
+        let paths: Vec<&str> = out.iter().map(|u| u.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.egress[0].toPorts[0].ports[0].protocol",
+                "spec.egress[0].toPorts[0].ports[1].port"
+            ]
+        );
+        // An endPort below the port leaves the single port.
+        let L4::Only(ports) = &rules[0].egress[0].l4 else {
+            panic!("ports expected")
+        };
+        assert!(matches!(
+            ports[..],
+            [PortMatch::Range {
+                lo: 443,
+                hi: 443,
+                proto: None
+            }]
+        ));
+    }
+}
