@@ -14,10 +14,13 @@ use palisade_core::{PROXY_PORTS, TenantName};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::Path;
 
+/// A data fix-up run after a migration's SQL, in the same transaction.
+type FixUp = fn(&Transaction<'_>) -> Result<(), StoreError>;
+
 /// One schema step: SQL, then an optional data fix-up in code.
 struct Migration {
     sql: &'static str,
-    then: Option<fn(&Transaction<'_>) -> Result<(), StoreError>>,
+    then: Option<FixUp>,
 }
 
 const MIGRATIONS: &[Migration] = &[

@@ -431,7 +431,7 @@ fn workloads_egress_addresses_and_proxy_ports_survive_a_reopen() {
 #[test]
 fn proxy_ports_run_out_with_a_clear_error_and_check_finds_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut store, path) = fresh(&dir, &pool("fd00:1::/48", 96, 0));
+    let (store, path) = fresh(&dir, &pool("fd00:1::/48", 96, 0));
     drop(store);
     // Every port of 20000-29999 taken, by hand: one row per port.
     raw(&path)
