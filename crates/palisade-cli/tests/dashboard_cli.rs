@@ -114,6 +114,31 @@ fn dashboard_flag_errors_are_one_line() {
     }
 }
 
+/// Like `fails`, but a server that starts anyway is killed and reported
+/// instead of hanging the test.
+fn refuses(args: &[&str], code: i32, needle: &str) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} started serving instead of refusing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
 #[test]
 fn off_loopback_the_dashboard_refuses_to_start_without_authentication() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,7 +146,7 @@ fn off_loopback_the_dashboard_refuses_to_start_without_authentication() {
     let s = state.to_str().unwrap();
     // Port 0 on every address: nothing is bound if the check works, and the
     // test does not depend on a free port.
-    fails(
+    refuses(
         &[
             "--state",
             s,
@@ -133,7 +158,7 @@ fn off_loopback_the_dashboard_refuses_to_start_without_authentication() {
         1,
         "refusing --allow-writes on 0.0.0.0:0, which is not a loopback address, without authentication",
     );
-    fails(
+    refuses(
         &[
             "--state",
             s,
@@ -146,7 +171,7 @@ fn off_loopback_the_dashboard_refuses_to_start_without_authentication() {
         1,
         "pass --token-file FILE or --kube-auth",
     );
-    fails(
+    refuses(
         &["--state", s, "dashboard", "--listen", "[::]:0"],
         1,
         "or --public-read to let anyone who can reach it read every tenant",
