@@ -790,7 +790,10 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
                 .and_then(|s| s.subnet.as_deref())
                 .and_then(|s| s.parse::<Ipv6Net>().ok());
             match (desired::subnet_for(&uid, &held), known) {
-                (Some(net), _) => Ok(Some(net)),
+                (Some(net), _) => {
+                    release_duplicates(ctx, &held, &uid, net).await?;
+                    Ok(Some(net))
+                }
                 (None, Some(net)) => repair_claim(ctx, w, &spec, net).await?.map(Some),
                 (None, None) => Ok(allocate_for(ctx, w, &spec).await?),
             }
@@ -858,6 +861,37 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
         }
         _ => Action::requeue(ctx.config.resync),
     })
+}
+
+/// Two replicas that both believe they lead (or a crash between a create
+/// and the status write) can claim two subnets for one workload; the
+/// create conflict keeps every subnet unique, but the extra claim would
+/// hold its subnet forever. The workload uses the lowest
+/// ([`desired::subnet_for`]); the others are released like a deleted
+/// workload's, once nothing holds them.
+async fn release_duplicates(
+    ctx: &Ctx,
+    held: &[SubnetClaim],
+    uid: &str,
+    keep: Ipv6Net,
+) -> Result<(), Error> {
+    let keep = keep.to_string();
+    for extra in held.iter().filter(|c| {
+        c.spec.workload_uid == uid
+            && c.spec.released_at.is_none()
+            && c.metadata.deletion_timestamp.is_none()
+            && c.spec.subnet != keep
+    }) {
+        match release_claim(ctx, extra).await? {
+            None => {
+                tracing::warn!(claim = %extra.name_any(), kept = %keep, "duplicate claim released")
+            }
+            Some(held) => {
+                tracing::warn!(claim = %extra.name_any(), held = %held, "duplicate claim still in use")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A new workload's first claim, announced as an event.

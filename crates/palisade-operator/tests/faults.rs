@@ -539,3 +539,34 @@ fn conditions_have_the_metav1_condition_schema() {
         }
     }
 }
+
+// Fault 6: two leaders may each claim a subnet for one new workload; the
+// extra claim is released, the workload keeps the lowest.
+#[tokio::test]
+async fn a_duplicate_claim_from_a_second_leader_is_released() {
+    let api = FakeApi::new();
+    api.add_workload("acme", "web", json!({"image": "nginx:alpine"}));
+    let c = ctx(&api);
+    reconcile_workload(&c, "acme", "web").await;
+    let w = workload(&c, "acme", "web").await;
+    let uid = w.metadata.uid.clone().unwrap();
+    // The other leader's claim for the same workload.
+    let extra = pool().subnet(1);
+    api.insert(
+        CRD_GV,
+        "subnetclaims",
+        json!({"apiVersion": CRD_GV, "kind": "SubnetClaim",
+               "metadata": {"name": claim_name(extra),
+                            "labels": {"palisade.io/tenant": "acme", "palisade.io/deployment": "web",
+                                       "palisade.io/workload-uid": uid}},
+               "spec": {"subnet": extra.to_string(), "tenant": "acme", "namespace": "tenant-acme",
+                        "deployment": "web", "workloadUid": uid}}),
+    );
+    reconcile_workload(&c, "acme", "web").await;
+    let left: Vec<String> = claims(&api).into_iter().map(|c| c.spec.subnet).collect();
+    assert_eq!(left, [pool().subnet(0).to_string()]);
+    assert_eq!(
+        workload(&c, "acme", "web").await.status.unwrap().subnet,
+        Some(pool().subnet(0).to_string())
+    );
+}
