@@ -249,6 +249,15 @@ fn the_seed_scenario_end_to_end() {
             assert_eq!(p["detail"], format!("echo saw {ip}"), "{p}");
         }
     }
+    // The same egress through each tenant's own port, from an IPv4 address
+    // and from an IPv6 address outside every /96.
+    for (n, (tenant, deployment)) in [("test-tenant", "frontend"), ("test-tenant-2", "database")]
+        .into_iter()
+        .enumerate()
+    {
+        let (_, ip) = egress.iter().find(|(t, _)| t == tenant).unwrap();
+        identity_by_tenant_port(&lab, n as u8, tenant, deployment, ip);
+    }
     // The dashboard's copy, in its exact shape.
     let file: Value = serde_json::from_str(
         &std::fs::read_to_string(lab.env.dir.path().join("lab").join("verify.json")).unwrap(),
@@ -639,4 +648,90 @@ fn egress_leaves_from_the_tenant_ip_through_the_proxy_or_the_egress_gateway() {
         "via-proxy",
         false,
     );
+    identity_by_tenant_port(&lab, 0, "viaproxy", "app", "2001:db8:77::1");
+}
+
+/// The lab's proxy knows `tenant` by its own listener port, whatever address
+/// the pod comes from: the pod of `tenant/app` gets a second link straight to
+/// the proxy's namespace with an IPv4 address (as on an IPv4-only cluster
+/// network, in no tenant's /96) and an IPv6 address outside every /96 (as
+/// without per-deployment pools), and through either it leaves from
+/// `egress`; on the shared port the same addresses are nobody. The link
+/// bypasses the router: this checks the proxy's identity, and the router's
+/// nftables (the policy model) decide who reaches which port. `n` keeps the
+/// links and addresses of several calls on one lab apart.
+fn identity_by_tenant_port(lab: &Lab, n: u8, tenant: &str, deployment: &str, egress: &str) {
+    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(lab.env.dir.path().join("lab/proxy.yaml")).unwrap(),
+    )
+    .unwrap();
+    let port = config["tenants"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == tenant)
+        .and_then(|t| t["listen_port"].as_u64())
+        .unwrap_or_else(|| panic!("{tenant} has no listen_port in the lab's proxy.yaml"));
+    let id = lab.status()["lab_id"].as_str().unwrap().to_string();
+    let (pod, proxy) = (
+        format!("pl-{id}-p.{tenant}.{deployment}.0"),
+        format!("pl-{id}-proxy"),
+    );
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let link = format!("id{n}");
+    let v4 = |host: u8| format!("192.0.2.{}", 4 * n + host);
+    let v6 = |host: u8| format!("fd99:{n}::{host}");
+    ip(&[
+        "-n", &pod, "link", "add", &link, "type", "veth", "peer", "name", &link, "netns", &proxy,
+    ]);
+    for (ns, host) in [(&pod, 2), (&proxy, 1)] {
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/30", v4(host)),
+            "dev",
+            &link,
+        ]);
+        let v6 = format!("{}/64", v6(host));
+        ip(&["-n", ns, "addr", "add", &v6, "dev", &link, "nodad"]);
+        ip(&["-n", ns, "link", "set", &link, "up"]);
+    }
+    let through = |proxy_url: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &pod, "curl", "-sS", "--max-time", "10"])
+            .args([
+                "-w",
+                "\n%{http_code}",
+                "-x",
+                proxy_url,
+                "http://[2001:db8:1ab::80]/",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for proxy_addr in [v4(1), format!("[{}]", v6(1))] {
+        let got = through(&format!("http://{proxy_addr}:{port}"));
+        assert!(
+            got.ends_with("\n200") && got.contains(egress),
+            "{tenant}'s port over {proxy_addr}: {got}"
+        );
+        let shared = through(&format!("http://{proxy_addr}:3128"));
+        assert!(
+            shared.ends_with("\n403"),
+            "shared port over {proxy_addr}: {shared}"
+        );
+    }
 }
