@@ -19,9 +19,10 @@
 //! ready when it asks.
 //!
 //! This runs on every byte a client sends, so it stays linear and
-//! allocation-free: header names are compared from a 17-byte buffer, the rest
-//! of a line is skipped with one search for LF, and body bytes are skipped by
-//! count, never looked at. If the stream stops making sense (a chunk-size line
+//! allocation-free: a whole header line is found with one search for LF and
+//! its name compared in place (a line split across reads or holding a stray
+//! CR goes through the byte-by-byte states once, names kept in a 17-byte
+//! buffer), and body bytes are skipped by count, never looked at. If the stream stops making sense (a chunk-size line
 //! hyper would refuse as well), nobody can tell where the next request starts:
 //! every later request on the connection is refused.
 
