@@ -21,6 +21,7 @@
 pub mod claim;
 pub mod crd;
 pub mod desired;
+pub mod lease;
 pub mod metrics;
 pub mod reconcile;
 pub mod run;

@@ -2,7 +2,7 @@
 //! garbage-collection loop, leader election, and the HTTP endpoints for
 //! health and metrics.
 //!
-//! Leader election (a `Lease` via `kube-lease-manager`) keeps two replicas
+//! Leader election (a `Lease`, by client-go's rules: [`crate::lease`]) keeps two replicas
 //! from doing the same work twice; correctness does not depend on it,
 //! because subnet claims are decided by the API server's name uniqueness
 //! and every write is idempotent. A replica that loses the lease stops its
@@ -11,6 +11,7 @@
 
 use crate::crd::{SubnetClaim, Tenant, TenantDeployment};
 use crate::desired::{self, FIELD_MANAGER};
+use crate::lease;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Ctx};
 use crate::{Config, Error};
@@ -19,6 +20,7 @@ use futures::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use k8s_openapi::api::apps::v1::Deployment as K8sDeployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
@@ -26,7 +28,6 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use kube_lease_manager::LeaseManagerBuilder;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -314,15 +315,13 @@ pub async fn run(
         return Ok(());
     }
 
-    let manager = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
-        .with_namespace(&options.lease_namespace)
-        .with_identity(&options.identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await
-        .map_err(|e| Error::Config(format!("cannot set up leader election: {e}")))?;
-    let (mut leading, lease_task) = manager.watch().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &options.lease_namespace);
+    let (mut leading, lease_task) = lease::elect(
+        leases.clone(),
+        LEASE_NAME.to_owned(),
+        options.identity.clone(),
+        lease::Timing::default(),
+    );
     // A standby replica is ready: it serves and waits to lead.
     health.set_ready(true);
     loop {
@@ -374,9 +373,9 @@ pub async fn run(
         health.set_ready(true);
     }
     tracing::info!("shutting down; releasing the lease");
-    drop(leading);
-    if let Ok(Ok(m)) = lease_task.await {
-        drop(m);
+    lease_task.abort();
+    if let Err(e) = lease::release(&leases, LEASE_NAME, &options.identity).await {
+        tracing::warn!(error = %e, "cannot release the lease");
     }
     Ok(())
 }
