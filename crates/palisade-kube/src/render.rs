@@ -860,6 +860,17 @@ impl Cx<'_> {
         out: &mut Vec<Object>,
     ) -> Result<(), Error> {
         let (name, ns) = gateway_object(scope, self.options);
+        if self.cilium_gateways() && !self.options.policy.cilium() {
+            // Cilium's gateway traffic has the reserved `ingress` identity,
+            // which a NetworkPolicy cannot name: every route would be cut.
+            return Err(Error::Unrepresentable {
+                what: format!("gateway {ns}/{name}"),
+                reason: "a Kubernetes NetworkPolicy cannot admit Cilium's gateway traffic \
+                         (the reserved `ingress` identity); render with --policy cilium or \
+                         both, or use another --gateway-class"
+                    .into(),
+            });
+        }
         let gw = GatewayObj {
             metadata: meta(&name, Some(&ns), obj_labels.clone()),
             spec: GatewaySpec {
@@ -1093,7 +1104,7 @@ impl Cx<'_> {
                     endpoint_selector: Selector::default(),
                     ingress: Some(vec![IngressRule::default()]),
                     egress: Some(vec![EgressRule::default()]),
-                    egress_deny: Some(platform_deny()),
+                    egress_deny: Some(self.tenant_deny(t)),
                 },
             })?);
         }
@@ -1474,6 +1485,21 @@ pub(crate) fn own_pod_security() -> PodSecurityContext {
             ..SeccompProfile::default()
         }),
         ..PodSecurityContext::default()
+    }
+}
+
+impl Cx<'_> {
+    /// [`platform_deny`], and for a tenant whose egress is the `world`
+    /// (egress gateway), a proxy outside the cluster: Cilium sees that
+    /// address as part of the world, and the proxy knows a caller by the
+    /// tenant listener it connects to, so such a tenant could otherwise
+    /// connect to another tenant's listener and leave as that tenant.
+    fn tenant_deny(&self, t: &Tenant) -> Vec<EgressDenyRule> {
+        let mut deny = platform_deny();
+        if let (EgressMode::CiliumEgressGateway, Some(ip)) = (t.egress.mode, self.options.proxy.ip()) {
+            deny[0].to_cidr.push(host_cidr(ip));
+        }
+        deny
     }
 }
 

@@ -155,8 +155,10 @@ fn every_tenant_denies_metadata_node_credentials_and_the_api_server() {
 /// and Pod Identity addresses out.
 #[test]
 fn kubernetes_network_policies_cut_metadata_out_of_the_world() {
+    // A NetworkPolicy cannot admit Cilium's gateways: another class.
     let options = RenderOptions {
         policy: palisade_kube::PolicyFlavour::Kubernetes,
+        gateway_class: "istio".into(),
         ..RenderOptions::default()
     };
     let all = objects(&options);

@@ -3,7 +3,7 @@
 //! tests compare (model, objects, packets).
 
 use super::endpoint::{Endpoint, Identity};
-use super::workloads::pods_from_manifests;
+use super::workloads::{gateway_pods, pods_from_manifests};
 use super::{EvalOptions, PolicySet, Proto, Unsupported, Verdict};
 use crate::options::RenderOptions;
 use crate::render::{DEPLOYMENT_LABEL, TENANT_LABEL};
@@ -83,8 +83,8 @@ impl RenderedPolicy {
 /// `ingress`: "the Cilium Envoy instance which handles ingress L7
 /// traffic"); cluster DNS is CoreDNS as kubeadm and EKS label it; the
 /// proxy is what the options say; the internet is a world address.
-/// Gateways of other classes run pods the objects do not describe, so
-/// they have no counterpart.
+/// Gateways of other classes are the pods their implementation runs in the
+/// gateway namespace with the GEP-1762 name label ([`gateway_pods`]).
 fn endpoints(
     snap: &Snapshot,
     options: &RenderOptions,
@@ -96,13 +96,19 @@ fn endpoints(
             out.insert(m, ep);
         }
     }
-    if options.gateway_class == "cilium" {
-        let scopes: BTreeSet<_> = snap.gateways.iter().map(|g| g.scope.clone()).collect();
-        for scope in scopes {
-            out.insert(
-                ModelEndpoint::Gateway { scope },
-                Endpoint::reserved("ingress", Identity::Ingress),
-            );
+    let scopes: BTreeSet<_> = snap.gateways.iter().map(|g| g.scope.clone()).collect();
+    let pods = gateway_pods(objects);
+    for scope in scopes {
+        let ep = if options.gateway_class == "cilium" {
+            Some(Endpoint::reserved("ingress", Identity::Ingress))
+        } else {
+            let (name, ns) = crate::render::gateway_object(&scope, options);
+            pods.iter()
+                .find(|p| p.name == format!("{ns}/gateway/{name}"))
+                .cloned()
+        };
+        if let Some(ep) = ep {
+            out.insert(ModelEndpoint::Gateway { scope }, ep);
         }
     }
     out.insert(
