@@ -112,7 +112,8 @@ impl OutputFlags {
             read_only_root_fs: self.read_only_root_fs,
             ..RenderOptions::default()
         };
-        o.trusted_writers.extend(self.trusted_writers.iter().cloned());
+        o.trusted_writers
+            .extend(self.trusted_writers.iter().cloned());
         if let Some(a) = &self.proxy_address {
             o.proxy.address = a.clone();
         }

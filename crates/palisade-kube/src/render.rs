@@ -15,9 +15,9 @@ use crate::Error;
 use crate::crds::{
     AllowedRoutes, BackendRef, CiliumEgressGatewayPolicy, CiliumEgressGatewayPolicySpec,
     CiliumNetworkPolicy, CiliumNetworkPolicySpec, CiliumPodIPPool, CiliumPodIPPoolSpec,
-    EgressDenyRule, EgressGateway, EgressRule, EgressSelector, Gateway as GatewayObj,
-    GatewaySpec, HTTPRoute, HTTPRouteRule, HTTPRouteSpec, IngressRule, IpPoolFamily, Listener,
-    ParentRef, PortProtocol, PortRule, RouteNamespaces, Selector, SelectorRequirement,
+    EgressDenyRule, EgressGateway, EgressRule, EgressSelector, Gateway as GatewayObj, GatewaySpec,
+    HTTPRoute, HTTPRouteRule, HTTPRouteSpec, IngressRule, IpPoolFamily, Listener, ParentRef,
+    PortProtocol, PortRule, RouteNamespaces, Selector, SelectorRequirement,
 };
 use crate::object::Object;
 use crate::options::{RenderOptions, Resources};
@@ -1496,7 +1496,9 @@ impl Cx<'_> {
     /// connect to another tenant's listener and leave as that tenant.
     fn tenant_deny(&self, t: &Tenant) -> Vec<EgressDenyRule> {
         let mut deny = platform_deny();
-        if let (EgressMode::CiliumEgressGateway, Some(ip)) = (t.egress.mode, self.options.proxy.ip()) {
+        if let (EgressMode::CiliumEgressGateway, Some(ip)) =
+            (t.egress.mode, self.options.proxy.ip())
+        {
             deny[0].to_cidr.push(host_cidr(ip));
         }
         deny
