@@ -345,7 +345,7 @@ async fn tenant_reconcile_applies_the_rendered_tenant_then_a_second_reconcile_wr
     for want in [
         "PATCH /apis/apps/v1/namespaces/tenant-acme/deployments/web?",
         "PATCH /apis/apps/v1/namespaces/tenant-acme/deployments/db?",
-        "PATCH /apis/cilium.io/v2/ciliumpodippools/acme.web?",
+        "PATCH /apis/cilium.io/v2alpha1/ciliumpodippools/acme.web?",
         "PATCH /apis/cilium.io/v2/namespaces/tenant-acme/ciliumnetworkpolicies/deployment-db?",
     ] {
         assert!(
@@ -384,9 +384,9 @@ async fn tenant_reconcile_applies_the_rendered_tenant_then_a_second_reconcile_wr
         .subnet
         .unwrap();
     let ippool = api
-        .get("cilium.io/v2", "ciliumpodippools", None, "acme.web")
+        .get("cilium.io/v2alpha1", "ciliumpodippools", None, "acme.web")
         .unwrap();
-    assert_eq!(ippool["spec"]["ipv6"]["cidrs"][0]["cidr"], web_subnet);
+    assert_eq!(ippool["spec"]["ipv6"]["cidrs"][0], web_subnet);
     // The allow rule web -> db:5432 reached db's policy.
     let cnp = api
         .get(
@@ -457,7 +457,7 @@ async fn a_changed_workload_is_reapplied_and_a_removed_one_is_pruned() {
         "DELETE /apis/apps/v1/namespaces/tenant-acme/deployments/db",
         "DELETE /api/v1/namespaces/tenant-acme/services/db",
         "DELETE /apis/cilium.io/v2/namespaces/tenant-acme/ciliumnetworkpolicies/deployment-db",
-        "DELETE /apis/cilium.io/v2/ciliumpodippools/acme.db",
+        "DELETE /apis/cilium.io/v2alpha1/ciliumpodippools/acme.db",
     ]
     .map(String::from)
     .into();
@@ -511,7 +511,7 @@ async fn deleting_a_tenant_deletes_its_workloads_first_then_its_objects() {
     assert_eq!(action, Action::await_change());
     assert!(api.all("apps/v1", "deployments").is_empty());
     assert!(api.all("v1", "namespaces").is_empty());
-    assert!(api.all("cilium.io/v2", "ciliumpodippools").is_empty());
+    assert!(api.all("cilium.io/v2alpha1", "ciliumpodippools").is_empty());
     assert!(api.get(CRD_GV, "tenants", None, "acme").is_none());
     let last = api.writes().pop().unwrap();
     assert!(
