@@ -945,7 +945,7 @@ mod tests {
             .collect();
         assert_eq!(ids(&plan), reference);
         assert_eq!(ids(&plan)[0], "Namespace tenant-acme");
-        assert!(ids(&plan).contains(&"Gateway tenant-acme/deployment-web".to_owned()));
+        assert!(ids(&plan).contains(&"Gateway palisade-gateways/deployment-acme-web".to_owned()));
         assert!(ids(&plan).contains(&"CiliumPodIPPool acme.web".to_owned()));
 
         for o in &plan.objects {

@@ -201,14 +201,15 @@ pub async fn list_owned(
     tenant: &str,
     tenant_uid: &str,
 ) -> (Vec<Live>, Vec<Refusal>) {
-    let ns = format!("{}{tenant}", desired::NAMESPACE_PREFIX);
     let selector = format!(
         "{}={MANAGED_BY_OPERATOR},{TENANT_LABEL}={tenant}",
         MANAGED_BY.0
     );
     let (mut out, mut failed) = (Vec::new(), Vec::new());
-    for (api_version, kind, namespaced) in tenant_kinds() {
-        let api = dynamic_api(client, api_version, kind, namespaced.then_some(ns.as_str()));
+    // Across namespaces: a tenant's objects are not all in its namespace
+    // (a dedicated Gateway lives in the shared gateway namespace).
+    for (api_version, kind, _) in tenant_kinds() {
+        let api = dynamic_api(client, api_version, kind, None);
         let list = match api.list(&ListParams::default().labels(&selector)).await {
             Ok(list) => list,
             // The kind's CRD is not installed: nothing of it can exist.

@@ -570,3 +570,32 @@ async fn a_duplicate_claim_from_a_second_leader_is_released() {
         Some(pool().subnet(0).to_string())
     );
 }
+
+// Pruning finds a tenant's objects outside its namespace too: a dedicated
+// Gateway lives in the shared gateway namespace.
+#[tokio::test]
+async fn a_dedicated_gateway_outside_the_tenant_namespace_is_pruned_when_dropped() {
+    let api = FakeApi::new();
+    api.add_workload(
+        "acme",
+        "web",
+        json!({"image": "nginx:alpine", "ports": [80], "gateway": "dedicated"}),
+    );
+    let c = ctx(&api);
+    reconcile_workload(&c, "acme", "web").await;
+    reconcile_tenant(&c, "acme").await;
+    let gw = || {
+        api.all("gateway.networking.k8s.io/v1", "gateways")
+            .into_iter()
+            .map(|g| g["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(gw(), ["deployment-acme-web"]);
+    let mut w = api
+        .get(CRD_GV, "tenantdeployments", Some("tenant-acme"), "web")
+        .unwrap();
+    w["spec"]["gateway"] = json!("none");
+    api.insert(CRD_GV, "tenantdeployments", w);
+    reconcile_tenant(&c, "acme").await;
+    assert!(gw().is_empty(), "{:?}", gw());
+}

@@ -329,7 +329,7 @@ async fn tenant_reconcile_applies_the_rendered_tenant_then_a_second_reconcile_wr
     let lists = &log[4..4 + kinds.len()];
     assert!(lists.iter().all(|l| l.starts_with("GET ")
         && l.ends_with("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpalisade-operator%2Cpalisade.io%2Ftenant%3Dacme")), "{lists:?}");
-    assert!(lists.contains(&"GET /apis/apps/v1/namespaces/tenant-acme/deployments?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpalisade-operator%2Cpalisade.io%2Ftenant%3Dacme".to_owned()));
+    assert!(lists.contains(&"GET /apis/apps/v1/deployments?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpalisade-operator%2Cpalisade.io%2Ftenant%3Dacme".to_owned()));
     assert!(lists.contains(&"GET /api/v1/namespaces?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpalisade-operator%2Cpalisade.io%2Ftenant%3Dacme".to_owned()));
     // Then one server-side apply per object, namespace first, then the status.
     let applies = &log[4 + kinds.len()..log.len() - 1];
