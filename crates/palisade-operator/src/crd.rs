@@ -221,7 +221,7 @@ pub struct ScratchSpec {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SecurityProfileSpec {
-    /// Non-root, read-only root filesystem, only NET_BIND_SERVICE.
+    /// Runs as UID/GID 65532, read-only root filesystem, only NET_BIND_SERVICE.
     Restricted,
     /// May start as root; the few capabilities such images need.
     Baseline,
