@@ -263,7 +263,8 @@ impl Doors {
             tx: Some(tx),
         };
         let changes = state.prepare(config)?;
-        state.commit(changes);
+        // One line at start ("proxy listening" counts them), one per change after.
+        state.commit(changes, tracing::Level::DEBUG);
         Ok(rx)
     }
 
@@ -313,12 +314,16 @@ impl DoorState {
         Ok(changes)
     }
 
-    /// Hand `changes` to the accept loop and remember them.
-    fn commit(&mut self, changes: Vec<DoorChange>) {
+    /// Hand `changes` to the accept loop and remember them, logging each at `level`.
+    fn commit(&mut self, changes: Vec<DoorChange>, level: tracing::Level) {
         for change in changes {
             match &change {
                 DoorChange::Open(port, tenant, _) | DoorChange::Retag(port, tenant) => {
-                    tracing::info!(port, tenant = %tenant, "tenant listener");
+                    if level == tracing::Level::INFO {
+                        tracing::info!(port, tenant = %tenant, "tenant listener");
+                    } else {
+                        tracing::debug!(port, tenant = %tenant, "tenant listener");
+                    }
                     self.open.insert(*port, tenant.clone());
                 }
                 DoorChange::Close(port) => {
@@ -645,7 +650,7 @@ impl ProxyHandle {
         let new = Runtime::build(config, &own, Some(&old));
         let generation = new.generation;
         self.shared.runtime.store(Arc::new(new));
-        doors.commit(changes);
+        doors.commit(changes, tracing::Level::INFO);
         tracing::info!(generation, "config reloaded");
         Ok(())
     }
