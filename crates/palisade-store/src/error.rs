@@ -123,13 +123,13 @@ pub enum StoreError {
     #[error("the state database holds an invalid value ({0}); run `palisade check`")]
     Corrupt(String),
     /// A value read back from the database that the model rejects.
-    #[error("the state database holds an invalid value: {0}")]
+    #[error("the state database holds an invalid value")]
     Model(#[from] ModelError),
     /// A pool read back from the database that the model rejects.
-    #[error("the state database holds an invalid pool: {0}")]
+    #[error("the state database holds an invalid pool")]
     Pool(#[from] PoolError),
     /// The state directory could not be created.
-    #[error("failed to create the state directory {path}: {source}")]
+    #[error("failed to create the state directory {path}")]
     CreateDir {
         /// The directory.
         path: PathBuf,
@@ -138,6 +138,6 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// SQLite itself failed (disk full, locked past the busy timeout, ...).
-    #[error("failed to access the state database: {0}")]
+    #[error("failed to access the state database")]
     Sqlite(#[from] rusqlite::Error),
 }
