@@ -356,7 +356,7 @@ async fn matrix(State(s): Shared, Extension(who): Who, Query(q): Query<MatrixQue
     let lab = tokio::task::spawn_blocking(move || match lab::load(&dir) {
         Ok(None) => LabState::Absent,
         Ok(Some(r)) => LabState::Present(r),
-        Err(e) => LabState::Unreadable(e.to_string()),
+        Err(e) => LabState::Unreadable(crate::error::chain(&e)),
     })
     .await
     .map_err(|e| ApiError::internal(format!("lab task failed: {e}")))?;
@@ -392,7 +392,7 @@ async fn egress_page(State(s): Shared, Extension(who): Who) -> ApiResult {
         .text()
         .await
         .map_err(|e| unavailable(error_chain(&e)))?;
-    let mut summary = egress::summarise(&text).map_err(|e| unavailable(e.to_string()))?;
+    let mut summary = egress::summarise(&text).map_err(|e| unavailable(crate::error::chain(&e)))?;
     // Tenant `-` (callers the proxy did not recognise) is platform-wide.
     if let Some(seen) = visible(
         &s,

@@ -55,7 +55,7 @@ pub struct EgressSummary {
 
 /// Why metrics text could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid Prometheus metrics text: {0}")]
+#[error("invalid Prometheus metrics text")]
 pub struct ParseError(#[from] std::io::Error);
 
 fn number(v: &prometheus_parse::Value) -> Option<f64> {

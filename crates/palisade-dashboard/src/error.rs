@@ -67,8 +67,21 @@ impl From<StoreError> for ApiError {
             StoreError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_state"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
         };
-        Self::new(status, code, e.to_string())
+        Self::new(status, code, chain(&e))
     }
+}
+
+/// An error and its causes on one line, outermost first: messages say what
+/// failed and leave the cause to `source()`, so the reply walks the chain.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
 }
 
 impl IntoResponse for ApiError {
@@ -79,5 +92,24 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, Json(body)).into_response();
         resp.extensions_mut().insert(ErrorCode(self.code));
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_reply_names_its_cause_once() {
+        let e = StoreError::CreateDir {
+            path: "/state".into(),
+            source: std::io::Error::other("disk on fire"),
+        };
+        let reply = ApiError::from(e);
+        assert_eq!(reply.code, "store_error");
+        assert_eq!(
+            reply.message,
+            "failed to create the state directory /state: disk on fire"
+        );
     }
 }
