@@ -6,8 +6,9 @@
 //! the model's one-line explanation rather than clap's usage dump.
 
 use crate::kube_cmds::{ApplyArgs, RenderArgs};
+use crate::output::Format;
 use crate::proxy_cmds::ProxyConfigArgs;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Palisade: isolated tenants on a shared Kubernetes cluster: per-deployment
@@ -42,17 +43,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// How listings are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Aligned columns for people.
-    Table,
-    /// JSON for programs.
-    Json,
-    /// YAML for programs and people.
-    Yaml,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,8 +8,8 @@
 //! unchanged. The client is passed in ([`run_with`]), so tests drive these
 //! commands against an in-memory API server.
 
-use crate::cli::{Cli, Command, CreateArgs, Format, TenantCommand, TenantCreateArgs};
-use crate::output::{fields, print};
+use crate::cli::{Cli, Command, CreateArgs, TenantCommand, TenantCreateArgs};
+use crate::output::{Format, fields, print};
 use anyhow::{Context, Result, anyhow, bail};
 use palisade_core::model::parse_label;
 use palisade_core::{DeploymentName, Image, Pool, Port, Replicas, TenantName};

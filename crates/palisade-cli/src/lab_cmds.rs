@@ -5,8 +5,8 @@
 //! `__probe` subcommands are the programs the lab runs inside its namespaces;
 //! they live in this binary so a lab needs nothing but `palisade`.
 
-use crate::cli::{Cli, Format};
-use crate::output::{columns, print};
+use crate::cli::Cli;
+use crate::output::{Format, columns, print};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use palisade_core::policy::{Policy, PolicyOptions};

@@ -1,9 +1,19 @@
 //! Printing: kubectl-style columns for people, JSON or YAML for programs.
 
-use crate::cli::Format;
 use anyhow::Result;
 use comfy_table::{Table, presets};
 use serde::Serialize;
+
+/// How listings are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for programs.
+    Json,
+    /// YAML for programs and people.
+    Yaml,
+}
 
 /// Prints `value` as JSON/YAML, or as a table built by `table`.
 pub fn print<T: Serialize + ?Sized>(

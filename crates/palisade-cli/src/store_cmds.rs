@@ -1,0 +1,556 @@
+//! The verbs that work on the SQLite store, one handler each.
+//!
+//! Every handler parses its arguments through the model before it opens the
+//! store, so bad input leaves the state untouched; then it makes one store
+//! call and prints. `main`'s dispatch only picks the handler.
+
+use crate::cli::{
+    Cli, CreateArgs, DeploymentRef, GatewayTarget, ImportArgs, InitArgs, ListArgs, RuleArgs,
+    TenantCreateArgs,
+};
+use crate::output::{Format, columns, fields, print};
+use crate::{deployment_name, labels, now, open, state_path, tenant_name};
+use anyhow::{Context, Result};
+use palisade_core::{
+    AllowRule, EgressMode, EgressProfile, GatewayScope, Pool, Quota, SubnetLen, Tenant,
+};
+use palisade_store::{NewDeployment, Removed, Store};
+use serde::Serialize;
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// `palisade init`: set up the subnet pool.
+pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {
+    // Parse everything before touching the disk.
+    let (cidr, generated) = match &a.pool {
+        Some(p) => (Pool::parse_cidr(p)?, false),
+        None => (Pool::ula(rand::random()), true),
+    };
+    let len: SubnetLen = a.prefix_len.parse()?;
+    let reuse_after: Duration = humantime::parse_duration(&a.reuse_after).with_context(|| {
+        format!(
+            "invalid --reuse-after {:?} (try 0s, 10m, 1h)",
+            a.reuse_after
+        )
+    })?;
+    let pool = Pool::new(cidr, len, reuse_after)?;
+    let path = state_path(cli)?;
+    let existed = path.exists();
+    let result = Store::open_or_create(&path).and_then(|mut s| s.init(&pool, a.force, now()));
+    if let Err(e) = result {
+        if !existed {
+            // Leave no empty database behind a failed first init.
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        return Err(e.into());
+    }
+    if generated {
+        println!("generated RFC 4193 unique local pool {}", pool.cidr());
+    }
+    println!(
+        "initialised pool {} with {} subnets ({} of them)",
+        pool.cidr(),
+        pool.subnet_len(),
+        pool.capacity()
+    );
+    if !pool.reuse_after().is_zero() {
+        println!(
+            "released subnets are reused after {}",
+            humantime::format_duration(pool.reuse_after())
+        );
+    }
+    println!("state: {}", path.display());
+    Ok(())
+}
+
+/// `palisade create`: a deployment and its subnet (and its tenant, if new).
+pub fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
+    let new = NewDeployment {
+        tenant: tenant_name(&a.tenant)?,
+        name: deployment_name(&a.deployment)?,
+        image: a.image.parse()?,
+        replicas: a.replicas.parse()?,
+        ports: a
+            .ports
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()?,
+        labels: labels(&a.labels)?,
+        workload: a.workload.spec()?,
+    };
+    let created = open(cli)?.create_deployment(&new, now())?;
+    let d = &created.deployment;
+    if cli.output != Format::Table {
+        return print(cli.output, d, || (vec![], vec![]));
+    }
+    if created.tenant_created {
+        println!(
+            "created tenant {} (namespace {})",
+            d.tenant,
+            d.tenant.namespace()
+        );
+    }
+    println!(
+        "{}",
+        fields(&[
+            ("tenant", d.tenant.to_string()),
+            ("deployment", d.name.to_string()),
+            ("subnet", d.subnet.to_string()),
+            ("image", d.image.to_string()),
+            ("replicas", d.replicas.to_string()),
+        ])
+    );
+    Ok(())
+}
+
+/// `palisade delete`: a deployment; its subnet is released.
+pub fn delete(cli: &Cli, a: &DeploymentRef) -> Result<()> {
+    let removed = open(cli)?.delete_deployment(
+        &tenant_name(&a.tenant)?,
+        &deployment_name(&a.deployment)?,
+        now(),
+    )?;
+    report_removed(&removed);
+    Ok(())
+}
+
+/// `palisade list`: deployments and their subnets.
+pub fn list(cli: &Cli, a: &ListArgs) -> Result<()> {
+    let tenant = a.tenant.as_deref().map(tenant_name).transpose()?;
+    let deployments = open(cli)?.deployments(tenant.as_ref())?;
+    print(cli.output, &deployments, || {
+        let rows = deployments
+            .iter()
+            .map(|d| {
+                vec![
+                    d.tenant.to_string(),
+                    d.name.to_string(),
+                    d.subnet.to_string(),
+                    d.image.to_string(),
+                    d.replicas.to_string(),
+                    join(&d.ports),
+                ]
+            })
+            .collect();
+        let header = vec![
+            "TENANT",
+            "DEPLOYMENT",
+            "SUBNET",
+            "IMAGE",
+            "REPLICAS",
+            "PORTS",
+        ];
+        (header, rows)
+    })
+}
+
+/// What `palisade stats -o json` prints. Fields in name order: the
+/// output's key order since the first release.
+#[derive(Serialize)]
+struct Stats {
+    allocated: u128,
+    capacity: u128,
+    never_used: u128,
+    pool: String,
+    prefix_len: u8,
+    quarantined: u128,
+    recycled_available: u128,
+    reuse_after_seconds: u64,
+    utilisation: f64,
+}
+
+/// `palisade stats`: pool capacity and utilisation.
+pub fn stats(cli: &Cli) -> Result<()> {
+    let mut store = open(cli)?;
+    let pool = store.pool()?;
+    let usage = store.usage(now())?;
+    if cli.output != Format::Table {
+        let stats = Stats {
+            allocated: usage.allocated,
+            capacity: usage.capacity,
+            never_used: usage.never_used,
+            pool: pool.cidr().to_string(),
+            prefix_len: pool.subnet_len().get(),
+            quarantined: usage.quarantined,
+            recycled_available: usage.recycled_available,
+            reuse_after_seconds: pool.reuse_after().as_secs(),
+            utilisation: usage.utilisation(),
+        };
+        return print(cli.output, &stats, || (vec![], vec![]));
+    }
+    println!(
+        "{}",
+        fields(&[
+            ("pool", pool.cidr().to_string()),
+            ("prefix length", pool.subnet_len().to_string()),
+            ("capacity", usage.capacity.to_string()),
+            ("allocated", usage.allocated.to_string()),
+            ("recycled available", usage.recycled_available.to_string()),
+            ("quarantined", usage.quarantined.to_string()),
+            ("never used", usage.never_used.to_string()),
+            ("utilisation", format_share(usage.utilisation())),
+        ])
+    );
+    Ok(())
+}
+
+/// `palisade tenant create` (and `create-tenant`): a tenant with its quota,
+/// node pool and egress profile.
+pub fn tenant_create(cli: &Cli, a: &TenantCreateArgs) -> Result<()> {
+    let tenant = Tenant {
+        name: tenant_name(&a.tenant)?,
+        quota: Quota {
+            cpu: a.cpu.parse()?,
+            memory: a.memory.parse()?,
+            pods: a
+                .pods
+                .parse()
+                .with_context(|| format!("invalid --pods {:?}: expected a whole number", a.pods))?,
+        },
+        node_pool: a.node_pool.as_deref().map(str::parse).transpose()?,
+        egress: EgressProfile {
+            mode: a.egress_mode.parse::<EgressMode>()?,
+            ip: ip_flag("--egress-ip", a.egress_ip.as_deref())?,
+            public_ip: ip_flag("--egress-public-ip", a.egress_public_ip.as_deref())?,
+        },
+        proxy_port: 0,
+        labels: labels(&a.labels)?,
+        created_at: now(),
+    };
+    let port = open(cli)?.create_tenant(&tenant)?;
+    println!(
+        "created tenant {} (namespace {}, egress-proxy port {port})",
+        tenant.name,
+        tenant.name.namespace()
+    );
+    Ok(())
+}
+
+/// `palisade tenant delete`: refused while it has deployments, unless `cascade`.
+pub fn tenant_delete(cli: &Cli, tenant: &str, cascade: bool) -> Result<()> {
+    let name = tenant_name(tenant)?;
+    let removed = open(cli)?.delete_tenant(&name, cascade, now())?;
+    report_removed(&removed);
+    println!("deleted tenant {name}");
+    Ok(())
+}
+
+/// `palisade tenant list`.
+pub fn tenant_list(cli: &Cli) -> Result<()> {
+    let snapshot = open(cli)?.snapshot()?;
+    print(cli.output, &snapshot.tenants, || {
+        let rows = snapshot
+            .tenants
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.to_string(),
+                    t.name.namespace(),
+                    snapshot.deployments_of(&t.name).count().to_string(),
+                    t.quota.cpu.to_string(),
+                    t.quota.memory.to_string(),
+                    t.quota.pods.to_string(),
+                    t.node_pool.as_ref().map_or("-".into(), ToString::to_string),
+                    egress(&t.egress),
+                ]
+            })
+            .collect();
+        let header = vec![
+            "TENANT",
+            "NAMESPACE",
+            "DEPLOYMENTS",
+            "CPU",
+            "MEMORY",
+            "PODS",
+            "NODE POOL",
+            "EGRESS",
+        ];
+        (header, rows)
+    })
+}
+
+/// `palisade tenant show`: one tenant with its deployments.
+pub fn tenant_show(cli: &Cli, tenant: &str) -> Result<()> {
+    let name = tenant_name(tenant)?;
+    let mut store = open(cli)?;
+    let t = store.tenant(&name)?;
+    let deployments = store.deployments(Some(&name))?;
+    if cli.output != Format::Table {
+        // Through a JSON value, whose maps sort their keys: the output's
+        // key order since the first release.
+        let value = serde_json::json!({ "tenant": t, "deployments": deployments });
+        return print(cli.output, &value, || (vec![], vec![]));
+    }
+    println!("{}", fields(&tenant_fields(&t, deployments.len())));
+    if !deployments.is_empty() {
+        let rows = deployments
+            .iter()
+            .map(|d| {
+                vec![
+                    d.name.to_string(),
+                    d.subnet.to_string(),
+                    d.image.to_string(),
+                    d.replicas.to_string(),
+                ]
+            })
+            .collect();
+        println!(
+            "\n{}",
+            columns(&["DEPLOYMENT", "SUBNET", "IMAGE", "REPLICAS"], rows)
+        );
+    }
+    Ok(())
+}
+
+/// The `key: value` lines of `tenant show`.
+fn tenant_fields(t: &Tenant, deployments: usize) -> Vec<(&'static str, String)> {
+    let labels = t
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let platform_default = || "- (platform default)".to_string();
+    vec![
+        ("tenant", t.name.to_string()),
+        ("namespace", t.name.namespace()),
+        (
+            "quota",
+            format!(
+                "cpu {}, memory {}, pods {}",
+                t.quota.cpu, t.quota.memory, t.quota.pods
+            ),
+        ),
+        (
+            "node pool",
+            t.node_pool.as_ref().map_or("-".into(), ToString::to_string),
+        ),
+        ("egress", egress(&t.egress)),
+        (
+            "egress source ip",
+            t.egress
+                .ip
+                .map_or_else(platform_default, |ip| ip.to_string()),
+        ),
+        (
+            "egress public ip",
+            t.egress
+                .public_ip
+                .or(t.egress.ip)
+                .map_or_else(platform_default, |ip| ip.to_string()),
+        ),
+        ("egress-proxy port", t.proxy_port.to_string()),
+        (
+            "labels",
+            if labels.is_empty() {
+                "-".into()
+            } else {
+                labels
+            },
+        ),
+        ("deployments", deployments.to_string()),
+    ]
+}
+
+/// `palisade gateway create` (and `create-gateway`).
+pub fn gateway_create(cli: &Cli, target: &GatewayTarget) -> Result<()> {
+    let scope = gateway_scope(target)?;
+    open(cli)?.create_gateway(&scope, now())?;
+    println!("created gateway {}", scope.id());
+    Ok(())
+}
+
+/// `palisade gateway delete`.
+pub fn gateway_delete(cli: &Cli, target: &GatewayTarget) -> Result<()> {
+    let scope = gateway_scope(target)?;
+    open(cli)?.delete_gateway(&scope, now())?;
+    println!("deleted gateway {}", scope.id());
+    Ok(())
+}
+
+/// `palisade gateway list`.
+pub fn gateway_list(cli: &Cli) -> Result<()> {
+    let gateways = open(cli)?.gateways()?;
+    print(cli.output, &gateways, || {
+        let rows = gateways
+            .iter()
+            .map(|g| {
+                let fronts = match &g.scope {
+                    GatewayScope::Central => "all tenants".to_string(),
+                    GatewayScope::PerTenant { tenant } => format!("{tenant}/*"),
+                    GatewayScope::PerDeployment { tenant, deployment } => {
+                        format!("{tenant}/{deployment}")
+                    }
+                };
+                vec![g.scope.id(), g.scope.kind().to_string(), fronts]
+            })
+            .collect();
+        (vec!["GATEWAY", "KIND", "FRONTS"], rows)
+    })
+}
+
+/// `palisade allow`: one deployment may reach another of its tenant.
+pub fn allow(cli: &Cli, a: &RuleArgs) -> Result<()> {
+    let rule = allow_rule(a)?;
+    open(cli)?.allow(&rule, now())?;
+    println!("allowed {rule}");
+    Ok(())
+}
+
+/// `palisade disallow`: remove an allow rule.
+pub fn disallow(cli: &Cli, a: &RuleArgs) -> Result<()> {
+    let rule = allow_rule(a)?;
+    open(cli)?.disallow(&rule, now())?;
+    println!("removed allow rule {rule}");
+    Ok(())
+}
+
+/// `palisade rules`: the allow rules.
+pub fn rules(cli: &Cli, a: &ListArgs) -> Result<()> {
+    let tenant = a.tenant.as_deref().map(tenant_name).transpose()?;
+    let rules = open(cli)?.allow_rules(tenant.as_ref())?;
+    print(cli.output, &rules, || {
+        let rows = rules
+            .iter()
+            .map(|r| {
+                vec![
+                    r.tenant.to_string(),
+                    r.from.to_string(),
+                    r.to.to_string(),
+                    r.port.map_or("all".into(), |p| p.to_string()),
+                ]
+            })
+            .collect();
+        (vec!["TENANT", "FROM", "TO", "PORT"], rows)
+    })
+}
+
+/// `palisade import`: many deployments from a YAML or JSON list, all or nothing.
+pub fn import(cli: &Cli, a: &ImportArgs) -> Result<()> {
+    let text = if a.file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("failed to read stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(&a.file)
+            .with_context(|| format!("failed to read {}", a.file.display()))?
+    };
+    // YAML is a superset of JSON, so one parser reads both.
+    let batch: Vec<NewDeployment> = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("invalid import file {}", a.file.display()))?;
+    let started = Instant::now();
+    let created = open(cli)?.create_deployments(&batch, now())?;
+    let tenants = created.iter().filter(|c| c.tenant_created).count();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "imported {} deployments ({tenants} new tenants) in {:.3} s ({:.0} per second)",
+        created.len(),
+        secs,
+        created.len() as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// `palisade check`: the store's integrity; failure on any problem.
+pub fn check(cli: &Cli) -> Result<ExitCode> {
+    let mut store = open(cli)?;
+    let problems = store.check()?;
+    if problems.is_empty() {
+        let usage = store.usage(now())?;
+        let tenants = store.tenants()?.len();
+        println!(
+            "ok: {} tenants, {} deployments, {} recycled and {} quarantined subnets, no problems",
+            tenants, usage.allocated, usage.recycled_available, usage.quarantined
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &problems {
+        eprintln!("problem: {p}");
+    }
+    eprintln!(
+        "error: {} problem(s) found in {}",
+        problems.len(),
+        store.path().display()
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+fn join(items: &[impl ToString]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn format_share(share: f64) -> String {
+    // Tiny shares of huge pools are the normal case; show them, not "0.00%".
+    if share > 0.0 && share < 0.0001 {
+        format!("{:.3e}%", share * 100.0)
+    } else {
+        format!("{:.2}%", share * 100.0)
+    }
+}
+
+fn egress(e: &EgressProfile) -> String {
+    match (e.ip, e.public_ip) {
+        (Some(ip), Some(public)) => format!("{} via {ip} (public {public})", e.mode),
+        (Some(ip), None) => format!("{} via {ip}", e.mode),
+        (None, Some(public)) => format!("{} (public {public})", e.mode),
+        (None, None) => e.mode.to_string(),
+    }
+}
+
+/// An optional address flag, or an error naming the flag and the value.
+fn ip_flag(flag: &str, value: Option<&str>) -> Result<Option<std::net::IpAddr>> {
+    value
+        .map(|ip| {
+            ip.parse()
+                .with_context(|| format!("invalid {flag} {ip:?}: expected an IPv4 or IPv6 address"))
+        })
+        .transpose()
+}
+
+fn gateway_scope(target: &GatewayTarget) -> Result<GatewayScope> {
+    Ok(match target {
+        GatewayTarget::Central => GatewayScope::Central,
+        GatewayTarget::PerTenant { tenant } => GatewayScope::PerTenant {
+            tenant: tenant_name(tenant)?,
+        },
+        GatewayTarget::PerDeployment { tenant, deployment } => GatewayScope::PerDeployment {
+            tenant: tenant_name(tenant)?,
+            deployment: deployment_name(deployment)?,
+        },
+    })
+}
+
+fn allow_rule(a: &RuleArgs) -> Result<AllowRule> {
+    Ok(AllowRule {
+        tenant: tenant_name(&a.tenant)?,
+        from: deployment_name(&a.from)?,
+        to: deployment_name(&a.to)?,
+        port: a.port.as_deref().map(str::parse).transpose()?,
+    })
+}
+
+fn report_removed(removed: &Removed) {
+    for d in &removed.deployments {
+        println!(
+            "deleted deployment {}/{}; subnet {} released for recycling",
+            d.tenant, d.name, d.subnet
+        );
+    }
+    for r in &removed.allow_rules {
+        println!("removed allow rule {r}");
+    }
+    for g in &removed.gateways {
+        println!("removed gateway {}", g.id());
+    }
+}
