@@ -10,9 +10,12 @@
 //!
 //! Layout: [`crd`] declares the resources; [`claim`] names claims and picks
 //! candidates with the core's allocation rule; [`desired`] is reconcile as
-//! pure functions (what to render, apply, prune, report); [`reconcile`]
-//! moves data between those functions and the API server; [`run`] wires
-//! the controllers, leader election, metrics and health endpoints.
+//! pure functions (what to render, apply, prune, report); [`status`]
+//! judges what the API server answered (refusals, backoff, rollouts, what
+//! still holds a subnet); [`reconcile`] moves data between those functions
+//! and the API server; [`lease`] is leader election by client-go's rules;
+//! [`run`] wires the controllers, leader election, metrics and health
+//! endpoints.
 //! [`testing`] is an in-memory API server used by the tests of this crate
 //! and of the CLI.
 
