@@ -38,7 +38,7 @@ pub use tree::{Reuse, TreeSummary, write_snapshot, write_snapshot_with, write_tr
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An object could not be turned into JSON (a bug in a typed object).
-    #[error("failed to serialize {kind} {name}: {source}")]
+    #[error("failed to serialize {kind} {name}")]
     Serialize {
         /// The object's kind.
         kind: String,
@@ -57,7 +57,7 @@ pub enum Error {
         reason: String,
     },
     /// Reading or writing the output tree failed.
-    #[error("failed to {action} {path}: {source}")]
+    #[error("failed to {action} {path}")]
     Io {
         /// What was being done ("write", "remove", "read").
         action: &'static str,
@@ -67,10 +67,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The output directory holds something Palisade would overwrite but
-    /// did not write.
-    #[error("failed to write the tree: {0}")]
-    Tree(String),
+    /// The previous tree's manifest lists a file outside the tree, which
+    /// Palisade refuses to remove (a hand-edited or forged manifest).
+    #[error(
+        "failed to write the tree: {manifest} lists {entry:?}, which is outside the tree; refusing to remove it"
+    )]
+    OutsideTree {
+        /// The manifest that lists it.
+        manifest: std::path::PathBuf,
+        /// The listed path.
+        entry: String,
+    },
     /// A call to the Kubernetes API failed (the cause is the `source`).
     #[error("failed to {action} {object}")]
     Kube {

@@ -541,10 +541,10 @@ fn finish(
         .filter(|p| !next.files.contains_key(*p))
     {
         if rel.split('/').any(|c| c == ".." || c.is_empty()) || rel.starts_with('/') {
-            return Err(Error::Tree(format!(
-                "{} lists {rel:?}, which is outside the tree; refusing to remove it",
-                manifest_path.display()
-            )));
+            return Err(Error::OutsideTree {
+                manifest: manifest_path.clone(),
+                entry: rel.clone(),
+            });
         }
         let path = root.join(rel);
         match fs::remove_file(&path) {
@@ -684,4 +684,27 @@ pub fn write_tree(
         "wrote GitOps tree"
     );
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_manifest_naming_a_file_outside_the_tree_is_refused_and_nothing_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        fs::create_dir_all(&root).unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep me").unwrap();
+        fs::write(root.join(MANIFEST), "../victim\n").unwrap();
+        let e = write_files(&root, &Files::new()).unwrap_err();
+        assert!(
+            matches!(&e, Error::OutsideTree { entry, .. } if entry == "../victim"),
+            "{e:?}"
+        );
+        assert!(e.to_string().ends_with("refusing to remove it"), "{e}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+    }
 }
