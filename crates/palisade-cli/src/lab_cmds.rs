@@ -13,6 +13,7 @@ use palisade_core::policy::{Policy, PolicyOptions};
 use palisade_lab::apply::{self, Lab};
 use palisade_lab::progress::Reporter;
 use palisade_lab::{Runtime, verify};
+use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -100,52 +101,14 @@ fn snapshot_and_policy(cli: &Cli) -> Result<(palisade_core::Snapshot, Policy)> {
     Ok((snapshot, policy))
 }
 
-/// Runs `palisade lab ...`.
+/// Runs `palisade lab ...`: picks the handler of the subcommand.
 pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
-    let format = cli.output;
-    let reporter = Reporter::stderr(format != Format::Table);
-    let progress = |p| reporter.event(p);
+    let reporter = Reporter::stderr(cli.output != Format::Table);
     match &args.command {
-        LabCommand::Serve { spec } => {
-            palisade_lab::serve::serve_main(spec)?;
-        }
+        LabCommand::Serve { spec } => palisade_lab::serve::serve_main(spec)?,
         LabCommand::Probe => palisade_lab::serve::probe_main()?,
-        LabCommand::Up { runtime } => {
-            apply::check_host()?;
-            let lab = lab(cli)?;
-            let (snapshot, policy) = snapshot_and_policy(cli)?;
-            let runtime = match runtime {
-                RuntimeArg::Auto => None,
-                RuntimeArg::Runsc => Some(Runtime::Runsc),
-                RuntimeArg::Plain => Some(Runtime::Plain),
-            };
-            let started = std::time::Instant::now();
-            let state = lab.up(&snapshot, &policy, runtime, &progress);
-            reporter.finish();
-            let state = state?;
-            println!(
-                "lab {} up in {:.1}s: {} pods ({}), {} gateway(s), egress proxy and internet echo; state in {}",
-                state.lab_id,
-                started.elapsed().as_secs_f64(),
-                state.pods.len(),
-                runtime_summary(&state),
-                state.gateways.len(),
-                lab.dir.display()
-            );
-        }
-        LabCommand::Sync => {
-            apply::check_host()?;
-            let lab = lab(cli)?;
-            let (snapshot, policy) = snapshot_and_policy(cli)?;
-            let result = lab.sync(&snapshot, &policy, &progress);
-            reporter.finish();
-            let (added, removed, state) = result?;
-            println!(
-                "lab {} synced: {added} pods added, {removed} removed, {} running; nftables replaced",
-                state.lab_id,
-                state.pods.len()
-            );
-        }
+        LabCommand::Up { runtime } => up(cli, *runtime, &reporter)?,
+        LabCommand::Sync => sync(cli, &reporter)?,
         LabCommand::Verify {
             timeout,
             parallel,
@@ -153,193 +116,308 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
             manifests,
         } => {
             if let Some(path) = manifests {
-                return verify_manifests(format, path);
+                return verify_manifests(cli.output, path);
             }
-            let timeout = humantime::parse_duration(timeout)
-                .with_context(|| format!("invalid --timeout {timeout:?} (try 1500ms, 2s)"))?;
-            if timeout.is_zero() || timeout > Duration::from_secs(60) {
-                bail!("--timeout must be between 1ms and 60s");
-            }
-            apply::check_host()?;
-            let lab = lab(cli)?;
-            let state = lab.require()?;
-            let (snapshot, policy) = snapshot_and_policy(cli)?;
-            if !lab.in_sync(&state, &snapshot, &policy)? {
-                eprintln!(
-                    "note: the store changed since the lab was last synced; expectations follow the store (run `palisade lab sync`)"
-                );
-            }
-            let mut probes = verify::expectations(&state, &policy)?;
-            let objects = palisade_kube::eval::RenderedPolicy::new(
-                &snapshot,
-                &palisade_kube::RenderOptions::default(),
-            )
-            .context("failed to render the snapshot's policy objects")?;
-            for u in objects.unsupported() {
-                eprintln!("note: not evaluated: {u}");
-            }
-            verify::attach_objects(&mut probes, &objects)?;
-            let report = verify::run(&lab, &probes, timeout, *parallel, &progress);
-            reporter.finish();
-            let report = report?;
-            verify::write_report(&lab.verify_path(), &report)?;
-            print_report(format, &report, *all)?;
-            let bad: Vec<_> = report.mismatches().collect();
-            if !bad.is_empty() {
-                let first = bad[0];
-                eprintln!(
-                    "error: {} of {} probes disagree with the policy model; first: {}{} -> {}{} port {}: expected {} ({}), observed {} ({})",
-                    bad.len(),
-                    report.probes.len(),
-                    first.from,
-                    first
-                        .from_pod
-                        .as_ref()
-                        .map(|p| format!(" [{p}]"))
-                        .unwrap_or_default(),
-                    first.to,
-                    first
-                        .to_pod
-                        .as_ref()
-                        .map(|p| format!(" [{p}]"))
-                        .unwrap_or_default(),
-                    first.port,
-                    verdict(first.expected),
-                    first.reason,
-                    verdict(first.observed),
-                    first.detail
-                );
-                return Ok(ExitCode::FAILURE);
-            }
-            if format == Format::Table {
-                println!(
-                    "all {} probes agree with the policy model (report: {})",
-                    report.probes.len(),
-                    lab.verify_path().display()
-                );
-            }
+            return verify_lab(cli, timeout, *parallel, *all, &reporter);
         }
-        LabCommand::Status => {
-            let lab = lab(cli)?;
-            let Some(state) = lab.load()? else {
-                bail!("no lab is running for this state (start one with `palisade lab up`)");
-            };
-            let rows: Vec<serde_json::Value> = state
-                .pods
-                .iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "kind": "pod",
-                        "name": format!("{}/{}", p.spec.tenant, p.spec.name),
-                        "namespace": p.spec.netns,
-                        "address": p.spec.addr.to_string(),
-                        "ports": p.spec.ports,
-                        "image": p.spec.image,
-                        "runtime": p.spec.runtime.to_string(),
-                        "workload": p.spec.workload,
-                        "pid": p.pid,
-                        "running": apply::alive(p.pid),
-                    })
-                })
-                .chain(state.gateways.iter().map(|g| {
-                    serde_json::json!({
-                        "kind": "gateway",
-                        "name": g.spec.display,
-                        "namespace": g.spec.netns,
-                        "address": g.spec.addr.to_string(),
-                        "ports": [palisade_lab::plan::HTTP_PORT],
-                        "image": "built-in reverse proxy",
-                        "runtime": "plain",
-                        "pid": g.pid,
-                        "running": apply::alive(g.pid),
-                    })
-                }))
-                .chain([
-                    serde_json::json!({
-                        "kind": "egress-proxy", "name": "egress-proxy", "namespace": state.infra.proxy,
-                        "address": palisade_lab::plan::PROXY_ADDR.to_string(), "ports": [state.proxy_port],
-                        "image": "palisade proxy", "runtime": "plain", "pid": state.proxy_pid,
-                        "running": apply::alive(state.proxy_pid),
-                    }),
-                    serde_json::json!({
-                        "kind": "internet-echo", "name": "internet", "namespace": state.infra.internet,
-                        "address": palisade_lab::plan::ECHO_ADDR.to_string(), "ports": [palisade_lab::plan::HTTP_PORT],
-                        "image": "built-in echo", "runtime": "plain", "pid": state.echo_pid,
-                        "running": apply::alive(state.echo_pid),
-                    }),
-                ])
-                .collect();
-            let value = serde_json::json!({
-                "lab_id": state.lab_id,
-                "started_at": state.started_at,
-                "synced_at": state.synced_at,
-                "runtime": state.runtime.to_string(),
-                "egress": state.egress,
-                "workloads": rows,
-            });
-            print(format, &value, || {
-                let header = vec![
-                    "KIND", "NAME", "ADDRESS", "PORTS", "RUNTIME", "PID", "STATE",
-                ];
-                let rows = rows
-                    .iter()
-                    .map(|r| {
-                        let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-                        vec![
-                            s("kind"),
-                            s("name"),
-                            s("address"),
-                            r["ports"]
-                                .as_array()
-                                .map(|a| {
-                                    a.iter()
-                                        .map(|p| p.to_string())
-                                        .collect::<Vec<_>>()
-                                        .join(",")
-                                })
-                                .unwrap_or_default(),
-                            s("runtime"),
-                            r["pid"].to_string(),
-                            if r["running"].as_bool() == Some(true) {
-                                "running".into()
-                            } else {
-                                "exited".into()
-                            },
-                        ]
-                    })
-                    .collect();
-                (header, rows)
-            })?;
-            if format == Format::Table {
-                for e in &state.egress {
-                    println!(
-                        "tenant {}: egress {} via {}{}",
-                        e.tenant,
-                        e.ip,
-                        e.mode.as_str(),
-                        e.note
-                            .as_ref()
-                            .map(|n| format!(" ({n})"))
-                            .unwrap_or_default()
-                    );
-                }
-            }
-        }
-        LabCommand::Down { all } => {
-            apply::check_host()?;
-            let lab = lab(cli)?;
-            let removed = if *all {
-                let mut r = lab.down(&progress)?;
-                r.extend(apply::down_all(&progress)?);
-                r
-            } else {
-                lab.down(&progress)?
-            };
-            reporter.finish();
-            println!("lab down: removed {} namespaces", removed.len());
-        }
+        LabCommand::Status => status(cli)?,
+        LabCommand::Down { all } => down(cli, *all, &reporter)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lab up`: namespaces, addresses, nftables and workloads from the store.
+fn up(cli: &Cli, runtime: RuntimeArg, reporter: &Reporter) -> Result<()> {
+    apply::check_host()?;
+    let lab = lab(cli)?;
+    let (snapshot, policy) = snapshot_and_policy(cli)?;
+    let runtime = match runtime {
+        RuntimeArg::Auto => None,
+        RuntimeArg::Runsc => Some(Runtime::Runsc),
+        RuntimeArg::Plain => Some(Runtime::Plain),
+    };
+    let started = std::time::Instant::now();
+    let state = lab.up(&snapshot, &policy, runtime, &|p| reporter.event(p));
+    reporter.finish();
+    let state = state?;
+    println!(
+        "lab {} up in {:.1}s: {} pods ({}), {} gateway(s), egress proxy and internet echo; state in {}",
+        state.lab_id,
+        started.elapsed().as_secs_f64(),
+        state.pods.len(),
+        runtime_summary(&state),
+        state.gateways.len(),
+        lab.dir.display()
+    );
+    Ok(())
+}
+
+/// `lab sync`: apply the store's changes to the running lab.
+fn sync(cli: &Cli, reporter: &Reporter) -> Result<()> {
+    apply::check_host()?;
+    let lab = lab(cli)?;
+    let (snapshot, policy) = snapshot_and_policy(cli)?;
+    let result = lab.sync(&snapshot, &policy, &|p| reporter.event(p));
+    reporter.finish();
+    let (added, removed, state) = result?;
+    println!(
+        "lab {} synced: {added} pods added, {removed} removed, {} running; nftables replaced",
+        state.lab_id,
+        state.pods.len()
+    );
+    Ok(())
+}
+
+/// `lab verify`: probe every pair, compare with the policy model (and the
+/// rendered Cilium objects); failure on any mismatch.
+fn verify_lab(
+    cli: &Cli,
+    timeout: &str,
+    parallel: usize,
+    all: bool,
+    reporter: &Reporter,
+) -> Result<ExitCode> {
+    let timeout = humantime::parse_duration(timeout)
+        .with_context(|| format!("invalid --timeout {timeout:?} (try 1500ms, 2s)"))?;
+    if timeout.is_zero() || timeout > Duration::from_secs(60) {
+        bail!("--timeout must be between 1ms and 60s");
+    }
+    apply::check_host()?;
+    let lab = lab(cli)?;
+    let state = lab.require()?;
+    let (snapshot, policy) = snapshot_and_policy(cli)?;
+    if !lab.in_sync(&state, &snapshot, &policy)? {
+        eprintln!(
+            "note: the store changed since the lab was last synced; expectations follow the store (run `palisade lab sync`)"
+        );
+    }
+    let mut probes = verify::expectations(&state, &policy)?;
+    let objects = palisade_kube::eval::RenderedPolicy::new(
+        &snapshot,
+        &palisade_kube::RenderOptions::default(),
+    )
+    .context("failed to render the snapshot's policy objects")?;
+    for u in objects.unsupported() {
+        eprintln!("note: not evaluated: {u}");
+    }
+    verify::attach_objects(&mut probes, &objects)?;
+    let report = verify::run(&lab, &probes, timeout, parallel, &|p| reporter.event(p));
+    reporter.finish();
+    let report = report?;
+    verify::write_report(&lab.verify_path(), &report)?;
+    print_report(cli.output, &report, all)?;
+    let bad: Vec<_> = report.mismatches().collect();
+    if let Some(first) = bad.first() {
+        eprintln!(
+            "error: {} of {} probes disagree with the policy model; first: {}",
+            bad.len(),
+            report.probes.len(),
+            mismatch(first)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if cli.output == Format::Table {
+        println!(
+            "all {} probes agree with the policy model (report: {})",
+            report.probes.len(),
+            lab.verify_path().display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One disagreeing probe, for the error line.
+fn mismatch(o: &verify::Outcome) -> String {
+    format!(
+        "{} -> {} port {}: expected {} ({}), observed {} ({})",
+        endpoint(&o.from, o.from_pod.as_deref()),
+        endpoint(&o.to, o.to_pod.as_deref()),
+        o.port,
+        verdict(o.expected),
+        o.reason,
+        verdict(o.observed),
+        o.detail
+    )
+}
+
+/// A probe's endpoint, with its pod when it has one: `acme/web [web-0]`.
+fn endpoint(name: &impl std::fmt::Display, pod: Option<&str>) -> String {
+    match pod {
+        Some(p) => format!("{name} [{p}]"),
+        None => name.to_string(),
+    }
+}
+
+/// What `lab status -o json` prints. Fields in name order, as the JSON
+/// object this replaced sorted its keys.
+#[derive(Serialize)]
+struct Status {
+    /// Each tenant's egress, in the key order of a JSON value.
+    egress: serde_json::Value,
+    lab_id: String,
+    runtime: String,
+    started_at: String,
+    synced_at: String,
+    workloads: Vec<WorkloadRow>,
+}
+
+/// One row of `lab status`: a pod, a gateway, the egress proxy or the echo.
+#[derive(Serialize)]
+struct WorkloadRow {
+    address: String,
+    image: String,
+    kind: &'static str,
+    name: String,
+    namespace: String,
+    pid: u32,
+    ports: Vec<u16>,
+    running: bool,
+    runtime: String,
+    /// A pod's workload spec (in the key order of a JSON value); none for
+    /// the lab's own processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workload: Option<serde_json::Value>,
+}
+
+impl WorkloadRow {
+    /// A process the lab runs itself (gateway, proxy, echo): plain runtime,
+    /// no workload spec.
+    fn builtin(
+        kind: &'static str,
+        name: &str,
+        namespace: &str,
+        address: impl ToString,
+        port: u16,
+        image: &str,
+        pid: u32,
+    ) -> Self {
+        Self {
+            address: address.to_string(),
+            image: image.into(),
+            kind,
+            name: name.into(),
+            namespace: namespace.into(),
+            pid,
+            ports: vec![port],
+            running: apply::alive(pid),
+            runtime: "plain".into(),
+            workload: None,
+        }
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.kind.into(),
+            self.name.clone(),
+            self.address.clone(),
+            self.ports
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            self.runtime.clone(),
+            self.pid.to_string(),
+            if self.running { "running" } else { "exited" }.into(),
+        ]
+    }
+}
+
+/// Every process of the lab: pods, gateways, the egress proxy, the echo.
+fn workload_rows(state: &palisade_lab::LabState) -> Result<Vec<WorkloadRow>> {
+    use palisade_lab::plan::{ECHO_ADDR, HTTP_PORT, PROXY_ADDR};
+    let mut rows = Vec::new();
+    for p in &state.pods {
+        rows.push(WorkloadRow {
+            address: p.spec.addr.to_string(),
+            image: p.spec.image.clone(),
+            kind: "pod",
+            name: format!("{}/{}", p.spec.tenant, p.spec.name),
+            namespace: p.spec.netns.clone(),
+            pid: p.pid,
+            ports: p.spec.ports.clone(),
+            running: apply::alive(p.pid),
+            runtime: p.spec.runtime.to_string(),
+            workload: Some(serde_json::to_value(&p.spec.workload)?),
+        });
+    }
+    for g in &state.gateways {
+        let (s, image) = (&g.spec, "built-in reverse proxy");
+        rows.push(WorkloadRow::builtin(
+            "gateway", &s.display, &s.netns, s.addr, HTTP_PORT, image, g.pid,
+        ));
+    }
+    let infra = &state.infra;
+    rows.push(WorkloadRow::builtin(
+        "egress-proxy",
+        "egress-proxy",
+        &infra.proxy,
+        PROXY_ADDR,
+        state.proxy_port,
+        "palisade proxy",
+        state.proxy_pid,
+    ));
+    rows.push(WorkloadRow::builtin(
+        "internet-echo",
+        "internet",
+        &infra.internet,
+        ECHO_ADDR,
+        HTTP_PORT,
+        "built-in echo",
+        state.echo_pid,
+    ));
+    Ok(rows)
+}
+
+/// `lab status`: what runs, with address, runtime and process.
+fn status(cli: &Cli) -> Result<()> {
+    let lab = lab(cli)?;
+    let Some(state) = lab.load()? else {
+        bail!("no lab is running for this state (start one with `palisade lab up`)");
+    };
+    let status = Status {
+        egress: serde_json::to_value(&state.egress)?,
+        lab_id: state.lab_id.clone(),
+        runtime: state.runtime.to_string(),
+        started_at: state.started_at.clone(),
+        synced_at: state.synced_at.clone(),
+        workloads: workload_rows(&state)?,
+    };
+    print(cli.output, &status, || {
+        let header = vec![
+            "KIND", "NAME", "ADDRESS", "PORTS", "RUNTIME", "PID", "STATE",
+        ];
+        (
+            header,
+            status.workloads.iter().map(WorkloadRow::cells).collect(),
+        )
+    })?;
+    if cli.output == Format::Table {
+        for e in &state.egress {
+            let note = e.note.as_ref().map(|n| format!(" ({n})"));
+            println!(
+                "tenant {}: egress {} via {}{}",
+                e.tenant,
+                e.ip,
+                e.mode.as_str(),
+                note.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `lab down`: remove this lab (every lab on the host with `all`).
+fn down(cli: &Cli, all: bool, reporter: &Reporter) -> Result<()> {
+    apply::check_host()?;
+    let lab = lab(cli)?;
+    let progress = |p| reporter.event(p);
+    let mut removed = lab.down(&progress)?;
+    if all {
+        removed.extend(apply::down_all(&progress)?);
+    }
+    reporter.finish();
+    println!("lab down: removed {} namespaces", removed.len());
+    Ok(())
 }
 
 /// `lab verify --manifests`: the evaluator's matrix for hand-written
