@@ -834,10 +834,7 @@ impl Lab {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(LabError::Plan("a setup thread panicked".into())))
-                })
+                .map(|h| h.join().unwrap_or(Err(LabError::SetupPanicked)))
                 .collect()
         });
         for r in results {
@@ -938,9 +935,7 @@ impl Lab {
 }
 
 fn proxy_yaml(plan: &Plan) -> Result<String> {
-    plan.proxy_config
-        .to_yaml()
-        .map_err(|e| LabError::Plan(format!("cannot serialise the proxy config: {e}")))
+    plan.proxy_config.to_yaml().map_err(LabError::ProxyConfig)
 }
 
 fn pod_workload(p: &PodPlan) -> Workload {

@@ -53,8 +53,19 @@ pub enum LabError {
         "a lab is already running for this state (use `palisade lab sync`, or `palisade lab down` first)"
     )]
     AlreadyRunning,
+    /// A value of the lab's state that the model rejects (the state file
+    /// was edited by hand or written by another Palisade).
+    #[error("the lab's state holds a value the model rejects")]
+    Model(#[from] palisade_core::ModelError),
+    /// The proxy configuration could not be written out.
+    #[error("failed to serialise the egress proxy's configuration")]
+    ProxyConfig(#[source] palisade_proxy::ConfigError),
+    /// A thread setting up network namespaces panicked (its message is on
+    /// stderr, printed by the panic hook).
+    #[error("a thread setting up the lab's network namespaces panicked")]
+    SetupPanicked,
     /// Reading or writing the lab directory, or spawning a process.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -62,7 +73,7 @@ pub enum LabError {
         source: std::io::Error,
     },
     /// (De)serialising the lab's state or the probe protocol.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Json {
         /// What was being done.
         context: String,
@@ -84,3 +95,43 @@ impl LabError {
 
 /// Result alias for the lab.
 pub type Result<T, E = LabError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The chain `palisade` prints (`error: {e:#}`) names each cause once.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut line = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            line = format!("{line}: {c}");
+            cause = c.source();
+        }
+        line
+    }
+
+    #[test]
+    fn io_and_json_errors_say_their_cause_once() {
+        let e = LabError::io("cannot write /lab/state.json")(std::io::Error::other("disk full"));
+        assert_eq!(chain(&e), "cannot write /lab/state.json: disk full");
+        let bad = serde_json::from_str::<u8>("x").unwrap_err();
+        let said = bad.to_string();
+        let e = LabError::json("lab state")(bad);
+        assert_eq!(chain(&e), format!("lab state: {said}"));
+    }
+
+    #[test]
+    fn a_bad_name_in_the_lab_state_is_a_typed_model_error() {
+        let bad = "Not_A_Name"
+            .parse::<palisade_core::TenantName>()
+            .unwrap_err();
+        let e = LabError::from(bad.clone());
+        assert!(matches!(&e, LabError::Model(m) if *m == bad));
+        assert_eq!(
+            chain(&e),
+            format!("the lab's state holds a value the model rejects: {bad}")
+        );
+    }
+}

@@ -168,21 +168,15 @@ struct FileProbe<'a> {
 }
 
 fn endpoint_of(p: &PodPlan) -> Result<Endpoint> {
-    let t: TenantName = p
-        .tenant
-        .parse()
-        .map_err(|e| LabError::Plan(format!("{e}")))?;
-    let d: DeploymentName = p
-        .deployment
-        .parse()
-        .map_err(|e| LabError::Plan(format!("{e}")))?;
+    let t: TenantName = p.tenant.parse().map_err(LabError::Model)?;
+    let d: DeploymentName = p.deployment.parse().map_err(LabError::Model)?;
     Ok(Endpoint::deployment(&t, &d))
 }
 
 fn tcp(port: u16) -> Result<PortProto> {
     Port::try_from(port)
         .map(PortProto::tcp)
-        .map_err(|e| LabError::Plan(format!("{e}")))
+        .map_err(LabError::Model)
 }
 
 /// Every probe of the lab in `state` and the verdict `policy` expects.
@@ -250,10 +244,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
             objects: None,
         });
         let to = Endpoint::EgressProxy {
-            tenant: src
-                .tenant
-                .parse()
-                .map_err(|e| LabError::Plan(format!("{e}")))?,
+            tenant: src.tenant.parse().map_err(LabError::Model)?,
         };
         let via = policy.allowed(&from, &to, tcp(state.proxy_port)?);
         out.push(Probe {
