@@ -1,9 +1,10 @@
 //! `palisade render` and `palisade apply`: flags to [`RenderOptions`], the
 //! snapshot to objects, objects to a tree, a stream or a cluster.
 
+use crate::cli::{ApplyArgs, ClusterArgs, OutputFlags, PolicyArg, RenderArgs, RenderTarget};
 use crate::proxy_cmds::{ProxyConfigArgs, proxy_config};
 use anyhow::Context as _;
-use palisade_core::{EgressMode, Port, Snapshot};
+use palisade_core::{EgressMode, Snapshot};
 use palisade_kube::apply::{ApplyOptions, apply as apply_objects, default_client};
 use palisade_kube::cluster::{self, ClusterOptions};
 use palisade_kube::{
@@ -12,90 +13,7 @@ use palisade_kube::{
 };
 use std::io::Write as _;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-
-/// Which network-policy objects to render.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum PolicyArg {
-    /// CiliumNetworkPolicy (default).
-    Cilium,
-    /// Kubernetes NetworkPolicy.
-    Kubernetes,
-    /// Both.
-    Both,
-}
-
-/// Rendering choices shared by `render` and `apply`.
-#[derive(Debug, clap::Args)]
-pub struct OutputFlags {
-    /// Network-policy flavour.
-    #[arg(long, value_enum, default_value = "cilium")]
-    pub policy: PolicyArg,
-    /// gatewayClassName of rendered Gateways.
-    #[arg(long, default_value = "cilium")]
-    pub gateway_class: String,
-    /// Routes get host names <deployment>.<tenant>.<domain>.
-    #[arg(long, default_value = "apps.example.com")]
-    pub gateway_domain: String,
-    /// maskSize of each deployment's CiliumPodIPPool (per-node slice).
-    #[arg(long, default_value_t = 112)]
-    pub pool_mask_size: u8,
-    /// Egress proxy host or IP put into HTTP_PROXY (an IP is allowed by
-    /// CIDR, a name is the in-cluster proxy in palisade-system).
-    #[arg(long)]
-    pub proxy_address: Option<String>,
-    /// Egress proxy port.
-    #[arg(long, default_value = "3128")]
-    pub proxy_port: Port,
-    /// Do not render Palisade's egress proxy (a Deployment on egress nodes,
-    /// its config from the store); for a proxy --proxy-address names that
-    /// runs some other way. A --proxy-address IP never renders it.
-    #[arg(long)]
-    pub no_proxy_deployment: bool,
-    /// Container image of the in-cluster egress proxy.
-    #[arg(long, value_name = "IMAGE")]
-    pub proxy_image: Option<String>,
-    /// Add seed 002's demo app (`palisade egress-check`: "which address does
-    /// the internet see?") to every tenant with a deployment.
-    #[arg(long)]
-    pub egress_check: bool,
-    /// Container image of the egress-check demo.
-    #[arg(long, value_name = "IMAGE", requires = "egress_check")]
-    pub egress_check_image: Option<String>,
-    /// Replicas of the in-cluster egress proxy (one per egress node).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
-    pub proxy_replicas: u16,
-    /// Run containers as non-root (only if every image supports it).
-    #[arg(long)]
-    pub non_root: bool,
-    /// Mount container root file systems read-only.
-    #[arg(long)]
-    pub read_only_root_fs: bool,
-    /// A user (as the API server names it, e.g.
-    /// system:serviceaccount:NS:NAME) allowed to write palisade.io/ labels
-    /// and ipam.cilium.io/ annotations in tenant namespaces; the rendered
-    /// admission policy refuses them from everyone else. Repeatable; adds
-    /// to the defaults (the operator's and Flux's service accounts). Add
-    /// your own user to run `palisade apply`.
-    #[arg(long = "trusted-writer", value_name = "USER")]
-    pub trusted_writers: Vec<String>,
-    /// Git repository Flux pulls the tree from (http://, https:// or
-    /// ssh://). `render --out DIR` needs it the first time; later renders
-    /// reuse the one recorded in DIR/.palisade-tree.
-    #[arg(long, value_name = "URL")]
-    pub git_url: Option<String>,
-    /// Git branch Flux follows [default: the recorded one, else main].
-    #[arg(long, value_name = "BRANCH")]
-    pub git_branch: Option<String>,
-    /// Directory of the tree inside the repository [default: the recorded
-    /// one, else the root].
-    #[arg(long, value_name = "PATH")]
-    pub git_path: Option<String>,
-    /// Write no Flux objects (clusters/): for applying the overlays
-    /// yourself (`kubectl apply -k overlays/<env>`).
-    #[arg(long, conflicts_with_all = ["git_url", "git_branch", "git_path"])]
-    pub no_flux: bool,
-}
+use std::path::Path;
 
 impl OutputFlags {
     fn options(&self, snapshot: &Snapshot) -> anyhow::Result<RenderOptions> {
@@ -190,75 +108,6 @@ impl OutputFlags {
     }
 }
 
-/// What to render instead of the workloads.
-#[derive(Debug, clap::Subcommand)]
-pub enum RenderTarget {
-    /// The cluster set-up: eksctl ClusterConfig, Cilium Helm values, gVisor installer.
-    ///
-    /// Support matrix: Kubernetes 1.31 to 1.34 on EKS with the default node
-    /// image (Amazon Linux 2023: containerd 2, config version 3; containerd 1.x
-    /// with config version 2 also works), Cilium 1.18.11 (default) or 1.17.17,
-    /// Gateway API standard channel v1.2.1 or later (setup.sh installs v1.3.0
-    /// for Cilium 1.18, v1.2.1 for 1.17), Flux 2.4 or later.
-    ///
-    /// Egress IPs (tenants in cilium-egress-gateway mode): Cilium requires the
-    /// policy's egressIP to be an address on an interface of the gateway node.
-    /// On AWS, assign a secondary private IP to the egress-gateway node's
-    /// network interface and use it as egressIP; the Elastic IP associated
-    /// with that private IP is the public address partners see. On platforms
-    /// where public addresses sit on the node itself, use that address.
-    #[command(verbatim_doc_comment)]
-    Cluster(Box<ClusterArgs>),
-}
-
-/// Arguments of `palisade render cluster`.
-#[derive(Debug, clap::Args)]
-pub struct ClusterArgs {
-    /// Directory to write into.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// EKS cluster name.
-    #[arg(long, default_value = "palisade")]
-    pub name: String,
-    /// AWS region.
-    #[arg(long, default_value = "us-east-1")]
-    pub region: String,
-    /// Kubernetes version: 1.31, 1.32, 1.33 or 1.34.
-    #[arg(long, default_value = "1.33")]
-    pub kubernetes_version: String,
-    /// EC2 instance type of every node group.
-    #[arg(long, default_value = "m6i.large")]
-    pub instance_type: String,
-    /// Nodes per node group.
-    #[arg(long, default_value_t = 2)]
-    pub nodes: u32,
-    /// Cilium chart version: 1.18.11 or 1.17.17.
-    #[arg(long, default_value = "1.18.11")]
-    pub cilium_version: String,
-    /// The VPC eksctl creates.
-    #[arg(long, default_value = "192.168.0.0/16")]
-    pub vpc_cidr: ipnet::Ipv4Net,
-    /// The Kubernetes Service range (EKS: /12 to /24 inside RFC 1918).
-    #[arg(long, default_value = "10.100.0.0/16")]
-    pub service_cidr: ipnet::Ipv4Net,
-    /// IPv4 range of Cilium's default pod pool.
-    #[arg(long, default_value = "10.244.0.0/16")]
-    pub ipv4_pod_cidr: ipnet::Ipv4Net,
-    /// IPv6 range of Cilium's default pod pool [default: a /96 beside the tenant pool].
-    #[arg(long)]
-    pub ipv6_pod_cidr: Option<ipnet::Ipv6Net>,
-    /// gVisor release installed on every node (never "latest").
-    #[arg(long, default_value = "20260817.0")]
-    pub gvisor_release: String,
-    /// sha512 of that release's runsc for the nodes' architecture, from a
-    /// source you trust.
-    #[arg(long)]
-    pub gvisor_runsc_sha512: Option<String>,
-    /// sha512 of that release's containerd-shim-runsc-v1.
-    #[arg(long)]
-    pub gvisor_shim_sha512: Option<String>,
-}
-
 impl ClusterArgs {
     fn options(&self) -> anyhow::Result<ClusterOptions> {
         Ok(ClusterOptions {
@@ -279,42 +128,6 @@ impl ClusterArgs {
             },
         })
     }
-}
-
-/// Arguments of `palisade render`.
-#[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct RenderArgs {
-    /// `cluster` renders the cluster set-up instead.
-    #[command(subcommand)]
-    pub target: Option<RenderTarget>,
-    /// Write the GitOps tree (base/, overlays/, and Flux per cluster in
-    /// clusters/<env>/) into this directory; needs --git-url or --no-flux
-    /// the first time.
-    #[arg(long, conflicts_with = "stdout", required_unless_present = "stdout")]
-    pub out: Option<PathBuf>,
-    /// Print every object as one multi-document YAML stream.
-    #[arg(long)]
-    pub stdout: bool,
-    /// Render every tenant again, even those whose inputs and files are
-    /// unchanged since the last write (recorded in DIR/.palisade-tree).
-    #[arg(long, requires = "out")]
-    pub full: bool,
-    #[command(flatten)]
-    pub flags: OutputFlags,
-}
-
-/// Arguments of `palisade apply`.
-#[derive(Debug, clap::Args)]
-pub struct ApplyArgs {
-    /// Ask the API server to validate only (server-side dry run); delete nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Do not delete Palisade-owned objects that are no longer rendered.
-    #[arg(long)]
-    pub no_prune: bool,
-    #[command(flatten)]
-    pub flags: OutputFlags,
 }
 
 /// Runs `palisade render`.

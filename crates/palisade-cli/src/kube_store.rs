@@ -23,16 +23,6 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-/// Where state lives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum StoreKind {
-    /// The local SQLite database (--state).
-    #[default]
-    Sqlite,
-    /// The cluster's API server ($KUBECONFIG), via the operator's custom resources.
-    Kubernetes,
-}
-
 /// Namespace and name of the operator's ConfigMap (its pool).
 const OPERATOR_CONFIG: (&str, &str) = ("palisade-system", "palisade-operator");
 /// Field manager of what the CLI writes.

@@ -5,10 +5,9 @@
 //! `__probe` subcommands are the programs the lab runs inside its namespaces;
 //! they live in this binary so a lab needs nothing but `palisade`.
 
-use crate::cli::Cli;
+use crate::cli::{Cli, LabArgs, LabCommand, RuntimeArg};
 use crate::output::{Format, columns, print};
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand, ValueEnum};
 use palisade_core::policy::{Policy, PolicyOptions};
 use palisade_lab::apply::{self, Lab};
 use palisade_lab::progress::Reporter;
@@ -17,86 +16,13 @@ use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// `palisade lab`.
-#[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  \
-    sudo palisade lab up                 # namespaces, addresses, nftables, workloads\n  \
-    sudo palisade lab verify             # the connectivity matrix against the policy model\n  \
-    sudo palisade lab sync               # after create/delete/allow: apply the change\n  \
-    sudo palisade lab status\n  \
-    sudo palisade lab down               # removes everything the lab created\n\
-    Needs Linux and root. See docs/lab.md.")]
-pub struct LabArgs {
-    #[command(subcommand)]
-    pub command: LabCommand,
-}
-
-/// Which runtime pods use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeArg {
-    /// gVisor when `runsc` works on this host, else plain.
-    Auto,
-    /// gVisor (`runsc --rootless do`); a pod it cannot start falls back to plain.
-    Runsc,
-    /// Plain processes in the pod namespaces.
-    Plain,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum LabCommand {
-    /// Create the lab from the store: namespaces, addresses, nftables, workloads.
-    Up {
-        /// Pod runtime.
-        #[arg(long, value_enum, default_value_t = RuntimeArg::Auto)]
-        runtime: RuntimeArg,
-    },
-    /// Apply store changes to the running lab (pods added/removed, rules replaced atomically).
-    Sync,
-    /// Probe every pair and compare with the policy model; exits 1 on any mismatch.
-    #[command(after_help = "Writes the report to <lab dir>/verify.json as well.\n\
-                            Example: sudo palisade lab verify -o json | jq '.probes[] | select(.ok == false)'")]
-    Verify {
-        /// Connect timeout per probe (a blocked probe takes this long).
-        #[arg(long, default_value = "1500ms")]
-        timeout: String,
-        /// Probe agents (one per source namespace) running at once.
-        #[arg(long, default_value_t = 64)]
-        parallel: usize,
-        /// Print every probe, not only a summary per pair of endpoints.
-        #[arg(long)]
-        all: bool,
-        /// Instead of probing the lab: evaluate the Cilium policies in these
-        /// manifests (a file, or a directory of .yaml/.yml/.json files) on the
-        /// workloads they define, and print the reachability matrix.
-        #[arg(long, value_name = "PATH")]
-        manifests: Option<std::path::PathBuf>,
-    },
-    /// What runs: pods with their address, runtime and process.
-    Status,
-    /// Remove every namespace, link, rule and process of this lab (idempotent).
-    Down {
-        /// Remove every lab on this host (all `pl-` namespaces), not only this state's.
-        #[arg(long)]
-        all: bool,
-    },
-    /// (internal) Run a workload inside a lab namespace.
-    #[command(name = "__serve", hide = true)]
-    Serve {
-        /// The workload spec (JSON).
-        spec: String,
-    },
-    /// (internal) Run probes from inside a lab namespace (JSON on stdin).
-    #[command(name = "__probe", hide = true)]
-    Probe,
-}
-
 fn lab(cli: &Cli) -> Result<Lab> {
     let exe = std::env::current_exe().context("cannot find the palisade binary")?;
-    Ok(Lab::for_state(&crate::state_path(cli)?, exe))
+    Ok(Lab::for_state(&crate::state::state_path(cli)?, exe))
 }
 
 fn snapshot_and_policy(cli: &Cli) -> Result<(palisade_core::Snapshot, Policy)> {
-    let snapshot = crate::open(cli)?.snapshot()?;
+    let snapshot = crate::state::open(cli)?.snapshot()?;
     let policy = Policy::compile_with(&snapshot, &PolicyOptions::default());
     Ok((snapshot, policy))
 }

@@ -8,18 +8,15 @@ mod kube_store;
 mod lab_cmds;
 mod output;
 mod proxy_cmds;
+mod state;
 mod store_cmds;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use clap::CommandFactory;
 use cli::{Cli, Command, GatewayCommand, TenantCommand};
-use palisade_core::allocator::Timestamp;
-use palisade_core::model::parse_label;
-use palisade_core::{DeploymentName, Labels, TenantName};
-use palisade_store::Store;
+use state::{open, state_path};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `palisade list | head` closes stdout early; `print!` then panics.
 /// Like other Unix tools, end quietly with the status of a SIGPIPE death.
@@ -90,44 +87,9 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
-fn now() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-}
-
-fn state_path(cli: &Cli) -> Result<PathBuf> {
-    if let Some(p) = &cli.state {
-        return Ok(p.clone());
-    }
-    palisade_store::default_path(|k| std::env::var_os(k)).ok_or_else(|| {
-        anyhow!("no state location: pass --state PATH or set PALISADE_STATE or HOME")
-    })
-}
-
-fn open(cli: &Cli) -> Result<Store> {
-    Ok(Store::open(&state_path(cli)?)?)
-}
-
-fn tenant_name(s: &str) -> Result<TenantName> {
-    Ok(s.parse()?)
-}
-
-fn deployment_name(s: &str) -> Result<DeploymentName> {
-    Ok(s.parse()?)
-}
-
-fn labels(raw: &[String]) -> Result<Labels> {
-    raw.iter()
-        .map(|l| parse_label(l).map_err(Into::into))
-        .collect()
-}
-
 /// Picks the handler of `cli`'s command; each is documented where it lives.
 fn run(cli: Cli) -> Result<ExitCode> {
-    if cli.store == kube_store::StoreKind::Kubernetes {
+    if cli.store == cli::StoreKind::Kubernetes {
         return kube_store::run(&cli);
     }
     match &cli.command {

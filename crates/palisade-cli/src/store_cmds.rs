@@ -9,7 +9,7 @@ use crate::cli::{
     TenantCreateArgs,
 };
 use crate::output::{Format, columns, fields, print};
-use crate::{deployment_name, labels, now, open, state_path, tenant_name};
+use crate::state::{deployment_name, labels, now, open, state_path, tenant_name};
 use anyhow::{Context, Result};
 use palisade_core::{
     AllowRule, EgressMode, EgressProfile, GatewayScope, Pool, Quota, SubnetLen, Tenant,
