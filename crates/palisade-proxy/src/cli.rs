@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 
 use crate::config::ProxyConfig;
+use crate::error::Chain;
 use crate::server::Proxy;
 use crate::workers::{Workers, available_cores};
 
@@ -97,7 +98,7 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("palisade-proxy: {}: {e}", path.display());
+                    eprintln!("palisade-proxy: {}: {}", path.display(), Chain(&e));
                     ExitCode::from(EXIT_CONFIG)
                 }
             };
@@ -107,7 +108,7 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
     let config = match ProxyConfig::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("palisade-proxy: {}: {e}", path.display());
+            eprintln!("palisade-proxy: {}: {}", path.display(), Chain(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
     };

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("failed to read config file {path}: {source}")]
+    #[error("failed to read config file {path}")]
     Read {
         /// Path that was read.
         path: String,
@@ -26,7 +26,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The YAML did not parse into the schema (unknown field, wrong type...).
-    #[error("failed to parse config: {0}")]
+    #[error("failed to parse config")]
     Parse(#[from] serde_yaml_ng::Error),
     /// The file parsed but a value is not acceptable; `field` is a path such as `tenants[1].sources[0].prefix`.
     #[error("invalid config: {field}: {message}")]
@@ -562,7 +562,7 @@ mod tests {
     fn err_of(yaml: &str) -> String {
         match ProxyConfig::from_yaml(yaml) {
             Ok(_) => panic!("config unexpectedly valid: {yaml}"),
-            Err(e) => e.to_string(),
+            Err(e) => crate::error::Chain(&e).to_string(),
         }
     }
 

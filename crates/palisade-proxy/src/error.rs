@@ -1,5 +1,6 @@
 //! The proxy's request errors and their one mapping to HTTP statuses.
 
+use std::fmt;
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -36,17 +37,34 @@ pub enum ProxyError {
     #[error("too many concurrent requests")]
     TooManyConcurrent,
     /// The destination name did not resolve.
-    #[error("failed to resolve destination: {0}")]
+    #[error("failed to resolve destination")]
     Resolve(#[source] std::io::Error),
     /// No upstream connection could be made.
-    #[error("failed to connect upstream: {0}")]
+    #[error("failed to connect upstream")]
     Connect(#[source] std::io::Error),
     /// Upstream connect or first byte took too long.
     #[error("upstream timed out")]
     UpstreamTimeout,
     /// The upstream broke the exchange.
-    #[error("upstream failed: {0}")]
+    #[error("upstream failed")]
     Upstream(#[source] hyper::Error),
+}
+
+/// An error and its causes on one line, outermost first (`what failed:
+/// cause: its cause`). Messages say what failed and leave the cause to
+/// `source()`, so whatever shows an error to a person shows it through this.
+pub(crate) struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
 }
 
 impl ProxyError {

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::error::ProxyError;
+use crate::error::{Chain, ProxyError};
 use crate::metrics::{AccessRecord, Metrics, UpstreamLabels};
 use crate::relay::{TunnelEnd, forward_prefix, relay};
 use crate::resolve::Resolver;
@@ -61,7 +61,7 @@ fn plain(status: StatusCode, text: String) -> Response<ProxyBody> {
 }
 
 fn error_response(err: &ProxyError) -> Response<ProxyBody> {
-    let mut resp = plain(err.status(), format!("palisade: {err}\n"));
+    let mut resp = plain(err.status(), format!("palisade: {}\n", Chain(err)));
     let h = resp.headers_mut();
     h.insert(REASON_HEADER, HeaderValue::from_static(err.reason()));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -129,7 +129,7 @@ pub async fn handle(
                     })
                     .inc();
             }
-            tracing::debug!(client = %client, error = %err, "request refused");
+            tracing::debug!(client = %client, error = %Chain(&err), "request refused");
             Ok(error_response(&err))
         }
     }

@@ -661,7 +661,7 @@ impl ProxyHandle {
         let outcome = match &result {
             Ok(()) => "ok",
             Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "config reload rejected; keeping the active config");
+                tracing::error!(path = %path.display(), error = %crate::error::Chain(e), "config reload rejected; keeping the active config");
                 "rejected"
             }
         };

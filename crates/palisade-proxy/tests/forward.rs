@@ -456,6 +456,14 @@ async fn upstream_failures_map_to_502() {
     ])
     .await;
     assert_eq!(out.status, 502, "{out:?}");
+    // The body says what failed, then the OS's cause once (ECONNREFUSED,
+    // "Connection refused" in Linux's strerror).
+    assert!(
+        out.body
+            .starts_with("palisade: failed to connect upstream: "),
+        "{out:?}"
+    );
+    assert_eq!(out.body.matches("Connection refused").count(), 1, "{out:?}");
 }
 
 #[tokio::test]
