@@ -6,6 +6,7 @@
 //! SIGTERM.
 
 use crate::cli::{DashboardArgs, EgressCheckArgs};
+use crate::output::outln;
 use anyhow::{Context, Result, anyhow};
 use palisade_dashboard::egress_check::{self, CheckConfig};
 use palisade_dashboard::{
@@ -82,7 +83,7 @@ pub fn dashboard(a: &DashboardArgs, state: PathBuf) -> Result<ExitCode> {
         if let Some(w) = warning {
             eprintln!("warning: {w}");
         }
-        println!("palisade dashboard: http://{local}/ ({mode})");
+        outln!("palisade dashboard: http://{local}/ ({mode})")?;
         palisade_dashboard::serve(listener, router, palisade_dashboard::shutdown_signal())
             .await
             .context("dashboard server failed")
@@ -122,7 +123,7 @@ pub fn egress_check(a: &EgressCheckArgs) -> Result<ExitCode> {
         let local = listener
             .local_addr()
             .context("failed to read the bound address")?;
-        println!("palisade egress-check: http://{local}/");
+        outln!("palisade egress-check: http://{local}/")?;
         palisade_dashboard::serve(listener, router, palisade_dashboard::shutdown_signal())
             .await
             .context("egress-check server failed")

@@ -2,6 +2,7 @@
 //! snapshot to objects, objects to a tree, a stream or a cluster.
 
 use crate::cli::{ApplyArgs, ClusterArgs, OutputFlags, PolicyArg, RenderArgs, RenderTarget};
+use crate::output::{StdoutError, out, outln};
 use crate::proxy_cmds::{ProxyConfigArgs, proxy_config};
 use anyhow::Context as _;
 use palisade_core::{EgressMode, Snapshot};
@@ -140,11 +141,11 @@ pub fn render(args: &RenderArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
         let summary = tree::write_files(&c.out, &files).with_context(|| {
             format!("failed to write the cluster set-up to {}", c.out.display())
         })?;
-        print!("{summary}");
-        println!(
+        out!("{summary}")?;
+        outln!(
             "next: review {0}/cilium-values.yaml, then run sh {0}/setup.sh",
             c.out.display()
-        );
+        )?;
         return Ok(());
     }
     match &args.out {
@@ -161,7 +162,7 @@ pub fn render(args: &RenderArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
             };
             let summary = tree::write_snapshot_with(dir, snapshot, &options, reuse)
                 .with_context(|| format!("failed to write the GitOps tree to {}", dir.display()))?;
-            print!("{summary}");
+            out!("{summary}")?;
         }
         None => {
             let rendered = render_objects(snapshot, &options).context("failed to render")?;
@@ -169,7 +170,7 @@ pub fn render(args: &RenderArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
             std::io::stdout()
                 .lock()
                 .write_all(to_multi_doc(&objects).as_bytes())
-                .context("failed to write to stdout")?;
+                .map_err(StdoutError)?;
         }
     }
     Ok(())
@@ -205,7 +206,7 @@ pub fn apply(args: &ApplyArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
         "applied"
     };
     for id in &report.applied {
-        println!("{verb} {id}");
+        outln!("{verb} {id}")?;
     }
     let verb = if args.dry_run {
         "would prune"
@@ -213,9 +214,9 @@ pub fn apply(args: &ApplyArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
         "pruned"
     };
     for id in &report.pruned {
-        println!("{verb} {id}");
+        outln!("{verb} {id}")?;
     }
-    println!(
+    outln!(
         "{} objects {}, {} {}",
         report.applied.len(),
         if args.dry_run {
@@ -229,6 +230,6 @@ pub fn apply(args: &ApplyArgs, snapshot: &Snapshot) -> anyhow::Result<()> {
         } else {
             "pruned"
         }
-    );
+    )?;
     Ok(())
 }

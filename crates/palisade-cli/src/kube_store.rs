@@ -9,7 +9,7 @@
 //! commands against an in-memory API server.
 
 use crate::cli::{Cli, Command, CreateArgs, TenantCommand, TenantCreateArgs};
-use crate::output::{Format, fields, print};
+use crate::output::{Format, fields, outln, print};
 use anyhow::{Context, Result, anyhow, bail};
 use palisade_core::model::parse_label;
 use palisade_core::{DeploymentName, Image, Pool, Port, Replicas, TenantName};
@@ -122,7 +122,7 @@ pub async fn run_with(client: Client, cli: &Cli) -> Result<ExitCode> {
                         (c == 404).then(|| format!("no deployment {name} in tenant {t}"))
                     })
                 })?;
-            println!("deleting deployment {t}/{name}; the operator releases its subnet");
+            outln!("deleting deployment {t}/{name}; the operator releases its subnet")?;
         }
         Command::List(a) => {
             let api: Api<TenantDeployment> = match &a.tenant {
@@ -189,7 +189,7 @@ pub async fn run_with(client: Client, cli: &Cli) -> Result<ExitCode> {
                     })
                 })?;
             ensure_namespace(&client, &name).await?;
-            println!("created tenant {name} (namespace {})", name.namespace());
+            outln!("created tenant {name} (namespace {})", name.namespace())?;
         }
         Command::Tenant(TenantCommand::Delete { tenant, cascade }) => {
             let name: TenantName = tenant.parse()?;
@@ -208,10 +208,10 @@ pub async fn run_with(client: Client, cli: &Cli) -> Result<ExitCode> {
                 .delete(name.as_str(), &DeleteParams::default())
                 .await
                 .map_err(|e| api_err(e, |c| (c == 404).then(|| format!("no tenant {name}"))))?;
-            println!(
+            outln!(
                 "deleting tenant {name}: the operator deletes its {} deployments, then its namespace",
                 workloads.len()
-            );
+            )?;
         }
         Command::Tenant(TenantCommand::List) => {
             let mut items = Api::<Tenant>::all(client)
@@ -412,9 +412,9 @@ async fn create(client: &Client, a: &CreateArgs, format: Format) -> Result<()> {
     match format {
         Format::Table => {
             if created_tenant {
-                println!("created tenant {tenant} (namespace {})", tenant.namespace());
+                outln!("created tenant {tenant} (namespace {})", tenant.namespace())?;
             }
-            println!(
+            outln!(
                 "{}",
                 fields(&[
                     ("tenant", tenant.to_string()),
@@ -423,7 +423,7 @@ async fn create(client: &Client, a: &CreateArgs, format: Format) -> Result<()> {
                     ("image", image.to_string()),
                     ("replicas", replicas.to_string()),
                 ])
-            );
+            )?;
         }
         _ => print(format, &row(&w), || (vec![], vec![]))?,
     }
@@ -542,7 +542,7 @@ async fn stats(client: &Client, format: Format) -> Result<()> {
                     OPERATOR_CONFIG.0, OPERATOR_CONFIG.1
                 )
             };
-            println!(
+            outln!(
                 "{}",
                 fields(&[
                     (
@@ -566,7 +566,7 @@ async fn stats(client: &Client, format: Format) -> Result<()> {
                         utilisation.map_or_else(unknown, |u| format!("{:.3e}%", u * 100.0))
                     ),
                 ])
-            );
+            )?;
         }
         _ => print(format, &stats, || (vec![], vec![]))?,
     }

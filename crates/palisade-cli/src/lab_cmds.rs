@@ -6,7 +6,7 @@
 //! they live in this binary so a lab needs nothing but `palisade`.
 
 use crate::cli::{Cli, LabArgs, LabCommand, RuntimeArg};
-use crate::output::{Format, columns, print};
+use crate::output::{Format, columns, outln, print};
 use anyhow::{Context, Result, bail};
 use palisade_core::policy::{Policy, PolicyOptions};
 use palisade_lab::apply::{self, Lab};
@@ -66,7 +66,7 @@ fn up(cli: &Cli, runtime: RuntimeArg, reporter: &Reporter) -> Result<()> {
     let state = lab.up(&snapshot, &policy, runtime, &|p| reporter.event(p));
     reporter.finish();
     let state = state?;
-    println!(
+    outln!(
         "lab {} up in {:.1}s: {} pods ({}), {} gateway(s), egress proxy and internet echo; state in {}",
         state.lab_id,
         started.elapsed().as_secs_f64(),
@@ -74,7 +74,7 @@ fn up(cli: &Cli, runtime: RuntimeArg, reporter: &Reporter) -> Result<()> {
         runtime_summary(&state),
         state.gateways.len(),
         lab.dir.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -86,11 +86,11 @@ fn sync(cli: &Cli, reporter: &Reporter) -> Result<()> {
     let result = lab.sync(&snapshot, &policy, &|p| reporter.event(p));
     reporter.finish();
     let (added, removed, state) = result?;
-    println!(
+    outln!(
         "lab {} synced: {added} pods added, {removed} removed, {} running; nftables replaced",
         state.lab_id,
         state.pods.len()
-    );
+    )?;
     Ok(())
 }
 
@@ -143,11 +143,11 @@ fn verify_lab(
         return Ok(ExitCode::FAILURE);
     }
     if cli.output == Format::Table {
-        println!(
+        outln!(
             "all {} probes agree with the policy model (report: {})",
             report.probes.len(),
             lab.verify_path().display()
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -320,13 +320,13 @@ fn status(cli: &Cli) -> Result<()> {
     if cli.output == Format::Table {
         for e in &state.egress {
             let note = e.note.as_ref().map(|n| format!(" ({n})"));
-            println!(
+            outln!(
                 "tenant {}: egress {} via {}{}",
                 e.tenant,
                 e.ip,
                 e.mode.as_str(),
                 note.unwrap_or_default()
-            );
+            )?;
         }
     }
     Ok(())
@@ -342,7 +342,7 @@ fn down(cli: &Cli, all: bool, reporter: &Reporter) -> Result<()> {
         removed.extend(apply::down_all(&progress)?);
     }
     reporter.finish();
-    println!("lab down: removed {} namespaces", removed.len());
+    outln!("lab down: removed {} namespaces", removed.len())?;
     Ok(())
 }
 
@@ -513,7 +513,7 @@ fn print_report(format: Format, report: &verify::Report, all: bool) -> Result<()
                 ]
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             columns(
                 &[
@@ -521,13 +521,13 @@ fn print_report(format: Format, report: &verify::Report, all: bool) -> Result<()
                 ],
                 summary
             )
-        );
+        )?;
         if !rows.is_empty() {
-            println!("\nmismatches:");
+            outln!("\nmismatches:")?;
         }
     }
     if !rows.is_empty() {
-        println!(
+        outln!(
             "{}",
             columns(
                 &[
@@ -536,7 +536,7 @@ fn print_report(format: Format, report: &verify::Report, all: bool) -> Result<()
                 ],
                 rows
             )
-        );
+        )?;
     }
     Ok(())
 }

@@ -18,26 +18,11 @@ use state::{open, state_path};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// `palisade list | head` closes stdout early; `print!` then panics.
-/// Like other Unix tools, end quietly with the status of a SIGPIPE death.
-fn exit_quietly_on_broken_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
-            std::process::exit(141);
-        }
-        default(info);
-    }));
-}
+/// The exit status of a process killed by SIGPIPE (128 + 13), as a shell
+/// reports it.
+const SIGPIPE_STATUS: u8 = 141;
 
 fn main() -> ExitCode {
-    exit_quietly_on_broken_pipe();
     let cli = Cli::command();
     // As a kubectl plugin, usage lines should read `kubectl palisade ...`.
     let invoked_as_plugin = std::env::args_os()
@@ -65,6 +50,9 @@ fn main() -> ExitCode {
     init_tracing(args.verbose);
     match run(args) {
         Ok(code) => code,
+        // `palisade list | head` closes stdout early. Like other Unix
+        // tools, end quietly with the status of a SIGPIPE death.
+        Err(e) if output::StdoutError::is_broken_pipe(&e) => ExitCode::from(SIGPIPE_STATUS),
         Err(e) => {
             // One line: the error and its causes, outermost first.
             eprintln!("error: {e:#}");
@@ -126,8 +114,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dashboard(a) => return dashboard_cmds::dashboard(a, state_path(&cli)?),
         Command::EgressCheck(a) => return dashboard_cmds::egress_check(a),
         Command::Completions { shell } => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(*shell, &mut cmd, "palisade", &mut std::io::stdout());
+            // clap_complete panics on a failed write; write the script ourselves.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "palisade", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script)
+                .map_err(output::StdoutError)?;
         }
     }
     Ok(ExitCode::SUCCESS)

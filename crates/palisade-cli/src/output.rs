@@ -1,4 +1,9 @@
 //! Printing: kubectl-style columns for people, JSON or YAML for programs.
+//!
+//! Everything goes through [`outln!`]/[`out!`], which return the write error
+//! instead of panicking as `println!` does, so `palisade list | head` ends
+//! quietly: `main` recognises a [`StdoutError`] whose cause is
+//! `ErrorKind::BrokenPipe` and exits as a SIGPIPE death would.
 
 use anyhow::Result;
 use comfy_table::{Table, presets};
@@ -15,6 +20,50 @@ pub enum Format {
     Yaml,
 }
 
+/// A failed write to stdout.
+#[derive(Debug)]
+pub struct StdoutError(pub std::io::Error);
+
+impl std::fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("failed to write to stdout")
+    }
+}
+
+impl std::error::Error for StdoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl StdoutError {
+    /// Whether `e` (or a cause of it) is a write to a closed stdout.
+    pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+        e.chain().any(|c| {
+            c.downcast_ref::<Self>()
+                .is_some_and(|s| s.0.kind() == std::io::ErrorKind::BrokenPipe)
+        })
+    }
+}
+
+/// `print!` that returns a [`StdoutError`] instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*).map_err($crate::output::StdoutError)
+    }};
+}
+
+/// `println!` that returns a [`StdoutError`] instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::output::StdoutError)
+    }};
+}
+
+pub(crate) use {out, outln};
+
 /// Prints `value` as JSON/YAML, or as a table built by `table`.
 pub fn print<T: Serialize + ?Sized>(
     format: Format,
@@ -22,11 +71,11 @@ pub fn print<T: Serialize + ?Sized>(
     table: impl FnOnce() -> (Vec<&'static str>, Vec<Vec<String>>),
 ) -> Result<()> {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Format::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(value)?)?,
+        Format::Yaml => out!("{}", serde_yaml_ng::to_string(value)?)?,
         Format::Table => {
             let (header, rows) = table();
-            println!("{}", columns(&header, rows));
+            outln!("{}", columns(&header, rows))?;
         }
     }
     Ok(())

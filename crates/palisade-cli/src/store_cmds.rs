@@ -8,7 +8,7 @@ use crate::cli::{
     Cli, CreateArgs, DeploymentRef, GatewayTarget, ImportArgs, InitArgs, ListArgs, RuleArgs,
     TenantCreateArgs,
 };
-use crate::output::{Format, columns, fields, print};
+use crate::output::{Format, columns, fields, outln, print};
 use crate::state::{deployment_name, labels, now, open, state_path, tenant_name};
 use anyhow::{Context, Result};
 use palisade_core::{
@@ -50,21 +50,21 @@ pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {
         return Err(e.into());
     }
     if generated {
-        println!("generated RFC 4193 unique local pool {}", pool.cidr());
+        outln!("generated RFC 4193 unique local pool {}", pool.cidr())?;
     }
-    println!(
+    outln!(
         "initialised pool {} with {} subnets ({} of them)",
         pool.cidr(),
         pool.subnet_len(),
         pool.capacity()
-    );
+    )?;
     if !pool.reuse_after().is_zero() {
-        println!(
+        outln!(
             "released subnets are reused after {}",
             humantime::format_duration(pool.reuse_after())
-        );
+        )?;
     }
-    println!("state: {}", path.display());
+    outln!("state: {}", path.display())?;
     Ok(())
 }
 
@@ -89,13 +89,13 @@ pub fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
         return print(cli.output, d, || (vec![], vec![]));
     }
     if created.tenant_created {
-        println!(
+        outln!(
             "created tenant {} (namespace {})",
             d.tenant,
             d.tenant.namespace()
-        );
+        )?;
     }
-    println!(
+    outln!(
         "{}",
         fields(&[
             ("tenant", d.tenant.to_string()),
@@ -104,7 +104,7 @@ pub fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
             ("image", d.image.to_string()),
             ("replicas", d.replicas.to_string()),
         ])
-    );
+    )?;
     Ok(())
 }
 
@@ -115,7 +115,7 @@ pub fn delete(cli: &Cli, a: &DeploymentRef) -> Result<()> {
         &deployment_name(&a.deployment)?,
         now(),
     )?;
-    report_removed(&removed);
+    report_removed(&removed)?;
     Ok(())
 }
 
@@ -183,7 +183,7 @@ pub fn stats(cli: &Cli) -> Result<()> {
         };
         return print(cli.output, &stats, || (vec![], vec![]));
     }
-    println!(
+    outln!(
         "{}",
         fields(&[
             ("pool", pool.cidr().to_string()),
@@ -195,7 +195,7 @@ pub fn stats(cli: &Cli) -> Result<()> {
             ("never used", usage.never_used.to_string()),
             ("utilisation", format_share(usage.utilisation())),
         ])
-    );
+    )?;
     Ok(())
 }
 
@@ -223,11 +223,11 @@ pub fn tenant_create(cli: &Cli, a: &TenantCreateArgs) -> Result<()> {
         created_at: now(),
     };
     let port = open(cli)?.create_tenant(&tenant)?;
-    println!(
+    outln!(
         "created tenant {} (namespace {}, egress-proxy port {port})",
         tenant.name,
         tenant.name.namespace()
-    );
+    )?;
     Ok(())
 }
 
@@ -235,8 +235,8 @@ pub fn tenant_create(cli: &Cli, a: &TenantCreateArgs) -> Result<()> {
 pub fn tenant_delete(cli: &Cli, tenant: &str, cascade: bool) -> Result<()> {
     let name = tenant_name(tenant)?;
     let removed = open(cli)?.delete_tenant(&name, cascade, now())?;
-    report_removed(&removed);
-    println!("deleted tenant {name}");
+    report_removed(&removed)?;
+    outln!("deleted tenant {name}")?;
     Ok(())
 }
 
@@ -286,7 +286,7 @@ pub fn tenant_show(cli: &Cli, tenant: &str) -> Result<()> {
         let value = serde_json::json!({ "tenant": t, "deployments": deployments });
         return print(cli.output, &value, || (vec![], vec![]));
     }
-    println!("{}", fields(&tenant_fields(&t, deployments.len())));
+    outln!("{}", fields(&tenant_fields(&t, deployments.len())))?;
     if !deployments.is_empty() {
         let rows = deployments
             .iter()
@@ -299,10 +299,10 @@ pub fn tenant_show(cli: &Cli, tenant: &str) -> Result<()> {
                 ]
             })
             .collect();
-        println!(
+        outln!(
             "\n{}",
             columns(&["DEPLOYMENT", "SUBNET", "IMAGE", "REPLICAS"], rows)
-        );
+        )?;
     }
     Ok(())
 }
@@ -361,7 +361,7 @@ fn tenant_fields(t: &Tenant, deployments: usize) -> Vec<(&'static str, String)> 
 pub fn gateway_create(cli: &Cli, target: &GatewayTarget) -> Result<()> {
     let scope = gateway_scope(target)?;
     open(cli)?.create_gateway(&scope, now())?;
-    println!("created gateway {}", scope.id());
+    outln!("created gateway {}", scope.id())?;
     Ok(())
 }
 
@@ -369,7 +369,7 @@ pub fn gateway_create(cli: &Cli, target: &GatewayTarget) -> Result<()> {
 pub fn gateway_delete(cli: &Cli, target: &GatewayTarget) -> Result<()> {
     let scope = gateway_scope(target)?;
     open(cli)?.delete_gateway(&scope, now())?;
-    println!("deleted gateway {}", scope.id());
+    outln!("deleted gateway {}", scope.id())?;
     Ok(())
 }
 
@@ -398,7 +398,7 @@ pub fn gateway_list(cli: &Cli) -> Result<()> {
 pub fn allow(cli: &Cli, a: &RuleArgs) -> Result<()> {
     let rule = allow_rule(a)?;
     open(cli)?.allow(&rule, now())?;
-    println!("allowed {rule}");
+    outln!("allowed {rule}")?;
     Ok(())
 }
 
@@ -406,7 +406,7 @@ pub fn allow(cli: &Cli, a: &RuleArgs) -> Result<()> {
 pub fn disallow(cli: &Cli, a: &RuleArgs) -> Result<()> {
     let rule = allow_rule(a)?;
     open(cli)?.disallow(&rule, now())?;
-    println!("removed allow rule {rule}");
+    outln!("removed allow rule {rule}")?;
     Ok(())
 }
 
@@ -449,12 +449,12 @@ pub fn import(cli: &Cli, a: &ImportArgs) -> Result<()> {
     let created = open(cli)?.create_deployments(&batch, now())?;
     let tenants = created.iter().filter(|c| c.tenant_created).count();
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "imported {} deployments ({tenants} new tenants) in {:.3} s ({:.0} per second)",
         created.len(),
         secs,
         created.len() as f64 / secs.max(1e-9)
-    );
+    )?;
     Ok(())
 }
 
@@ -465,10 +465,13 @@ pub fn check(cli: &Cli) -> Result<ExitCode> {
     if problems.is_empty() {
         let usage = store.usage(now())?;
         let tenants = store.tenants()?.len();
-        println!(
+        outln!(
             "ok: {} tenants, {} deployments, {} recycled and {} quarantined subnets, no problems",
-            tenants, usage.allocated, usage.recycled_available, usage.quarantined
-        );
+            tenants,
+            usage.allocated,
+            usage.recycled_available,
+            usage.quarantined
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     for p in &problems {
@@ -540,17 +543,20 @@ fn allow_rule(a: &RuleArgs) -> Result<AllowRule> {
     })
 }
 
-fn report_removed(removed: &Removed) {
+fn report_removed(removed: &Removed) -> Result<()> {
     for d in &removed.deployments {
-        println!(
+        outln!(
             "deleted deployment {}/{}; subnet {} released for recycling",
-            d.tenant, d.name, d.subnet
-        );
+            d.tenant,
+            d.name,
+            d.subnet
+        )?;
     }
     for r in &removed.allow_rules {
-        println!("removed allow rule {r}");
+        outln!("removed allow rule {r}")?;
     }
     for g in &removed.gateways {
-        println!("removed gateway {}", g.id());
+        outln!("removed gateway {}", g.id())?;
     }
+    Ok(())
 }
