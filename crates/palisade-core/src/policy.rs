@@ -10,7 +10,9 @@
 //! Rules and the flows they allow come out in a fixed order (sorted by
 //! endpoint, then port) so that compiled output is byte-stable.
 
-use crate::model::{Deployment, DeploymentName, EgressMode, GatewayScope, Port, TenantName};
+use crate::model::{
+    Deployment, DeploymentName, EgressMode, GatewayScope, Port, Tenant, TenantName,
+};
 use crate::snapshot::{AllowRule, Snapshot};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -290,13 +292,29 @@ pub struct Flow {
 pub struct PolicyOptions {
     /// The port tenants reach their egress proxy on.
     pub proxy_port: Port,
+    /// Whether each tenant reaches the proxy on its own listener port
+    /// (`Tenant::proxy_port`, where assigned) instead of `proxy_port`: the
+    /// proxy then knows the caller by the port, on paths where the source
+    /// address says nothing (IPv4, no per-deployment pools), and only this
+    /// rule lets a tenant reach its port.
+    #[serde(default)]
+    pub tenant_ports: bool,
 }
 
 impl Default for PolicyOptions {
     fn default() -> Self {
         Self {
             proxy_port: default_proxy_port(),
+            tenant_ports: false,
         }
+    }
+}
+
+/// The port `tenant` reaches its egress proxy on under `options`.
+pub fn proxy_port_of(tenant: &Tenant, options: &PolicyOptions) -> Port {
+    match Port::try_from(tenant.proxy_port) {
+        Ok(port) if options.tenant_ports => port,
+        _ => options.proxy_port,
     }
 }
 
@@ -331,10 +349,10 @@ impl Policy {
             .collect();
         // Indexed once: looking tenants up per deployment, or scanning every
         // deployment per gateway, is quadratic at 10,000 tenants.
-        let modes: BTreeMap<&TenantName, EgressMode> = snapshot
+        let modes: BTreeMap<&TenantName, (EgressMode, Port)> = snapshot
             .tenants
             .iter()
-            .map(|t| (&t.name, t.egress.mode))
+            .map(|t| (&t.name, (t.egress.mode, proxy_port_of(t, options))))
             .collect();
         let mut by_tenant: BTreeMap<&TenantName, Vec<&Deployment>> = BTreeMap::new();
         for d in &snapshot.deployments {
@@ -359,14 +377,17 @@ impl Policy {
                 ),
                 reason: Reason::ClusterDns,
             });
-            let mode = modes.get(&d.tenant).copied().unwrap_or_default();
+            let (mode, proxy_port) = modes
+                .get(&d.tenant)
+                .copied()
+                .unwrap_or((EgressMode::default(), options.proxy_port));
             rules.push(match mode {
                 EgressMode::Proxy => Rule {
                     from: me,
                     to: Endpoint::EgressProxy {
                         tenant: d.tenant.clone(),
                     },
-                    ports: Ports::Only([PortProto::tcp(options.proxy_port)].into()),
+                    ports: Ports::Only([PortProto::tcp(proxy_port)].into()),
                     reason: Reason::EgressProxy,
                 },
                 EgressMode::CiliumEgressGateway => Rule {

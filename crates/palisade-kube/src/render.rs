@@ -108,6 +108,8 @@ pub struct TenantObjects {
     /// GitOps tree turns it into a `configMapGenerator` that overlays
     /// replace.
     pub egress_config: Option<Object>,
+    /// The tenant's egress-proxy port (proxy mode only).
+    pub proxy_port: Option<u16>,
     /// Per deployment, sorted by name.
     pub deployments: Vec<DeploymentObjects>,
 }
@@ -180,12 +182,7 @@ impl Renderer {
             .sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
         sorted.gateways.sort_by(|a, b| a.scope.cmp(&b.scope));
         sorted.allow_rules.sort();
-        let policy = Policy::compile_with(
-            &sorted,
-            &PolicyOptions {
-                proxy_port: options.proxy.port,
-            },
-        );
+        let policy = Policy::compile_with(&sorted, &policy_options(options));
         let mut gateways = GatewayIndex::default();
         for (i, g) in sorted.gateways.iter().enumerate() {
             match g.scope.tenant() {
@@ -257,6 +254,22 @@ impl Renderer {
     }
 }
 
+/// How the renderer asks the policy model: each tenant reaches the proxy on
+/// its own listener port (`Tenant::proxy_port`), which Palisade's proxy
+/// knows it by on every topology (docs/proxy.md, "Who is calling").
+fn policy_options(options: &RenderOptions) -> PolicyOptions {
+    PolicyOptions {
+        proxy_port: options.proxy.port,
+        tenant_ports: true,
+    }
+}
+
+/// The port `t` reaches the egress proxy on, if its egress goes through it.
+pub fn tenant_proxy_port(t: &Tenant, options: &RenderOptions) -> Option<u16> {
+    (t.egress.mode == EgressMode::Proxy)
+        .then(|| palisade_core::policy::proxy_port_of(t, &policy_options(options)).get())
+}
+
 /// Bumped whenever rendering changes, so fingerprints taken by an older
 /// Palisade never match.
 const RENDER_FORMAT: &str = concat!("palisade-kube ", env!("CARGO_PKG_VERSION"), " format 1");
@@ -275,10 +288,10 @@ impl TenantInput<'_> {
         &self.tenant.name
     }
 
-    /// Whether the tenant's egress goes through the proxy (and so has an
-    /// egress ConfigMap).
-    pub fn uses_proxy(&self) -> bool {
-        self.tenant.egress.mode == EgressMode::Proxy
+    /// The port the tenant reaches the egress proxy on, if its egress goes
+    /// through the proxy (and so it has an egress ConfigMap).
+    pub fn proxy_port(&self) -> Option<u16> {
+        tenant_proxy_port(self.tenant, self.cx.options)
     }
 
     /// A digest of everything the tenant's objects are rendered from: the
@@ -1130,13 +1143,18 @@ impl Cx<'_> {
             }
         }
 
-        let egress_config = match t.egress.mode {
-            EgressMode::Proxy => Some(Object::new(&ConfigMap {
+        let proxy_port = tenant_proxy_port(t, self.options);
+        let egress_config = match proxy_port {
+            Some(port) => Some(Object::new(&ConfigMap {
                 metadata: meta(EGRESS_CONFIG, Some(ns), own.clone()),
-                data: Some(egress_literals(self.options, None).into_iter().collect()),
+                data: Some(
+                    egress_literals(self.options, None, port)
+                        .into_iter()
+                        .collect(),
+                ),
                 ..ConfigMap::default()
             })?),
-            EgressMode::CiliumEgressGateway => None,
+            None => None,
         };
 
         if let (Some(demo), Some(first)) = (&self.options.egress_check, deps.first()) {
@@ -1156,6 +1174,7 @@ impl Cx<'_> {
             tenant: t.name.clone(),
             objects: out,
             egress_config,
+            proxy_port,
             deployments,
         })
     }
@@ -1370,10 +1389,12 @@ fn resources(r: &Resources) -> ResourceRequirements {
     }
 }
 
-/// The egress ConfigMap's data; `environment` adds `ENVIRONMENT`.
+/// The egress ConfigMap's data for a tenant reaching the proxy on `port`;
+/// `environment` adds `ENVIRONMENT`.
 pub fn egress_literals(
     options: &RenderOptions,
     environment: Option<(&str, Option<&str>)>,
+    port: u16,
 ) -> BTreeMap<String, String> {
     let address = environment
         .and_then(|(_, a)| a)
@@ -1385,7 +1406,7 @@ pub fn egress_literals(
     };
     let mut m = BTreeMap::from([
         ("PROXY_ADDRESS".to_owned(), address),
-        ("PROXY_PORT".to_owned(), options.proxy.port.to_string()),
+        ("PROXY_PORT".to_owned(), port.to_string()),
         ("NO_PROXY".to_owned(), options.proxy.no_proxy.clone()),
     ]);
     if let Some((env, _)) = environment {

@@ -137,11 +137,11 @@ fn tenant_files(t: &TenantObjects, options: &RenderOptions) -> Files {
         resources.push(rel);
     }
     let mut k = json!({ "resources": resources });
-    if t.egress_config.is_some() {
+    if let Some(port) = t.proxy_port {
         k["configMapGenerator"] = json!([{
             "name": EGRESS_CONFIG,
             "namespace": t.tenant.namespace(),
-            "literals": literals(&egress_literals(options, None)),
+            "literals": literals(&egress_literals(options, None, port)),
             "options": { "labels": {
                 MANAGED_BY.0: MANAGED_BY.1,
                 crate::render::TENANT_LABEL: t.tenant.as_str(),
@@ -155,7 +155,8 @@ fn tenant_files(t: &TenantObjects, options: &RenderOptions) -> Files {
 /// What the shared files need to know about a tenant.
 struct TenantEntry {
     name: TenantName,
-    uses_proxy: bool,
+    /// Its egress-proxy port, in proxy mode.
+    proxy_port: Option<u16>,
 }
 
 /// The files outside tenant directories: platform, base root, overlays, flux.
@@ -199,7 +200,7 @@ pub fn files(rendered: &Rendered, options: &RenderOptions) -> Result<Files, Erro
         .iter()
         .map(|t| TenantEntry {
             name: t.tenant.clone(),
-            uses_proxy: t.egress_config.is_some(),
+            proxy_port: t.proxy_port,
         })
         .collect();
     files.extend(shared_files(&rendered.platform, &entries, options)?);
@@ -234,19 +235,16 @@ fn overlay(files: &mut Files, tenants: &[TenantEntry], options: &RenderOptions, 
         );
         patches.push(json!({ "path": "resources-patch.yaml", "target": target }));
     }
-    let lits = literals(&egress_literals(
-        options,
-        Some((&env.name, env.proxy_address.as_deref())),
-    ));
+    let environment = Some((env.name.as_str(), env.proxy_address.as_deref()));
     let generators: Vec<Value> = tenants
         .iter()
-        .filter(|t| t.uses_proxy)
-        .map(|t| {
+        .filter_map(|t| Some((t, t.proxy_port?)))
+        .map(|(t, port)| {
             json!({
                 "name": EGRESS_CONFIG,
                 "namespace": t.name.namespace(),
                 "behavior": "replace",
-                "literals": lits,
+                "literals": literals(&egress_literals(options, environment, port)),
             })
         })
         .collect();
@@ -632,7 +630,7 @@ pub fn write_snapshot_with(
         };
         let entry = TenantEntry {
             name: t.name().clone(),
-            uses_proxy: t.uses_proxy(),
+            proxy_port: t.proxy_port(),
         };
         Ok((entry, fingerprint, outcomes))
     })?;

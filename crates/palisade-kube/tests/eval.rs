@@ -571,6 +571,8 @@ mod three_way {
             snap,
             &PolicyOptions {
                 proxy_port: options.proxy.port,
+                // RenderedPolicy asks the objects with the shared port.
+                tenant_ports: false,
             },
         );
         let eps = model_endpoints(snap);

@@ -466,3 +466,49 @@ fn gvisor_pods_wait_for_nodes_the_installer_has_finished() {
     assert_eq!(rc["handler"], "runsc");
     assert_eq!(rc["scheduling"]["nodeSelector"][key], value, "{rc}");
 }
+
+/// Fault 8: on an IPv4-only path (or without per-deployment pools) the
+/// proxy cannot tell tenants by source address, so each tenant reaches it
+/// on its own listener port, and only its own: its ConfigMap names the
+/// port, and its policy opens that port alone (the proxy refuses a source
+/// of another tenant's prefixes there; docs/proxy.md, "Who is calling").
+#[test]
+fn each_tenant_reaches_the_proxy_on_its_own_port_only() {
+    let mut snap = fixtures::seed();
+    for (t, port) in snap.tenants.iter_mut().zip([20000u16, 20001]) {
+        t.proxy_port = port;
+    }
+    let mut options = RenderOptions::default();
+    options.proxy.in_cluster = Some(palisade_kube::InClusterProxy::new(String::new()));
+    let all: Vec<Value> = render(&snap, &options)
+        .unwrap()
+        .objects()
+        .map(|o| o.body.clone())
+        .collect();
+    assert_eq!(
+        egress_config(&all, "tenant-acme-corp")["PROXY_PORT"],
+        "20000"
+    );
+    let api = named(
+        &all,
+        "CiliumNetworkPolicy",
+        "tenant-acme-corp",
+        "deployment-api-backend",
+    );
+    let to_proxy: Vec<&Value> = api["spec"]["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("toNodes").is_some())
+        .collect();
+    assert_eq!(to_proxy.len(), 1, "{api}");
+    assert_eq!(
+        to_proxy[0]["toPorts"],
+        serde_json::json!([{ "ports": [{ "port": "20000", "protocol": "TCP" }] }])
+    );
+    // The GitOps overlays keep each tenant's own port.
+    let rendered = render(&snap, &options).unwrap();
+    let files = palisade_kube::tree::files(&rendered, &options).unwrap();
+    let overlay = &files["overlays/production/kustomization.yaml"];
+    assert!(overlay.contains("PROXY_PORT=20000"), "{overlay}");
+}

@@ -29,11 +29,15 @@ impl RenderedPolicy {
     ///
     /// Tenants' egress addresses are left out: they shape no network
     /// policy, and an address the cluster's egress gateway cannot use (the
-    /// lab's are IPv6) would make rendering refuse the snapshot.
+    /// lab's are IPv6) would make rendering refuse the snapshot. So are
+    /// their listener ports: the lab and the dashboard compile the model
+    /// with the shared proxy port (`PolicyOptions::default`), and the
+    /// objects must be asked the same question.
     pub fn new(snapshot: &Snapshot, options: &RenderOptions) -> Result<Self, crate::Error> {
         let mut policy_only = snapshot.clone();
         for t in &mut policy_only.tenants {
             t.egress.ip = None;
+            t.proxy_port = 0;
         }
         let rendered = crate::render(&policy_only, options)?;
         let objects: Vec<Value> = rendered.objects().map(|o| o.body.clone()).collect();
