@@ -272,7 +272,7 @@ pub fn tenant_proxy_port(t: &Tenant, options: &RenderOptions) -> Option<u16> {
 
 /// Bumped whenever rendering changes, so fingerprints taken by an older
 /// Palisade never match.
-const RENDER_FORMAT: &str = concat!("palisade-kube ", env!("CARGO_PKG_VERSION"), " format 1");
+const RENDER_FORMAT: &str = concat!("palisade-kube ", env!("CARGO_PKG_VERSION"), " format 2");
 
 /// One tenant, ready to render.
 #[derive(Debug)]
