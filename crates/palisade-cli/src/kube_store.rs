@@ -8,7 +8,9 @@
 //! unchanged. The client is passed in ([`run_with`]), so tests drive these
 //! commands against an in-memory API server.
 
-use crate::cli::{Cli, Command, CreateArgs, TenantCommand, TenantCreateArgs};
+use crate::cli::{
+    Cli, Command, CreateArgs, DeploymentRef, ListArgs, TenantCommand, TenantCreateArgs,
+};
 use crate::output::{Format, fields, outln, print};
 use anyhow::{Context, Result, anyhow, bail};
 use palisade_core::model::parse_label;
@@ -19,6 +21,7 @@ use palisade_operator::crd::{
 };
 use palisade_operator::kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use palisade_operator::kube::{Client, ResourceExt};
+use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -103,7 +106,7 @@ fn crd_missing(e: palisade_operator::kube::Error, kind: &str) -> anyhow::Error {
     }
 }
 
-/// Runs `cli` with `client`.
+/// Runs `cli` with `client`: picks the handler of the command.
 pub async fn run_with(client: Client, cli: &Cli) -> Result<ExitCode> {
     if let Some(what) = unsupported(&cli.command) {
         bail!("--store kubernetes does not support {what}; it supports {SUPPORTED}");
@@ -111,156 +114,119 @@ pub async fn run_with(client: Client, cli: &Cli) -> Result<ExitCode> {
     let format = cli.output;
     match &cli.command {
         Command::Create(a) => create(&client, a, format).await?,
-        Command::Delete(d) => {
-            let t: TenantName = d.tenant.parse()?;
-            let name: DeploymentName = d.deployment.parse()?;
-            Api::<TenantDeployment>::namespaced(client, &tenant_ns(&t))
-                .delete(name.as_str(), &DeleteParams::default())
-                .await
-                .map_err(|e| {
-                    api_err(e, |c| {
-                        (c == 404).then(|| format!("no deployment {name} in tenant {t}"))
-                    })
-                })?;
-            outln!("deleting deployment {t}/{name}; the operator releases its subnet")?;
-        }
-        Command::List(a) => {
-            let api: Api<TenantDeployment> = match &a.tenant {
-                Some(t) => Api::namespaced(client, &tenant_ns(&t.parse()?)),
-                None => Api::all(client),
-            };
-            let mut items = api
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| crd_missing(e, "TenantDeployments"))?
-                .items;
-            items.sort_by_key(|w| (w.namespace(), w.name_any()));
-            let rows: Vec<serde_json::Value> = items.iter().map(row).collect();
-            print(format, &rows, || {
-                let table = rows
-                    .iter()
-                    .map(|r| {
-                        [
-                            "tenant",
-                            "deployment",
-                            "subnet",
-                            "image",
-                            "replicas",
-                            "ready",
-                            "ports",
-                        ]
-                        .iter()
-                        .map(|k| match &r[*k] {
-                            serde_json::Value::String(s) => s.clone(),
-                            serde_json::Value::Null => "<pending>".into(),
-                            serde_json::Value::Array(a) => a
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join(","),
-                            other => other.to_string(),
-                        })
-                        .collect()
-                    })
-                    .collect();
-                (
-                    vec![
-                        "TENANT",
-                        "DEPLOYMENT",
-                        "SUBNET",
-                        "IMAGE",
-                        "REPLICAS",
-                        "READY",
-                        "PORTS",
-                    ],
-                    table,
-                )
-            })?;
-        }
+        Command::Delete(d) => delete(client, d).await?,
+        Command::List(a) => list(client, a, format).await?,
         Command::Stats => stats(&client, format).await?,
         Command::Tenant(TenantCommand::Create(a)) | Command::CreateTenant(a) => {
-            let (name, spec) = tenant_spec(a)?;
-            Api::<Tenant>::all(client.clone())
-                .create(&PostParams::default(), &Tenant::new(name.as_str(), spec))
-                .await
-                .map_err(|e| {
-                    api_err(e, |c| {
-                        (c == 409).then(|| format!("tenant {name} already exists"))
-                    })
-                })?;
-            ensure_namespace(&client, &name).await?;
-            outln!("created tenant {name} (namespace {})", name.namespace())?;
+            tenant_create(&client, a).await?;
         }
         Command::Tenant(TenantCommand::Delete { tenant, cascade }) => {
-            let name: TenantName = tenant.parse()?;
-            let workloads = Api::<TenantDeployment>::namespaced(client.clone(), &tenant_ns(&name))
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| crd_missing(e, "TenantDeployments"))?
-                .items;
-            if !workloads.is_empty() && !cascade {
-                bail!(
-                    "tenant {name} has {} deployments; delete them first or pass --cascade",
-                    workloads.len()
-                );
-            }
-            Api::<Tenant>::all(client)
-                .delete(name.as_str(), &DeleteParams::default())
-                .await
-                .map_err(|e| api_err(e, |c| (c == 404).then(|| format!("no tenant {name}"))))?;
-            outln!(
-                "deleting tenant {name}: the operator deletes its {} deployments, then its namespace",
-                workloads.len()
-            )?;
+            tenant_delete(&client, tenant, *cascade).await?;
         }
-        Command::Tenant(TenantCommand::List) => {
-            let mut items = Api::<Tenant>::all(client)
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| crd_missing(e, "Tenants"))?
-                .items;
-            items.sort_by_key(ResourceExt::name_any);
-            let rows: Vec<serde_json::Value> = items
-                .iter()
-                .map(|t| {
-                    json!({
-                        "tenant": t.name_any(),
-                        "namespace": format!("tenant-{}", t.name_any()),
-                        "deployments": t.status.as_ref().map_or(0, |s| s.deployment_count),
-                        "egress_mode": match t.spec.egress.mode {
-                            EgressModeSpec::Proxy => "proxy",
-                            EgressModeSpec::CiliumEgressGateway => "cilium-egress-gateway",
-                        },
-                        "ready": ready(t.status.as_ref().map(|s| s.conditions.as_slice())),
-                        "egress_ip": t.spec.egress.ip,
-                        "egress_public_ip": t.spec.egress.public_ip,
-                        "proxy_port": t.spec.proxy_port,
-                    })
-                })
-                .collect();
-            print(format, &rows, || {
-                let table = rows
-                    .iter()
-                    .map(|r| {
-                        ["tenant", "namespace", "deployments", "egress_mode", "ready"]
-                            .iter()
-                            .map(|k| {
-                                r[*k]
-                                    .as_str()
-                                    .map_or_else(|| r[*k].to_string(), str::to_owned)
-                            })
-                            .collect()
-                    })
-                    .collect();
-                (
-                    vec!["TENANT", "NAMESPACE", "DEPLOYMENTS", "EGRESS", "READY"],
-                    table,
-                )
-            })?;
-        }
+        Command::Tenant(TenantCommand::List) => tenant_list(client, format).await?,
         _ => bail!("--store kubernetes supports {SUPPORTED}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `delete`: removes the TenantDeployment; the operator releases its subnet.
+async fn delete(client: Client, d: &DeploymentRef) -> Result<()> {
+    let t: TenantName = d.tenant.parse()?;
+    let name: DeploymentName = d.deployment.parse()?;
+    Api::<TenantDeployment>::namespaced(client, &tenant_ns(&t))
+        .delete(name.as_str(), &DeleteParams::default())
+        .await
+        .map_err(|e| {
+            api_err(e, |c| {
+                (c == 404).then(|| format!("no deployment {name} in tenant {t}"))
+            })
+        })?;
+    outln!("deleting deployment {t}/{name}; the operator releases its subnet")?;
+    Ok(())
+}
+
+/// `list`: the TenantDeployments, with the subnet the operator gave each.
+async fn list(client: Client, a: &ListArgs, format: Format) -> Result<()> {
+    let api: Api<TenantDeployment> = match &a.tenant {
+        Some(t) => Api::namespaced(client, &tenant_ns(&t.parse()?)),
+        None => Api::all(client),
+    };
+    let mut items = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| crd_missing(e, "TenantDeployments"))?
+        .items;
+    items.sort_by_key(|w| (w.namespace(), w.name_any()));
+    let rows: Vec<DeploymentRow> = items.iter().map(DeploymentRow::new).collect();
+    print(format, &rows, || {
+        let header = vec![
+            "TENANT",
+            "DEPLOYMENT",
+            "SUBNET",
+            "IMAGE",
+            "REPLICAS",
+            "READY",
+            "PORTS",
+        ];
+        (header, rows.iter().map(DeploymentRow::cells).collect())
+    })
+}
+
+/// `tenant create`: the Tenant resource, then its namespace.
+async fn tenant_create(client: &Client, a: &TenantCreateArgs) -> Result<()> {
+    let (name, spec) = tenant_spec(a)?;
+    Api::<Tenant>::all(client.clone())
+        .create(&PostParams::default(), &Tenant::new(name.as_str(), spec))
+        .await
+        .map_err(|e| {
+            api_err(e, |c| {
+                (c == 409).then(|| format!("tenant {name} already exists"))
+            })
+        })?;
+    ensure_namespace(client, &name).await?;
+    outln!("created tenant {name} (namespace {})", name.namespace())?;
+    Ok(())
+}
+
+/// `tenant delete`: refused while it has deployments, unless `cascade`; the
+/// operator deletes them, then the namespace.
+async fn tenant_delete(client: &Client, tenant: &str, cascade: bool) -> Result<()> {
+    let name: TenantName = tenant.parse()?;
+    let workloads = Api::<TenantDeployment>::namespaced(client.clone(), &tenant_ns(&name))
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| crd_missing(e, "TenantDeployments"))?
+        .items;
+    if !workloads.is_empty() && !cascade {
+        bail!(
+            "tenant {name} has {} deployments; delete them first or pass --cascade",
+            workloads.len()
+        );
+    }
+    Api::<Tenant>::all(client.clone())
+        .delete(name.as_str(), &DeleteParams::default())
+        .await
+        .map_err(|e| api_err(e, |c| (c == 404).then(|| format!("no tenant {name}"))))?;
+    outln!(
+        "deleting tenant {name}: the operator deletes its {} deployments, then its namespace",
+        workloads.len()
+    )?;
+    Ok(())
+}
+
+/// `tenant list`: the Tenant resources and their status.
+async fn tenant_list(client: Client, format: Format) -> Result<()> {
+    let mut items = Api::<Tenant>::all(client)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| crd_missing(e, "Tenants"))?
+        .items;
+    items.sort_by_key(ResourceExt::name_any);
+    let rows: Vec<TenantRow> = items.iter().map(TenantRow::new).collect();
+    print(format, &rows, || {
+        let header = vec!["TENANT", "NAMESPACE", "DEPLOYMENTS", "EGRESS", "READY"];
+        (header, rows.iter().map(TenantRow::cells).collect())
+    })
 }
 
 fn ready(conditions: Option<&[palisade_operator::crd::Condition]>) -> String {
@@ -269,18 +235,92 @@ fn ready(conditions: Option<&[palisade_operator::crd::Condition]>) -> String {
         .map_or_else(|| "Unknown".into(), |c| c.status.clone())
 }
 
-fn row(w: &TenantDeployment) -> serde_json::Value {
-    let ns = w.namespace().unwrap_or_default();
-    json!({
-        "tenant": ns.strip_prefix("tenant-").unwrap_or(&ns),
-        "deployment": w.name_any(),
-        "subnet": w.status.as_ref().and_then(|s| s.subnet.clone()),
-        "image": w.spec.image,
-        "replicas": w.spec.replicas,
-        "ready_replicas": w.status.as_ref().map_or(0, |s| s.ready_replicas),
-        "ready": ready(w.status.as_ref().map(|s| s.conditions.as_slice())),
-        "ports": w.spec.ports,
-    })
+/// One row of `list`. Fields in name order: the key order of the JSON
+/// objects this output was first printed from.
+#[derive(Serialize)]
+struct DeploymentRow {
+    deployment: String,
+    image: String,
+    ports: Vec<u16>,
+    ready: String,
+    ready_replicas: i32,
+    replicas: u32,
+    /// None until the operator has allocated it.
+    subnet: Option<String>,
+    tenant: String,
+}
+
+impl DeploymentRow {
+    fn new(w: &TenantDeployment) -> Self {
+        let ns = w.namespace().unwrap_or_default();
+        Self {
+            deployment: w.name_any(),
+            image: w.spec.image.clone(),
+            ports: w.spec.ports.clone(),
+            ready: ready(w.status.as_ref().map(|s| s.conditions.as_slice())),
+            ready_replicas: w.status.as_ref().map_or(0, |s| s.ready_replicas),
+            replicas: w.spec.replicas,
+            subnet: w.status.as_ref().and_then(|s| s.subnet.clone()),
+            tenant: ns.strip_prefix("tenant-").unwrap_or(&ns).to_owned(),
+        }
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.tenant.clone(),
+            self.deployment.clone(),
+            self.subnet.clone().unwrap_or_else(|| "<pending>".into()),
+            self.image.clone(),
+            self.replicas.to_string(),
+            self.ready.clone(),
+            self.ports
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ]
+    }
+}
+
+/// One row of `tenant list`, fields in name order as for [`DeploymentRow`].
+#[derive(Serialize)]
+struct TenantRow {
+    deployments: u32,
+    egress_ip: Option<String>,
+    egress_mode: &'static str,
+    egress_public_ip: Option<String>,
+    namespace: String,
+    proxy_port: Option<u16>,
+    ready: String,
+    tenant: String,
+}
+
+impl TenantRow {
+    fn new(t: &Tenant) -> Self {
+        Self {
+            deployments: t.status.as_ref().map_or(0, |s| s.deployment_count),
+            egress_ip: t.spec.egress.ip.clone(),
+            egress_mode: match t.spec.egress.mode {
+                EgressModeSpec::Proxy => "proxy",
+                EgressModeSpec::CiliumEgressGateway => "cilium-egress-gateway",
+            },
+            egress_public_ip: t.spec.egress.public_ip.clone(),
+            namespace: format!("tenant-{}", t.name_any()),
+            proxy_port: t.spec.proxy_port,
+            ready: ready(t.status.as_ref().map(|s| s.conditions.as_slice())),
+            tenant: t.name_any(),
+        }
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.tenant.clone(),
+            self.namespace.clone(),
+            self.deployments.to_string(),
+            self.egress_mode.into(),
+            self.ready.clone(),
+        ]
+    }
 }
 
 fn tenant_spec(a: &TenantCreateArgs) -> Result<(TenantName, TenantSpec)> {
@@ -425,7 +465,7 @@ async fn create(client: &Client, a: &CreateArgs, format: Format) -> Result<()> {
                 ])
             )?;
         }
-        _ => print(format, &row(&w), || (vec![], vec![]))?,
+        _ => print(format, &DeploymentRow::new(&w), || (vec![], vec![]))?,
     }
     Ok(())
 }
