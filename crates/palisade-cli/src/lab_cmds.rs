@@ -445,81 +445,20 @@ fn print_report(format: Format, report: &verify::Report, all: bool) -> Result<()
     if format != Format::Table {
         return print(format, report, || (vec![], vec![]));
     }
-    // (from, to, port, kind) -> (probes, agreeing, first probe)
-    type Groups<'a> = std::collections::BTreeMap<
-        (String, String, u16, String),
-        (usize, usize, &'a verify::Outcome),
-    >;
-    let mut groups = Groups::new();
-    let mut rows = Vec::new();
-    for o in &report.probes {
-        let kind = match o.kind {
-            verify::ProbeKind::Direct => "direct",
-            verify::ProbeKind::ViaProxy => "via proxy",
-            verify::ProbeKind::ViaGateway => "via gateway",
-        };
-        if all || !o.ok {
-            rows.push(vec![
-                format!(
-                    "{}{}",
-                    o.from,
-                    o.from_pod
-                        .as_ref()
-                        .map(|p| format!(" [{p}]"))
-                        .unwrap_or_default()
-                ),
-                format!(
-                    "{}{}",
-                    o.to,
-                    o.to_pod
-                        .as_ref()
-                        .map(|p| format!(" [{p}]"))
-                        .unwrap_or_default()
-                ),
-                o.port.to_string(),
-                kind.into(),
-                verdict(o.expected).into(),
-                verdict(o.observed).into(),
-                if o.ok { "ok".into() } else { "MISMATCH".into() },
-                o.reason.clone(),
-                o.detail.clone(),
-            ]);
-        }
-        let e = groups
-            .entry((o.from.clone(), o.to.clone(), o.port, kind.to_string()))
-            .or_insert((0, 0, o));
-        e.0 += 1;
-        if o.ok {
-            e.1 += 1;
-        }
-    }
+    let rows: Vec<Vec<String>> = report
+        .probes
+        .iter()
+        .filter(|o| all || !o.ok)
+        .map(probe_cells)
+        .collect();
     if !all {
-        let summary: Vec<Vec<String>> = groups
-            .iter()
-            .map(|((from, to, port, kind), (n, ok, o))| {
-                vec![
-                    from.clone(),
-                    to.clone(),
-                    port.to_string(),
-                    kind.clone(),
-                    verdict(o.expected).into(),
-                    format!("{ok}/{n}"),
-                    if ok == n {
-                        "ok".into()
-                    } else {
-                        "MISMATCH".into()
-                    },
-                    o.reason.clone(),
-                ]
-            })
-            .collect();
         outln!(
             "{}",
             columns(
                 &[
                     "FROM", "TO", "PORT", "KIND", "EXPECTED", "AGREE", "RESULT", "RULE"
                 ],
-                summary
+                pair_summary(report)
             )
         )?;
         if !rows.is_empty() {
@@ -539,4 +478,57 @@ fn print_report(format: Format, report: &verify::Report, all: bool) -> Result<()
         )?;
     }
     Ok(())
+}
+
+fn probe_kind(kind: verify::ProbeKind) -> &'static str {
+    match kind {
+        verify::ProbeKind::Direct => "direct",
+        verify::ProbeKind::ViaProxy => "via proxy",
+        verify::ProbeKind::ViaGateway => "via gateway",
+    }
+}
+
+/// One probe's row of the table.
+fn probe_cells(o: &verify::Outcome) -> Vec<String> {
+    vec![
+        endpoint(&o.from, o.from_pod.as_deref()),
+        endpoint(&o.to, o.to_pod.as_deref()),
+        o.port.to_string(),
+        probe_kind(o.kind).into(),
+        verdict(o.expected).into(),
+        verdict(o.observed).into(),
+        if o.ok { "ok" } else { "MISMATCH" }.into(),
+        o.reason.clone(),
+        o.detail.clone(),
+    ]
+}
+
+/// One row per (from, to, port, kind): how many of its probes agree, with
+/// the first probe's expectation and rule.
+fn pair_summary(report: &verify::Report) -> Vec<Vec<String>> {
+    // (from, to, port, kind) -> (probes, agreeing, first probe)
+    let mut groups = std::collections::BTreeMap::new();
+    for o in &report.probes {
+        let key = (o.from.clone(), o.to.clone(), o.port, probe_kind(o.kind));
+        let e = groups.entry(key).or_insert((0usize, 0usize, o));
+        e.0 += 1;
+        if o.ok {
+            e.1 += 1;
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((from, to, port, kind), (n, ok, o))| {
+            vec![
+                from,
+                to,
+                port.to_string(),
+                kind.into(),
+                verdict(o.expected).into(),
+                format!("{ok}/{n}"),
+                if ok == n { "ok" } else { "MISMATCH" }.into(),
+                o.reason.clone(),
+            ]
+        })
+        .collect()
 }
