@@ -520,12 +520,49 @@ fn workload_fields(w: &palisade_core::WorkloadSpec) -> TenantDeploymentSpec {
     }
 }
 
+/// `stats` with the cluster as store: the operator's pool (from its
+/// ConfigMap) and the SubnetClaims inside it.
 async fn stats(client: &Client, format: Format) -> Result<()> {
     let claims = Api::<SubnetClaim>::all(client.clone())
         .list(&ListParams::default())
         .await
         .map_err(|e| crd_missing(e, "SubnetClaims"))?
         .items;
+    let pool = operator_pool(client).await?;
+    let stats = ClusterStats::new(pool.as_ref(), &claims);
+    if format != Format::Table {
+        return print(format, &stats, || (vec![], vec![]));
+    }
+    let unknown = || {
+        format!(
+            "unknown (no ConfigMap {}/{})",
+            OPERATOR_CONFIG.0, OPERATOR_CONFIG.1
+        )
+    };
+    let known = |v: Option<String>| v.unwrap_or_else(unknown);
+    outln!(
+        "{}",
+        fields(&[
+            ("pool", known(stats.pool.clone())),
+            (
+                "prefix length",
+                known(stats.prefix_len.map(|l| format!("/{l}")))
+            ),
+            ("capacity", known(stats.capacity.map(|c| c.to_string()))),
+            ("allocated", stats.allocated.to_string()),
+            ("quarantined", stats.quarantined.to_string()),
+            ("free", known(stats.free.map(|f| f.to_string()))),
+            (
+                "utilisation",
+                known(stats.utilisation.map(|u| format!("{:.3e}%", u * 100.0)))
+            ),
+        ])
+    )?;
+    Ok(())
+}
+
+/// The pool in the operator's ConfigMap; none without the ConfigMap.
+async fn operator_pool(client: &Client) -> Result<Option<Pool>> {
     let cm: Api<palisade_operator::k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(client.clone(), OPERATOR_CONFIG.0);
     let data = cm
@@ -534,81 +571,65 @@ async fn stats(client: &Client, format: Format) -> Result<()> {
         .context("cannot read the operator's ConfigMap")?
         .and_then(|c| c.data)
         .unwrap_or_default();
-    let pool = match (data.get("PALISADE_POOL"), data.get("PALISADE_PREFIX_LEN")) {
-        (Some(cidr), len) => {
-            let cidr = Pool::parse_cidr(cidr)?;
-            let len = len.map_or("96", String::as_str).parse()?;
-            Some(Pool::new(cidr, len, std::time::Duration::ZERO)?)
+    Ok(
+        match (data.get("PALISADE_POOL"), data.get("PALISADE_PREFIX_LEN")) {
+            (Some(cidr), len) => {
+                let cidr = Pool::parse_cidr(cidr)?;
+                let len = len.map_or("96", String::as_str).parse()?;
+                Some(Pool::new(cidr, len, std::time::Duration::ZERO)?)
+            }
+            (None, _) => None,
+        },
+    )
+}
+
+/// What `stats -o json` prints with the cluster as store. Fields in name
+/// order: the key order of the JSON object this output was first printed
+/// from. Unknown without the operator's ConfigMap: pool, prefix length,
+/// capacity, free, utilisation.
+#[derive(Serialize)]
+struct ClusterStats {
+    allocated: usize,
+    capacity: Option<u128>,
+    free: Option<u128>,
+    pool: Option<String>,
+    prefix_len: Option<u8>,
+    quarantined: usize,
+    utilisation: Option<f64>,
+}
+
+impl ClusterStats {
+    fn new(pool: Option<&Pool>, claims: &[SubnetClaim]) -> Self {
+        let in_pool: Vec<&SubnetClaim> = claims
+            .iter()
+            .filter(|c| match pool {
+                Some(p) => c
+                    .spec
+                    .subnet
+                    .parse()
+                    .ok()
+                    .is_some_and(|s| p.index_of(s).is_ok()),
+                None => true,
+            })
+            .collect();
+        // Released claims hold their subnet through its quarantine.
+        let quarantined = in_pool
+            .iter()
+            .filter(|c| c.spec.released_at.is_some())
+            .count();
+        let taken = in_pool.len();
+        let capacity = pool.map(Pool::capacity);
+        // Precision loss above 2^53 does not matter for a percentage.
+        #[allow(clippy::cast_precision_loss)]
+        let utilisation = capacity.map(|c| taken as f64 / c as f64);
+        Self {
+            allocated: taken - quarantined,
+            capacity,
+            free: capacity.map(|c| c - taken as u128),
+            pool: pool.map(|p| p.cidr().to_string()),
+            prefix_len: pool.map(|p| p.subnet_len().get()),
+            quarantined,
+            utilisation,
         }
-        (None, _) => None,
-    };
-    let in_pool: Vec<&SubnetClaim> = claims
-        .iter()
-        .filter(|c| match &pool {
-            Some(p) => c
-                .spec
-                .subnet
-                .parse()
-                .ok()
-                .is_some_and(|s| p.index_of(s).is_ok()),
-            None => true,
-        })
-        .collect();
-    // Released claims hold their subnet through its quarantine.
-    let quarantined = in_pool
-        .iter()
-        .filter(|c| c.spec.released_at.is_some())
-        .count();
-    let taken = in_pool.len();
-    let allocated = taken - quarantined;
-    let capacity = pool.as_ref().map(Pool::capacity);
-    // Precision loss above 2^53 does not matter for a percentage.
-    #[allow(clippy::cast_precision_loss)]
-    let utilisation = capacity.map(|c| taken as f64 / c as f64);
-    let stats = json!({
-        "pool": pool.as_ref().map(|p| p.cidr().to_string()),
-        "prefix_len": pool.as_ref().map(|p| p.subnet_len().get()),
-        "capacity": capacity,
-        "allocated": allocated,
-        "quarantined": quarantined,
-        "free": capacity.map(|c| c - taken as u128),
-        "utilisation": utilisation,
-    });
-    match format {
-        Format::Table => {
-            let unknown = || {
-                format!(
-                    "unknown (no ConfigMap {}/{})",
-                    OPERATOR_CONFIG.0, OPERATOR_CONFIG.1
-                )
-            };
-            outln!(
-                "{}",
-                fields(&[
-                    (
-                        "pool",
-                        pool.as_ref().map_or_else(unknown, |p| p.cidr().to_string())
-                    ),
-                    (
-                        "prefix length",
-                        pool.as_ref()
-                            .map_or_else(unknown, |p| p.subnet_len().to_string())
-                    ),
-                    ("capacity", capacity.map_or_else(unknown, |c| c.to_string())),
-                    ("allocated", allocated.to_string()),
-                    ("quarantined", quarantined.to_string()),
-                    (
-                        "free",
-                        capacity.map_or_else(unknown, |c| (c - taken as u128).to_string())
-                    ),
-                    (
-                        "utilisation",
-                        utilisation.map_or_else(unknown, |u| format!("{:.3e}%", u * 100.0))
-                    ),
-                ])
-            )?;
-        }
-        _ => print(format, &stats, || (vec![], vec![]))?,
     }
-    Ok(())
 }
