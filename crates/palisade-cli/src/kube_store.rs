@@ -397,8 +397,45 @@ async fn ensure_namespace(client: &Client, t: &TenantName) -> Result<()> {
     Ok(())
 }
 
+/// `create`: the tenant if new, its namespace, then the TenantDeployment;
+/// the operator allocates the subnet.
 async fn create(client: &Client, a: &CreateArgs, format: Format) -> Result<()> {
     // Everything is parsed before the first request.
+    let (tenant, name, spec) = deployment_spec(a)?;
+    let created_tenant = ensure_tenant(client, &tenant).await?;
+    ensure_namespace(client, &tenant).await?;
+    let w = Api::<TenantDeployment>::namespaced(client.clone(), &tenant.namespace())
+        .create(
+            &PostParams::default(),
+            &TenantDeployment::new(name.as_str(), spec),
+        )
+        .await
+        .map_err(|e| {
+            api_err(e, |c| {
+                (c == 409).then(|| format!("deployment {name} already exists in tenant {tenant}"))
+            })
+        })?;
+    if format != Format::Table {
+        return print(format, &DeploymentRow::new(&w), || (vec![], vec![]));
+    }
+    if created_tenant {
+        outln!("created tenant {tenant} (namespace {})", tenant.namespace())?;
+    }
+    outln!(
+        "{}",
+        fields(&[
+            ("tenant", tenant.to_string()),
+            ("deployment", name.to_string()),
+            ("subnet", "<pending: the operator allocates it>".into()),
+            ("image", w.spec.image.clone()),
+            ("replicas", w.spec.replicas.to_string()),
+        ])
+    )?;
+    Ok(())
+}
+
+/// `create`'s arguments parsed by the model into the resource's spec.
+fn deployment_spec(a: &CreateArgs) -> Result<(TenantName, DeploymentName, TenantDeploymentSpec)> {
     let tenant: TenantName = a.tenant.parse()?;
     let name: DeploymentName = a.deployment.parse()?;
     let image: Image = a.image.parse()?;
@@ -415,59 +452,30 @@ async fn create(client: &Client, a: &CreateArgs, format: Format) -> Result<()> {
     ports.dedup();
     let labels = labels(&a.labels)?;
     let workload = workload_fields(&a.workload.spec()?);
+    let spec = TenantDeploymentSpec {
+        image: image.to_string(),
+        replicas: replicas.get(),
+        ports,
+        labels,
+        ..workload
+    };
+    Ok((tenant, name, spec))
+}
 
-    let tenants: Api<Tenant> = Api::all(client.clone());
-    let created_tenant = match tenants
+/// Creates the tenant with default quotas unless it exists; whether it
+/// was created.
+async fn ensure_tenant(client: &Client, tenant: &TenantName) -> Result<bool> {
+    let created = Api::<Tenant>::all(client.clone())
         .create(
             &PostParams::default(),
             &Tenant::new(tenant.as_str(), TenantSpec::default()),
         )
-        .await
-    {
-        Ok(_) => true,
-        Err(palisade_operator::kube::Error::Api(s)) if s.code == 409 => false,
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!("cannot create tenant {tenant}")));
-        }
-    };
-    ensure_namespace(client, &tenant).await?;
-    let w = TenantDeployment::new(
-        name.as_str(),
-        TenantDeploymentSpec {
-            image: image.to_string(),
-            replicas: replicas.get(),
-            ports,
-            labels,
-            ..workload
-        },
-    );
-    let w = Api::<TenantDeployment>::namespaced(client.clone(), &tenant.namespace())
-        .create(&PostParams::default(), &w)
-        .await
-        .map_err(|e| {
-            api_err(e, |c| {
-                (c == 409).then(|| format!("deployment {name} already exists in tenant {tenant}"))
-            })
-        })?;
-    match format {
-        Format::Table => {
-            if created_tenant {
-                outln!("created tenant {tenant} (namespace {})", tenant.namespace())?;
-            }
-            outln!(
-                "{}",
-                fields(&[
-                    ("tenant", tenant.to_string()),
-                    ("deployment", name.to_string()),
-                    ("subnet", "<pending: the operator allocates it>".into()),
-                    ("image", image.to_string()),
-                    ("replicas", replicas.to_string()),
-                ])
-            )?;
-        }
-        _ => print(format, &DeploymentRow::new(&w), || (vec![], vec![]))?,
+        .await;
+    match created {
+        Ok(_) => Ok(true),
+        Err(palisade_operator::kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot create tenant {tenant}"))),
     }
-    Ok(())
 }
 
 /// The resource's fields for a parsed workload spec (everything else default).
