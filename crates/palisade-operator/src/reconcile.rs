@@ -681,21 +681,7 @@ pub async fn allocate(
     }
     while let Some(index) = ledger.next_candidate(pool) {
         let subnet = pool.subnet(index);
-        let claim = SubnetClaim {
-            metadata: ObjectMeta {
-                name: Some(claim_name(subnet)),
-                labels: Some(desired::claim_labels(
-                    &spec.tenant,
-                    &spec.deployment,
-                    &spec.workload_uid,
-                )),
-                ..ObjectMeta::default()
-            },
-            spec: SubnetClaimSpec {
-                subnet: subnet.to_string(),
-                ..spec.clone()
-            },
-        };
+        let claim = claim_for(spec, subnet);
         match api.create(&PostParams::default(), &claim).await {
             Ok(_) => {
                 metrics.claims_created.inc();
@@ -951,21 +937,7 @@ async fn repair_claim(
             ctx.config.pool.subnet_len()
         ))));
     }
-    let claim = SubnetClaim {
-        metadata: ObjectMeta {
-            name: Some(claim_name(net)),
-            labels: Some(desired::claim_labels(
-                &spec.tenant,
-                &spec.deployment,
-                &spec.workload_uid,
-            )),
-            ..ObjectMeta::default()
-        },
-        spec: SubnetClaimSpec {
-            subnet: net.to_string(),
-            ..spec.clone()
-        },
-    };
+    let claim = claim_for(spec, net);
     match api.create(&PostParams::default(), &claim).await {
         Ok(_) => {
             tracing::warn!(subnet = %net, workload = %workload, "claim was missing; re-created");
@@ -1178,4 +1150,24 @@ fn pool_conflicts(pool: &Pool, names: &[String]) -> Result<(), Error> {
         pool.subnet_len(),
         list.join(", ")
     )))
+}
+
+/// The claim object for `subnet` on behalf of the workload `spec` names:
+/// creating it is the allocation (or its repair).
+fn claim_for(spec: &SubnetClaimSpec, subnet: Ipv6Net) -> SubnetClaim {
+    SubnetClaim {
+        metadata: ObjectMeta {
+            name: Some(claim_name(subnet)),
+            labels: Some(desired::claim_labels(
+                &spec.tenant,
+                &spec.deployment,
+                &spec.workload_uid,
+            )),
+            ..ObjectMeta::default()
+        },
+        spec: SubnetClaimSpec {
+            subnet: subnet.to_string(),
+            ..spec.clone()
+        },
+    }
 }
