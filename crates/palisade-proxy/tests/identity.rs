@@ -295,21 +295,7 @@ fn the_binary_opens_a_listener_on_sighup_and_logs_tenant_and_deployment() {
         .unwrap();
     };
     write("");
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_palisade-proxy"))
-            .args(["--config", path.to_str().unwrap(), "--workers", "2"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_proxy(&path);
     // A log line that never comes must fail the test, not hang it: after a
     // minute the proxy is killed, its stdout ends and `next_json` panics.
     // `Finished` (dropped before `child` reaps the process) stops the
@@ -403,22 +389,4 @@ async fn connect_from(source: &str, to: SocketAddr) -> tokio::net::TcpStream {
     sock.bind(SocketAddr::new(source.parse().unwrap(), 0))
         .unwrap();
     sock.connect(to).await.unwrap()
-}
-
-async fn open_tunnel(s: &mut tokio::net::TcpStream, origin: SocketAddr) {
-    s.write_all(format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut b).await.unwrap(),
-            1,
-            "proxy closed during CONNECT"
-        );
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_string();
-    assert_eq!(status_of(&head), 200, "{head}");
 }

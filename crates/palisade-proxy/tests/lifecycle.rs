@@ -301,21 +301,7 @@ fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
         .unwrap();
     };
     write("127.0.0.20");
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_palisade-proxy"))
-            .args(["--config", path.to_str().unwrap(), "--workers", "2"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_proxy(&path);
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let mut next_json = |want: &str| -> serde_json::Value {
         for line in lines.by_ref() {

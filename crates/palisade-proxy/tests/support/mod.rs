@@ -336,10 +336,16 @@ pub async fn raw(source: &str, proxy: SocketAddr, request: &str) -> String {
 
 /// CONNECT from 127.0.0.2 to `target`, returning the tunnel after the 200.
 pub async fn connect_tunnel(proxy: SocketAddr, target: SocketAddr) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
     let mut s = sock.connect(proxy).await.unwrap();
+    open_tunnel(&mut s, target).await;
+    s
+}
+
+/// Sends CONNECT for `target` on `s` and reads the head, which must be a 200.
+pub async fn open_tunnel(s: &mut tokio::net::TcpStream, target: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
         .await
         .unwrap();
@@ -355,7 +361,30 @@ pub async fn connect_tunnel(proxy: SocketAddr, target: SocketAddr) -> tokio::net
     }
     let head = String::from_utf8_lossy(&head).to_string();
     assert_eq!(status_of(&head), 200, "{head}");
-    s
+}
+
+/// The `palisade-proxy` binary, killed and reaped when dropped so a failed
+/// test leaves no process behind.
+pub struct ProxyProcess(pub std::process::Child);
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary on `config` with two workers, stdout (its JSON log)
+/// piped.
+pub fn spawn_proxy(config: &std::path::Path) -> ProxyProcess {
+    ProxyProcess(
+        std::process::Command::new(env!("CARGO_BIN_EXE_palisade-proxy"))
+            .args(["--config", config.to_str().unwrap(), "--workers", "2"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Status code of a raw response head (0 if none).
