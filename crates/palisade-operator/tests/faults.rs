@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{ctx, reconcile_tenant, reconcile_workload, workload};
+
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 use palisade_core::Pool;
@@ -18,39 +21,6 @@ use serde_json::json;
 use std::time::Duration;
 
 const CRD_GV: &str = "palisade.io/v1alpha1";
-
-fn ctx(api: &FakeApi) -> Ctx {
-    Ctx::new(api.client(), example_config())
-}
-
-async fn workload(c: &Ctx, tenant: &str, name: &str) -> TenantDeployment {
-    Api::<TenantDeployment>::namespaced(c.client.clone(), &format!("tenant-{tenant}"))
-        .get(name)
-        .await
-        .unwrap()
-}
-
-async fn reconcile_workload(c: &Ctx, t: &str, name: &str) -> Action {
-    let w = workload(c, t, name).await;
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        reconcile::reconcile_workload(&w, c),
-    )
-    .await
-    .expect("reconcile hung")
-    .unwrap()
-}
-
-async fn reconcile_tenant(c: &Ctx, name: &str) -> Action {
-    let t = Api::<Tenant>::all(c.client.clone())
-        .get(name)
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), reconcile::reconcile_tenant(&t, c))
-        .await
-        .expect("reconcile hung")
-        .unwrap()
-}
 
 fn claims(api: &FakeApi) -> Vec<SubnetClaim> {
     api.all(CRD_GV, "subnetclaims")

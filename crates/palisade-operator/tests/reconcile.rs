@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{ctx, reconcile_tenant, reconcile_workload, tenant, workload};
+
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 use palisade_core::Pool;
@@ -22,10 +25,6 @@ use std::time::Duration;
 const CRD_GV: &str = "palisade.io/v1alpha1";
 
 use palisade_operator::testing::example_pool as pool;
-
-fn ctx(api: &FakeApi) -> Ctx {
-    Ctx::new(api.client(), palisade_operator::testing::example_config())
-}
 
 fn add_tenant(api: &FakeApi, name: &str) {
     api.insert(
@@ -46,39 +45,6 @@ fn add_workload(api: &FakeApi, tenant: &str, name: &str, spec: serde_json::Value
                "metadata": {"name": name, "namespace": format!("tenant-{tenant}")},
                "spec": spec}),
     );
-}
-
-async fn tenant(c: &Ctx, name: &str) -> Tenant {
-    Api::<Tenant>::all(c.client.clone())
-        .get(name)
-        .await
-        .unwrap()
-}
-
-async fn workload(c: &Ctx, tenant: &str, name: &str) -> TenantDeployment {
-    Api::<TenantDeployment>::namespaced(c.client.clone(), &format!("tenant-{tenant}"))
-        .get(name)
-        .await
-        .unwrap()
-}
-
-async fn reconcile_workload(c: &Ctx, t: &str, name: &str) -> Action {
-    let w = workload(c, t, name).await;
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        reconcile::reconcile_workload(&w, c),
-    )
-    .await
-    .expect("reconcile hung")
-    .unwrap()
-}
-
-async fn reconcile_tenant(c: &Ctx, name: &str) -> Action {
-    let t = tenant(c, name).await;
-    tokio::time::timeout(Duration::from_secs(10), reconcile::reconcile_tenant(&t, c))
-        .await
-        .expect("reconcile hung")
-        .unwrap()
 }
 
 fn claims(api: &FakeApi) -> Vec<SubnetClaim> {
