@@ -439,7 +439,8 @@ fn bounded_name(name: &str) -> String {
     format!("{}-{hex}", name[..54].trim_end_matches('-'))
 }
 
-/// The label implementations put on a gateway's pods (GEP-1762).
+/// The label implementations put on what they generate for a gateway,
+/// its pods among it (GEP-1762, "In Cluster Gateway Deployments").
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 /// The host name a deployment is served under on every gateway.

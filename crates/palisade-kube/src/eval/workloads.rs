@@ -2,12 +2,9 @@
 //! `lab verify --manifests` and the three-way check evaluate policies on.
 
 use super::endpoint::{ContainerPort, Endpoint, Identity, Proto};
+use crate::render::GATEWAY_NAME_LABEL;
 use serde_json::Value;
 use std::collections::BTreeMap;
-
-/// Label Gateway API implementations put on what they generate for a
-/// Gateway (GEP-1762, "In Cluster Gateway Deployments").
-pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 /// One endpoint per workload (Deployment, StatefulSet, DaemonSet, ReplicaSet,
 /// Job, Pod) with the pod template's labels, container ports and service
