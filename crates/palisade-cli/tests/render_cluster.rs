@@ -7,13 +7,6 @@ mod support;
 
 use support::Env;
 
-fn seeded() -> Env {
-    let env = Env::new();
-    env.run(&["init", "--pool", "fd00:9::/48"]).ok();
-    env.run(&["create", "acme", "web", "nginx"]).ok();
-    env
-}
-
 fn pins() -> Vec<String> {
     vec![
         "--gvisor-runsc-sha512".into(),
@@ -52,7 +45,7 @@ fn help_states_the_support_matrix_and_what_egress_ips_need() {
 
 #[test]
 fn overlapping_ranges_and_missing_pins_are_refused_and_nothing_is_written() {
-    let env = seeded();
+    let env = Env::seeded();
     let dir = env.dir.path().join("cluster");
     let out = dir.to_str().unwrap();
     // EKS's own Service range as the pod range.

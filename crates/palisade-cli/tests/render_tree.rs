@@ -7,16 +7,9 @@ mod support;
 
 use support::Env;
 
-fn seeded() -> Env {
-    let env = Env::new();
-    env.run(&["init", "--pool", "fd00:9::/48"]).ok();
-    env.run(&["create", "acme", "web", "nginx"]).ok();
-    env
-}
-
 #[test]
 fn render_out_without_a_git_url_refuses_and_writes_nothing() {
-    let env = seeded();
+    let env = Env::seeded();
     let tree = env.dir.path().join("gitops");
     let out = tree.to_str().unwrap();
     env.run(&["render", "--out", out]).fails_with("--git-url");
@@ -45,7 +38,7 @@ fn render_out_without_a_git_url_refuses_and_writes_nothing() {
 
 #[test]
 fn the_git_source_is_recorded_and_reused_by_later_renders() {
-    let env = seeded();
+    let env = Env::seeded();
     let tree = env.dir.path().join("gitops");
     let out = tree.to_str().unwrap();
     let url = "ssh://git@git.example.com/platform/gitops.git";

@@ -73,6 +73,14 @@ impl Env {
         Self { dir, state }
     }
 
+    /// A store with a pool and one deployment, `acme/web`.
+    pub fn seeded() -> Self {
+        let env = Self::new();
+        env.run(&["init", "--pool", "fd00:9::/48"]).ok();
+        env.run(&["create", "acme", "web", "nginx"]).ok();
+        env
+    }
+
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
         c.env_remove("PALISADE_STATE")
