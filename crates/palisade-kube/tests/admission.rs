@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+use support::skip;
+
 use palisade_kube::render::{RESERVED_KEYS_POLICY, render};
 use palisade_kube::{RenderOptions, fixtures};
 use serde_json::{Value, json};
@@ -33,15 +36,6 @@ for case in cases:
              for r in spec["validations"])
     print("allow" if ok else "deny")
 "#;
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-fn skip(why: &str) {
-    eprintln!("SKIPPED: {why}");
-    assert!(!in_ci(), "CI=true but a tool is missing: {why}");
-}
 
 /// A Python with `celpy`: the venv `scripts/test.sh` makes.
 fn python_with_cel() -> Option<PathBuf> {

@@ -10,6 +10,9 @@
 // Test helpers outside #[test] fns panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::skip;
+
 use palisade_kube::cluster::{
     self, CiliumRelease, ClusterError, ClusterOptions, ContainerdConfig, GVISOR_READY_LABEL,
     RUNSC_RUNTIME_TYPE,
@@ -460,15 +463,6 @@ fn register_script_adds_runsc_once_under_the_config_versions_plugin() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported containerd config version"));
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), "[plugins.cri]\n");
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-fn skip(why: &str) {
-    eprintln!("SKIPPED: {why}");
-    assert!(!in_ci(), "CI=true but {why}");
 }
 
 #[test]

@@ -7,6 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+use support::{find_tool, skip};
+
 use palisade_kube::render::render;
 use palisade_kube::{RenderOptions, fixtures};
 use serde_json::Value;
@@ -241,7 +244,7 @@ fn allowed_peers_are_reached_directly_not_through_the_proxy() {
     let web_env = container_env(web, &egress_config(&all, "tenant-acme-corp"));
     assert!(!web_env["NO_PROXY"].split(',').any(|n| n == "database"));
 
-    let Some(curl) = which("curl") else {
+    let Some(curl) = find_tool("curl") else {
         return skip("curl not installed");
     };
     // A stand-in proxy that records whether anyone connected.
@@ -285,21 +288,6 @@ fn allowed_peers_are_reached_directly_not_through_the_proxy() {
         "localhost,127.0.0.1,::1,.svc,.cluster.local",
     );
     assert!(connected(&proxy), "control: curl did not use the proxy");
-}
-
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(tool))
-        .find(|p| p.is_file())
-}
-
-fn skip(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why} (required under CI=true)");
-    }
-    eprintln!("SKIPPED: {why}");
 }
 
 /// Fault 13: each gateway accepts only its tenant's routes and host names.

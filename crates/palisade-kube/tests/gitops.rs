@@ -8,21 +8,14 @@
 // Test helpers outside #[test] fns panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::skip;
+
 use palisade_kube::{GitSource, RenderOptions, fixtures, tree};
 use serde_yaml_ng::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Reports a missing tool: loudly, and fatally in CI.
-fn skip(why: &str) {
-    eprintln!("SKIPPED: {why}");
-    assert!(!in_ci(), "CI=true but a tool is missing: {why}");
-}
 
 fn has(tool: &str) -> bool {
     let args: &[&str] = if tool == "kubectl" {

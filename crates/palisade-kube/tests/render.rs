@@ -10,6 +10,9 @@
 // Test helpers outside #[test] fns panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::skip;
+
 use palisade_kube::fixtures;
 use palisade_kube::options::PolicyFlavour;
 use palisade_kube::tree::{self, Files};
@@ -319,16 +322,6 @@ fn incremental_rerender_equals_a_full_render_after_every_kind_of_change() {
 }
 
 // ------------------------------------------------------------ validators
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Reports a missing validator: loudly, and fatally in CI.
-fn skip(why: &str) {
-    eprintln!("SKIPPED: {why}");
-    assert!(!in_ci(), "CI=true but a validator is missing: {why}");
-}
 
 fn docs(yaml: &str) -> Vec<Value> {
     serde_yaml_ng::Deserializer::from_str(yaml)

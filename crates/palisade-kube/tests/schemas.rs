@@ -25,6 +25,9 @@
 // Test helpers outside #[test] fns panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::{find_tool, skip};
+
 use palisade_core::{Gateway, GatewayScope, Snapshot, Timestamp};
 use palisade_kube::options::PolicyFlavour;
 use palisade_kube::{
@@ -432,29 +435,6 @@ fn objects_of(f: Family) -> Vec<&'static Rendered> {
 }
 
 // ------------------------------------------------------------ validators
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Reports a missing validator: loudly, and fatally in CI.
-fn skip(why: &str) {
-    eprintln!("SKIPPED: {why}");
-    assert!(!in_ci(), "CI=true but a validator is missing: {why}");
-}
-
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(venv) = std::env::var_os("PALISADE_VENV") {
-        candidates.push(PathBuf::from(venv).join("bin").join(name));
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    candidates.push(manifest.join("../../target/venv-kube/bin").join(name));
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|p| p.join(name)));
-    }
-    candidates.into_iter().find(|p| p.is_file())
-}
 
 fn schemas_dir() -> Option<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
