@@ -96,7 +96,13 @@ fn intruder(labels: Labels) -> Deployment {
 }
 
 /// The rendered policies and every endpoint they could concern.
-fn world(options: &RenderOptions, extra: Deployment) -> (PolicySet, Vec<Endpoint>) {
+struct World {
+    objects: Vec<Value>,
+    set: PolicySet,
+    endpoints: Vec<Endpoint>,
+}
+
+fn world(options: &RenderOptions, extra: Deployment) -> World {
     let mut snap = fixtures::seed();
     snap.deployments.push(extra);
     let objects: Vec<Value> = render(&snap, options)
@@ -123,7 +129,11 @@ fn world(options: &RenderOptions, extra: Deployment) -> (PolicySet, Vec<Endpoint
         let labels = BTreeMap::from([(key.to_owned(), value.to_owned())]);
         endpoints.push(Endpoint::pod(ns, name, labels));
     }
-    (set, endpoints)
+    World {
+        objects,
+        set,
+        endpoints,
+    }
 }
 
 /// What `me` may reach and be reached by, and which objects select it.
@@ -190,8 +200,8 @@ fn a_tenant_workload_carrying_any_selected_label_gains_nothing() {
     let me = "tenant-acme-corp/intruder";
     let mut checked = 0;
     for (variant, options) in variants() {
-        let (set, endpoints) = world(&options, intruder(Labels::new()));
-        let control = reach(&set, &endpoints, me);
+        let base = world(&options, intruder(Labels::new()));
+        let control = reach(&base.set, &base.endpoints, me);
         // The control is an ordinary workload: it resolves names and the
         // central gateway fronts it.
         assert!(
@@ -205,16 +215,7 @@ fn a_tenant_workload_carrying_any_selected_label_gains_nothing() {
                 .any(|f| f.starts_with("<- ") && f.ends_with(" 8080")),
             "{variant}: no gateway reaches it: {control:?}"
         );
-        let objects: Vec<Value> = {
-            let mut snap = fixtures::seed();
-            snap.deployments.push(intruder(Labels::new()));
-            render(&snap, &options)
-                .unwrap()
-                .objects()
-                .map(|o| o.body.clone())
-                .collect()
-        };
-        for (key, values) in selected_pairs(&objects) {
+        for (key, values) in selected_pairs(&base.objects) {
             if set_by_cilium(&key) {
                 continue;
             }
@@ -229,8 +230,8 @@ fn a_tenant_workload_carrying_any_selected_label_gains_nothing() {
             for value in values {
                 let mut labels = Labels::new();
                 labels.insert(parsed.clone(), value.parse().unwrap());
-                let (set, endpoints) = world(&options, intruder(labels));
-                let forged = reach(&set, &endpoints, me);
+                let forged = world(&options, intruder(labels));
+                let forged = reach(&forged.set, &forged.endpoints, me);
                 assert_eq!(
                     forged.0, control.0,
                     "{variant}: {key}={value} changes which policies select the workload"
