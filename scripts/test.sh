@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 # command -> Debian package: curl drives the proxy; ip, nft and runsc build
 # the lab's dataplane; chromium runs the dashboard's browser tests;
 # containerd loads the gVisor installer's config (palisade-kube tests/cluster.rs);
-# git clones a rendered GitOps tree (palisade-kube tests/gitops.rs).
+# git clones a rendered GitOps tree (palisade-kube tests/gitops.rs);
+# dig asks the lab's DNS stand-in (palisade-lab tests/dns.rs).
 missing=()
-for pair in curl:curl ip:iproute2 nft:nftables runsc:runsc chromium:chromium containerd:containerd git:git; do
+for pair in curl:curl ip:iproute2 nft:nftables runsc:runsc chromium:chromium containerd:containerd git:git dig:bind9-dnsutils; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
