@@ -27,6 +27,21 @@ fn snapshot_and_policy(cli: &Cli) -> Result<(palisade_core::Snapshot, Policy)> {
     Ok((snapshot, policy))
 }
 
+/// The snapshot and the objects the lab runs: its rendered Deployments
+/// and policies (`palisade_lab::rendered`).
+fn snapshot_and_objects(cli: &Cli) -> Result<(palisade_core::Snapshot, Vec<serde_json::Value>)> {
+    let snapshot = crate::state::open(cli)?.snapshot()?;
+    let objects = palisade_lab::rendered::render(&snapshot)?;
+    Ok((snapshot, objects))
+}
+
+/// What the lab could not model in the objects it runs.
+fn print_notes(state: &palisade_lab::LabState) {
+    for n in &state.notes {
+        eprintln!("note: not modelled by the lab: {n}");
+    }
+}
+
 /// Runs `palisade lab ...`: picks the handler of the subcommand.
 pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
     let reporter = Reporter::stderr(cli.output != Format::Table);
@@ -56,16 +71,17 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
 fn up(cli: &Cli, runtime: RuntimeArg, reporter: &Reporter) -> Result<()> {
     apply::check_host()?;
     let lab = lab(cli)?;
-    let (snapshot, policy) = snapshot_and_policy(cli)?;
+    let (snapshot, objects) = snapshot_and_objects(cli)?;
     let runtime = match runtime {
         RuntimeArg::Auto => None,
         RuntimeArg::Runsc => Some(Runtime::Runsc),
         RuntimeArg::Plain => Some(Runtime::Plain),
     };
     let started = std::time::Instant::now();
-    let state = lab.up(&snapshot, &policy, runtime, &|p| reporter.event(p));
+    let state = lab.up(&snapshot, &objects, runtime, &|p| reporter.event(p));
     reporter.finish();
     let state = state?;
+    print_notes(&state);
     outln!(
         "lab {} up in {:.1}s: {} pods ({}), {} gateway(s), egress proxy and internet echo; state in {}",
         state.lab_id,
@@ -82,10 +98,11 @@ fn up(cli: &Cli, runtime: RuntimeArg, reporter: &Reporter) -> Result<()> {
 fn sync(cli: &Cli, reporter: &Reporter) -> Result<()> {
     apply::check_host()?;
     let lab = lab(cli)?;
-    let (snapshot, policy) = snapshot_and_policy(cli)?;
-    let result = lab.sync(&snapshot, &policy, &|p| reporter.event(p));
+    let (snapshot, objects) = snapshot_and_objects(cli)?;
+    let result = lab.sync(&snapshot, &objects, &|p| reporter.event(p));
     reporter.finish();
     let (added, removed, state) = result?;
+    print_notes(&state);
     outln!(
         "lab {} synced: {added} pods added, {removed} removed, {} running; nftables replaced",
         state.lab_id,
@@ -112,17 +129,20 @@ fn verify_lab(
     let lab = lab(cli)?;
     let state = lab.require()?;
     let (snapshot, policy) = snapshot_and_policy(cli)?;
-    if !lab.in_sync(&state, &snapshot, &policy)? {
+    let objects = palisade_lab::rendered::render(&snapshot)?;
+    if !lab.in_sync(&state, &snapshot, &objects)? {
         eprintln!(
             "note: the store changed since the lab was last synced; expectations follow the store (run `palisade lab sync`)"
         );
     }
     let mut probes = verify::expectations(&state, &policy)?;
-    let objects = palisade_kube::eval::RenderedPolicy::new(
+    // The objects the lab runs, so the second and third verdicts judge the
+    // same objects.
+    let objects = palisade_kube::eval::RenderedPolicy::from_objects(
         &snapshot,
-        &palisade_kube::RenderOptions::default(),
-    )
-    .context("failed to render the snapshot's policy objects")?;
+        &palisade_lab::rendered::render_options(),
+        &objects,
+    );
     for u in objects.unsupported() {
         eprintln!("note: not evaluated: {u}");
     }

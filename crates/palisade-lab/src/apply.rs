@@ -9,14 +9,14 @@
 //! so it also cleans up after a crash, and is idempotent.
 
 use crate::plan::{
-    self, ECHO_ADDR, GatewayPlan, HTTP_PORT, InfraNames, LabOptions, PROXY_ADDR, Plan, PodPlan,
-    ROUTER_LINK_LOCAL, Runtime, TenantEgress,
+    self, GatewayPlan, HTTP_PORT, InfraNames, LabOptions, PROXY_ADDR, Plan, PodPlan,
+    ROUTER_LINK_LOCAL, Runtime, TenantEgress, veth_name,
 };
 use crate::serve::Workload;
 use crate::{LabError, Result};
 use ipnet::Ipv6Net;
 use palisade_core::Snapshot;
-use palisade_core::policy::Policy;
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -78,8 +78,14 @@ pub struct LabState {
     pub egress: Vec<TenantEgress>,
     /// The egress proxy's process.
     pub proxy_pid: u32,
-    /// The echo origin's process.
+    /// The internet echo origin's process.
     pub echo_pid: u32,
+    /// The other stand-ins' processes (metadata, API server, DNS): (namespace, pid).
+    #[serde(default)]
+    pub stand_ins: Vec<(String, u32)>,
+    /// What the lab could not model in the rendered objects it runs.
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// Where each policy endpoint lives (for tooling that inspects the table).
     pub endpoints: Vec<(palisade_core::policy::Endpoint, Vec<Ipv6Net>)>,
 }
@@ -346,7 +352,7 @@ impl Lab {
     pub fn up(
         &self,
         snapshot: &Snapshot,
-        policy: &Policy,
+        objects: &[Value],
         runtime: Option<Runtime>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<LabState> {
@@ -354,7 +360,7 @@ impl Lab {
         if self.load()?.is_some() && !namespaces_with_prefix(&self.prefix())?.is_empty() {
             return Err(LabError::AlreadyRunning);
         }
-        let result = self.create(snapshot, policy, runtime, progress);
+        let result = self.create(snapshot, objects, runtime, progress);
         if result.is_err() {
             let _ = self.down(&|_| {});
         }
@@ -364,7 +370,7 @@ impl Lab {
     fn create(
         &self,
         snapshot: &Snapshot,
-        policy: &Policy,
+        objects: &[Value],
         runtime: Option<Runtime>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<LabState> {
@@ -374,16 +380,53 @@ impl Lab {
             "cannot create {}",
             self.dir.display()
         )))?;
-
         // Plan first (cheap, may refuse) with the requested runtime; the
         // runtime is settled once the router namespace exists.
         let mut options = LabOptions::for_dir(&self.dir, runtime.unwrap_or(Runtime::Plain));
-        let draft = plan::plan(snapshot, policy, &options)?;
-        let infra = draft.infra.clone();
+        let draft = plan::plan(snapshot, objects, &options)?;
         progress(Progress::Phase {
             name: "infrastructure".into(),
             total: 4,
         });
+        self.add_router(&draft.infra)?;
+        progress(Progress::Tick("router".into()));
+        options.runtime = self.resolve_runtime(&draft.infra, runtime, progress);
+        let plan = plan::plan(snapshot, objects, &options)?;
+        self.add_infra(&plan)?;
+        progress(Progress::Tick("proxy and stand-in namespaces".into()));
+        self.apply_ruleset(&plan)?;
+        progress(Progress::Tick("nftables".into()));
+        let (proxy_pid, echoes) = self.start_infra(&plan)?;
+        progress(Progress::Tick("egress proxy and stand-ins".into()));
+        let now = now_rfc3339();
+        let mut state = LabState {
+            lab_id: plan.options.lab_id.clone(),
+            started_at: now.clone(),
+            synced_at: now,
+            runtime: options.runtime,
+            infra: plan.infra.clone(),
+            pool: plan.pool,
+            proxy_port: plan.options.policy.proxy_port.get(),
+            pods: Vec::new(),
+            gateways: Vec::new(),
+            egress: plan.egress.clone(),
+            proxy_pid,
+            echo_pid: echoes.first().map_or(0, |e| e.1),
+            stand_ins: echoes.into_iter().skip(1).collect(),
+            notes: plan.notes.clone(),
+            endpoints: plan.endpoints.clone().into_iter().collect(),
+        };
+        // Save early so that a failure below still leaves `down` a record.
+        self.save(&state)?;
+        let (pods, gateways) = self.add_endpoints(&plan, &plan.pods, &plan.gateways, progress)?;
+        state.pods = pods;
+        state.gateways = gateways;
+        self.save(&state)?;
+        Ok(state)
+    }
+
+    /// The node: a namespace that forwards IPv6.
+    fn add_router(&self, infra: &InfraNames) -> Result<()> {
         run("ip", &["netns", "add", &infra.router], None)?;
         run(
             "ip",
@@ -398,51 +441,53 @@ impl Lab {
             ],
             None,
         )?;
-        progress(Progress::Tick("router".into()));
-        let resolved = match runtime {
-            Some(r) => r,
-            None => {
-                if runsc_works(&infra.router, &self.runsc_dir()) {
-                    Runtime::Runsc
-                } else {
-                    progress(Progress::Note(
-                        "runsc does not work here; pods run as plain processes".into(),
-                    ));
-                    Runtime::Plain
-                }
-            }
-        };
-        options.runtime = resolved;
-        let plan = plan::plan(snapshot, policy, &options)?;
+        Ok(())
+    }
 
-        // Proxy and internet namespaces.
-        run(
-            "ip",
-            &["-batch", "-"],
-            Some(&format!(
-                "netns add {}\nnetns add {}\n",
-                infra.proxy, infra.internet
-            )),
-        )?;
-        let mut router = String::new();
-        let _ = writeln!(
-            router,
+    /// The requested runtime, or gVisor when it works here.
+    fn resolve_runtime(
+        &self,
+        infra: &InfraNames,
+        runtime: Option<Runtime>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Runtime {
+        if let Some(r) = runtime {
+            return r;
+        }
+        if runsc_works(&infra.router, &self.runsc_dir()) {
+            return Runtime::Runsc;
+        }
+        progress(Progress::Note(
+            "runsc does not work here; pods run as plain processes".into(),
+        ));
+        Runtime::Plain
+    }
+
+    /// The proxy's namespace (inside and outside links, every tenant's
+    /// egress address) and one namespace per echo stand-in.
+    fn add_infra(&self, plan: &Plan) -> Result<()> {
+        let infra = &plan.infra;
+        let echoes = infra.echoes();
+        let mut add = format!("netns add {}\n", infra.proxy);
+        for (ns, _, _) in &echoes {
+            let _ = writeln!(add, "netns add {ns}");
+        }
+        run("ip", &["-batch", "-"], Some(&add))?;
+        let mut router = format!(
             "link add proxy-in type veth peer name in netns {p}\n\
-             link add proxy-out type veth peer name out netns {p}\n\
-             link add internet type veth peer name eth0 netns {i}",
-            p = infra.proxy,
-            i = infra.internet
+             link add proxy-out type veth peer name out netns {p}\n",
+            p = infra.proxy
         );
-        for dev in ["proxy-in", "proxy-out", "internet"] {
+        for dev in ["proxy-in", "proxy-out"] {
             let _ = writeln!(
                 router,
                 "link set {dev} up\naddr add {ROUTER_LINK_LOCAL}/64 dev {dev} nodad"
             );
         }
-        let _ = writeln!(
-            router,
-            "route add {PROXY_ADDR}/128 dev proxy-in\nroute add {ECHO_ADDR}/128 dev internet"
-        );
+        let _ = writeln!(router, "route add {PROXY_ADDR}/128 dev proxy-in");
+        for (ns, addr, _) in &echoes {
+            let _ = writeln!(router, "{}", attach_script(ns, &veth_name(ns), *addr));
+        }
         // Tenants may share an egress address: one route, one address.
         let egress_ips: BTreeSet<_> = plan.egress.iter().map(|e| e.ip).collect();
         for ip in &egress_ips {
@@ -460,56 +505,36 @@ impl Lab {
             let _ = writeln!(proxy, "addr add {ip}/128 dev out nodad");
         }
         ip6_batch(&infra.proxy, &proxy)?;
-        ip6_batch(&infra.internet, &endpoint_script(ECHO_ADDR))?;
-        progress(Progress::Tick("proxy and internet namespaces".into()));
-        self.apply_ruleset(&plan)?;
-        progress(Progress::Tick("nftables".into()));
+        for (ns, addr, _) in &echoes {
+            ip6_batch(ns, &endpoint_script(*addr))?;
+        }
+        Ok(())
+    }
 
-        let proxy_pid = self.start_proxy(&plan)?;
-        let echo_pid = self.spawn(
-            &infra.internet,
-            Runtime::Plain,
-            &Workload::Echo,
-            &[SocketAddr::new(IpAddr::V6(ECHO_ADDR), HTTP_PORT)],
-            &[],
-        )?;
-        self.wait_ready(
-            "the internet echo origin",
-            echo_pid,
-            &[HTTP_PORT],
-            Duration::from_secs(10),
-        )?;
+    /// Starts the proxy and the echo stand-ins and waits until they listen.
+    /// Returns the proxy's pid and (namespace, pid) of each echo, in
+    /// [`InfraNames::echoes`] order.
+    fn start_infra(&self, plan: &Plan) -> Result<(u32, Vec<(String, u32)>)> {
+        let proxy_pid = self.start_proxy(plan)?;
+        let mut echoes = Vec::new();
+        for (ns, addr, port) in plan.infra.echoes() {
+            let listen = SocketAddr::new(IpAddr::V6(addr), port);
+            let pid = self.spawn(ns, Runtime::Plain, &Workload::Echo, &[listen], &[])?;
+            echoes.push((ns.to_owned(), pid, port));
+        }
+        for (ns, pid, port) in &echoes {
+            self.wait_ready(ns, *pid, &[*port], Duration::from_secs(10))?;
+        }
         self.wait_ready(
             "the egress proxy",
             proxy_pid,
             &[plan.options.policy.proxy_port.get()],
             Duration::from_secs(10),
         )?;
-        progress(Progress::Tick("egress proxy and internet echo".into()));
-
-        let now = now_rfc3339();
-        let mut state = LabState {
-            lab_id: plan.options.lab_id.clone(),
-            started_at: now.clone(),
-            synced_at: now,
-            runtime: resolved,
-            infra: infra.clone(),
-            pool: plan.pool,
-            proxy_port: plan.options.policy.proxy_port.get(),
-            pods: Vec::new(),
-            gateways: Vec::new(),
-            egress: plan.egress.clone(),
+        Ok((
             proxy_pid,
-            echo_pid,
-            endpoints: plan.endpoints.clone().into_iter().collect(),
-        };
-        // Save early so that a failure below still leaves `down` a record.
-        self.save(&state)?;
-        let (pods, gateways) = self.add_endpoints(&plan, &plan.pods, &plan.gateways, progress)?;
-        state.pods = pods;
-        state.gateways = gateways;
-        self.save(&state)?;
-        Ok(state)
+            echoes.into_iter().map(|(ns, pid, _)| (ns, pid)).collect(),
+        ))
     }
 
     /// Brings a running lab in line with `snapshot`: pods and gateways that
@@ -519,13 +544,13 @@ impl Lab {
     pub fn sync(
         &self,
         snapshot: &Snapshot,
-        policy: &Policy,
+        objects: &[Value],
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<(usize, usize, LabState)> {
         check_host()?;
         let mut state = self.require()?;
         let options = LabOptions::for_dir(&self.dir, state.runtime);
-        let plan = plan::plan(snapshot, policy, &options)?;
+        let plan = plan::plan(snapshot, objects, &options)?;
 
         let same_pod = |a: &PodPlan, b: &PodPlan| {
             a.netns == b.netns && a.addr == b.addr && a.ports == b.ports && a.image == b.image
@@ -612,6 +637,7 @@ impl Lab {
         state.gateways = keep_gw;
         state.egress = plan.egress.clone();
         state.endpoints = plan.endpoints.clone().into_iter().collect();
+        state.notes = plan.notes.clone();
         state.synced_at = now_rfc3339();
         self.save(&state)?;
         let added = new_pods.len();
@@ -647,7 +673,8 @@ impl Lab {
                 .iter()
                 .map(|p| p.pid)
                 .chain(s.gateways.iter().map(|g| g.pid))
-                .chain([s.proxy_pid, s.echo_pid]);
+                .chain([s.proxy_pid, s.echo_pid])
+                .chain(s.stand_ins.iter().map(|(_, pid)| *pid));
             let ours: Vec<u32> = pids.filter(|&pid| is_ours(pid, &self.exe)).collect();
             for &pid in &ours {
                 kill(pid);
@@ -664,9 +691,14 @@ impl Lab {
 
     /// Whether the running lab matches `snapshot` (its ruleset and pods), so
     /// `verify` can say "run `lab sync`" instead of reporting stale state.
-    pub fn in_sync(&self, state: &LabState, snapshot: &Snapshot, policy: &Policy) -> Result<bool> {
+    pub fn in_sync(
+        &self,
+        state: &LabState,
+        snapshot: &Snapshot,
+        objects: &[Value],
+    ) -> Result<bool> {
         let options = LabOptions::for_dir(&self.dir, state.runtime);
-        let plan = plan::plan(snapshot, policy, &options)?;
+        let plan = plan::plan(snapshot, objects, &options)?;
         let running = std::fs::read_to_string(self.dir.join("ruleset.nft")).unwrap_or_default();
         let pods = |p: &PodPlan| (p.netns.clone(), p.addr, p.ports.clone());
         let want: BTreeSet<_> = plan.pods.iter().map(pods).collect();
@@ -781,7 +813,7 @@ impl Lab {
         if pods.is_empty() && gateways.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
-        let attach: Vec<(&str, &str, std::net::Ipv6Addr)> = pods
+        let attach: Vec<Attach<'_>> = pods
             .iter()
             .map(|p| (p.netns.as_str(), p.veth.as_str(), p.addr))
             .chain(
@@ -794,31 +826,61 @@ impl Lab {
             name: "namespaces".into(),
             total: attach.len() as u64,
         });
+        self.attach_namespaces(&plan.infra.router, &attach, progress)?;
+        progress(Progress::Phase {
+            name: "workloads".into(),
+            total: attach.len() as u64,
+        });
+        let env = proxy_env(plan);
+        let mut started: Vec<(PodPlan, u32)> = Vec::new();
+        for p in pods {
+            let pid = self.spawn(&p.netns, p.runtime, &pod_workload(p), &pod_listen(p), &env)?;
+            started.push((p.clone(), pid));
+        }
+        let mut gw_running = Vec::new();
+        for g in gateways {
+            let listen = [SocketAddr::new(IpAddr::V6(g.addr), HTTP_PORT)];
+            let pid = self.spawn(&g.netns, Runtime::Plain, &gateway_workload(g), &listen, &[])?;
+            gw_running.push((g.clone(), pid));
+        }
+        let running = self.wait_pods(started, &env, progress)?;
+        let mut gws = Vec::new();
+        for (g, pid) in gw_running {
+            self.wait_ready(&g.display, pid, &[HTTP_PORT], Duration::from_secs(10))?;
+            progress(Progress::Tick(g.display.clone()));
+            gws.push(Running { spec: g, pid });
+        }
+        Ok((running, gws))
+    }
+
+    /// Creates the namespaces of `attach`, links each to the router with a
+    /// /128 route, and gives each its address (in parallel: `ip` is slow
+    /// to start).
+    fn attach_namespaces(
+        &self,
+        router_ns: &str,
+        attach: &[Attach<'_>],
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<()> {
         // Re-adding after a failed attempt must not trip over leftovers.
         let existing: BTreeSet<String> = namespaces_with_prefix(&self.prefix())?
             .into_iter()
             .collect();
-        for (ns, _, _) in &attach {
+        for (ns, _, _) in attach {
             if existing.contains(*ns) {
                 remove_namespace(ns)?;
             }
         }
         let mut add = String::new();
-        for (ns, _, _) in &attach {
+        for (ns, _, _) in attach {
             let _ = writeln!(add, "netns add {ns}");
         }
         run("ip", &["-batch", "-"], Some(&add))?;
-        let mut router = String::new();
-        for (ns, veth, addr) in &attach {
-            let _ = writeln!(
-                router,
-                "link add {veth} type veth peer name eth0 netns {ns}\n\
-                 link set {veth} up\n\
-                 addr add {ROUTER_LINK_LOCAL}/64 dev {veth} nodad\n\
-                 route replace {addr}/128 dev {veth}"
-            );
-        }
-        ip6_batch(&plan.infra.router, &router)?;
+        let router: Vec<String> = attach
+            .iter()
+            .map(|(ns, veth, addr)| attach_script(ns, veth, *addr))
+            .collect();
+        ip6_batch(router_ns, &router.join("\n"))?;
         let results: Vec<Result<()>> = std::thread::scope(|s| {
             let handles: Vec<_> = attach
                 .chunks(attach.len().div_ceil(8).max(1))
@@ -837,40 +899,17 @@ impl Lab {
                 .map(|h| h.join().unwrap_or(Err(LabError::SetupPanicked)))
                 .collect()
         });
-        for r in results {
-            r?;
-        }
+        results.into_iter().collect()
+    }
 
-        progress(Progress::Phase {
-            name: "workloads".into(),
-            total: attach.len() as u64,
-        });
-        let proxy_url = format!("http://[{PROXY_ADDR}]:{}", plan.options.policy.proxy_port);
-        let env = vec![
-            ("HTTP_PROXY", proxy_url.clone()),
-            ("HTTPS_PROXY", proxy_url.clone()),
-            ("http_proxy", proxy_url.clone()),
-            ("https_proxy", proxy_url),
-        ];
-        let mut started: Vec<(PodPlan, u32)> = Vec::new();
-        for p in pods {
-            let pid = self.spawn(&p.netns, p.runtime, &pod_workload(p), &pod_listen(p), &env)?;
-            started.push((p.clone(), pid));
-        }
-        let mut gw_running = Vec::new();
-        for g in gateways {
-            let pid = self.spawn(
-                &g.netns,
-                Runtime::Plain,
-                &gateway_workload(g),
-                &[SocketAddr::new(IpAddr::V6(g.addr), HTTP_PORT)],
-                &[],
-            )?;
-            gw_running.push((g.clone(), pid));
-        }
-        // Wait for all of them together; a gVisor pod that does not come up
-        // falls back to a plain process, and says so.
-        let mut running = Vec::new();
+    /// Waits for every started pod to listen; a gVisor pod that does not
+    /// come up falls back to a plain process, and says so.
+    fn wait_pods(
+        &self,
+        mut started: Vec<(PodPlan, u32)>,
+        env: &[(&str, String)],
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Vec<Running<PodPlan>>> {
         let mut pending: BTreeMap<usize, Instant> =
             (0..started.len()).map(|i| (i, Instant::now())).collect();
         let limit = Duration::from_secs(30);
@@ -886,52 +925,78 @@ impl Lab {
                         p.tenant, p.name, p.runtime
                     )));
                 } else if !pid_alive(*pid) || since.elapsed() > limit {
-                    if p.runtime == Runtime::Runsc {
-                        retry.push(i);
-                    } else {
+                    if p.runtime != Runtime::Runsc {
                         return Err(LabError::NotReady(
                             format!("pod {}/{}", p.tenant, p.name),
                             limit,
                         ));
                     }
+                    retry.push(i);
                 }
             }
             for i in done {
                 pending.remove(&i);
             }
             for i in retry {
-                let mut plain = started[i].0.clone();
-                kill_namespace_processes(&plain.netns)?;
-                plain.runtime = Runtime::Plain;
-                progress(Progress::Note(format!(
-                    "{}/{}: gVisor did not start it; running it as a plain process",
-                    plain.tenant, plain.name
-                )));
-                let pid = self.spawn(
-                    &plain.netns,
-                    Runtime::Plain,
-                    &pod_workload(&plain),
-                    &pod_listen(&plain),
-                    &env,
-                )?;
-                started[i] = (plain, pid);
+                started[i] = self.restart_plain(&started[i].0, env, progress)?;
                 pending.insert(i, Instant::now());
             }
             if !pending.is_empty() {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        for (p, pid) in started {
-            running.push(Running { spec: p, pid });
-        }
-        let mut gws = Vec::new();
-        for (g, pid) in gw_running {
-            self.wait_ready(&g.display, pid, &[HTTP_PORT], Duration::from_secs(10))?;
-            progress(Progress::Tick(g.display.clone()));
-            gws.push(Running { spec: g, pid });
-        }
-        Ok((running, gws))
+        Ok(started
+            .into_iter()
+            .map(|(spec, pid)| Running { spec, pid })
+            .collect())
     }
+
+    /// Runs a pod gVisor did not start as a plain process instead.
+    fn restart_plain(
+        &self,
+        pod: &PodPlan,
+        env: &[(&str, String)],
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<(PodPlan, u32)> {
+        let mut plain = pod.clone();
+        kill_namespace_processes(&plain.netns)?;
+        plain.runtime = Runtime::Plain;
+        progress(Progress::Note(format!(
+            "{}/{}: gVisor did not start it; running it as a plain process",
+            plain.tenant, plain.name
+        )));
+        let pid = self.spawn(
+            &plain.netns,
+            Runtime::Plain,
+            &pod_workload(&plain),
+            &pod_listen(&plain),
+            env,
+        )?;
+        Ok((plain, pid))
+    }
+}
+
+/// A namespace to attach: (namespace, router-side veth, address).
+type Attach<'a> = (&'a str, &'a str, std::net::Ipv6Addr);
+
+/// The router's side of an attached namespace: the veth, the router's
+/// link-local address on it, and a /128 route to the namespace.
+fn attach_script(ns: &str, veth: &str, addr: std::net::Ipv6Addr) -> String {
+    format!(
+        "link add {veth} type veth peer name eth0 netns {ns}\n\
+         link set {veth} up\n\
+         addr add {ROUTER_LINK_LOCAL}/64 dev {veth} nodad\n\
+         route replace {addr}/128 dev {veth}"
+    )
+}
+
+/// The proxy variables every pod gets (`HTTP_PROXY` and friends).
+fn proxy_env(plan: &Plan) -> Vec<(&'static str, String)> {
+    let url = format!("http://[{PROXY_ADDR}]:{}", plan.options.policy.proxy_port);
+    ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"]
+        .into_iter()
+        .map(|k| (k, url.clone()))
+        .collect()
 }
 
 fn proxy_yaml(plan: &Plan) -> Result<String> {

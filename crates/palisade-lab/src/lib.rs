@@ -20,6 +20,7 @@ pub mod dns;
 pub mod nft;
 pub mod plan;
 pub mod progress;
+pub mod rendered;
 pub mod serve;
 pub mod verify;
 
@@ -58,6 +59,13 @@ pub enum LabError {
     /// was edited by hand or written by another Palisade).
     #[error("the lab's state holds a value the model rejects")]
     Model(#[from] palisade_core::ModelError),
+    /// The snapshot could not be rendered into the objects the lab runs.
+    #[error("cannot render the objects the lab runs")]
+    Render(#[source] palisade_kube::Error),
+    /// The rendered objects cannot be laid out (a Deployment without its
+    /// address pool, ...).
+    #[error("the rendered objects cannot be run: {0}")]
+    Objects(String),
     /// The proxy configuration could not be written out.
     #[error("failed to serialise the egress proxy's configuration")]
     ProxyConfig(#[source] palisade_proxy::ConfigError),

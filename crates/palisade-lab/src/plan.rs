@@ -11,14 +11,18 @@
 //! default route to the node), so every packet between two of them crosses
 //! the router's nftables `forward` hook and nothing else needs filtering.
 
+use crate::nft;
+use crate::rendered::{self, RenderedDeployment};
 use crate::{LabError, Result};
 use ipnet::Ipv6Net;
 use palisade_core::model::EgressMode;
-use palisade_core::policy::{Endpoint, Policy, PolicyOptions, gateway_label};
+use palisade_core::policy::{Endpoint, PolicyOptions, gateway_label};
 use palisade_core::{GatewayScope, Snapshot};
+use palisade_kube::eval::{self, EvalOptions, Identity, PolicySet, Proto};
 use palisade_proxy::config::{
     EgressConfig, HumanDuration, ProxyConfig, SourcePrefix, TenantConfig,
 };
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -27,8 +31,7 @@ use std::time::Duration;
 
 /// Prefix of every namespace any lab creates.
 pub const NAME_PREFIX: &str = "pl-";
-/// The one nftables table, inside the router namespace.
-pub const TABLE: &str = "palisade_lab";
+pub use crate::nft::TABLE;
 /// The port pods and gateways serve on when a deployment declares none.
 pub const DEFAULT_PORT: u16 = 80;
 /// The port the internet echo origin and the gateways listen on.
@@ -41,6 +44,16 @@ pub const SERVICE_PREFIX: Ipv6Addr = Ipv6Addr::new(0xfd70, 0x01ab, 0, 0, 0, 0, 0
 pub const PROXY_ADDR: Ipv6Addr = Ipv6Addr::new(0xfd70, 0x01ab, 0, 0, 0, 0, 0, 0x3128);
 /// The internet echo origin (documentation range, which the proxy treats as public).
 pub const ECHO_ADDR: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x1ab, 0, 0, 0, 0, 0x80);
+/// Cluster DNS's stand-in (`kube-system`, CoreDNS's labels).
+pub const DNS_ADDR: Ipv6Addr = Ipv6Addr::new(0xfd70, 0x01ab, 0, 0, 0, 0, 0, 0x53);
+/// The DNS port.
+pub const DNS_PORT: u16 = 53;
+/// The API server's stand-in (`reserved:kube-apiserver`).
+pub const APISERVER_ADDR: Ipv6Addr = Ipv6Addr::new(0xfd70, 0x01ab, 0, 0, 0, 0, 0, 0x443);
+/// The port the API server stand-in serves on.
+pub const APISERVER_PORT: u16 = 443;
+/// Cloud metadata's IPv6 address (AWS IMDS, `palisade_kube::render::METADATA_V6`).
+pub const METADATA_ADDR: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 /// Default egress addresses are `2001:db8:e9::<hash of tenant>`.
 pub const EGRESS_PREFIX: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xe9, 0, 0, 0, 0, 0);
 
@@ -202,6 +215,42 @@ pub struct InfraNames {
     pub proxy: String,
     /// The internet stand-in with the echo origin.
     pub internet: String,
+    /// Cloud metadata's stand-in (an echo origin at [`METADATA_ADDR`]).
+    #[serde(default)]
+    pub metadata: String,
+    /// The API server's stand-in (an echo origin at [`APISERVER_ADDR`]).
+    #[serde(default)]
+    pub apiserver: String,
+    /// Cluster DNS's stand-in at [`DNS_ADDR`].
+    #[serde(default)]
+    pub dns: String,
+}
+
+impl InfraNames {
+    fn new(prefix: &str) -> Self {
+        Self {
+            router: format!("{prefix}router"),
+            proxy: format!("{prefix}proxy"),
+            internet: format!("{prefix}internet"),
+            metadata: format!("{prefix}metadata"),
+            apiserver: format!("{prefix}apiserver"),
+            dns: format!("{prefix}dns"),
+        }
+    }
+
+    /// The stand-ins that run an echo origin: (namespace, address, port).
+    pub fn echoes(&self) -> Vec<(&str, Ipv6Addr, u16)> {
+        [
+            (&self.internet, ECHO_ADDR, HTTP_PORT),
+            (&self.metadata, METADATA_ADDR, HTTP_PORT),
+            (&self.apiserver, APISERVER_ADDR, APISERVER_PORT),
+            (&self.dns, DNS_ADDR, DNS_PORT),
+        ]
+        .into_iter()
+        .filter(|(ns, _, _)| !ns.is_empty())
+        .map(|(ns, a, p)| (ns.as_str(), a, p))
+        .collect()
+    }
 }
 
 /// Everything a lab consists of.
@@ -221,6 +270,10 @@ pub struct Plan {
     pub egress: Vec<TenantEgress>,
     /// Where each policy endpoint lives.
     pub endpoints: BTreeMap<Endpoint, Vec<Ipv6Net>>,
+    /// Every endpoint with its Cilium identity, as the ruleset knows them.
+    pub lab_endpoints: Vec<LabEndpoint>,
+    /// What the lab could not model in the rendered objects.
+    pub notes: Vec<String>,
     /// The complete nftables ruleset for the router.
     pub ruleset: String,
     /// The egress proxy's config.
@@ -231,9 +284,38 @@ fn host_net(addr: Ipv6Addr) -> Ipv6Net {
     Ipv6Net::from(addr)
 }
 
-/// Lays out `snapshot` as a lab whose nftables ruleset translates `policy`.
-pub fn plan(snapshot: &Snapshot, policy: &Policy, options: &LabOptions) -> Result<Plan> {
+/// Lays out `snapshot` as a lab: pods from the rendered Deployments among
+/// `objects`, the nftables ruleset from the rendered policies among them
+/// (see [`crate::rendered`] and [`crate::nft`]).
+pub fn plan(snapshot: &Snapshot, objects: &[Value], options: &LabOptions) -> Result<Plan> {
     let prefix = options.prefix();
+    let (pool, service) = address_plan(snapshot)?;
+    let deployments = rendered::deployments(objects)?;
+    check_size(&deployments, options)?;
+    let pods = pods(snapshot, &deployments, options)?;
+    let gateways = gateways(snapshot, &pods, &prefix);
+    let egress = egress(snapshot);
+    let lab_endpoints = lab_endpoints(objects, &deployments, &gateways, &egress);
+    let (ruleset, notes) = rules(objects, &lab_endpoints, &deployments, &egress);
+    let infra = InfraNames::new(&prefix);
+    let proxy_config = proxy_config(snapshot, &egress, options, pool, service)?;
+    Ok(Plan {
+        options: options.clone(),
+        pool,
+        infra,
+        pods,
+        gateways,
+        egress,
+        endpoints: model_endpoints(&lab_endpoints),
+        lab_endpoints,
+        notes,
+        ruleset,
+        proxy_config,
+    })
+}
+
+/// The pool, and the lab's service prefix, which must not overlap it.
+fn address_plan(snapshot: &Snapshot) -> Result<(Ipv6Net, Ipv6Net)> {
     let pool = snapshot.pool.cidr();
     let service = Ipv6Net::new(SERVICE_PREFIX, 48).map_err(|e| LabError::Plan(e.to_string()))?;
     if pool.contains(&service) || service.contains(&pool) {
@@ -241,56 +323,83 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, options: &LabOptions) -> Resul
             "the pool {pool} overlaps the lab's service prefix {service}"
         )));
     }
-    let total: u64 = snapshot
-        .deployments
-        .iter()
-        .map(|d| u64::from(d.replicas.get()))
-        .sum();
+    Ok((pool, service))
+}
+
+fn check_size(deployments: &[RenderedDeployment], options: &LabOptions) -> Result<()> {
+    let total: u64 = deployments.iter().map(|d| u64::from(d.replicas)).sum();
     if total > options.max_pods as u64 {
         return Err(LabError::Plan(format!(
             "{total} pods requested but the lab runs at most {}",
             options.max_pods
         )));
     }
+    Ok(())
+}
 
-    let mut endpoints: BTreeMap<Endpoint, Vec<Ipv6Net>> = BTreeMap::new();
-    let mut pods = Vec::new();
-    for d in &snapshot.deployments {
-        endpoints
-            .entry(Endpoint::deployment(&d.tenant, &d.name))
-            .or_default()
-            .push(d.subnet);
+/// The TCP ports the stand-in workload serves: the container ports, 80 when
+/// there are none.
+fn served_ports(d: &RenderedDeployment) -> Vec<u16> {
+    let ports: Vec<u16> = d
+        .ports
+        .iter()
+        .filter(|p| p.proto == Proto::Tcp)
+        .map(|p| p.port)
+        .collect();
+    if ports.is_empty() {
+        vec![DEFAULT_PORT]
+    } else {
+        ports
+    }
+}
+
+/// One pod per replica of every rendered Deployment; replica *n* gets
+/// address *n+1* of its pool.
+fn pods(
+    snapshot: &Snapshot,
+    deployments: &[RenderedDeployment],
+    options: &LabOptions,
+) -> Result<Vec<PodPlan>> {
+    let prefix = options.prefix();
+    let mut out = Vec::new();
+    for d in deployments {
         let hosts = 1u128 << (128 - u32::from(d.subnet.prefix_len())).min(127);
-        let ports: Vec<u16> = if d.ports.is_empty() {
-            vec![DEFAULT_PORT]
-        } else {
-            d.ports.iter().map(|p| p.get()).collect()
-        };
-        for i in 0..d.replicas.get() {
+        let workload = snapshot
+            .deployments
+            .iter()
+            .find(|s| s.tenant.as_str() == d.tenant && s.name.as_str() == d.deployment)
+            .map(|s| s.workload.clone())
+            .unwrap_or_default();
+        for i in 0..d.replicas {
             if u128::from(i) + 2 > hosts {
                 return Err(LabError::Plan(format!(
                     "{}/{}: subnet {} has no room for replica {i}",
-                    d.tenant, d.name, d.subnet
+                    d.tenant, d.deployment, d.subnet
                 )));
             }
-            let netns = format!("{prefix}p.{}.{}.{i}", d.tenant, d.name);
-            pods.push(PodPlan {
-                name: format!("{}-{i}", d.name),
-                tenant: d.tenant.to_string(),
-                deployment: d.name.to_string(),
-                image: d.image.as_str().to_string(),
+            let netns = format!("{prefix}p.{}.{}.{i}", d.tenant, d.deployment);
+            out.push(PodPlan {
+                name: format!("{}-{i}", d.deployment),
+                tenant: d.tenant.clone(),
+                deployment: d.deployment.clone(),
+                image: d.image.clone(),
                 veth: veth_name(&netns),
                 netns,
                 addr: Ipv6Addr::from(u128::from(d.subnet.network()) + u128::from(i) + 1),
-                ports: ports.clone(),
+                ports: served_ports(d),
                 runtime: options.runtime,
-                workload: d.workload.clone(),
+                workload: workload.clone(),
             });
         }
     }
+    Ok(out)
+}
 
-    let mut gateways = Vec::new();
+/// One namespace per gateway of the store, routing to the pods of the
+/// deployments it fronts.
+fn gateways(snapshot: &Snapshot, pods: &[PodPlan], prefix: &str) -> Vec<GatewayPlan> {
     let gw_base = Ipv6Addr::from(u128::from(SERVICE_PREFIX) | (1u128 << 64));
+    let mut out = Vec::new();
     for g in &snapshot.gateways {
         if g.scope
             .tenant()
@@ -300,92 +409,258 @@ pub fn plan(snapshot: &Snapshot, policy: &Policy, options: &LabOptions) -> Resul
         }
         let label = gateway_label(&g.scope);
         let netns = format!("{prefix}g.{}", label.replace('/', "."));
-        let addr = with_low32(gw_base, hash32(&label));
-        let routes = snapshot
-            .deployments
-            .iter()
-            .filter(|d| g.scope.fronts(&d.tenant, &d.name))
-            .map(|d| {
-                let port = d.ports.first().map_or(DEFAULT_PORT, |p| p.get());
-                GatewayRoute {
-                    host: format!("{}.{}", d.name, d.tenant),
-                    target: format!("{}/{}", d.tenant, d.name),
-                    backends: pods
-                        .iter()
-                        .filter(|p| {
-                            p.tenant == d.tenant.as_str() && p.deployment == d.name.as_str()
-                        })
-                        .map(|p| SocketAddr::new(IpAddr::V6(p.addr), port))
-                        .collect(),
-                }
-            })
-            .collect();
-        let scope = g.scope.clone();
-        endpoints
-            .entry(Endpoint::Gateway {
-                scope: scope.clone(),
-            })
-            .or_default()
-            .push(host_net(addr));
-        gateways.push(GatewayPlan {
+        out.push(GatewayPlan {
             display: format!("gateway/{label}"),
             veth: veth_name(&netns),
             netns,
-            addr,
-            routes,
-            scope,
+            addr: with_low32(gw_base, hash32(&label)),
+            routes: gateway_routes(snapshot, &g.scope, pods),
+            scope: g.scope.clone(),
         });
     }
+    out
+}
 
-    let mut egress = Vec::new();
-    for t in &snapshot.tenants {
-        let fallback = with_low32(EGRESS_PREFIX, hash32(t.name.as_str()));
-        let (ip, note) = match t.egress.ip {
-            Some(IpAddr::V6(v6)) => (v6, None),
-            Some(IpAddr::V4(v4)) => (
-                fallback,
-                Some(format!(
-                    "stored egress IP {v4} is IPv4; the IPv6-only lab uses {fallback}"
-                )),
-            ),
-            None => (fallback, None),
-        };
-        egress.push(TenantEgress {
-            tenant: t.name.to_string(),
-            mode: t.egress.mode,
-            ip,
-            note,
-        });
-        endpoints
-            .entry(Endpoint::EgressProxy {
-                tenant: t.name.clone(),
-            })
-            .or_default()
-            .push(host_net(PROXY_ADDR));
-    }
-    endpoints
-        .entry(Endpoint::Internet)
-        .or_default()
-        .push(host_net(ECHO_ADDR));
+fn gateway_routes(
+    snapshot: &Snapshot,
+    scope: &GatewayScope,
+    pods: &[PodPlan],
+) -> Vec<GatewayRoute> {
+    snapshot
+        .deployments
+        .iter()
+        .filter(|d| scope.fronts(&d.tenant, &d.name))
+        .map(|d| {
+            let mine: Vec<&PodPlan> = pods
+                .iter()
+                .filter(|p| p.tenant == d.tenant.as_str() && p.deployment == d.name.as_str())
+                .collect();
+            let port = mine.first().map_or(DEFAULT_PORT, |p| p.ports[0]);
+            GatewayRoute {
+                host: format!("{}.{}", d.name, d.tenant),
+                target: format!("{}/{}", d.tenant, d.name),
+                backends: mine
+                    .iter()
+                    .map(|p| SocketAddr::new(IpAddr::V6(p.addr), port))
+                    .collect(),
+            }
+        })
+        .collect()
+}
 
-    let infra = InfraNames {
-        router: format!("{prefix}router"),
-        proxy: format!("{prefix}proxy"),
-        internet: format!("{prefix}internet"),
+/// Each tenant's egress address: its stored IPv6 one, else one derived
+/// from its name (the lab is IPv6-only).
+fn egress(snapshot: &Snapshot) -> Vec<TenantEgress> {
+    snapshot
+        .tenants
+        .iter()
+        .map(|t| {
+            let fallback = with_low32(EGRESS_PREFIX, hash32(t.name.as_str()));
+            let (ip, note) = match t.egress.ip {
+                Some(IpAddr::V6(v6)) => (v6, None),
+                Some(IpAddr::V4(v4)) => (
+                    fallback,
+                    Some(format!(
+                        "stored egress IP {v4} is IPv4; the IPv6-only lab uses {fallback}"
+                    )),
+                ),
+                None => (fallback, None),
+            };
+            TenantEgress {
+                tenant: t.name.to_string(),
+                mode: t.egress.mode,
+                ip,
+                note,
+            }
+        })
+        .collect()
+}
+
+/// Something in the lab with an address and the identity Cilium would
+/// give it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabEndpoint {
+    /// `acme/api`, `gateway/central`, `egress-proxy`, `internet`, ...
+    pub name: String,
+    /// The policy model's endpoints it stands for.
+    pub model: Vec<Endpoint>,
+    /// Its addresses.
+    pub nets: Vec<Ipv6Net>,
+    /// Its Cilium identity.
+    pub identity: eval::Endpoint,
+}
+
+fn world(name: &str, addr: Ipv6Addr) -> eval::Endpoint {
+    let mut ep = eval::Endpoint::reserved(name, Identity::World);
+    ep.addresses = vec![IpAddr::V6(addr)];
+    ep
+}
+
+/// Every lab endpoint: the rendered deployments' pods, and stand-ins with
+/// the identities Cilium gives their counterparts — gateways are Cilium's
+/// Envoy (`ingress`, docs "Layer 3 Examples": "the Cilium Envoy instance
+/// which handles ingress L7 traffic"), the proxy a host-network pod on an
+/// egress node (`remote-node` with the node's labels, docs "Node based"),
+/// the echo origin and cloud metadata the `world` (docs "IP/CIDR based"),
+/// the API server `kube-apiserver`, cluster DNS a `kube-system` pod.
+fn lab_endpoints(
+    objects: &[Value],
+    deployments: &[RenderedDeployment],
+    gateways: &[GatewayPlan],
+    egress: &[TenantEgress],
+) -> Vec<LabEndpoint> {
+    let ns_labels = rendered::namespace_labels(objects);
+    let mut out: Vec<LabEndpoint> = deployments
+        .iter()
+        .map(|d| LabEndpoint {
+            name: format!("{}/{}", d.tenant, d.deployment),
+            model: model_deployment(d).into_iter().collect(),
+            nets: vec![d.subnet],
+            identity: d.identity(&ns_labels),
+        })
+        .collect();
+    out.extend(gateways.iter().map(|g| LabEndpoint {
+        name: g.display.clone(),
+        model: vec![Endpoint::Gateway {
+            scope: g.scope.clone(),
+        }],
+        nets: vec![host_net(g.addr)],
+        identity: eval::Endpoint::reserved(&g.display, Identity::Ingress),
+    }));
+    out.extend(stand_ins(objects, egress));
+    out
+}
+
+fn model_deployment(d: &RenderedDeployment) -> Option<Endpoint> {
+    Some(Endpoint::deployment(
+        &d.tenant.parse().ok()?,
+        &d.deployment.parse().ok()?,
+    ))
+}
+
+fn stand_ins(objects: &[Value], egress: &[TenantEgress]) -> Vec<LabEndpoint> {
+    let node_labels = rendered::egress_node_labels(objects, &rendered::render_options());
+    let mut proxy_nets: Vec<Ipv6Net> = vec![host_net(PROXY_ADDR)];
+    proxy_nets.extend(egress.iter().map(|e| host_net(e.ip)));
+    proxy_nets.sort_unstable();
+    proxy_nets.dedup();
+    let proxy_models = egress
+        .iter()
+        .filter(|e| e.mode == EgressMode::Proxy)
+        .filter_map(|e| e.tenant.parse().ok())
+        .map(|tenant| Endpoint::EgressProxy { tenant })
+        .collect();
+    let node = Identity::Node {
+        labels: node_labels,
+        local: false,
     };
-    let ruleset = crate::nft::ruleset(snapshot, policy, &endpoints, &gateways, &egress);
-    let proxy_config = proxy_config(snapshot, &egress, options, pool, service)?;
-    Ok(Plan {
-        options: options.clone(),
-        pool,
-        infra,
-        pods,
-        gateways,
-        egress,
-        endpoints,
-        ruleset,
-        proxy_config,
-    })
+    let mut dns = rendered::dns_identity();
+    dns.addresses = vec![IpAddr::V6(DNS_ADDR)];
+    let ep = |name: &str, model: Vec<Endpoint>, addr: Ipv6Addr, identity| LabEndpoint {
+        name: name.into(),
+        model,
+        nets: vec![host_net(addr)],
+        identity,
+    };
+    vec![
+        LabEndpoint {
+            name: "egress-proxy".into(),
+            model: proxy_models,
+            nets: proxy_nets,
+            identity: eval::Endpoint::reserved("egress-proxy", node),
+        },
+        ep(
+            "internet",
+            vec![Endpoint::Internet],
+            ECHO_ADDR,
+            world("internet", ECHO_ADDR),
+        ),
+        ep(
+            "metadata",
+            Vec::new(),
+            METADATA_ADDR,
+            world("metadata", METADATA_ADDR),
+        ),
+        ep(
+            "kube-apiserver",
+            Vec::new(),
+            APISERVER_ADDR,
+            eval::Endpoint::reserved("kube-apiserver", Identity::KubeApiServer),
+        ),
+        ep("cluster-dns", vec![Endpoint::ClusterDns], DNS_ADDR, dns),
+    ]
+}
+
+/// Where each model endpoint lives (for `lab status` and tooling).
+fn model_endpoints(eps: &[LabEndpoint]) -> BTreeMap<Endpoint, Vec<Ipv6Net>> {
+    let mut out: BTreeMap<Endpoint, Vec<Ipv6Net>> = BTreeMap::new();
+    for e in eps {
+        for m in &e.model {
+            out.entry(m.clone()).or_default().extend(&e.nets);
+        }
+    }
+    out
+}
+
+/// Agent settings as the lab's cluster would have them: the charts'
+/// defaults, with node labels on when the proxy runs on egress nodes
+/// (`palisade_kube::cluster` turns `nodeSelectorLabels` on exactly then).
+fn eval_options() -> EvalOptions {
+    let mut o = EvalOptions::default();
+    o.identity.node_selector_labels = rendered::render_options().proxy.in_cluster.is_some();
+    o
+}
+
+/// The ruleset compiled from the rendered policies, and what the lab could
+/// not model in them.
+fn rules(
+    objects: &[Value],
+    eps: &[LabEndpoint],
+    deployments: &[RenderedDeployment],
+    egress: &[TenantEgress],
+) -> (String, Vec<String>) {
+    let (set, unsupported) = PolicySet::from_objects_with(objects, eval_options());
+    let identities: Vec<eval::Endpoint> = eps.iter().map(|e| e.identity.clone()).collect();
+    let compiled = set.compile(&identities);
+    let mut notes: Vec<String> = unsupported.iter().map(ToString::to_string).collect();
+    notes.extend(compiled.icmp_entries.iter().map(|(o, section, i)| {
+        format!("{o} {section}[{i}].icmps: the lab compiles no ICMP rules")
+    }));
+    notes.push(format!(
+        "{}: IPv4 addresses are not in the IPv6-only lab; only {METADATA_ADDR} stands for cloud metadata",
+        palisade_kube::render::METADATA_V4
+    ));
+    let input = nft::TableInput {
+        endpoints: eps
+            .iter()
+            .map(|e| nft::NftEndpoint {
+                name: &e.name,
+                nets: &e.nets,
+            })
+            .collect(),
+        compiled: &compiled,
+        world: eps
+            .iter()
+            .filter(|e| e.identity.identity == Identity::World)
+            .flat_map(|e| e.nets.iter().copied())
+            .collect(),
+        snat: snat(deployments, egress),
+    };
+    (nft::ruleset(&input), notes)
+}
+
+/// Tenants leaving through an egress gateway are SNATed to their address.
+fn snat(deployments: &[RenderedDeployment], egress: &[TenantEgress]) -> Vec<(Ipv6Net, Ipv6Addr)> {
+    egress
+        .iter()
+        .filter(|e| e.mode == EgressMode::CiliumEgressGateway)
+        .flat_map(|e| {
+            deployments
+                .iter()
+                .filter(move |d| d.tenant == e.tenant)
+                .map(move |d| (d.subnet, e.ip))
+        })
+        .collect()
 }
 
 fn proxy_config(
@@ -457,6 +732,9 @@ impl Plan {
             self.infra.router.clone(),
             self.infra.proxy.clone(),
             self.infra.internet.clone(),
+            self.infra.metadata.clone(),
+            self.infra.apiserver.clone(),
+            self.infra.dns.clone(),
         ];
         out.extend(self.gateways.iter().map(|g| g.netns.clone()));
         out.extend(self.pods.iter().map(|p| p.netns.clone()));

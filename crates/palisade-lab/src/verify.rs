@@ -15,10 +15,13 @@
 //! pre-merge check without a lab.
 
 use crate::apply::{Lab, LabState, Progress, run as run_cmd};
-use crate::plan::{ECHO_ADDR, HTTP_PORT, PROXY_ADDR, PodPlan};
+use crate::plan::{
+    APISERVER_ADDR, APISERVER_PORT, DNS_ADDR, DNS_PORT, ECHO_ADDR, HTTP_PORT, METADATA_ADDR,
+    PROXY_ADDR, PodPlan,
+};
 use crate::serve::{Answer, ProbeBatch, ProbeFailure, ProbeRequest, ProbeResult};
 use crate::{LabError, Result};
-use palisade_core::policy::{Endpoint, Policy, PortProto, Reason};
+use palisade_core::policy::{Endpoint, Policy, PortProto};
 use palisade_core::{DeploymentName, Port, TenantName};
 use palisade_kube::eval::{
     Endpoint as Workload, Identity, PolicySet, Proto, RenderedPolicy, Unsupported, Verdict,
@@ -43,13 +46,50 @@ pub enum ProbeKind {
     ViaGateway,
 }
 
+/// What a probe is addressed to: a model endpoint, or a stand-in the
+/// model has no endpoint for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An endpoint of the policy model.
+    Model(Endpoint),
+    /// Cloud metadata ([`METADATA_ADDR`]).
+    Metadata,
+    /// The Kubernetes API server's stand-in ([`APISERVER_ADDR`]).
+    ApiServer,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Model(e) => e.fmt(f),
+            Target::Metadata => f.write_str("cloud-metadata"),
+            Target::ApiServer => f.write_str("kube-apiserver"),
+        }
+    }
+}
+
+impl From<Endpoint> for Target {
+    fn from(e: Endpoint) -> Self {
+        Target::Model(e)
+    }
+}
+
+/// Why no tenant pod may reach the cloud metadata service: the platform's
+/// promise, which the renderer writes as a deny in every tenant's
+/// default-deny policy (`palisade_kube::render::METADATA_V6`); the policy
+/// model has no endpoint for it.
+pub const METADATA_REASON: &str = "platform: cloud metadata is denied to every tenant pod";
+/// Why no tenant pod may reach the API server (the default-deny policy's
+/// `egressDeny` to `kube-apiserver`).
+pub const APISERVER_REASON: &str = "platform: the API server is denied to every tenant pod";
+
 /// One planned probe and what the policy model expects of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
     /// The client endpoint.
     pub from: Endpoint,
-    /// The server endpoint.
-    pub to: Endpoint,
+    /// The server.
+    pub to: Target,
     /// The client pod (pods only).
     pub from_pod: Option<String>,
     /// The server pod (pods only).
@@ -69,7 +109,7 @@ pub struct Probe {
     /// Whether the policy model allows it.
     pub expected: bool,
     /// The rule that allows it, or default deny.
-    pub reason: Reason,
+    pub reason: String,
     /// The caller address the server must see (tenant egress IP).
     pub expect_caller: Option<Ipv6Addr>,
     /// The (tenant, deployment) that must answer.
@@ -198,7 +238,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
                 let v = policy.allowed(from, &to, tcp(port)?);
                 out.push(Probe {
                     from: from.clone(),
-                    to: to.clone(),
+                    to: to.clone().into(),
                     from_pod: from_pod.map(Into::into),
                     to_pod: Some(dst.name.clone()),
                     port,
@@ -208,7 +248,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
                     proxy: None,
                     host: None,
                     expected: v.allowed,
-                    reason: v.reason,
+                    reason: v.reason.to_string(),
                     expect_caller: None,
                     expect_pod_of: Some((dst.tenant.clone(), dst.deployment.clone())),
                     objects: None,
@@ -226,9 +266,10 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
             .find(|e| e.tenant == src.tenant)
             .map(|e| e.ip);
         let direct = policy.allowed(&from, &Endpoint::Internet, tcp(HTTP_PORT)?);
+        out.extend(stand_in_probes(state, policy, src)?);
         out.push(Probe {
             from: from.clone(),
-            to: Endpoint::Internet,
+            to: Endpoint::Internet.into(),
             from_pod: Some(src.name.clone()),
             to_pod: None,
             port: HTTP_PORT,
@@ -238,7 +279,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
             proxy: None,
             host: None,
             expected: direct.allowed,
-            reason: direct.reason,
+            reason: direct.reason.to_string(),
             expect_caller: egress_ip,
             expect_pod_of: None,
             objects: None,
@@ -249,7 +290,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
         let via = policy.allowed(&from, &to, tcp(state.proxy_port)?);
         out.push(Probe {
             from,
-            to,
+            to: to.into(),
             from_pod: Some(src.name.clone()),
             to_pod: None,
             port: state.proxy_port,
@@ -259,7 +300,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
             proxy: Some(proxy),
             host: None,
             expected: via.allowed,
-            reason: via.reason,
+            reason: via.reason.to_string(),
             expect_caller: egress_ip,
             expect_pod_of: None,
             objects: None,
@@ -291,7 +332,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
             let v = policy.allowed(&from, &to, tcp(port)?);
             out.push(Probe {
                 from: from.clone(),
-                to,
+                to: to.into(),
                 from_pod: None,
                 to_pod: None,
                 port,
@@ -301,12 +342,54 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
                 proxy: None,
                 host: Some(route.host.clone()),
                 expected: v.allowed,
-                reason: v.reason,
+                reason: v.reason.to_string(),
                 expect_caller: None,
                 expect_pod_of: Some((pod.tenant.clone(), pod.deployment.clone())),
                 objects: None,
             });
         }
+    }
+    Ok(out)
+}
+
+/// A pod's probes to the stand-ins (when the lab runs them): cluster DNS
+/// on TCP 53 (the model's verdict), cloud metadata and the API server (the
+/// platform's denies, which the model does not hold).
+fn stand_in_probes(state: &LabState, policy: &Policy, src: &PodPlan) -> Result<Vec<Probe>> {
+    let from = endpoint_of(src)?;
+    let mut out = Vec::new();
+    let mut push = |to: Target, addr, port, (expected, reason): (bool, String)| {
+        out.push(Probe {
+            from: from.clone(),
+            to,
+            from_pod: Some(src.name.clone()),
+            to_pod: None,
+            port,
+            kind: ProbeKind::Direct,
+            netns: src.netns.clone(),
+            addr: SocketAddr::new(IpAddr::V6(addr), port),
+            proxy: None,
+            host: None,
+            expected,
+            reason,
+            expect_caller: None,
+            expect_pod_of: None,
+            objects: None,
+        });
+    };
+    let infra = &state.infra;
+    if !infra.dns.is_empty() {
+        let v = policy.allowed(&from, &Endpoint::ClusterDns, tcp(DNS_PORT)?);
+        let dns = Target::Model(Endpoint::ClusterDns);
+        push(dns, DNS_ADDR, DNS_PORT, (v.allowed, v.reason.to_string()));
+    }
+    if !infra.metadata.is_empty() {
+        let why = (false, METADATA_REASON.to_owned());
+        push(Target::Metadata, METADATA_ADDR, HTTP_PORT, why);
+    }
+    if !infra.apiserver.is_empty() {
+        let why = (false, APISERVER_REASON.to_owned());
+        push(Target::ApiServer, APISERVER_ADDR, APISERVER_PORT, why);
     }
     Ok(out)
 }
@@ -397,7 +480,7 @@ pub fn judge(probe: &Probe, outcome: &Result<(u16, String), ProbeFailure>) -> Ou
         kind: probe.kind,
         expected: probe.expected,
         observed,
-        reason: probe.reason.to_string(),
+        reason: probe.reason.clone(),
         ok,
         detail: problem.unwrap_or(detail),
         objects: probe.objects.clone(),
@@ -406,10 +489,24 @@ pub fn judge(probe: &Probe, outcome: &Result<(u16, String), ProbeFailure>) -> Ou
 
 /// Adds to each probe what the rendered objects decide for it.
 pub fn attach_objects(probes: &mut [Probe], objects: &RenderedPolicy) -> Result<()> {
+    let mut metadata = Workload::reserved("cloud-metadata", Identity::World);
+    metadata.addresses = vec![IpAddr::V6(METADATA_ADDR)];
+    let apiserver = Workload::reserved("kube-apiserver", Identity::KubeApiServer);
     for p in probes {
-        p.objects = objects
-            .verdict(&p.from, &p.to, tcp(p.port)?)
-            .map(Into::into);
+        let stand_in = match &p.to {
+            Target::Model(to) => {
+                p.objects = objects.verdict(&p.from, to, tcp(p.port)?).map(Into::into);
+                continue;
+            }
+            Target::Metadata => &metadata,
+            Target::ApiServer => &apiserver,
+        };
+        p.objects = objects.endpoint(&p.from).map(|from| {
+            objects
+                .set()
+                .verdict(from, stand_in, p.port, Proto::Tcp)
+                .into()
+        });
     }
     Ok(())
 }

@@ -23,6 +23,7 @@
 //! unmanaged pod) enforces nothing of its own: its side is
 //! [`DecisionKind::NotEnforced`].
 
+mod compile;
 mod endpoint;
 mod labels;
 mod model;
@@ -31,6 +32,7 @@ mod parse;
 mod rule;
 mod workloads;
 
+pub use compile::{ANY_PROTOCOLS, Compiled, DirPolicy, Grant, PortRange};
 pub use endpoint::{ContainerPort, Endpoint, Identity, IdentityOptions, Proto, entity_selectors};
 pub use labels::{Label, Selector};
 pub use model::{INTERNET_PROBE, RenderedPolicy};
@@ -299,11 +301,23 @@ impl PolicySet {
     /// Rules that may select `ep`: its namespace's and the clusterwide ones
     /// (a CiliumNetworkPolicy's endpointSelector always names its namespace).
     fn candidates<'a>(&'a self, ep: &Endpoint) -> impl Iterator<Item = &'a Rule> + 'a {
+        self.candidate_indices(ep).map(|i| &self.rules[i])
+    }
+
+    /// Indices of the rules [`Self::candidates`] yields.
+    fn candidate_indices<'a>(&'a self, ep: &Endpoint) -> impl Iterator<Item = usize> + 'a {
         let own = ep
             .namespace()
             .and_then(|ns| self.by_ns.get(ns))
             .map_or(&[][..], Vec::as_slice);
-        own.iter().chain(&self.clusterwide).map(|&i| &self.rules[i])
+        own.iter().chain(&self.clusterwide).copied()
+    }
+
+    /// The identity labels of `ep` under this set's agent settings; pass
+    /// them to [`Self::verdict_labeled`] to judge many flows of one
+    /// endpoint without recomputing them.
+    pub fn labels_of(&self, ep: &Endpoint) -> Vec<Label> {
+        ep.labels(&self.options.identity)
     }
 
     /// The objects with a rule selecting `ep`, in input order, each once.
@@ -319,8 +333,20 @@ impl PolicySet {
 
     /// Whether `from` may open a connection to `to` on `port`/`proto`.
     pub fn verdict(&self, from: &Endpoint, to: &Endpoint, port: u16, proto: Proto) -> Verdict {
-        let egress = self.decide(Dir::Egress, from, to, port, proto);
-        let ingress = self.decide(Dir::Ingress, to, from, port, proto);
+        let (fl, tl) = (self.labels_of(from), self.labels_of(to));
+        self.verdict_labeled((from, &fl), (to, &tl), port, proto)
+    }
+
+    /// [`Self::verdict`] with each endpoint's labels from [`Self::labels_of`].
+    pub fn verdict_labeled(
+        &self,
+        from: (&Endpoint, &[Label]),
+        to: (&Endpoint, &[Label]),
+        port: u16,
+        proto: Proto,
+    ) -> Verdict {
+        let egress = self.decide_labeled(Dir::Egress, from, to, port, proto);
+        let ingress = self.decide_labeled(Dir::Ingress, to, from, port, proto);
         Verdict {
             allowed: egress.allows() && ingress.allows(),
             egress,
@@ -337,15 +363,25 @@ impl PolicySet {
         port: u16,
         proto: Proto,
     ) -> Decision {
+        let (sl, pl) = (self.labels_of(subject), self.labels_of(peer));
+        self.decide_labeled(dir, (subject, &sl), (peer, &pl), port, proto)
+    }
+
+    fn decide_labeled(
+        &self,
+        dir: Dir,
+        (subject, labels): (&Endpoint, &[Label]),
+        (peer, peer_labels): (&Endpoint, &[Label]),
+        port: u16,
+        proto: Proto,
+    ) -> Decision {
         if !subject.enforces() || self.options.enforcement == Enforcement::Never {
             return Decision::bare(DecisionKind::NotEnforced);
         }
         let o = &self.options;
-        let labels = subject.labels(&o.identity);
-        let peer_labels = peer.labels(&o.identity);
         let view = PeerView {
             ep: peer,
-            labels: &peer_labels,
+            labels: peer_labels,
             node_labels: o.identity.node_selector_labels,
             cidr_nodes: o.cidr_match_nodes,
         };
@@ -357,7 +393,7 @@ impl PolicySet {
         };
         let selecting: Vec<&Rule> = self
             .candidates(subject)
-            .filter(|r| r.selects(&labels))
+            .filter(|r| r.selects(labels))
             .collect();
         let names = section_names(dir);
         // Docs "Deny Policies": deny takes precedence over allow.

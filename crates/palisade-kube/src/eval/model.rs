@@ -3,6 +3,7 @@
 //! tests compare (model, objects, packets).
 
 use super::endpoint::{Endpoint, Identity};
+use super::labels::Label;
 use super::workloads::{gateway_pods, pods_from_manifests};
 use super::{EvalOptions, PolicySet, Proto, Unsupported, Verdict};
 use crate::options::RenderOptions;
@@ -21,7 +22,9 @@ pub const INTERNET_PROBE: &str = "198.51.100.20";
 pub struct RenderedPolicy {
     set: PolicySet,
     unsupported: Vec<Unsupported>,
-    endpoints: BTreeMap<ModelEndpoint, Endpoint>,
+    /// Each model endpoint's cluster endpoint and its identity labels,
+    /// computed once (a verdict used to recompute both sides' labels).
+    endpoints: BTreeMap<ModelEndpoint, (Endpoint, Vec<Label>)>,
 }
 
 impl RenderedPolicy {
@@ -51,10 +54,17 @@ impl RenderedPolicy {
         // the proxy runs on egress nodes.
         eo.identity.node_selector_labels = options.proxy.in_cluster.is_some();
         let (set, unsupported) = PolicySet::from_objects_with(objects, eo);
+        let endpoints = endpoints(snapshot, options, objects)
+            .into_iter()
+            .map(|(m, ep)| {
+                let labels = set.labels_of(&ep);
+                (m, (ep, labels))
+            })
+            .collect();
         Self {
             set,
             unsupported,
-            endpoints: endpoints(snapshot, options, objects),
+            endpoints,
         }
     }
 
@@ -67,15 +77,17 @@ impl RenderedPolicy {
         port: PortProto,
     ) -> Option<Verdict> {
         let (f, t) = (self.endpoints.get(from)?, self.endpoints.get(to)?);
-        Some(
-            self.set
-                .verdict(f, t, port.port.get(), Proto::from(port.protocol)),
-        )
+        Some(self.set.verdict_labeled(
+            (&f.0, &f.1),
+            (&t.0, &t.1),
+            port.port.get(),
+            Proto::from(port.protocol),
+        ))
     }
 
     /// The cluster endpoint of a model endpoint.
     pub fn endpoint(&self, ep: &ModelEndpoint) -> Option<&Endpoint> {
-        self.endpoints.get(ep)
+        self.endpoints.get(ep).map(|(e, _)| e)
     }
 
     /// The evaluated objects.

@@ -118,7 +118,7 @@ pub(crate) struct PeerView<'a> {
 }
 
 impl Peer {
-    fn matches(&self, p: &PeerView<'_>) -> bool {
+    pub(crate) fn matches(&self, p: &PeerView<'_>) -> bool {
         match self {
             Peer::Labels(s) => s.matches(p.labels),
             // "Node based" (docs, v1.17/v1.18): fromNodes/toNodes take

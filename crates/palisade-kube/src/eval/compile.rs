@@ -1,0 +1,321 @@
+//! Policies compiled for a fixed set of endpoints.
+//!
+//! [`PolicySet::verdict`] answers one flow; a dataplane needs the whole
+//! answer at once: for each endpoint and direction, which peers it may
+//! reach (or must not) on which ports. The lab turns this into nftables
+//! sets, so the packets are judged by the same reading of the objects as
+//! the verdicts, never by a second interpretation.
+//!
+//! The result mirrors `PolicySet::decide` step by step: deny entries of
+//! every selecting rule first (docs "Deny Policies": deny takes precedence),
+//! then local-host traffic (`allow-localhost`), then allow entries, and
+//! default deny when a selecting rule turns it on (docs "Policy Enforcement
+//! Modes"). A flow matches a deny grant → dropped; else an allow grant →
+//! passes this direction; else `default_deny` decides.
+
+use super::endpoint::{Endpoint, Proto};
+use super::labels::{Label, NAMESPACE_KEY, Op, SOURCE_ANY, SOURCE_K8S, Selector};
+use super::rule::{Dir, L3, L4, Peer, PeerRule, PeerView, PortMatch, Rule};
+use super::{Decision, DecisionKind, Enforcement, ObjectRef, PolicySet};
+use std::collections::HashMap;
+
+/// The transport protocols a rule without a protocol (`ANY`) or without
+/// `toPorts` covers: CRD `PortProtocol` "ANY" is TCP, UDP and SCTP.
+pub const ANY_PROTOCOLS: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Sctp];
+
+/// One protocol's port range (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    /// The protocol.
+    pub proto: Proto,
+    /// First port.
+    pub lo: u16,
+    /// Last port.
+    pub hi: u16,
+}
+
+/// A peer and the ports a rule entry opens (or closes) towards it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Index of the peer in the endpoint list.
+    pub peer: usize,
+    /// The ports.
+    pub ports: Vec<PortRange>,
+    /// The rule entry, for comments (`allow by ... spec.egress[1]`).
+    pub rule: Decision,
+}
+
+/// One endpoint's policy in one direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirPolicy {
+    /// Flows matching these are dropped.
+    pub deny: Vec<Grant>,
+    /// Flows matching these pass (unless denied).
+    pub allow: Vec<Grant>,
+    /// When set, everything else is dropped; names what turned it on.
+    pub default_deny: Option<Decision>,
+}
+
+/// Every endpoint's policy; `None` where the endpoint enforces nothing of
+/// its own (world, nodes without host policies, the API server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    /// Egress policy by endpoint index.
+    pub egress: Vec<Option<DirPolicy>>,
+    /// Ingress policy by endpoint index.
+    pub ingress: Vec<Option<DirPolicy>>,
+    /// ICMP entries: no TCP/UDP/SCTP flow matches them, and the lab
+    /// compiles no ICMP rules (`icmps` is reported, not enforced).
+    pub icmp_entries: Vec<(ObjectRef, &'static str, usize)>,
+}
+
+/// Endpoints with their identity labels, computed once.
+struct Indexed<'a> {
+    eps: &'a [Endpoint],
+    labels: Vec<Vec<Label>>,
+    /// Pod endpoints by namespace: a selector pinned to namespaces only
+    /// needs to look at those (Cilium scopes every namespaced peer).
+    by_ns: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> Indexed<'a> {
+    fn new(set: &PolicySet, eps: &'a [Endpoint]) -> Self {
+        let labels = eps
+            .iter()
+            .map(|e| e.labels(&set.options.identity))
+            .collect();
+        let mut by_ns: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, e) in eps.iter().enumerate() {
+            if let Some(ns) = e.namespace() {
+                by_ns.entry(ns).or_default().push(i);
+            }
+        }
+        Self { eps, labels, by_ns }
+    }
+
+    /// Endpoints a peer selector can match: for a selector requiring
+    /// `io.kubernetes.pod.namespace In [..]`, the pods of those namespaces.
+    fn candidates(&self, peer: &Peer) -> Vec<usize> {
+        if let Peer::Labels(s) = peer
+            && let Some(nss) = pinned_namespaces(s)
+        {
+            return nss
+                .iter()
+                .flat_map(|ns| self.by_ns.get(ns.as_str()).into_iter().flatten())
+                .copied()
+                .collect();
+        }
+        (0..self.eps.len()).collect()
+    }
+}
+
+fn pinned_namespaces(s: &Selector) -> Option<&[String]> {
+    s.reqs
+        .iter()
+        .find(|r| {
+            r.key == NAMESPACE_KEY
+                && r.op == Op::In
+                && (r.source == SOURCE_K8S || r.source == SOURCE_ANY)
+        })
+        .map(|r| r.values.as_slice())
+}
+
+/// Key of one rule entry: (rule index, direction, deny, entry index).
+type EntryKey = (usize, bool, bool, usize);
+
+impl PolicySet {
+    /// Compiles the set for `endpoints` (see the module docs).
+    pub fn compile(&self, endpoints: &[Endpoint]) -> Compiled {
+        let idx = Indexed::new(self, endpoints);
+        let mut memo: HashMap<EntryKey, Vec<usize>> = HashMap::new();
+        let mut icmp_entries = Vec::new();
+        let mut one = |dir: Dir, i: usize| self.compile_one(&idx, dir, i, &mut memo);
+        let egress = (0..endpoints.len()).map(|i| one(Dir::Egress, i)).collect();
+        let ingress = (0..endpoints.len()).map(|i| one(Dir::Ingress, i)).collect();
+        for r in &self.rules {
+            for (dir, name) in [(Dir::Ingress, "ingress"), (Dir::Egress, "egress")] {
+                let (allow, deny) = r.sections(dir);
+                for pr in allow.iter().chain(deny) {
+                    if matches!(&pr.l4, L4::Only(v) if v.iter().any(|m| matches!(m, PortMatch::Icmp)))
+                    {
+                        icmp_entries.push((self.objects[r.object].clone(), name, pr.index));
+                    }
+                }
+            }
+        }
+        Compiled {
+            egress,
+            ingress,
+            icmp_entries,
+        }
+    }
+
+    fn compile_one(
+        &self,
+        idx: &Indexed<'_>,
+        dir: Dir,
+        subject: usize,
+        memo: &mut HashMap<EntryKey, Vec<usize>>,
+    ) -> Option<DirPolicy> {
+        let ep = &idx.eps[subject];
+        if !ep.enforces() || self.options.enforcement == Enforcement::Never {
+            return None;
+        }
+        let labels = &idx.labels[subject];
+        let selecting: Vec<(usize, &Rule)> = self
+            .candidate_indices(ep)
+            .map(|i| (i, &self.rules[i]))
+            .filter(|(_, r)| r.selects(labels))
+            .collect();
+        let names = super::section_names(dir);
+        let mut out = DirPolicy {
+            deny: Vec::new(),
+            allow: Vec::new(),
+            default_deny: None,
+        };
+        for &(ri, r) in &selecting {
+            let deny = r.sections(dir).1;
+            let kind = (DecisionKind::Deny, names.1);
+            out.deny
+                .extend(self.grants(idx, dir, subject, (ri, r), deny, kind, memo));
+        }
+        if dir == Dir::Ingress && self.options.allow_localhost {
+            out.allow.extend(local_host_grants(idx));
+        }
+        for &(ri, r) in &selecting {
+            let allow = r.sections(dir).0;
+            let kind = (DecisionKind::Allow, names.0);
+            out.allow
+                .extend(self.grants(idx, dir, subject, (ri, r), allow, kind, memo));
+        }
+        out.default_deny = match selecting.iter().find(|(_, r)| r.default_deny(dir)) {
+            Some((_, r)) => Some(self.decision(DecisionKind::DefaultDeny, r, names.0, None)),
+            None if self.options.enforcement == Enforcement::Always => {
+                Some(Decision::bare(DecisionKind::DefaultDeny))
+            }
+            None => None,
+        };
+        Some(out)
+    }
+
+    /// The grants of one section of one rule for `subject`.
+    #[allow(clippy::too_many_arguments)]
+    fn grants(
+        &self,
+        idx: &Indexed<'_>,
+        dir: Dir,
+        subject: usize,
+        (ri, rule): (usize, &Rule),
+        entries: &[PeerRule],
+        (kind, section): (DecisionKind, &'static str),
+        memo: &mut HashMap<EntryKey, Vec<usize>>,
+    ) -> Vec<Grant> {
+        let mut out = Vec::new();
+        for pr in entries {
+            let key = (ri, dir == Dir::Egress, kind == DecisionKind::Deny, pr.index);
+            let peers = memo
+                .entry(key)
+                .or_insert_with(|| self.matching_peers(idx, &pr.l3));
+            for &peer in peers.iter() {
+                let dest = if dir == Dir::Egress { peer } else { subject };
+                let ports = port_ranges(&pr.l4, &idx.eps[dest]);
+                if !ports.is_empty() {
+                    out.push(Grant {
+                        peer,
+                        ports,
+                        rule: self.decision(kind, rule, section, Some(pr.index)),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn matching_peers(&self, idx: &Indexed<'_>, l3: &L3) -> Vec<usize> {
+        let o = &self.options;
+        let view = |i: usize| PeerView {
+            ep: &idx.eps[i],
+            labels: &idx.labels[i],
+            node_labels: o.identity.node_selector_labels,
+            cidr_nodes: o.cidr_match_nodes,
+        };
+        let mut out: Vec<usize> = match l3 {
+            L3::Any => (0..idx.eps.len()).collect(),
+            L3::Peers(peers) => peers
+                .iter()
+                .flat_map(|p| {
+                    idx.candidates(p)
+                        .into_iter()
+                        .filter(|&i| p.matches(&view(i)))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+fn local_host_grants(idx: &Indexed<'_>) -> Vec<Grant> {
+    (0..idx.eps.len())
+        .filter(|&i| super::is_local_host(&idx.eps[i]))
+        .map(|peer| Grant {
+            peer,
+            ports: all_ports(None),
+            rule: Decision::bare(DecisionKind::LocalHost),
+        })
+        .collect()
+}
+
+fn all_ports(proto: Option<Proto>) -> Vec<PortRange> {
+    protos(proto)
+        .map(|proto| PortRange {
+            proto,
+            lo: 0,
+            hi: u16::MAX,
+        })
+        .collect()
+}
+
+fn protos(p: Option<Proto>) -> impl Iterator<Item = Proto> {
+    ANY_PROTOCOLS
+        .into_iter()
+        .filter(move |x| p.is_none_or(|w| w == *x))
+}
+
+/// The port ranges of an entry's `toPorts` towards `dest` (named ports
+/// resolve against the destination's container ports, as `L4::matches`).
+fn port_ranges(l4: &L4, dest: &Endpoint) -> Vec<PortRange> {
+    let L4::Only(matches) = l4 else {
+        return all_ports(None);
+    };
+    let mut out = Vec::new();
+    for m in matches {
+        match m {
+            PortMatch::Range { lo: 0, proto, .. } => out.extend(all_ports(*proto)),
+            PortMatch::Range { lo, hi, proto } => {
+                out.extend(protos(*proto).map(|proto| PortRange {
+                    proto,
+                    lo: *lo,
+                    hi: *hi,
+                }))
+            }
+            PortMatch::Named { name, proto } => out.extend(
+                dest.ports
+                    .iter()
+                    .filter(|c| c.name.as_ref() == Some(name))
+                    .filter(|c| proto.is_none_or(|p| p == c.proto))
+                    .map(|c| PortRange {
+                        proto: c.proto,
+                        lo: c.port,
+                        hi: c.port,
+                    }),
+            ),
+            PortMatch::Icmp => {}
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
