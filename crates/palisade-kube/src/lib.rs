@@ -16,6 +16,7 @@
 
 pub mod apply;
 pub mod cluster;
+mod common;
 pub mod crds;
 pub mod eval;
 pub mod fixtures;

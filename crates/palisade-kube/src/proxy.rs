@@ -19,17 +19,17 @@
 //! decides. See docs/proxy.md, "Who is calling".
 
 use crate::Error;
+use crate::common::{
+    Labels, MANAGED_BY, PodTemplate, deployment, http_probe, labels, match_labels, meta,
+    no_schedule, own_container_security, pod_spec, service_account, service_port, tcp_port,
+};
 use crate::object::Object;
 use crate::options::{InClusterProxy, RenderOptions};
-use crate::render::{MANAGED_BY, own_container_security, own_pod_security};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, Namespace,
-    PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, Probe, Service, ServiceAccount,
-    ServicePort, ServiceSpec, Toleration, Volume, VolumeMount,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, Namespace, PodAffinityTerm,
+    PodAntiAffinity, PodSpec, Probe, Service, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
@@ -37,106 +37,121 @@ use std::collections::BTreeMap;
 const CONFIG_MAP_LIMIT: usize = 1 << 20;
 /// Where the config is mounted.
 const CONFIG_DIR: &str = "/etc/palisade";
+/// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+const ADMIN_PORT: i32 = InClusterProxy::ADMIN_PORT as i32;
 
-fn meta(name: &str, ns: Option<&str>, labels: &BTreeMap<String, String>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: ns.map(str::to_owned),
-        labels: Some(labels.clone()),
-        ..ObjectMeta::default()
-    }
-}
-
-fn probe(path: &str) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::Int(i32::from(InClusterProxy::ADMIN_PORT)),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(10),
-        ..Probe::default()
-    }
+/// What every proxy object shares: where it lives and how it is labelled.
+struct Names<'a> {
+    /// Namespace of every object but the Namespace itself.
+    ns: &'a str,
+    /// Name of every object but the Namespace.
+    name: &'a str,
+    /// Labels of the objects and the pods.
+    own: Labels,
+    /// Labels selecting the proxy pods.
+    selector: Labels,
+    /// The shared listener's port.
+    port: i32,
 }
 
 /// Namespace, ServiceAccount, ConfigMap, Deployment, PodDisruptionBudget
 /// and Service of the in-cluster proxy.
 pub(crate) fn objects(p: &InClusterProxy, options: &RenderOptions) -> Result<Vec<Object>, Error> {
-    if p.config.len() > CONFIG_MAP_LIMIT {
-        return Err(Error::Unrepresentable {
-            what: "the in-cluster egress proxy".into(),
-            reason: format!(
-                "its config is {} KiB, above the 1 MiB ConfigMap limit; run the proxy \
-                 outside the cluster and pass its address with --proxy-address IP",
-                p.config.len() / 1024
-            ),
-        });
-    }
-    let ns = options.proxy.namespace.as_str();
+    check_size(&p.config)?;
     let app = options.proxy.app.as_str();
-    let name = app;
-    let own: BTreeMap<String, String> = [MANAGED_BY, ("app.kubernetes.io/name", app)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let selector = BTreeMap::from([("app.kubernetes.io/name".to_owned(), app.to_owned())]);
-    let port = i32::from(options.proxy.port.get());
-    let admin = i32::from(InClusterProxy::ADMIN_PORT);
-    let (node_key, node_value) = &p.node_label;
+    let n = Names {
+        ns: options.proxy.namespace.as_str(),
+        name: app,
+        own: labels([MANAGED_BY, ("app.kubernetes.io/name", app)]),
+        selector: labels([("app.kubernetes.io/name", app)]),
+        port: i32::from(options.proxy.port.get()),
+    };
+    Ok(vec![
+        Object::new(&namespace(n.ns))?,
+        Object::new(&service_account(meta(n.name, Some(n.ns), &n.own)))?,
+        Object::new(&config_map(&n, &p.config))?,
+        Object::new(&deployment(
+            meta(n.name, Some(n.ns), &n.own),
+            i32::from(p.replicas),
+            &n.selector,
+            PodTemplate {
+                labels: n.own.clone(),
+                annotations: None,
+                spec: pod(&n, p),
+            },
+        ))?,
+        Object::new(&disruption_budget(&n, p.replicas))?,
+        Object::new(&service(&n))?,
+    ])
+}
 
-    let mut out = vec![Object::new(&Namespace {
+/// Refuses a config the API server would refuse as a ConfigMap.
+fn check_size(config: &str) -> Result<(), Error> {
+    if config.len() <= CONFIG_MAP_LIMIT {
+        return Ok(());
+    }
+    Err(Error::Unrepresentable {
+        what: "the in-cluster egress proxy".into(),
+        reason: format!(
+            "its config is {} KiB, above the 1 MiB ConfigMap limit; run the proxy \
+             outside the cluster and pass its address with --proxy-address IP",
+            config.len() / 1024
+        ),
+    })
+}
+
+/// The proxy's namespace.
+fn namespace(ns: &str) -> Namespace {
+    Namespace {
         metadata: meta(
             ns,
             None,
-            &BTreeMap::from([
-                (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
-                // Host networking is what lets the proxy own egress IPs.
-                (
-                    "pod-security.kubernetes.io/enforce".to_owned(),
-                    "privileged".to_owned(),
-                ),
+            // Host networking is what lets the proxy own egress IPs.
+            &labels([
+                MANAGED_BY,
+                ("pod-security.kubernetes.io/enforce", "privileged"),
             ]),
         ),
         ..Namespace::default()
-    })?];
-    out.push(Object::new(&ServiceAccount {
-        metadata: meta(name, Some(ns), &own),
-        automount_service_account_token: Some(false),
-        ..ServiceAccount::default()
-    })?);
-    out.push(Object::new(&ConfigMap {
-        metadata: meta(name, Some(ns), &own),
+    }
+}
+
+/// The ConfigMap holding the proxy's YAML config.
+fn config_map(n: &Names<'_>, config: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(n.name, Some(n.ns), &n.own),
         data: Some(BTreeMap::from([(
             "proxy.yaml".to_owned(),
-            p.config.clone(),
+            config.to_owned(),
         )])),
         ..ConfigMap::default()
-    })?);
+    }
+}
 
-    let container = Container {
+/// A probe of the admin listener.
+fn admin_probe(path: &str) -> Probe {
+    Probe {
+        period_seconds: Some(10),
+        ..http_probe(path, ADMIN_PORT)
+    }
+}
+
+/// The proxy container: `palisade proxy` on the mounted config.
+fn container(n: &Names<'_>, image: &str) -> Container {
+    Container {
         name: "proxy".into(),
-        image: Some(p.image.clone()),
+        image: Some(image.to_owned()),
         args: Some(vec![
             "proxy".into(),
             "--config".into(),
             format!("{CONFIG_DIR}/proxy.yaml"),
         ]),
         ports: Some(vec![
-            ContainerPort {
-                name: Some("proxy".into()),
-                container_port: port,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("admin".into()),
-                container_port: admin,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            },
+            tcp_port(Some("proxy"), n.port),
+            tcp_port(Some("admin"), ADMIN_PORT),
         ]),
-        readiness_probe: Some(probe("/readyz")),
-        liveness_probe: Some(probe("/healthz")),
+        readiness_probe: Some(admin_probe("/readyz")),
+        liveness_probe: Some(admin_probe("/healthz")),
         volume_mounts: Some(vec![VolumeMount {
             name: "config".into(),
             mount_path: CONFIG_DIR.into(),
@@ -145,87 +160,67 @@ pub(crate) fn objects(p: &InClusterProxy, options: &RenderOptions) -> Result<Vec
         }]),
         security_context: Some(own_container_security()),
         ..Container::default()
-    };
-    let deployment = Deployment {
-        metadata: meta(name, Some(ns), &own),
-        spec: Some(DeploymentSpec {
-            replicas: Some(i32::from(p.replicas)),
-            selector: LabelSelector {
-                match_labels: Some(selector.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(own.clone()),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    host_network: Some(true),
-                    dns_policy: Some("ClusterFirstWithHostNet".into()),
-                    service_account_name: Some(name.into()),
-                    automount_service_account_token: Some(false),
-                    node_selector: Some(BTreeMap::from([(node_key.clone(), node_value.clone())])),
-                    tolerations: Some(vec![Toleration {
-                        key: Some(node_key.clone()),
-                        operator: Some("Equal".into()),
-                        value: Some(node_value.clone()),
-                        effect: Some("NoSchedule".into()),
-                        ..Toleration::default()
-                    }]),
-                    // Two proxies on one node would fight over its ports.
-                    affinity: Some(Affinity {
-                        pod_anti_affinity: Some(PodAntiAffinity {
-                            required_during_scheduling_ignored_during_execution: Some(vec![
-                                PodAffinityTerm {
-                                    label_selector: Some(LabelSelector {
-                                        match_labels: Some(selector.clone()),
-                                        ..LabelSelector::default()
-                                    }),
-                                    topology_key: "kubernetes.io/hostname".into(),
-                                    ..PodAffinityTerm::default()
-                                },
-                            ]),
-                            ..PodAntiAffinity::default()
-                        }),
-                        ..Affinity::default()
-                    }),
-                    security_context: Some(own_pod_security()),
-                    // Draining: the proxy stops accepting on SIGTERM and
-                    // finishes in-flight requests and tunnels.
-                    termination_grace_period_seconds: Some(60),
-                    containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "config".into(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: name.into(),
-                            ..ConfigMapVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
+    }
+}
+
+/// The proxy pods: on the host network of the egress nodes, one per node.
+fn pod(n: &Names<'_>, p: &InClusterProxy) -> PodSpec {
+    let (node_key, node_value) = &p.node_label;
+    let config = Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: n.name.into(),
+            ..ConfigMapVolumeSource::default()
         }),
-        ..Deployment::default()
+        ..Volume::default()
     };
-    out.push(Object::new(&deployment)?);
-    out.push(Object::new(&PodDisruptionBudget {
-        metadata: meta(name, Some(ns), &own),
+    PodSpec {
+        host_network: Some(true),
+        dns_policy: Some("ClusterFirstWithHostNet".into()),
+        node_selector: Some(BTreeMap::from([(node_key.clone(), node_value.clone())])),
+        tolerations: Some(vec![no_schedule(node_key, node_value)]),
+        affinity: Some(one_per_node(&n.selector)),
+        // Draining: the proxy stops accepting on SIGTERM and finishes
+        // in-flight requests and tunnels.
+        termination_grace_period_seconds: Some(60),
+        ..pod_spec(n.name, true, container(n, &p.image), vec![config])
+    }
+}
+
+/// Two proxies on one node would fight over its ports.
+fn one_per_node(selector: &Labels) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(match_labels(selector.clone())),
+                topology_key: "kubernetes.io/hostname".into(),
+                ..PodAffinityTerm::default()
+            }]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// Keeps all but one proxy up during voluntary disruptions (at least one).
+fn disruption_budget(n: &Names<'_>, replicas: u16) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(n.name, Some(n.ns), &n.own),
         spec: Some(PodDisruptionBudgetSpec {
             min_available: Some(IntOrString::Int(i32::from(
-                p.replicas.saturating_sub(1).max(1),
+                replicas.saturating_sub(1).max(1),
             ))),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector.clone()),
-                ..LabelSelector::default()
-            }),
+            selector: Some(match_labels(n.selector.clone())),
             ..PodDisruptionBudgetSpec::default()
         }),
         ..PodDisruptionBudget::default()
-    })?);
-    out.push(Object::new(&Service {
-        metadata: meta(name, Some(ns), &own),
+    }
+}
+
+/// The proxy's Service.
+fn service(n: &Names<'_>) -> Service {
+    Service {
+        metadata: meta(n.name, Some(n.ns), &n.own),
         spec: Some(ServiceSpec {
             // Headless: the name resolves to the ready proxy pods' addresses,
             // which on the host network are the egress nodes' (Kubernetes
@@ -233,28 +228,15 @@ pub(crate) fn objects(p: &InClusterProxy, options: &RenderOptions) -> Result<Vec
             // Services). Tenants dial their own port there; the ports below
             // only name the shared and admin listeners.
             cluster_ip: Some("None".into()),
-            selector: Some(selector),
+            selector: Some(n.selector.clone()),
             ports: Some(vec![
-                ServicePort {
-                    name: Some("proxy".into()),
-                    port,
-                    target_port: Some(IntOrString::Int(port)),
-                    protocol: Some("TCP".into()),
-                    ..ServicePort::default()
-                },
-                ServicePort {
-                    name: Some("admin".into()),
-                    port: admin,
-                    target_port: Some(IntOrString::Int(admin)),
-                    protocol: Some("TCP".into()),
-                    ..ServicePort::default()
-                },
+                service_port(Some("proxy".into()), n.port, n.port),
+                service_port(Some("admin".into()), ADMIN_PORT, ADMIN_PORT),
             ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
-    })?);
-    Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@
 //! the cluster enforces what the lab and the dashboard show.
 
 use crate::Error;
+use crate::common::{
+    Labels, PodTemplate, deployment, labels, match_labels, meta, no_schedule, non_empty, pod_spec,
+    q, resources, service_account, service_port, tcp_port,
+};
 use crate::crds::{
     AllowedRoutes, BackendRef, CiliumEgressGatewayPolicy, CiliumEgressGatewayPolicySpec,
     CiliumNetworkPolicy, CiliumNetworkPolicySpec, CiliumPodIPPool, CiliumPodIPPoolSpec,
@@ -21,12 +25,11 @@ use crate::crds::{
 };
 use crate::object::Object;
 use crate::options::{RenderOptions, Resources};
-use k8s_openapi::api::apps::v1::{Deployment as K8sDeployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment as K8sDeployment;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource,
-    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceQuota, ResourceQuotaSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Toleration,
+    ConfigMap, ConfigMapKeySelector, Container, EnvVar, EnvVarSource, LimitRange, LimitRangeItem,
+    LimitRangeSpec, Namespace, PodSpec, ResourceQuota, ResourceQuotaSpec, Service, ServiceSpec,
+    Toleration, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
@@ -34,8 +37,7 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::api::node::v1::{RuntimeClass, Scheduling};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use palisade_core::policy::{Endpoint, Ports, Reason, Rule};
 use palisade_core::{
@@ -52,8 +54,7 @@ mod workload;
 
 pub use admission::RESERVED_KEYS_POLICY;
 
-/// Label on every object Palisade renders; `apply` prunes by it.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "palisade");
+pub use crate::common::MANAGED_BY;
 /// Label naming the tenant.
 pub const TENANT_LABEL: &str = "palisade.io/tenant";
 /// Label naming the deployment; the policy selectors use it because users
@@ -358,28 +359,9 @@ struct Cx<'a> {
     gateways: &'a GatewayIndex,
 }
 
-fn labels<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, String> {
-    pairs
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-fn meta(name: &str, namespace: Option<&str>, labels: BTreeMap<String, String>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: namespace.map(str::to_owned),
-        labels: Some(labels),
-        ..ObjectMeta::default()
-    }
-}
-
-fn tenant_labels(t: &TenantName) -> BTreeMap<String, String> {
+/// The labels of every object of tenant `t`.
+fn tenant_labels(t: &TenantName) -> Labels {
     labels([MANAGED_BY, (TENANT_LABEL, t.as_str())])
-}
-
-fn q(s: &str) -> Quantity {
-    Quantity(s.to_owned())
 }
 
 /// The `CiliumPodIPPool` name of a deployment: unique cluster-wide because
@@ -703,18 +685,14 @@ impl Cx<'_> {
     }
 
     fn k8s_peers(&self, ep: &Endpoint, own_ns: &str) -> Vec<NetworkPolicyPeer> {
-        let sel = |l: BTreeMap<String, String>| LabelSelector {
-            match_labels: Some(l),
-            ..LabelSelector::default()
-        };
         let pods = |namespace: Option<String>, labels| NetworkPolicyPeer {
             namespace_selector: namespace.map(|ns| {
-                sel(BTreeMap::from([(
+                match_labels(BTreeMap::from([(
                     "kubernetes.io/metadata.name".to_owned(),
                     ns,
                 )]))
             }),
-            pod_selector: Some(sel(labels)),
+            pod_selector: Some(match_labels(labels)),
             ..NetworkPolicyPeer::default()
         };
         let block = |cidr: &str, except: &[&str]| NetworkPolicyPeer {
@@ -749,15 +727,26 @@ impl Cx<'_> {
         extra_ingress: Vec<IngressRule>,
         out: &mut Vec<Object>,
     ) -> Result<(), Error> {
-        let PolicyTarget {
-            me,
-            egress_only,
-            name,
-            ns,
-            selector,
-            labels: obj_labels,
-        } = target;
-        let (ingress, egress): (Vec<&Rule>, Vec<&Rule>) = match egress_only {
+        let (ingress, egress) = self.rules_of(&target);
+        let rules = (ingress.as_slice(), egress.as_slice());
+        if self.options.policy.cilium() {
+            out.push(Object::new(&self.cilium_policy(
+                &target,
+                extra_ingress,
+                rules,
+            ))?);
+        }
+        if self.options.policy.kubernetes() {
+            out.push(Object::new(&self.k8s_policy(&target, rules))?);
+        }
+        Ok(())
+    }
+
+    /// The rules towards and from `target`'s pods; pods that only borrow
+    /// an identity get none towards them and only its way out.
+    fn rules_of<'r>(&'r self, target: &PolicyTarget<'r>) -> (Vec<&'r Rule>, Vec<&'r Rule>) {
+        let me = target.me;
+        match target.egress_only {
             None => (
                 self.policy.rules_to(me).collect(),
                 self.policy.rules_from(me).collect(),
@@ -774,65 +763,77 @@ impl Cx<'_> {
                     })
                     .collect(),
             ),
-        };
-        let who = egress_only.map_or_else(|| me.to_string(), str::to_owned);
-        if self.options.policy.cilium() {
-            let mut ing: Vec<IngressRule> = extra_ingress;
-            for rule in ingress.iter().map(|r| self.cilium_ingress(r, ns)) {
-                // Several gateways add the same `ingress` entity rule.
-                if !ing.contains(&rule) {
-                    ing.push(rule);
-                }
+        }
+    }
+
+    /// `target`'s CiliumNetworkPolicy: `extra_ingress`, then the
+    /// (ingress, egress) rules translated.
+    fn cilium_policy(
+        &self,
+        target: &PolicyTarget<'_>,
+        extra_ingress: Vec<IngressRule>,
+        (ingress, egress): (&[&Rule], &[&Rule]),
+    ) -> CiliumNetworkPolicy {
+        let ns = target.ns;
+        let mut ing = extra_ingress;
+        for rule in ingress.iter().map(|r| self.cilium_ingress(r, ns)) {
+            // Several gateways add the same `ingress` entity rule.
+            if !ing.contains(&rule) {
+                ing.push(rule);
             }
-            let eg: Vec<EgressRule> = egress.iter().map(|r| self.cilium_egress(r, ns)).collect();
-            let cnp = CiliumNetworkPolicy {
-                metadata: meta(name, Some(ns), obj_labels.clone()),
-                spec: CiliumNetworkPolicySpec {
-                    description: Some(describe(&who, &ingress, &egress)),
-                    endpoint_selector: Selector::labels(selector.clone()),
-                    ingress: (!ing.is_empty()).then_some(ing),
-                    egress: (!eg.is_empty()).then_some(eg),
-                    egress_deny: None,
-                },
-            };
-            out.push(Object::new(&cnp)?);
         }
-        if self.options.policy.kubernetes() {
-            let ing: Vec<NetworkPolicyIngressRule> = ingress
-                .iter()
-                .map(|r| NetworkPolicyIngressRule {
-                    from: Some(self.k8s_peers(&r.from, ns)),
-                    ports: k8s_ports(&r.ports),
-                })
-                .collect();
-            let eg: Vec<NetworkPolicyEgressRule> = egress
-                .iter()
-                .map(|r| NetworkPolicyEgressRule {
-                    to: Some(self.k8s_peers(&r.to, ns)),
-                    ports: k8s_ports(&r.ports),
-                })
-                .collect();
-            let np = NetworkPolicy {
-                metadata: meta(name, Some(ns), obj_labels.clone()),
-                spec: Some(NetworkPolicySpec {
-                    pod_selector: Some(LabelSelector {
-                        match_labels: Some(selector),
-                        ..LabelSelector::default()
-                    }),
-                    policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-                    ingress: (!ing.is_empty()).then_some(ing),
-                    egress: (!eg.is_empty()).then_some(eg),
-                }),
-            };
-            out.push(Object::new(&np)?);
+        let eg: Vec<EgressRule> = egress.iter().map(|r| self.cilium_egress(r, ns)).collect();
+        let who = target
+            .egress_only
+            .map_or_else(|| target.me.to_string(), str::to_owned);
+        CiliumNetworkPolicy {
+            metadata: meta(target.name, Some(ns), target.labels),
+            spec: CiliumNetworkPolicySpec {
+                description: Some(describe(&who, ingress, egress)),
+                endpoint_selector: Selector::labels(target.selector.clone()),
+                ingress: (!ing.is_empty()).then_some(ing),
+                egress: (!eg.is_empty()).then_some(eg),
+                egress_deny: None,
+            },
         }
-        Ok(())
+    }
+
+    /// `target`'s NetworkPolicy: the (ingress, egress) rules translated.
+    fn k8s_policy(
+        &self,
+        target: &PolicyTarget<'_>,
+        (ingress, egress): (&[&Rule], &[&Rule]),
+    ) -> NetworkPolicy {
+        let ns = target.ns;
+        let ing: Vec<NetworkPolicyIngressRule> = ingress
+            .iter()
+            .map(|r| NetworkPolicyIngressRule {
+                from: Some(self.k8s_peers(&r.from, ns)),
+                ports: k8s_ports(&r.ports),
+            })
+            .collect();
+        let eg: Vec<NetworkPolicyEgressRule> = egress
+            .iter()
+            .map(|r| NetworkPolicyEgressRule {
+                to: Some(self.k8s_peers(&r.to, ns)),
+                ports: k8s_ports(&r.ports),
+            })
+            .collect();
+        NetworkPolicy {
+            metadata: meta(target.name, Some(ns), target.labels),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(match_labels(target.selector.clone())),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                ingress: (!ing.is_empty()).then_some(ing),
+                egress: (!eg.is_empty()).then_some(eg),
+            }),
+        }
     }
 
     fn platform(&self) -> Result<Vec<Object>, Error> {
         let (key, value) = crate::cluster::GVISOR_READY_LABEL;
         let mut out = vec![Object::new(&RuntimeClass {
-            metadata: meta(&self.options.runtime_class, None, labels([MANAGED_BY])),
+            metadata: meta(&self.options.runtime_class, None, &labels([MANAGED_BY])),
             handler: "runsc".into(),
             // Pods of this class land only on nodes where the installer has
             // registered runsc and set the label: the RuntimeClass admission
@@ -849,7 +850,7 @@ impl Cx<'_> {
         if !self.snapshot.gateways.is_empty() {
             let ns = &self.options.gateway_namespace;
             out.push(Object::new(&Namespace {
-                metadata: meta(ns, None, labels([MANAGED_BY])),
+                metadata: meta(ns, None, &labels([MANAGED_BY])),
                 ..Namespace::default()
             })?);
         }
@@ -886,7 +887,7 @@ impl Cx<'_> {
             });
         }
         let gw = GatewayObj {
-            metadata: meta(&name, Some(&ns), obj_labels.clone()),
+            metadata: meta(&name, Some(&ns), obj_labels),
             spec: GatewaySpec {
                 gateway_class_name: self.options.gateway_class.clone(),
                 infrastructure: None,
@@ -991,7 +992,7 @@ impl Cx<'_> {
         let ns = t.name.namespace();
         let (k, v) = &self.options.egress_gateway_node_label;
         Object::new(&CiliumEgressGatewayPolicy {
-            metadata: meta(&ns, None, own.clone()),
+            metadata: meta(&ns, None, own),
             spec: CiliumEgressGatewayPolicySpec {
                 selectors: vec![EgressSelector {
                     namespace_selector: Some(namespace_selector(&ns)),
@@ -1010,158 +1011,29 @@ impl Cx<'_> {
         let ns = t.name.namespace();
         let ns = ns.as_str();
         let own = tenant_labels(&t.name);
-        let mut out = Vec::new();
-
-        let mut ns_labels: BTreeMap<String, String> = t
-            .labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        ns_labels.extend(own.clone());
-        ns_labels.insert("tenant".into(), t.name.to_string());
-        ns_labels.insert(
-            "network/isolation".into(),
-            match t.egress.mode {
-                EgressMode::Proxy => "egress-proxy",
-                EgressMode::CiliumEgressGateway => "egress-gateway",
-            }
-            .into(),
-        );
-        ns_labels.insert(
-            "pod-security.kubernetes.io/enforce".into(),
-            // `restricted` admission would refuse a pod that may run as root.
-            if deps
-                .iter()
-                .all(|d| workload::Privilege::of(d, self.options).non_root)
-            {
-                "restricted"
-            } else {
-                "baseline"
-            }
-            .into(),
-        );
-        out.push(Object::new(&Namespace {
-            metadata: meta(ns, None, ns_labels),
-            ..Namespace::default()
-        })?);
-
-        out.push(Object::new(&ResourceQuota {
-            metadata: meta("tenant-quota", Some(ns), own.clone()),
-            spec: Some(ResourceQuotaSpec {
-                hard: Some(BTreeMap::from([
-                    ("requests.cpu".to_owned(), q(&t.quota.cpu.to_string())),
-                    ("requests.memory".to_owned(), q(&t.quota.memory.to_string())),
-                    ("pods".to_owned(), q(&t.quota.pods.to_string())),
-                ])),
-                ..ResourceQuotaSpec::default()
-            }),
-            ..ResourceQuota::default()
-        })?);
-
-        let r = &self.options.resources;
-        out.push(Object::new(&LimitRange {
-            metadata: meta("tenant-limits", Some(ns), own.clone()),
-            spec: Some(LimitRangeSpec {
-                limits: vec![LimitRangeItem {
-                    type_: "Container".into(),
-                    default: Some(BTreeMap::from([
-                        ("cpu".to_owned(), q(&r.cpu_limit)),
-                        ("memory".to_owned(), q(&r.memory_limit)),
-                    ])),
-                    default_request: Some(BTreeMap::from([
-                        ("cpu".to_owned(), q(&r.cpu_request)),
-                        ("memory".to_owned(), q(&r.memory_request)),
-                    ])),
-                    ..LimitRangeItem::default()
-                }],
-            }),
-        })?);
-
-        out.push(Object::new(&ServiceAccount {
-            metadata: meta(WORKLOAD_SA, Some(ns), own.clone()),
-            automount_service_account_token: Some(false),
-            ..ServiceAccount::default()
-        })?);
-        out.push(Object::new(&Role {
-            metadata: meta(WORKLOAD_SA, Some(ns), own.clone()),
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["pods".into(), "services".into(), "endpoints".into()]),
-                verbs: vec!["get".into(), "list".into(), "watch".into()],
-                ..PolicyRule::default()
-            }]),
-        })?);
-        out.push(Object::new(&RoleBinding {
-            metadata: meta(WORKLOAD_SA, Some(ns), own.clone()),
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "Role".into(),
-                name: WORKLOAD_SA.into(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".into(),
-                name: WORKLOAD_SA.into(),
-                namespace: Some(ns.to_owned()),
-                ..Subject::default()
-            }]),
-        })?);
-
-        if self.options.policy.cilium() {
-            out.push(Object::new(&CiliumNetworkPolicy {
-                metadata: meta("default-deny", Some(ns), own.clone()),
-                spec: CiliumNetworkPolicySpec {
-                    description: Some(
-                        "Default deny: every pod of the tenant, ingress and egress; \
-                         the deployment-* policies open what the policy model allows."
-                            .into(),
-                    ),
-                    endpoint_selector: Selector::default(),
-                    ingress: Some(vec![IngressRule::default()]),
-                    egress: Some(vec![EgressRule::default()]),
-                    egress_deny: Some(self.tenant_deny(t)),
-                },
-            })?);
-        }
-        if self.options.policy.kubernetes() {
-            out.push(Object::new(&NetworkPolicy {
-                metadata: meta("default-deny", Some(ns), own.clone()),
-                spec: Some(NetworkPolicySpec {
-                    pod_selector: Some(LabelSelector::default()),
-                    policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-                    ..NetworkPolicySpec::default()
-                }),
-            })?);
-        }
-
+        let mut out = vec![
+            Object::new(&self.namespace(t, deps))?,
+            Object::new(&quota(t, ns, &own))?,
+            Object::new(&limit_range(&self.options.resources, ns, &own))?,
+        ];
+        out.extend(workload_rbac(ns, &own)?);
+        out.extend(self.default_deny(t, ns, &own)?);
         if t.egress.mode == EgressMode::CiliumEgressGateway {
             out.push(self.egress_gateway_policy(t, &own)?);
         }
-
         // Per-deployment gateways live with their deployment.
         for g in self.gateways_of(&t.name) {
             if matches!(&g.scope, GatewayScope::PerTenant { tenant } if tenant == &t.name) {
                 self.gateway(&g.scope, &own, &mut out)?;
             }
         }
-
         let proxy_port = tenant_proxy_port(t, self.options);
-        let egress_config = match proxy_port {
-            Some(port) => Some(Object::new(&ConfigMap {
-                metadata: meta(EGRESS_CONFIG, Some(ns), own.clone()),
-                data: Some(
-                    egress_literals(self.options, None, port)
-                        .into_iter()
-                        .collect(),
-                ),
-                ..ConfigMap::default()
-            })?),
-            None => None,
-        };
-
+        let egress_config = proxy_port
+            .map(|port| self.egress_config(ns, &own, port))
+            .transpose()?;
         if let (Some(demo), Some(first)) = (&self.options.egress_check, deps.first()) {
             self.egress_check(t, first, &demo.image, &mut out)?;
         }
-
         let deployments = deps
             .iter()
             .map(|d| {
@@ -1180,149 +1052,90 @@ impl Cx<'_> {
         })
     }
 
-    fn deployment(&self, t: &Tenant, d: &Deployment) -> Result<Vec<Object>, Error> {
-        let opts = self.options;
-        let ns = t.name.namespace();
-        let ns = ns.as_str();
-        let own = {
-            let mut l = tenant_labels(&t.name);
-            l.insert(DEPLOYMENT_LABEL.into(), d.name.to_string());
-            l
-        };
-        let mut out = Vec::new();
-
-        let pool = pool_name(&t.name, &d.name);
-        let prefix = d.subnet.prefix_len();
-        let mask = if opts.pool_mask_size > prefix {
-            opts.pool_mask_size
-        } else {
-            // A pool whose mask equals its prefix goes to one node only.
-            prefix.saturating_add(16).min(128)
-        };
-        out.push(Object::new(&CiliumPodIPPool {
-            metadata: meta(&pool, None, own.clone()),
-            spec: CiliumPodIPPoolSpec {
-                ipv6: IpPoolFamily {
-                    cidrs: vec![d.subnet.to_string()],
-                    mask_size: mask,
-                },
-            },
-        })?);
-
-        let mut pod_labels: BTreeMap<String, String> = d
+    /// The tenant's namespace, labelled with the tenant's own labels, its
+    /// egress mode and the Pod Security level its pods meet.
+    fn namespace(&self, t: &Tenant, deps: &[&Deployment]) -> Namespace {
+        let mut l: Labels = t
             .labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        pod_labels.extend(own.clone());
-        pod_labels.insert("app.kubernetes.io/name".into(), d.name.to_string());
-        pod_labels.insert("tenant".into(), t.name.to_string());
-        pod_labels.insert("deployment".into(), d.name.to_string());
-        let selector = labels([(DEPLOYMENT_LABEL, d.name.as_str())]);
+        l.extend(tenant_labels(&t.name));
+        l.insert("tenant".into(), t.name.to_string());
+        let isolation = match t.egress.mode {
+            EgressMode::Proxy => "egress-proxy",
+            EgressMode::CiliumEgressGateway => "egress-gateway",
+        };
+        l.insert("network/isolation".into(), isolation.into());
+        // `restricted` admission would refuse a pod that may run as root.
+        let non_root = deps
+            .iter()
+            .all(|d| workload::Privilege::of(d, self.options).non_root);
+        let level = if non_root { "restricted" } else { "baseline" };
+        l.insert("pod-security.kubernetes.io/enforce".into(), level.into());
+        Namespace {
+            metadata: meta(t.name.namespace().as_str(), None, &l),
+            ..Namespace::default()
+        }
+    }
 
-        let mut env = match t.egress.mode {
-            EgressMode::Proxy => proxy_env(&self.direct_peers(d)?),
-            EgressMode::CiliumEgressGateway => Vec::new(),
-        };
-        env.extend(workload::env(d));
-        let (tolerations, node_selector) = node_pool_placement(t);
-        let privilege = workload::Privilege::of(d, opts);
-        let (volumes, mounts) = workload::scratch(d);
-        let container = Container {
-            name: d.name.to_string(),
-            image: Some(d.image.to_string()),
-            ports: (!d.ports.is_empty()).then(|| {
-                d.ports
-                    .iter()
-                    .map(|p| ContainerPort {
-                        container_port: i32::from(p.get()),
-                        protocol: Some("TCP".into()),
-                        ..ContainerPort::default()
-                    })
-                    .collect()
-            }),
-            env: workload::non_empty(env),
-            command: workload::non_empty(d.workload.command().to_vec()),
-            args: workload::non_empty(d.workload.args().to_vec()),
-            volume_mounts: workload::non_empty(mounts),
-            resources: Some(resources(&opts.resources)),
-            security_context: Some(privilege.container()),
-            ..Container::default()
-        };
-        let dep = K8sDeployment {
-            metadata: meta(d.name.as_str(), Some(ns), own.clone()),
-            spec: Some(DeploymentSpec {
-                replicas: Some(i32::try_from(d.replicas.get()).unwrap_or(i32::MAX)),
-                selector: LabelSelector {
-                    match_labels: Some(selector.clone()),
-                    ..LabelSelector::default()
-                },
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(pod_labels),
-                        annotations: Some(BTreeMap::from([(
-                            IP_POOL_ANNOTATION.to_owned(),
-                            pool.clone(),
-                        )])),
-                        ..ObjectMeta::default()
-                    }),
-                    spec: Some(PodSpec {
-                        runtime_class_name: Some(opts.runtime_class.clone()),
-                        service_account_name: Some(WORKLOAD_SA.into()),
-                        automount_service_account_token: Some(false),
-                        enable_service_links: Some(false),
-                        security_context: Some(PodSecurityContext {
-                            run_as_non_root: privilege.non_root.then_some(true),
-                            seccomp_profile: Some(SeccompProfile {
-                                type_: "RuntimeDefault".into(),
-                                ..SeccompProfile::default()
-                            }),
-                            ..PodSecurityContext::default()
-                        }),
-                        tolerations,
-                        node_selector,
-                        volumes: workload::non_empty(volumes),
-                        containers: vec![container],
-                        ..PodSpec::default()
-                    }),
-                },
-                ..DeploymentSpec::default()
-            }),
-            ..K8sDeployment::default()
-        };
-        out.push(Object::new(&dep)?);
-
-        let svc_name = service_name(&d.name)?;
-        out.push(Object::new(&Service {
-            metadata: meta(&svc_name, Some(ns), own.clone()),
-            spec: Some(if d.ports.is_empty() {
-                ServiceSpec {
-                    cluster_ip: Some("None".into()),
-                    selector: Some(selector.clone()),
-                    ..ServiceSpec::default()
-                }
-            } else {
-                ServiceSpec {
-                    ip_family_policy: Some("PreferDualStack".into()),
-                    selector: Some(selector.clone()),
-                    ports: Some(
-                        d.ports
-                            .iter()
-                            .map(|p| ServicePort {
-                                name: Some(format!("tcp-{p}")),
-                                port: i32::from(p.get()),
-                                target_port: Some(IntOrString::Int(i32::from(p.get()))),
-                                protocol: Some("TCP".into()),
-                                ..ServicePort::default()
-                            })
-                            .collect(),
+    /// The tenant-wide default deny, in each rendered flavour; the
+    /// deployments' policies open what the policy model allows.
+    fn default_deny(&self, t: &Tenant, ns: &str, own: &Labels) -> Result<Vec<Object>, Error> {
+        let mut out = Vec::new();
+        if self.options.policy.cilium() {
+            out.push(Object::new(&CiliumNetworkPolicy {
+                metadata: meta("default-deny", Some(ns), own),
+                spec: CiliumNetworkPolicySpec {
+                    description: Some(
+                        "Default deny: every pod of the tenant, ingress and egress; \
+                         the deployment-* policies open what the policy model allows."
+                            .into(),
                     ),
-                    ..ServiceSpec::default()
-                }
-            }),
-            ..Service::default()
-        })?);
+                    endpoint_selector: Selector::default(),
+                    ingress: Some(vec![IngressRule::default()]),
+                    egress: Some(vec![EgressRule::default()]),
+                    egress_deny: Some(self.tenant_deny(t)),
+                },
+            })?);
+        }
+        if self.options.policy.kubernetes() {
+            out.push(Object::new(&NetworkPolicy {
+                metadata: meta("default-deny", Some(ns), own),
+                spec: Some(NetworkPolicySpec {
+                    pod_selector: Some(LabelSelector::default()),
+                    policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                    ..NetworkPolicySpec::default()
+                }),
+            })?);
+        }
+        Ok(out)
+    }
 
+    /// The tenant's egress ConfigMap: where its pods reach the proxy.
+    fn egress_config(&self, ns: &str, own: &Labels, port: u16) -> Result<Object, Error> {
+        Object::new(&ConfigMap {
+            metadata: meta(EGRESS_CONFIG, Some(ns), own),
+            data: Some(egress_literals(self.options, None, port)),
+            ..ConfigMap::default()
+        })
+    }
+
+    fn deployment(&self, t: &Tenant, d: &Deployment) -> Result<Vec<Object>, Error> {
+        let ns = t.name.namespace();
+        let ns = ns.as_str();
+        let mut own = tenant_labels(&t.name);
+        own.insert(DEPLOYMENT_LABEL.into(), d.name.to_string());
+        let selector = labels([(DEPLOYMENT_LABEL, d.name.as_str())]);
+        let pool = pool_name(&t.name, &d.name);
+        let mut out = vec![
+            Object::new(&self.ip_pool(d, &pool, &own))?,
+            Object::new(&self.workload(t, d, &own, &selector, pool)?)?,
+        ];
+        let svc_name = service_name(&d.name)?;
+        out.push(Object::new(&workload_service(
+            d, &svc_name, ns, &own, &selector,
+        ))?);
         self.policies_for(
             PolicyTarget {
                 me: &Endpoint::deployment(&t.name, &d.name),
@@ -1335,7 +1148,6 @@ impl Cx<'_> {
             Vec::new(),
             &mut out,
         )?;
-
         for g in self.gateways_of(&t.name) {
             if matches!(&g.scope, GatewayScope::PerDeployment { tenant, deployment }
                 if tenant == &t.name && deployment == &d.name)
@@ -1343,50 +1155,254 @@ impl Cx<'_> {
                 self.gateway(&g.scope, &own, &mut out)?;
             }
         }
-        if let Some(port) = d.ports.first() {
-            for g in self.gateways_of(&t.name) {
-                if !g.scope.fronts(&t.name, &d.name) {
-                    continue;
-                }
-                let (gw_name, gw_ns) = gateway_object(&g.scope, opts);
-                let route_name = match &g.scope {
-                    GatewayScope::Central => format!("central-{}", d.name),
-                    GatewayScope::PerTenant { .. } => format!("tenant-{}", d.name),
-                    GatewayScope::PerDeployment { .. } => format!("deployment-{}", d.name),
-                };
-                out.push(Object::new(&HTTPRoute {
-                    metadata: meta(&route_name, Some(ns), own.clone()),
-                    spec: HTTPRouteSpec {
-                        parent_refs: vec![ParentRef {
-                            name: gw_name,
-                            namespace: Some(gw_ns),
-                        }],
-                        hostnames: vec![route_host(&t.name, &d.name, &opts.gateway_domain)],
-                        rules: vec![HTTPRouteRule {
-                            backend_refs: vec![BackendRef {
-                                name: svc_name.clone(),
-                                port: port.get(),
-                            }],
-                        }],
-                    },
-                })?);
-            }
-        }
+        self.routes(t, d, &svc_name, &own, &mut out)?;
         Ok(out)
+    }
+
+    /// The deployment's `CiliumPodIPPool`: its subnet, handed out to nodes
+    /// in slices of the configured mask size.
+    fn ip_pool(&self, d: &Deployment, pool: &str, own: &Labels) -> CiliumPodIPPool {
+        let prefix = d.subnet.prefix_len();
+        let mask = if self.options.pool_mask_size > prefix {
+            self.options.pool_mask_size
+        } else {
+            // A pool whose mask equals its prefix goes to one node only.
+            prefix.saturating_add(16).min(128)
+        };
+        CiliumPodIPPool {
+            metadata: meta(pool, None, own),
+            spec: CiliumPodIPPoolSpec {
+                ipv6: IpPoolFamily {
+                    cidrs: vec![d.subnet.to_string()],
+                    mask_size: mask,
+                },
+            },
+        }
+    }
+
+    /// The deployment's Kubernetes Deployment.
+    fn workload(
+        &self,
+        t: &Tenant,
+        d: &Deployment,
+        own: &Labels,
+        selector: &Labels,
+        pool: String,
+    ) -> Result<K8sDeployment, Error> {
+        let privilege = workload::Privilege::of(d, self.options);
+        let (volumes, mounts) = workload::scratch(d);
+        let container = self.workload_container(t, d, privilege, mounts)?;
+        let mut pod_labels: Labels = d
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        pod_labels.extend(own.clone());
+        pod_labels.insert("app.kubernetes.io/name".into(), d.name.to_string());
+        pod_labels.insert("tenant".into(), t.name.to_string());
+        pod_labels.insert("deployment".into(), d.name.to_string());
+        let spec = pod_spec(WORKLOAD_SA, privilege.non_root, container, volumes);
+        Ok(deployment(
+            meta(d.name.as_str(), Some(t.name.namespace().as_str()), own),
+            i32::try_from(d.replicas.get()).unwrap_or(i32::MAX),
+            selector,
+            self.tenant_pod(t, pod_labels, pool, spec),
+        ))
+    }
+
+    /// The deployment's container: its image, ports and workload spec, the
+    /// proxy's variables in proxy mode, the platform's resources.
+    fn workload_container(
+        &self,
+        t: &Tenant,
+        d: &Deployment,
+        privilege: workload::Privilege,
+        mounts: Vec<VolumeMount>,
+    ) -> Result<Container, Error> {
+        let mut env = match t.egress.mode {
+            EgressMode::Proxy => proxy_env(&self.direct_peers(d)?),
+            EgressMode::CiliumEgressGateway => Vec::new(),
+        };
+        env.extend(workload::env(d));
+        let ports = d.ports.iter().map(|p| tcp_port(None, i32::from(p.get())));
+        Ok(Container {
+            name: d.name.to_string(),
+            image: Some(d.image.to_string()),
+            ports: non_empty(ports.collect()),
+            env: non_empty(env),
+            command: non_empty(d.workload.command().to_vec()),
+            args: non_empty(d.workload.args().to_vec()),
+            volume_mounts: non_empty(mounts),
+            resources: Some(resources(&self.options.resources)),
+            security_context: Some(privilege.container()),
+            ..Container::default()
+        })
+    }
+
+    /// A tenant's pods (its deployments', the egress-check demo's): in the
+    /// sandboxed runtime class, on the tenant's node pool if it has one,
+    /// without service links, with IPv6 addresses from `pool`.
+    fn tenant_pod(&self, t: &Tenant, labels: Labels, pool: String, spec: PodSpec) -> PodTemplate {
+        let (tolerations, node_selector) = node_pool_placement(t);
+        PodTemplate {
+            labels,
+            annotations: Some(BTreeMap::from([(IP_POOL_ANNOTATION.to_owned(), pool)])),
+            spec: PodSpec {
+                runtime_class_name: Some(self.options.runtime_class.clone()),
+                enable_service_links: Some(false),
+                tolerations,
+                node_selector,
+                ..spec
+            },
+        }
+    }
+
+    /// One HTTPRoute per gateway fronting the deployment, to its first port.
+    fn routes(
+        &self,
+        t: &Tenant,
+        d: &Deployment,
+        svc_name: &str,
+        own: &Labels,
+        out: &mut Vec<Object>,
+    ) -> Result<(), Error> {
+        let Some(port) = d.ports.first() else {
+            return Ok(());
+        };
+        let ns = t.name.namespace();
+        for g in self.gateways_of(&t.name) {
+            if !g.scope.fronts(&t.name, &d.name) {
+                continue;
+            }
+            let (gw_name, gw_ns) = gateway_object(&g.scope, self.options);
+            let route_name = match &g.scope {
+                GatewayScope::Central => format!("central-{}", d.name),
+                GatewayScope::PerTenant { .. } => format!("tenant-{}", d.name),
+                GatewayScope::PerDeployment { .. } => format!("deployment-{}", d.name),
+            };
+            out.push(Object::new(&HTTPRoute {
+                metadata: meta(&route_name, Some(ns.as_str()), own),
+                spec: HTTPRouteSpec {
+                    parent_refs: vec![ParentRef {
+                        name: gw_name,
+                        namespace: Some(gw_ns),
+                    }],
+                    hostnames: vec![route_host(&t.name, &d.name, &self.options.gateway_domain)],
+                    rules: vec![HTTPRouteRule {
+                        backend_refs: vec![BackendRef {
+                            name: svc_name.to_owned(),
+                            port: port.get(),
+                        }],
+                    }],
+                },
+            })?);
+        }
+        Ok(())
     }
 }
 
-fn resources(r: &Resources) -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), q(&r.cpu_request)),
-            ("memory".to_owned(), q(&r.memory_request)),
-        ])),
-        limits: Some(BTreeMap::from([
-            ("cpu".to_owned(), q(&r.cpu_limit)),
-            ("memory".to_owned(), q(&r.memory_limit)),
-        ])),
-        ..ResourceRequirements::default()
+/// The tenant's ResourceQuota: its CPU, memory and pod quota.
+fn quota(t: &Tenant, ns: &str, own: &Labels) -> ResourceQuota {
+    ResourceQuota {
+        metadata: meta("tenant-quota", Some(ns), own),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(BTreeMap::from([
+                ("requests.cpu".to_owned(), q(&t.quota.cpu.to_string())),
+                ("requests.memory".to_owned(), q(&t.quota.memory.to_string())),
+                ("pods".to_owned(), q(&t.quota.pods.to_string())),
+            ])),
+            ..ResourceQuotaSpec::default()
+        }),
+        ..ResourceQuota::default()
+    }
+}
+
+/// The tenant's LimitRange: the platform's resources as every container's
+/// default.
+fn limit_range(r: &Resources, ns: &str, own: &Labels) -> LimitRange {
+    LimitRange {
+        metadata: meta("tenant-limits", Some(ns), own),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".into(),
+                default: Some(BTreeMap::from([
+                    ("cpu".to_owned(), q(&r.cpu_limit)),
+                    ("memory".to_owned(), q(&r.memory_limit)),
+                ])),
+                default_request: Some(BTreeMap::from([
+                    ("cpu".to_owned(), q(&r.cpu_request)),
+                    ("memory".to_owned(), q(&r.memory_request)),
+                ])),
+                ..LimitRangeItem::default()
+            }],
+        }),
+    }
+}
+
+/// The ServiceAccount of the tenant's workloads (no token) and the Role
+/// and RoleBinding that let it read pods, services and endpoints.
+fn workload_rbac(ns: &str, own: &Labels) -> Result<Vec<Object>, Error> {
+    let role = Role {
+        metadata: meta(WORKLOAD_SA, Some(ns), own),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["pods".into(), "services".into(), "endpoints".into()]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            ..PolicyRule::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata: meta(WORKLOAD_SA, Some(ns), own),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: WORKLOAD_SA.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: WORKLOAD_SA.into(),
+            namespace: Some(ns.to_owned()),
+            ..Subject::default()
+        }]),
+    };
+    Ok(vec![
+        Object::new(&service_account(meta(WORKLOAD_SA, Some(ns), own)))?,
+        Object::new(&role)?,
+        Object::new(&binding)?,
+    ])
+}
+
+/// The deployment's Service: dual-stack on its ports, or headless (for
+/// DNS) when it serves none.
+fn workload_service(
+    d: &Deployment,
+    name: &str,
+    ns: &str,
+    own: &Labels,
+    selector: &Labels,
+) -> Service {
+    let spec = if d.ports.is_empty() {
+        ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(selector.clone()),
+            ..ServiceSpec::default()
+        }
+    } else {
+        let port = |p: &palisade_core::Port| {
+            let n = i32::from(p.get());
+            service_port(Some(format!("tcp-{p}")), n, n)
+        };
+        ServiceSpec {
+            ip_family_policy: Some("PreferDualStack".into()),
+            selector: Some(selector.clone()),
+            ports: Some(d.ports.iter().map(port).collect()),
+            ..ServiceSpec::default()
+        }
+    };
+    Service {
+        metadata: meta(name, Some(ns), own),
+        spec: Some(spec),
+        ..Service::default()
     }
 }
 
@@ -1464,49 +1480,13 @@ type Placement = (Option<Vec<Toleration>>, Option<BTreeMap<String, String>>);
 fn node_pool_placement(t: &Tenant) -> Placement {
     match &t.node_pool {
         Some(pool) => (
-            Some(vec![Toleration {
-                key: Some(NODE_POOL_TAINT.into()),
-                operator: Some("Equal".into()),
-                value: Some(t.name.to_string()),
-                effect: Some("NoSchedule".into()),
-                ..Toleration::default()
-            }]),
+            Some(vec![no_schedule(NODE_POOL_TAINT, t.name.as_str())]),
             Some(BTreeMap::from([(
                 NODE_POOL_LABEL.to_owned(),
                 pool.to_string(),
             )])),
         ),
         None => (None, None),
-    }
-}
-
-/// The security context of Palisade's own containers (the proxy, the
-/// egress-check demo): the image's non-root user, read-only root, no
-/// capabilities.
-pub(crate) fn own_container_security() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        privileged: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        run_as_user: Some(65532),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
-        ..SecurityContext::default()
-    }
-}
-
-/// The pod security context of Palisade's own pods.
-pub(crate) fn own_pod_security() -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..SeccompProfile::default()
-        }),
-        ..PodSecurityContext::default()
     }
 }
 

@@ -14,8 +14,9 @@
 //! the keys is refused at creation, so the controllers only ever copy
 //! Palisade's.
 
-use super::{MANAGED_BY, TENANT_LABEL, labels, meta};
+use super::TENANT_LABEL;
 use crate::Error;
+use crate::common::{MANAGED_BY, labels, meta};
 use crate::object::Object;
 use k8s_openapi::api::admissionregistration::v1::{
     MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
@@ -40,7 +41,7 @@ const TEMPLATE_COPIERS: [&str; 2] = [
 pub(super) fn objects(trusted: &[String]) -> Result<Vec<Object>, Error> {
     let own = labels([MANAGED_BY]);
     let policy = ValidatingAdmissionPolicy {
-        metadata: meta(RESERVED_KEYS_POLICY, None, own.clone()),
+        metadata: meta(RESERVED_KEYS_POLICY, None, &own),
         spec: Some(ValidatingAdmissionPolicySpec {
             failure_policy: Some("Fail".into()),
             match_constraints: Some(tenant_workloads()),
@@ -67,7 +68,7 @@ pub(super) fn objects(trusted: &[String]) -> Result<Vec<Object>, Error> {
         ..ValidatingAdmissionPolicy::default()
     };
     let binding = ValidatingAdmissionPolicyBinding {
-        metadata: meta(RESERVED_KEYS_POLICY, None, own),
+        metadata: meta(RESERVED_KEYS_POLICY, None, &own),
         spec: Some(ValidatingAdmissionPolicyBindingSpec {
             policy_name: Some(RESERVED_KEYS_POLICY.into()),
             validation_actions: Some(vec!["Deny".into()]),

@@ -9,22 +9,18 @@
 //! deployment's egress to the proxy, DNS or egress gateway, and no ingress
 //! (`kubectl port-forward` comes from the node, which Cilium allows).
 
-use super::{
-    Cx, IP_POOL_ANNOTATION, PolicyTarget, labels, meta, node_pool_placement,
-    own_container_security, own_pod_security, pool_name, proxy_env, tenant_labels,
-};
+use super::{Cx, PolicyTarget, pool_name, proxy_env, tenant_labels};
 use crate::Error;
-use crate::object::Object;
-use k8s_openapi::api::apps::v1::{Deployment as K8sDeployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec,
-    PodTemplateSpec, Probe, Service, ServiceAccount, ServicePort, ServiceSpec,
+use crate::common::{
+    Labels, deployment, http_probe, labels, meta, own_container_security, pod_spec, resources,
+    service_account, service_port, tcp_port,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use crate::object::Object;
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, ObjectFieldSelector, Service, ServiceSpec,
+};
 use palisade_core::policy::Endpoint;
 use palisade_core::{Deployment, EgressMode, Tenant};
-use std::collections::BTreeMap;
 
 /// Label selecting the demo's pods.
 const DEMO_LABEL: &str = "palisade.io/app";
@@ -55,7 +51,6 @@ impl Cx<'_> {
         image: &str,
         out: &mut Vec<Object>,
     ) -> Result<(), Error> {
-        let opts = self.options;
         let ns = t.name.namespace();
         let ns = ns.as_str();
         let mut own = tenant_labels(&t.name);
@@ -65,95 +60,16 @@ impl Cx<'_> {
         // and its pods would then share this policy.
         own.insert(DEMO_LABEL.into(), NAME.into());
         let selector = labels([(DEMO_LABEL, NAME)]);
-
-        out.push(Object::new(&ServiceAccount {
-            metadata: meta(NAME, Some(ns), own.clone()),
-            // It reads nothing from the API: no token, no Role.
-            automount_service_account_token: Some(false),
-            ..ServiceAccount::default()
-        })?);
-
-        let mut env = vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            field_env("POD_IP", "status.podIP"),
-            field_env("NODE_NAME", "spec.nodeName"),
-            field_env("HOST_IP", "status.hostIP"),
-            field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-        ];
-        if t.egress.mode == EgressMode::Proxy {
-            env.extend(proxy_env(&[self.snapshot.pool.cidr().to_string()]));
-        }
-        let (tolerations, node_selector) = node_pool_placement(t);
-        let container = Container {
-            name: NAME.into(),
-            image: Some(image.to_owned()),
-            args: Some(vec![NAME.into(), "--listen".into(), format!("[::]:{PORT}")]),
-            ports: Some(vec![ContainerPort {
-                container_port: PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            }]),
-            env: Some(env),
-            readiness_probe: Some(Probe {
-                http_get: Some(HTTPGetAction {
-                    path: Some("/healthz".into()),
-                    port: IntOrString::Int(PORT),
-                    ..HTTPGetAction::default()
-                }),
-                ..Probe::default()
-            }),
-            resources: Some(super::resources(&opts.resources)),
-            security_context: Some(own_container_security()),
-            ..Container::default()
-        };
-        out.push(Object::new(&K8sDeployment {
-            metadata: meta(NAME, Some(ns), own.clone()),
-            spec: Some(DeploymentSpec {
-                replicas: Some(1),
-                selector: LabelSelector {
-                    match_labels: Some(selector.clone()),
-                    ..LabelSelector::default()
-                },
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(own.clone()),
-                        annotations: Some(BTreeMap::from([(
-                            IP_POOL_ANNOTATION.to_owned(),
-                            pool_name(&t.name, &first.name),
-                        )])),
-                        ..ObjectMeta::default()
-                    }),
-                    spec: Some(PodSpec {
-                        runtime_class_name: Some(opts.runtime_class.clone()),
-                        service_account_name: Some(NAME.into()),
-                        automount_service_account_token: Some(false),
-                        enable_service_links: Some(false),
-                        security_context: Some(own_pod_security()),
-                        tolerations,
-                        node_selector,
-                        containers: vec![container],
-                        ..PodSpec::default()
-                    }),
-                },
-                ..DeploymentSpec::default()
-            }),
-            ..K8sDeployment::default()
-        })?);
-        out.push(Object::new(&Service {
-            metadata: meta(NAME, Some(ns), own.clone()),
-            spec: Some(ServiceSpec {
-                selector: Some(selector.clone()),
-                ports: Some(vec![ServicePort {
-                    port: 80,
-                    target_port: Some(IntOrString::Int(PORT)),
-                    protocol: Some("TCP".into()),
-                    ..ServicePort::default()
-                }]),
-                ..ServiceSpec::default()
-            }),
-            ..Service::default()
-        })?);
+        // It reads nothing from the API: no token, no Role.
+        out.push(Object::new(&service_account(meta(NAME, Some(ns), &own)))?);
+        let spec = pod_spec(NAME, true, self.demo_container(t, image), Vec::new());
+        out.push(Object::new(&deployment(
+            meta(NAME, Some(ns), &own),
+            1,
+            &selector,
+            self.tenant_pod(t, own.clone(), pool_name(&t.name, &first.name), spec),
+        ))?);
+        out.push(Object::new(&demo_service(ns, &own, &selector))?);
         // Its labels carry no `palisade.io/deployment`, so the borrowed
         // deployment's own policy (and its peers' rules) never select it.
         self.policies_for(
@@ -168,5 +84,45 @@ impl Cx<'_> {
             Vec::new(),
             out,
         )
+    }
+
+    /// `palisade egress-check`, told about its pod through the downward
+    /// API and, in proxy mode, given the tenant's proxy variables.
+    fn demo_container(&self, t: &Tenant, image: &str) -> Container {
+        let mut env = vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            field_env("POD_IP", "status.podIP"),
+            field_env("NODE_NAME", "spec.nodeName"),
+            field_env("HOST_IP", "status.hostIP"),
+            field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        ];
+        if t.egress.mode == EgressMode::Proxy {
+            env.extend(proxy_env(&[self.snapshot.pool.cidr().to_string()]));
+        }
+        Container {
+            name: NAME.into(),
+            image: Some(image.to_owned()),
+            args: Some(vec![NAME.into(), "--listen".into(), format!("[::]:{PORT}")]),
+            ports: Some(vec![tcp_port(None, PORT)]),
+            env: Some(env),
+            readiness_probe: Some(http_probe("/healthz", PORT)),
+            resources: Some(resources(&self.options.resources)),
+            security_context: Some(own_container_security()),
+            ..Container::default()
+        }
+    }
+}
+
+/// The demo's Service, on port 80 for `kubectl port-forward`.
+fn demo_service(ns: &str, own: &Labels, selector: &Labels) -> Service {
+    Service {
+        metadata: meta(NAME, Some(ns), own),
+        spec: Some(ServiceSpec {
+            selector: Some(selector.clone()),
+            ports: Some(vec![service_port(None, 80, PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
     }
 }

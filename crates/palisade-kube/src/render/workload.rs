@@ -126,11 +126,6 @@ pub(crate) fn env(d: &Deployment) -> Vec<EnvVar> {
         .collect()
 }
 
-/// `Some(list)` unless empty, as the API server stores an absent list.
-pub(crate) fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
-    (!v.is_empty()).then_some(v)
-}
-
 /// One `emptyDir` volume per scratch path (`scratch-0`, `scratch-1`, ...)
 /// and the container's mounts of them.
 pub(crate) fn scratch(d: &Deployment) -> (Vec<Volume>, Vec<VolumeMount>) {
