@@ -95,6 +95,11 @@ fn snapshot() -> Snapshot {
     }
 }
 
+/// The objects the lab runs for `s`.
+fn objects(s: &Snapshot) -> Vec<serde_json::Value> {
+    palisade_lab::rendered::render(s).unwrap()
+}
+
 fn options() -> LabOptions {
     LabOptions::for_dir(Path::new("/tmp/some/lab"), Runtime::Plain)
 }
@@ -102,7 +107,7 @@ fn options() -> LabOptions {
 #[test]
 fn names_carry_the_lab_prefix_and_addresses_come_from_the_subnets() {
     let s = snapshot();
-    let p = plan::plan(&s, &Policy::compile(&s), &options()).unwrap();
+    let p = plan::plan(&s, &objects(&s), &options()).unwrap();
     let prefix = options().prefix();
     assert!(prefix.starts_with("pl-") && prefix.len() == "pl-".len() + 7);
     assert_eq!(p.pods.len(), 5);
@@ -135,78 +140,135 @@ fn names_carry_the_lab_prefix_and_addresses_come_from_the_subnets() {
     assert_eq!(p.gateways.len(), 1);
     assert_eq!(p.gateways[0].routes.len(), 4);
     // Deterministic: the same input gives the same plan, byte for byte.
-    assert_eq!(p, plan::plan(&s, &Policy::compile(&s), &options()).unwrap());
+    assert_eq!(p, plan::plan(&s, &objects(&s), &options()).unwrap());
     // A different lab directory gives different names.
     let other = LabOptions::for_dir(Path::new("/tmp/other/lab"), Runtime::Plain);
     assert_ne!(other.prefix(), prefix);
 }
 
+/// The set named in the rule whose comment is `comment`.
+fn set_of<'a>(ruleset: &'a str, comment: &str) -> &'a str {
+    let rule = ruleset
+        .lines()
+        .find(|l| l.contains(&format!("comment \"{comment}\"")))
+        .unwrap_or_else(|| panic!("no rule {comment:?}"));
+    let name = rule
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    ruleset
+        .split(&format!("set {name} {{"))
+        .nth(1)
+        .unwrap()
+        .split('}')
+        .next()
+        .unwrap()
+}
+
+/// The ruleset follows the rendered policies as Cilium reads them: egress
+/// at the sender and ingress at the receiver (docs "Layer 3 Examples"),
+/// deny before allow (docs "Deny Policies"), each a set lookup reached by
+/// one verdict-map lookup per direction.
 #[test]
-fn the_ruleset_is_default_deny_with_one_vmap_lookup_keyed_by_subnet() {
+fn the_ruleset_is_the_rendered_policies_one_vmap_lookup_per_direction() {
     let s = snapshot();
-    let p = plan::plan(&s, &Policy::compile(&s), &options()).unwrap();
+    let p = plan::plan(&s, &objects(&s), &options()).unwrap();
     let r = &p.ruleset;
     assert!(
         r.contains("type filter hook forward priority filter; policy drop;"),
         "{r}"
     );
-    assert!(r.contains("ip6 saddr vmap @from_endpoint"));
+    assert!(r.contains("ip6 saddr vmap @egress_of") && r.contains("ip6 daddr vmap @ingress_of"));
     // Atomic replacement: declare, delete, define in one file.
     assert!(
         r.starts_with("# Generated")
             && r.contains("delete table inet palisade_lab\ntable inet palisade_lab {")
     );
-    // Every source subnet jumps to its own chain.
+    // Every tenant subnet goes to its own egress chain.
     for dep in &s.deployments {
         assert!(
-            r.contains(&format!("{} : jump from_", dep.subnet)),
-            "{} missing from the vmap",
+            r.contains(&format!("{} : goto eg_", dep.subnet)),
+            "{} missing from the egress map",
             dep.subnet
         );
     }
-    // The allow rule api -> db is exactly db's subnet on 5432 in api's tcp set.
-    let api =
-        palisade_lab::nft::chain_of(&p.endpoints, &Endpoint::deployment(&t("acme"), &d("api")))
-            .unwrap();
-    let db = s
-        .deployments
-        .iter()
-        .find(|x| x.name.as_str() == "db" && x.tenant.as_str() == "acme")
-        .unwrap();
-    let api_tcp = r
-        .split(&format!("set {api}_tcp {{"))
-        .nth(1)
-        .unwrap()
-        .split('}')
-        .next()
-        .unwrap();
+    let subnet = |t: &str, n: &str| {
+        s.deployments
+            .iter()
+            .find(|x| x.name.as_str() == n && x.tenant.as_str() == t)
+            .unwrap()
+            .subnet
+    };
+    let (api, db) = (subnet("acme", "api"), subnet("acme", "db"));
+    // The allow rule api -> db: db's subnet on 5432 only, in api's egress
+    // and in db's ingress; the proxy on its port.
+    let api_out = set_of(r, "acme/api: egress allow");
     assert!(
-        api_tcp.contains(&format!("{} . 5432", db.subnet)),
-        "{api_tcp}"
+        api_out.contains(&format!("{db} . tcp . 5432,")),
+        "{api_out}"
     );
     assert!(
-        !api_tcp.contains(&format!("{} . 9187", db.subnet)),
-        "{api_tcp}"
+        !api_out.contains(&format!("{db} . tcp . 9187")),
+        "{api_out}"
     );
     assert!(
-        api_tcp.contains(&format!("{PROXY_ADDR} . 3128")),
-        "{api_tcp}"
+        api_out.contains(&format!("{PROXY_ADDR} . tcp . 3128")),
+        "{api_out}"
     );
-    // Per-packet cost: chains hold at most three rules whatever the size.
-    for chain in r.split("\tchain from_").skip(1) {
+    let db_in = set_of(r, "acme/db: ingress allow");
+    assert!(db_in.contains(&format!("{api} . tcp . 5432,")), "{db_in}");
+    // The default-deny policy's metadata and API server denies.
+    let api_deny = set_of(r, "acme/api: egress deny");
+    assert!(
+        api_deny.contains("fd00:ec2::254 . tcp . 0-65535"),
+        "{api_deny}"
+    );
+    assert!(
+        api_deny.contains(&format!("{} . tcp", plan::APISERVER_ADDR)),
+        "{api_deny}"
+    );
+    // Per-packet cost: endpoint chains hold at most three rules whatever the size.
+    for chain in r
+        .split("\tchain e")
+        .skip(1)
+        .chain(r.split("\tchain in_").skip(1))
+    {
         let body = chain.split("\t}").next().unwrap();
-        assert!(
-            body.lines().filter(|l| l.contains("accept")).count() <= 3,
-            "{body}"
-        );
+        assert!(body.lines().count() <= 4, "{body}");
     }
-    // big-corp's egress gateway: SNAT to its egress IP and a direct internet path.
+    // big-corp's egress gateway: SNAT to its egress IP towards the world.
     let big = p.egress_of("big-corp").unwrap();
     assert!(
         r.contains(&format!("{} : {}", s.deployments[3].subnet, big.ip)),
         "{r}"
     );
-    assert!(r.contains(&format!("elements = {{ {ECHO_ADDR} }}")));
+    assert!(
+        r.contains(&format!("elements = {{ {ECHO_ADDR}, fd00:ec2::254 }}")),
+        "{r}"
+    );
+}
+
+/// The lab runs what the objects say, not what the model says: an allow
+/// rule rendered without its port opens every port in the ruleset.
+#[test]
+fn the_ruleset_follows_the_objects_not_the_model() {
+    let s = snapshot();
+    let mut objs = objects(&s);
+    for o in &mut objs {
+        if o["kind"] == "CiliumNetworkPolicy" && o["metadata"]["name"] == "deployment-db" {
+            o["spec"]["ingress"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("toPorts");
+        }
+    }
+    let p = plan::plan(&s, &objs, &options()).unwrap();
+    let api = s.deployments[0].subnet;
+    let db_in = set_of(&p.ruleset, "acme/db: ingress allow");
+    assert!(db_in.contains(&format!("{api} . tcp . 0-65535")), "{db_in}");
 }
 
 #[test]
@@ -223,7 +285,7 @@ fn the_ruleset_scales_by_sets_not_rules() {
         .collect();
     s.pool = pool;
     s.allow_rules.clear();
-    let p = plan::plan(&s, &Policy::compile(&s), &options()).unwrap();
+    let p = plan::plan(&s, &objects(&s), &options()).unwrap();
     assert_eq!(p.pods.len(), 0);
     let forward = p
         .ruleset
@@ -243,14 +305,14 @@ fn the_ruleset_scales_by_sets_not_rules() {
 fn too_many_pods_is_a_clear_error() {
     let mut s = snapshot();
     s.deployments[0].replicas = Replicas::try_from(5000).unwrap();
-    let e = plan::plan(&s, &Policy::compile(&s), &options()).unwrap_err();
+    let e = plan::plan(&s, &objects(&s), &options()).unwrap_err();
     assert!(e.to_string().contains("at most 1000"), "{e}");
 }
 
 #[test]
 fn nft_accepts_the_ruleset_when_it_can_check() {
     let s = snapshot();
-    let p = plan::plan(&s, &Policy::compile(&s), &options()).unwrap();
+    let p = plan::plan(&s, &objects(&s), &options()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ruleset.nft");
     std::fs::write(&file, &p.ruleset).unwrap();
@@ -315,6 +377,8 @@ fn state_of(p: &plan::Plan) -> LabState {
         egress: p.egress.clone(),
         proxy_pid: 0,
         echo_pid: 0,
+        stand_ins: Vec::new(),
+        notes: p.notes.clone(),
         endpoints: p.endpoints.clone().into_iter().collect(),
     }
 }
@@ -323,10 +387,11 @@ fn state_of(p: &plan::Plan) -> LabState {
 fn the_probe_matrix_takes_every_verdict_from_the_policy_model() {
     let s = snapshot();
     let policy = Policy::compile(&s);
-    let p = plan::plan(&s, &policy, &options()).unwrap();
+    let p = plan::plan(&s, &objects(&s), &options()).unwrap();
     let probes = verify::expectations(&state_of(&p), &policy).unwrap();
     // 5 pods: each reaches 4 others on each of their ports, plus internet
-    // direct and via proxy; the gateway reaches all 5.
+    // direct and via proxy, cluster DNS, metadata and the API server; the
+    // gateway reaches all 5.
     let ports = |pod: &plan::PodPlan| pod.ports.len();
     let pairs: usize = p
         .pods
@@ -341,19 +406,25 @@ fn the_probe_matrix_takes_every_verdict_from_the_policy_model() {
         .sum();
     let gw: usize = p.pods.iter().map(ports).sum();
     let ingress = p.gateways[0].routes.len();
-    assert_eq!(probes.len(), pairs + 2 * p.pods.len() + gw + ingress);
+    assert_eq!(probes.len(), pairs + 5 * p.pods.len() + gw + ingress);
     for probe in &probes {
-        if probe.kind == ProbeKind::Direct {
-            let v = policy.allowed(
-                &probe.from,
-                &probe.to,
-                PortProto::tcp(Port::try_from(probe.port).unwrap()),
-            );
-            assert_eq!(
-                (probe.expected, &probe.reason),
-                (v.allowed, &v.reason),
-                "{probe:?}"
-            );
+        match (&probe.to, probe.kind) {
+            (verify::Target::Model(to), ProbeKind::Direct) => {
+                let v = policy.allowed(
+                    &probe.from,
+                    to,
+                    PortProto::tcp(Port::try_from(probe.port).unwrap()),
+                );
+                assert_eq!(
+                    (probe.expected, probe.reason.clone()),
+                    (v.allowed, v.reason.to_string()),
+                    "{probe:?}"
+                );
+            }
+            (verify::Target::Metadata | verify::Target::ApiServer, _) => {
+                assert!(!probe.expected, "{probe:?}")
+            }
+            _ => {}
         }
     }
     let find = |from: &str, to: &str, port: u16, kind: ProbeKind| {
@@ -379,6 +450,8 @@ fn the_probe_matrix_takes_every_verdict_from_the_policy_model() {
     assert!(!find("acme/web", "internet", 80, ProbeKind::Direct).expected);
     assert!(find("acme/web", "egress-proxy/acme", 3128, ProbeKind::ViaProxy).expected);
     assert!(find("big-corp/db", "internet", 80, ProbeKind::Direct).expected);
+    assert!(find("acme/web", "cluster-dns", 53, ProbeKind::Direct).expected);
+    assert!(!find("big-corp/db", "cloud-metadata", 80, ProbeKind::Direct).expected);
     assert!(
         !find(
             "big-corp/db",
@@ -394,7 +467,7 @@ fn the_probe_matrix_takes_every_verdict_from_the_policy_model() {
 fn judging_names_wrong_answers_and_wrong_egress_addresses() {
     let s = snapshot();
     let policy = Policy::compile(&s);
-    let p = plan::plan(&s, &policy, &options()).unwrap();
+    let p = plan::plan(&s, &objects(&s), &options()).unwrap();
     let probes = verify::expectations(&state_of(&p), &policy).unwrap();
     let via = probes
         .iter()
@@ -442,7 +515,7 @@ fn the_proxy_config_is_valid_and_names_every_tenant_source_and_egress() {
     let mut s = snapshot();
     // acme has its own listener port; big-corp (from a store without ports) none.
     s.tenants[0].proxy_port = 20001;
-    let p = plan::plan(&s, &Policy::compile(&s), &options()).unwrap();
+    let p = plan::plan(&s, &objects(&s), &options()).unwrap();
     let yaml = p.proxy_config.to_yaml().unwrap();
     let back = palisade_proxy::config::ProxyConfig::from_yaml(&yaml).unwrap();
     back.validate().unwrap();

@@ -22,7 +22,7 @@ fn probe(from: Endpoint, to: Endpoint, port: u16, policy: &Policy) -> Probe {
     let v = policy.allowed(&from, &to, pp);
     Probe {
         from,
-        to,
+        to: to.into(),
         from_pod: None,
         to_pod: None,
         port,
@@ -32,7 +32,7 @@ fn probe(from: Endpoint, to: Endpoint, port: u16, policy: &Policy) -> Probe {
         proxy: None,
         host: None,
         expected: v.allowed,
-        reason: v.reason,
+        reason: v.reason.to_string(),
         expect_caller: None,
         expect_pod_of: None,
         objects: None,
