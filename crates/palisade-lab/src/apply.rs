@@ -511,6 +511,30 @@ impl Lab {
         Ok(())
     }
 
+    /// Starts one echo stand-in; the DNS one also answers DNS queries.
+    fn start_echo(&self, plan: &Plan, ns: &str, listen: SocketAddr) -> Result<u32> {
+        let workload = if ns == plan.infra.dns {
+            Workload::Dns {
+                names: plan.dns_names.clone(),
+            }
+        } else {
+            Workload::Echo
+        };
+        self.spawn(ns, Runtime::Plain, &workload, &[listen], &[])
+    }
+
+    /// Restarts the DNS stand-in so it answers for the synced pods.
+    fn restart_dns(&self, plan: &Plan, state: &mut LabState) -> Result<()> {
+        let dns = &plan.infra.dns;
+        let Some(slot) = state.stand_ins.iter_mut().find(|(ns, _)| ns == dns) else {
+            return Ok(());
+        };
+        kill_namespace_processes(dns)?;
+        let listen = SocketAddr::new(IpAddr::V6(plan::DNS_ADDR), plan::DNS_PORT);
+        slot.1 = self.start_echo(plan, dns, listen)?;
+        self.wait_ready(dns, slot.1, &[plan::DNS_PORT], Duration::from_secs(10))
+    }
+
     /// Starts the proxy and the echo stand-ins and waits until they listen.
     /// Returns the proxy's pid and (namespace, pid) of each echo, in
     /// [`InfraNames::echoes`] order.
@@ -518,8 +542,7 @@ impl Lab {
         let proxy_pid = self.start_proxy(plan)?;
         let mut echoes = Vec::new();
         for (ns, addr, port) in plan.infra.echoes() {
-            let listen = SocketAddr::new(IpAddr::V6(addr), port);
-            let pid = self.spawn(ns, Runtime::Plain, &Workload::Echo, &[listen], &[])?;
+            let pid = self.start_echo(plan, ns, SocketAddr::new(IpAddr::V6(addr), port))?;
             echoes.push((ns.to_owned(), pid, port));
         }
         for (ns, pid, port) in &echoes {
@@ -551,79 +574,13 @@ impl Lab {
         let mut state = self.require()?;
         let options = LabOptions::for_dir(&self.dir, state.runtime);
         let plan = plan::plan(snapshot, objects, &options)?;
-
-        let same_pod = |a: &PodPlan, b: &PodPlan| {
-            a.netns == b.netns && a.addr == b.addr && a.ports == b.ports && a.image == b.image
-        };
-        let (keep, gone): (Vec<_>, Vec<_>) = state
-            .pods
-            .drain(..)
-            .partition(|r| plan.pods.iter().any(|p| same_pod(p, &r.spec)));
-        let new_pods: Vec<PodPlan> = plan
-            .pods
-            .iter()
-            .filter(|p| !keep.iter().any(|r| same_pod(p, &r.spec)))
-            .cloned()
-            .collect();
-        let (keep_gw, gone_gw): (Vec<_>, Vec<_>) = state
-            .gateways
-            .drain(..)
-            .partition(|r| plan.gateways.contains(&r.spec));
-        let new_gw: Vec<GatewayPlan> = plan
-            .gateways
-            .iter()
-            .filter(|g| !keep_gw.iter().any(|r| r.spec == **g))
-            .cloned()
-            .collect();
+        let diff = Diff::of(&mut state, &plan);
         progress(Progress::Phase {
             name: "sync".into(),
-            total: (gone.len() + gone_gw.len()) as u64,
+            total: (diff.gone.len() + diff.gone_gw.len()) as u64,
         });
-        let removed = gone.len();
-        // Take the router ends down first: a deleted namespace is torn down
-        // asynchronously, and a recycled address must be routable at once.
-        let mut unlink = String::new();
-        for veth in gone
-            .iter()
-            .map(|r| &r.spec.veth)
-            .chain(gone_gw.iter().map(|r| &r.spec.veth))
-        {
-            let _ = writeln!(unlink, "link del {veth}");
-        }
-        if !unlink.is_empty() {
-            // Best effort: a link already gone is what we want.
-            let _ = run(
-                "ip",
-                &["-force", "-n", &state.infra.router, "-batch", "-"],
-                Some(&unlink),
-            );
-        }
-        for ns in gone
-            .iter()
-            .map(|r| &r.spec.netns)
-            .chain(gone_gw.iter().map(|r| &r.spec.netns))
-        {
-            remove_namespace(ns)?;
-            progress(Progress::Tick(format!("removed {ns}")));
-        }
-
-        // Egress addresses on the proxy's outside interface and their routes.
-        let old: BTreeSet<_> = state.egress.iter().map(|e| e.ip).collect();
-        let new: BTreeSet<_> = plan.egress.iter().map(|e| e.ip).collect();
-        let (mut router, mut proxy) = (String::new(), String::new());
-        for ip in old.difference(&new) {
-            let _ = writeln!(router, "route del {ip}/128 dev proxy-out");
-            let _ = writeln!(proxy, "addr del {ip}/128 dev out");
-        }
-        for ip in new.difference(&old) {
-            let _ = writeln!(router, "route add {ip}/128 dev proxy-out");
-            let _ = writeln!(proxy, "addr add {ip}/128 dev out nodad");
-        }
-        if !router.is_empty() {
-            ip6_batch(&state.infra.router, &router)?;
-            ip6_batch(&state.infra.proxy, &proxy)?;
-        }
-
+        self.remove_gone(&state.infra.router, &diff, progress)?;
+        update_egress_addresses(&state, &plan)?;
         // New policy first for what stays, then the new endpoints under it.
         self.apply_ruleset(&plan)?;
         self.write_file("proxy.yaml", &proxy_yaml(&plan)?)?;
@@ -633,15 +590,16 @@ impl Lab {
                 nix::sys::signal::Signal::SIGHUP,
             );
         }
-        state.pods = keep;
-        state.gateways = keep_gw;
+        let (added, removed) = (diff.new_pods.len(), diff.gone.len());
+        state.pods = diff.keep;
+        state.gateways = diff.keep_gw;
         state.egress = plan.egress.clone();
         state.endpoints = plan.endpoints.clone().into_iter().collect();
         state.notes = plan.notes.clone();
+        self.restart_dns(&plan, &mut state)?;
         state.synced_at = now_rfc3339();
         self.save(&state)?;
-        let added = new_pods.len();
-        let (pods, gateways) = self.add_endpoints(&plan, &new_pods, &new_gw, progress)?;
+        let (pods, gateways) = self.add_endpoints(&plan, &diff.new_pods, &diff.new_gw, progress)?;
         state.pods.extend(pods);
         state.gateways.extend(gateways);
         state.pods.sort_by(|a, b| a.spec.netns.cmp(&b.spec.netns));
@@ -650,6 +608,37 @@ impl Lab {
             .sort_by(|a, b| a.spec.netns.cmp(&b.spec.netns));
         self.save(&state)?;
         Ok((added, removed, state))
+    }
+
+    /// Takes the pods and gateways that went away down: the router ends
+    /// first (a deleted namespace is torn down asynchronously, and a
+    /// recycled address must be routable at once), then their namespaces.
+    fn remove_gone(
+        &self,
+        router_ns: &str,
+        diff: &Diff,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<()> {
+        let gone = || {
+            let pods = diff.gone.iter().map(|r| (&r.spec.veth, &r.spec.netns));
+            pods.chain(diff.gone_gw.iter().map(|r| (&r.spec.veth, &r.spec.netns)))
+        };
+        let unlink: String = gone()
+            .map(|(veth, _)| format!("link del {veth}\n"))
+            .collect();
+        if !unlink.is_empty() {
+            // Best effort: a link already gone is what we want.
+            let _ = run(
+                "ip",
+                &["-force", "-n", router_ns, "-batch", "-"],
+                Some(&unlink),
+            );
+        }
+        for (_, ns) in gone() {
+            remove_namespace(ns)?;
+            progress(Progress::Tick(format!("removed {ns}")));
+        }
+        Ok(())
     }
 
     /// Removes every namespace (and so every link, address and nftables
@@ -974,6 +963,74 @@ impl Lab {
         )?;
         Ok((plain, pid))
     }
+}
+
+/// What `sync` changes: the running pods and gateways split into those
+/// the plan keeps and those that went away, and what is new.
+struct Diff {
+    keep: Vec<Running<PodPlan>>,
+    gone: Vec<Running<PodPlan>>,
+    new_pods: Vec<PodPlan>,
+    keep_gw: Vec<Running<GatewayPlan>>,
+    gone_gw: Vec<Running<GatewayPlan>>,
+    new_gw: Vec<GatewayPlan>,
+}
+
+impl Diff {
+    /// Takes `state`'s pods and gateways apart against `plan`.
+    fn of(state: &mut LabState, plan: &Plan) -> Self {
+        let same_pod = |a: &PodPlan, b: &PodPlan| {
+            a.netns == b.netns && a.addr == b.addr && a.ports == b.ports && a.image == b.image
+        };
+        let (keep, gone): (Vec<_>, Vec<_>) = state
+            .pods
+            .drain(..)
+            .partition(|r| plan.pods.iter().any(|p| same_pod(p, &r.spec)));
+        let new_pods = plan
+            .pods
+            .iter()
+            .filter(|p| !keep.iter().any(|r| same_pod(p, &r.spec)))
+            .cloned()
+            .collect();
+        let (keep_gw, gone_gw): (Vec<_>, Vec<_>) = state
+            .gateways
+            .drain(..)
+            .partition(|r| plan.gateways.contains(&r.spec));
+        let new_gw = plan
+            .gateways
+            .iter()
+            .filter(|g| !keep_gw.iter().any(|r| r.spec == **g))
+            .cloned()
+            .collect();
+        Self {
+            keep,
+            gone,
+            new_pods,
+            keep_gw,
+            gone_gw,
+            new_gw,
+        }
+    }
+}
+
+/// Egress addresses on the proxy's outside interface and their routes.
+fn update_egress_addresses(state: &LabState, plan: &Plan) -> Result<()> {
+    let old: BTreeSet<_> = state.egress.iter().map(|e| e.ip).collect();
+    let new: BTreeSet<_> = plan.egress.iter().map(|e| e.ip).collect();
+    let (mut router, mut proxy) = (String::new(), String::new());
+    for ip in old.difference(&new) {
+        let _ = writeln!(router, "route del {ip}/128 dev proxy-out");
+        let _ = writeln!(proxy, "addr del {ip}/128 dev out");
+    }
+    for ip in new.difference(&old) {
+        let _ = writeln!(router, "route add {ip}/128 dev proxy-out");
+        let _ = writeln!(proxy, "addr add {ip}/128 dev out nodad");
+    }
+    if !router.is_empty() {
+        ip6_batch(&state.infra.router, &router)?;
+        ip6_batch(&state.infra.proxy, &proxy)?;
+    }
+    Ok(())
 }
 
 /// A namespace to attach: (namespace, router-side veth, address).

@@ -274,6 +274,8 @@ pub struct Plan {
     pub lab_endpoints: Vec<LabEndpoint>,
     /// What the lab could not model in the rendered objects.
     pub notes: Vec<String>,
+    /// What the cluster DNS stand-in answers for.
+    pub dns_names: crate::dns::Names,
     /// The complete nftables ruleset for the router.
     pub ruleset: String,
     /// The egress proxy's config.
@@ -298,6 +300,12 @@ pub fn plan(snapshot: &Snapshot, objects: &[Value], options: &LabOptions) -> Res
     let lab_endpoints = lab_endpoints(objects, &deployments, &gateways, &egress);
     let (ruleset, notes) = rules(objects, &lab_endpoints, &deployments, &egress);
     let infra = InfraNames::new(&prefix);
+    let dns_names = rendered::dns_names(objects, &deployments, |d| {
+        pods.iter()
+            .filter(|p| p.tenant == d.tenant && p.deployment == d.deployment)
+            .map(|p| IpAddr::V6(p.addr))
+            .collect()
+    });
     let proxy_config = proxy_config(snapshot, &egress, options, pool, service)?;
     Ok(Plan {
         options: options.clone(),
@@ -309,6 +317,7 @@ pub fn plan(snapshot: &Snapshot, objects: &[Value], options: &LabOptions) -> Res
         endpoints: model_endpoints(&lab_endpoints),
         lab_endpoints,
         notes,
+        dns_names,
         ruleset,
         proxy_config,
     })

@@ -242,3 +242,39 @@ pub fn dns_identity() -> Endpoint {
         .collect();
     ep
 }
+
+/// What cluster DNS answers for the rendered Services: each Service's
+/// `<name>.<namespace>.svc.cluster.local` (and `<name>.<namespace>.svc`)
+/// with the addresses of the pods its selector picks, as CoreDNS answers
+/// for a headless Service (the lab has no cluster IPs; Kubernetes docs "DNS
+/// for Services and Pods"). `pods_of` gives a deployment's pod addresses.
+pub fn dns_names<'a>(
+    objects: &[Value],
+    deployments: &'a [RenderedDeployment],
+    pods_of: impl Fn(&'a RenderedDeployment) -> Vec<std::net::IpAddr>,
+) -> crate::dns::Names {
+    let mut out = crate::dns::Names::new();
+    for svc in of_kind(objects, "Service") {
+        let (Some(name), Some(ns)) = (
+            str_at(svc, "/metadata/name"),
+            str_at(svc, "/metadata/namespace"),
+        ) else {
+            continue;
+        };
+        let selector = string_map(svc.pointer("/spec/selector"));
+        if selector.is_empty() {
+            continue;
+        }
+        let addrs: Vec<std::net::IpAddr> = deployments
+            .iter()
+            .filter(|d| {
+                d.namespace == ns && selector.iter().all(|(k, v)| d.labels.get(k) == Some(v))
+            })
+            .flat_map(&pods_of)
+            .collect();
+        for suffix in ["svc.cluster.local", "svc"] {
+            out.insert(format!("{name}.{ns}.{suffix}"), addrs.clone());
+        }
+    }
+    out
+}

@@ -61,6 +61,12 @@ pub enum Workload {
     },
     /// The internet echo origin: answers with the caller's address.
     Echo,
+    /// Cluster DNS's stand-in: [`crate::dns::serve`] on UDP at every
+    /// listen address, and an echo on TCP there (what the probes reach).
+    Dns {
+        /// The names it answers for.
+        names: crate::dns::Names,
+    },
     /// A gateway: forwards `Host: <deployment>.<tenant>` (or path
     /// `/<tenant>/<deployment>/...`) to that deployment's pods.
     Gateway {
@@ -84,6 +90,17 @@ pub async fn serve(workload: Workload, listen: Vec<SocketAddr>) -> std::io::Resu
     let workload = Arc::new(workload);
     let rr = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
+    if let Workload::Dns { names } = &*workload {
+        for addr in &listen {
+            let socket = tokio::net::UdpSocket::bind(addr).await?;
+            let names = names.clone();
+            tasks.spawn(async move {
+                if let Err(e) = crate::dns::serve(socket, names, std::future::pending()).await {
+                    tracing::error!(error = %e, "the DNS stand-in stopped");
+                }
+            });
+        }
+    }
     for addr in listen {
         let listener = TcpListener::bind(addr).await?;
         let workload = workload.clone();
@@ -143,6 +160,7 @@ async fn handle(
             pod,
         } => answer("pod", Some(tenant), Some(deployment), Some(pod)),
         Workload::Echo => answer("internet-echo", None, None, None),
+        Workload::Dns { .. } => answer("cluster-dns", None, None, None),
         Workload::Gateway { routes } => {
             let host = req
                 .headers()
