@@ -95,6 +95,18 @@ fn assert_path(report: &Value, from: &str, to: &str, kind: &str, expected: bool)
     }
 }
 
+/// The AAAA answers cluster DNS gives `name`, asked from namespace `netns`.
+fn dig(netns: &str, name: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", netns, "dig", "+short", "+time=2", "+tries=1",
+        ])
+        .args(["@fd70:1ab::53", name, "AAAA"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn netns_list() -> String {
     String::from_utf8_lossy(
         &std::process::Command::new("ip")
@@ -135,9 +147,10 @@ fn the_seed_scenario_end_to_end() {
             "{p}"
         );
     }
+    // Pods, the gateway, and router, proxy, internet, metadata, API server, DNS.
     assert_eq!(
         netns_list().matches(&prefix).count(),
-        5 + 1 + 3,
+        5 + 1 + 6,
         "{}",
         netns_list()
     );
@@ -184,6 +197,28 @@ fn the_seed_scenario_end_to_end() {
         &report,
         "test-tenant-2/database",
         "test-tenant/backend",
+        "direct",
+        false,
+    );
+    // Stand-ins: cluster DNS allowed; metadata and the API server denied.
+    assert_path(
+        &report,
+        "test-tenant/frontend",
+        "cluster-dns",
+        "direct",
+        true,
+    );
+    assert_path(
+        &report,
+        "test-tenant/frontend",
+        "cloud-metadata",
+        "direct",
+        false,
+    );
+    assert_path(
+        &report,
+        "test-tenant/frontend",
+        "kube-apiserver",
         "direct",
         false,
     );
@@ -351,7 +386,17 @@ fn the_seed_scenario_end_to_end() {
         "via-gateway",
         true,
     );
-    assert_eq!(netns_list().matches(&prefix).count(), 4 + 1 + 3);
+    assert_eq!(netns_list().matches(&prefix).count(), 4 + 1 + 6);
+    // Cluster DNS answers new-app's name over UDP, through the rules.
+    let dig = dig(
+        &format!("{prefix}p.test-tenant.backend.0"),
+        "new-app.tenant-test-tenant.svc.cluster.local",
+    );
+    assert!(
+        dig.trim()
+            .starts_with(frontend_subnet.split("::").next().unwrap()),
+        "{dig}"
+    );
 
     // Down leaves nothing: namespaces, rules, processes. Twice is fine.
     let pids: Vec<u64> = lab.status()["workloads"]
@@ -450,62 +495,46 @@ fn a_broken_dataplane_fails_verify_and_names_the_pair() {
     let (code, _, stderr) = lab.verify();
     assert_eq!(code, 0, "{stderr}");
 
-    // Delete the rule that lets cart's pods reach each other.
+    // Delete the set element that lets cart's pods reach each other over TCP.
     let router = format!("pl-{}-router", lab.status()["lab_id"].as_str().unwrap());
-    let table = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &router,
-            "nft",
-            "-a",
-            "list",
-            "table",
-            "inet",
-            "palisade_lab",
-        ])
-        .output()
+    let nft = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &router, "nft"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = nft(&["list", "table", "inet", "palisade_lab"]);
+    let set = table
+        .lines()
+        .find(|l| l.contains("comment \"shop/cart: egress allow\""))
+        .and_then(|l| l.split('@').nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("no egress allow rule for shop/cart in the table")
+        .to_string();
+    let cart = lab
+        .env
+        .json(&["list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "cart")
+        .map(|d| d["subnet"].as_str().unwrap().to_string())
         .unwrap();
-    let table = String::from_utf8_lossy(&table.stdout).into_owned();
-    let mut chain = None;
-    let mut handle = None;
-    for line in table.lines() {
-        if let Some(name) = line.trim().strip_prefix("chain ") {
-            chain = name.split_whitespace().next().map(str::to_string);
-        }
-        if line.contains("comment \"shop/cart: any port\"") {
-            handle = line
-                .rsplit("# handle ")
-                .next()
-                .map(|h| h.trim().to_string());
-            break;
-        }
-    }
-    let (chain, handle) = (
-        chain.unwrap(),
-        handle.expect("no rule for shop/cart in the table"),
-    );
-    let del = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &router,
-            "nft",
-            "delete",
-            "rule",
-            "inet",
-            "palisade_lab",
-            &chain,
-            "handle",
-            &handle,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        del.status.success(),
-        "{}",
-        String::from_utf8_lossy(&del.stderr)
-    );
+    nft(&[
+        "delete",
+        "element",
+        "inet",
+        "palisade_lab",
+        &set,
+        &format!("{{ {cart} . tcp . 0-65535 }}"),
+    ]);
 
     let r = lab.env.run(&["lab", "verify"]);
     assert_eq!(
