@@ -5,8 +5,6 @@
 
 use super::ModelError;
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 /// The label prefix Palisade reserves for itself.
 pub const RESERVED_PREFIX: &str = "palisade.io/";
@@ -35,90 +33,55 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
-/// A label key: `[prefix/]name`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(try_from = "String", into = "String")]
-pub struct LabelKey(String);
-
-impl FromStr for LabelKey {
-    type Err = ModelError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let fail = |reason: &str| ModelError::InvalidLabel {
-            label: s.to_owned(),
-            reason: reason.to_owned(),
-        };
-        if s.starts_with(RESERVED_PREFIX) {
-            return Err(fail("the palisade.io/ prefix is reserved for Palisade"));
-        }
-        let (prefix, name) = match s.split_once('/') {
-            Some((p, n)) => (Some(p), n),
-            None => (None, s),
-        };
-        if prefix.is_some_and(|p| !is_dns_subdomain(p)) {
-            return Err(fail(
-                "the prefix must be a DNS subdomain such as example.com",
-            ));
-        }
-        if !is_name_segment(name) {
-            return Err(fail(
-                "the name must be 1-63 characters of [A-Za-z0-9-_.], starting and ending with a letter or digit",
-            ));
-        }
-        Ok(Self(s.to_owned()))
-    }
-}
-
-/// A label value: empty, or 1-63 characters of `[A-Za-z0-9-_.]`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(try_from = "String", into = "String")]
-pub struct LabelValue(String);
-
-impl FromStr for LabelValue {
-    type Err = ModelError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.is_empty() || is_name_segment(s) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(ModelError::InvalidLabel {
-                label: s.to_owned(),
-                reason: "a value must be empty or 1-63 characters of [A-Za-z0-9-_.], starting and ending with a letter or digit".into(),
-            })
-        }
-    }
-}
-
-macro_rules! string_conversions {
-    ($ty:ident) => {
-        impl $ty {
-            /// The label text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-        impl TryFrom<String> for $ty {
-            type Error = ModelError;
-            fn try_from(s: String) -> Result<Self, Self::Error> {
-                s.parse()
-            }
-        }
-        impl From<$ty> for String {
-            fn from(v: $ty) -> String {
-                v.0
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
+/// A label key's rule: `[prefix/]name`, the prefix a DNS subdomain other
+/// than Palisade's own.
+fn check_key(s: &str) -> Result<(), ModelError> {
+    let fail = |reason: &str| ModelError::InvalidLabel {
+        label: s.to_owned(),
+        reason: reason.to_owned(),
     };
+    if s.starts_with(RESERVED_PREFIX) {
+        return Err(fail("the palisade.io/ prefix is reserved for Palisade"));
+    }
+    let (prefix, name) = match s.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    if prefix.is_some_and(|p| !is_dns_subdomain(p)) {
+        return Err(fail(
+            "the prefix must be a DNS subdomain such as example.com",
+        ));
+    }
+    if !is_name_segment(name) {
+        return Err(fail(
+            "the name must be 1-63 characters of [A-Za-z0-9-_.], starting and ending with a letter or digit",
+        ));
+    }
+    Ok(())
 }
-string_conversions!(LabelKey);
-string_conversions!(LabelValue);
+
+/// A label value's rule: empty, or a name segment.
+fn check_value(s: &str) -> Result<(), ModelError> {
+    if s.is_empty() || is_name_segment(s) {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidLabel {
+            label: s.to_owned(),
+            reason: "a value must be empty or 1-63 characters of [A-Za-z0-9-_.], starting and ending with a letter or digit".into(),
+        })
+    }
+}
+
+checked_string!(
+    /// A label key: `[prefix/]name`.
+    LabelKey,
+    check_key
+);
+checked_string!(
+    /// A label value: empty, or 1-63 characters of `[A-Za-z0-9-_.]`.
+    LabelValue,
+    check_value
+);
 
 /// User labels, kept sorted so rendered objects are byte-stable.
 pub type Labels = BTreeMap<LabelKey, LabelValue>;

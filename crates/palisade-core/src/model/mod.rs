@@ -5,6 +5,58 @@
 //! the store never re-checks a name, an image or a quantity. Errors carry the
 //! offending input and say what would have been accepted.
 
+/// A string newtype that only `$check` lets in.
+///
+/// `$check` (a `fn(&str) -> Result<(), ModelError>` or a closure) is the
+/// type's parse rule; `FromStr`, `TryFrom<String>` and serde's
+/// deserialisation all go through it, so no path builds an unchecked value.
+/// The value is kept as given and printed as is.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $ty:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+        )]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $ty(String);
+
+        impl $ty {
+            /// The value as given.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl ::std::str::FromStr for $ty {
+            type Err = $crate::model::ModelError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                ($check)(s)?;
+                Ok(Self(s.to_owned()))
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = $crate::model::ModelError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                ($check)(s.as_str())?;
+                Ok(Self(s))
+            }
+        }
+
+        impl From<$ty> for String {
+            fn from(v: $ty) -> String {
+                v.0
+            }
+        }
+
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 mod image;
 mod labels;
 mod names;

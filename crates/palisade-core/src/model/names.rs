@@ -5,8 +5,6 @@
 //! deployment name may use.
 
 use super::ModelError;
-use std::fmt;
-use std::str::FromStr;
 
 /// The prefix every tenant namespace carries.
 pub const NAMESPACE_PREFIX: &str = "tenant-";
@@ -47,54 +45,19 @@ fn check_label(kind: &'static str, name: &str, max: usize) -> Result<(), ModelEr
     Ok(())
 }
 
+/// A DNS-1123 label of at most `$max` characters naming a `$kind`.
 macro_rules! label_name {
     ($(#[$doc:meta])* $ty:ident, $kind:literal, $max:expr) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $ty(String);
+        checked_string!($(#[$doc])* $ty, |s: &str| check_label($kind, s, $max));
 
         impl $ty {
             /// The longest name accepted.
             pub const MAX_LEN: usize = $max;
-
-            /// The name as a string slice.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = ModelError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                check_label($kind, s, $max)?;
-                Ok(Self(s.to_owned()))
-            }
-        }
-
-        impl TryFrom<String> for $ty {
-            type Error = ModelError;
-            fn try_from(s: String) -> Result<Self, Self::Error> {
-                check_label($kind, &s, $max)?;
-                Ok(Self(s))
-            }
-        }
-
-        impl From<$ty> for String {
-            fn from(n: $ty) -> String {
-                n.0
-            }
         }
 
         impl AsRef<str> for $ty {
             fn as_ref(&self) -> &str {
                 &self.0
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
             }
         }
     };

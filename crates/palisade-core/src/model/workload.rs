@@ -46,50 +46,6 @@ fn invalid(what: &'static str, value: &str, reason: impl Into<String>) -> ModelE
     }
 }
 
-macro_rules! checked_string {
-    ($(#[$doc:meta])* $ty:ident, $check:path) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $ty(String);
-
-        impl $ty {
-            /// The value as typed.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = ModelError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                $check(s)?;
-                Ok(Self(s.to_owned()))
-            }
-        }
-
-        impl TryFrom<String> for $ty {
-            type Error = ModelError;
-            fn try_from(s: String) -> Result<Self, Self::Error> {
-                $check(&s)?;
-                Ok(Self(s))
-            }
-        }
-
-        impl From<$ty> for String {
-            fn from(v: $ty) -> String {
-                v.0
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
 fn check_env_name(s: &str) -> Result<(), ModelError> {
     let what = "environment variable name";
     let Some(first) = s.chars().next() else {
