@@ -64,6 +64,19 @@ impl From<ModelError> for SpecError {
     }
 }
 
+/// An error's message followed by each of its causes (`: `-separated),
+/// for conditions and events, which have only one text field.
+pub fn explain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// The tenant a workload's namespace belongs to (`tenant-<name>`).
 pub fn tenant_of_namespace(namespace: &str) -> Result<TenantName, SpecError> {
     let name = namespace.strip_prefix(NAMESPACE_PREFIX).ok_or_else(|| {

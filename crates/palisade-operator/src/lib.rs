@@ -8,7 +8,8 @@
 //! replicas, reconciles and CLI users can act at once without handing out a
 //! subnet twice. Leader election only avoids duplicate work.
 //!
-//! Layout: [`crd`] declares the resources; [`claim`] names claims and picks
+//! Layout: [`crd`] declares the resources; [`cache`] holds what the
+//! controllers read (one watch per kind); [`claim`] names claims and picks
 //! candidates with the core's allocation rule; [`desired`] is reconcile as
 //! pure functions (what to render, apply, prune, report); [`status`]
 //! judges what the API server answered (refusals, backoff, rollouts, what
@@ -21,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod claim;
 pub mod crd;
 pub mod desired;
@@ -39,7 +41,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A call to the Kubernetes API failed.
-    #[error("failed to {action} {object}: {source}")]
+    #[error("failed to {action} {object}")]
     Kube {
         /// What was being done.
         action: &'static str,
@@ -48,6 +50,27 @@ pub enum Error {
         /// The client's error.
         #[source]
         source: Box<kube::Error>,
+    },
+    /// kube-runtime's finalizer helper refused the object (no name, or a
+    /// finalizer name that is not a JSON pointer segment).
+    #[error("failed to run the finalizer of {object}")]
+    Finalizer {
+        /// The object.
+        object: String,
+        /// The helper's error.
+        #[source]
+        source: Box<kube::runtime::finalizer::Error<Error>>,
+    },
+    /// A kind the operator must see is not (yet) in its cache, so acting
+    /// now could delete what it cannot see.
+    #[error("cannot act on {object}: {kind} is not cached: {message}")]
+    CacheIncomplete {
+        /// What was to be done.
+        object: String,
+        /// The kind.
+        kind: String,
+        /// Why (the API server's words, or "not listed yet").
+        message: String,
     },
     /// Bad configuration (flags, environment).
     #[error("invalid configuration: {0}")]
@@ -84,9 +107,10 @@ pub struct Config {
     pub pool: Pool,
     /// How objects are rendered (as `palisade render`'s flags).
     pub render: RenderOptions,
-    /// A claim without a workload is deleted after this long.
+    /// A claim without a workload is released after this long.
     pub gc_grace: Duration,
-    /// How often the garbage-collection pass runs.
+    /// How soon the claim controller looks again at a claim whose subnet
+    /// is still held (a pool or pods), besides their deletion events.
     pub gc_interval: Duration,
     /// Reconcile every object at least this often (drift repair).
     pub resync: Duration,

@@ -1,34 +1,38 @@
-//! Reconcile against the API server: reads, then the pure decisions of
-//! [`crate::desired`], then only the writes those decisions ask for.
+//! Reconcile: reads from the shared caches ([`crate::cache`]), then the
+//! pure decisions of [`crate::desired`], then only the writes those
+//! decisions ask for. Three reconcilers: tenants (render, apply, prune),
+//! workloads (finalizer, subnet claim and its repair, status) and claims
+//! (orphans, quarantine, duplicates).
 //!
-//! Every function takes a `kube::Client`, so the tests drive them with the
-//! in-memory API server of [`crate::testing`] and assert exact request
-//! sequences.
+//! The reconcilers never LIST: what they read is in the caches, kept
+//! current by one watch per kind. Through [`Ctx::new`] (tests, one-shot
+//! use) there is no watch, and every entry point first refreshes the
+//! caches with one LIST per kind, so the tests drive these functions with
+//! the in-memory API server of [`crate::testing`] and assert exact writes.
 
+use crate::cache::Caches;
 use crate::claim::{ClaimLedger, claim_name};
 use crate::crd::{SubnetClaim, SubnetClaimSpec, Tenant, TenantDeployment};
 use crate::desired::{
     self, Blocked, FIELD_MANAGER, Live, MANAGED_BY_OPERATOR, TENANT_FINALIZER, WORKLOAD_FINALIZER,
-    WORKLOAD_UID_LABEL,
 };
 use crate::metrics::Metrics;
 use crate::status::{self, Outcome, Refusal};
 use crate::{Config, Error};
 use futures::TryFutureExt;
 use ipnet::Ipv6Net;
-use k8s_openapi::api::apps::v1::Deployment as K8sDeployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use palisade_core::Pool;
 use palisade_kube::render::{MANAGED_BY, TENANT_LABEL};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::fmt::Debug;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,16 +48,25 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes events; `None` in tests that count requests.
     pub recorder: Option<Recorder>,
+    /// What the reconcilers read.
+    pub caches: Caches,
     /// Serialises this process's allocations. Claims are race-free without
     /// it (409 decides), but concurrent reconciles would all try the same
     /// candidates: n claimants cost O(n²) failed creates. Across replicas
     /// the claim objects still decide.
     pub allocation: Arc<tokio::sync::Mutex<()>>,
-    /// When each tenant's objects were last applied in full. Between full
-    /// applies only objects whose hash changed are written (an unchanged
-    /// tenant costs reads only); once per `resync` everything is applied
-    /// again, which repairs edits made to the objects behind our back.
-    pub full_apply: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    /// Claims this process created that the claims cache may not show yet
+    /// (the watch event is on its way), by name: the next allocation must
+    /// not pick them again, and their workload already holds them.
+    pub reserved: Arc<std::sync::Mutex<HashMap<String, (SubnetClaim, Instant)>>>,
+    /// Tenants whose objects this process has applied in full once. Until
+    /// then every object is applied (edits made while the operator was
+    /// down are repaired); after, only objects that changed.
+    pub full_apply: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
+    /// Per object (`Kind namespace/name`): the versions our own writes
+    /// produced. A cached object at another version was changed by someone
+    /// else and is applied again (drift repair without periodic rewrites).
+    pub applied: Arc<std::sync::Mutex<HashMap<String, Vec<String>>>>,
     /// Per object (`Kind namespace/name`, or a reconciled resource's key):
     /// consecutive failures and when the next attempt is due.
     pub backoff: Arc<std::sync::Mutex<HashMap<String, Backoff>>>,
@@ -70,30 +83,45 @@ pub struct Backoff {
     pub message: String,
 }
 
+/// How long a reservation outlives its claim's creation if the cache never
+/// shows the claim (it was deleted at once).
+const RESERVATION_TTL: Duration = Duration::from_secs(300);
+/// How many versions of an object's own writes are remembered.
+const VERSIONS_KEPT: usize = 4;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Ctx {
-    /// A context without events.
+    /// A context without events and without watches: every reconcile
+    /// refreshes the caches first ([`Caches::refresh`]).
     pub fn new(client: Client, config: Config) -> Self {
         Self {
             client,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             recorder: None,
+            caches: Caches::new(),
             allocation: Arc::default(),
+            reserved: Arc::default(),
             full_apply: Arc::default(),
+            applied: Arc::default(),
             backoff: Arc::default(),
         }
     }
 
-    fn backoffs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Backoff>> {
-        self.backoff
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Makes the caches current when no watch does.
+    pub async fn refresh(&self) {
+        if !self.caches.watched() {
+            self.caches.refresh(&self.client).await;
+        }
     }
 
     /// Records a failure of `key`; returns how long until its next try
     /// (exponential, with jitter: [`status::backoff_delay`]).
     pub fn failed(&self, key: &str, message: String) -> Duration {
-        let mut map = self.backoffs();
+        let mut map = lock(&self.backoff);
         let failures = map.get(key).map_or(0, |b| b.failures) + 1;
         let random = std::collections::hash_map::RandomState::new().hash_one((key, failures));
         let delay = status::backoff_delay(failures, random);
@@ -110,35 +138,71 @@ impl Ctx {
 
     /// Forgets `key`'s failures.
     pub fn succeeded(&self, key: &str) {
-        self.backoffs().remove(key);
+        lock(&self.backoff).remove(key);
     }
 
     /// If `key` is backing off: how long still, and its last message.
     pub fn deferred(&self, key: &str) -> Option<(Duration, String)> {
-        let map = self.backoffs();
+        let map = lock(&self.backoff);
         let b = map.get(key)?;
         let left = b.until.checked_duration_since(Instant::now())?;
         Some((left, b.message.clone()))
     }
 
-    /// Whether `tenant` is due for a full apply (never applied by this
-    /// process, or longer ago than `resync`).
+    /// Whether `tenant` was never applied in full by this process.
     fn full_apply_due(&self, tenant: &str) -> bool {
-        let seen = self
-            .full_apply
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(tenant)
-            .copied();
-        seen.is_none_or(|t| t.elapsed() >= self.config.resync)
+        !lock(&self.full_apply).contains_key(tenant)
     }
 
     fn full_apply_done(&self, tenant: &str) {
-        self.full_apply
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(tenant.to_owned(), std::time::Instant::now());
+        lock(&self.full_apply).insert(tenant.to_owned(), Instant::now());
     }
+
+    fn record_applied(&self, id: &str, meta: &ObjectMeta) {
+        let Some(v) = version(meta) else { return };
+        let mut map = lock(&self.applied);
+        let seen = map.entry(id.to_owned()).or_default();
+        if !seen.contains(&v) {
+            seen.push(v);
+            if seen.len() > VERSIONS_KEPT {
+                seen.remove(0);
+            }
+        }
+    }
+
+    /// Whether the cached `version` of `id` is one our writes did not
+    /// produce (unknown objects are not judged).
+    fn drifted(&self, id: &str, version: Option<&str>) -> bool {
+        let map = lock(&self.applied);
+        match (map.get(id), version) {
+            (Some(ours), Some(v)) => !ours.iter().any(|o| o == v),
+            _ => false,
+        }
+    }
+
+    /// The claims of the cache and those this process created since,
+    /// after dropping reservations the cache now shows (or too old).
+    fn claims(&self) -> Vec<Arc<SubnetClaim>> {
+        let mut out = self.caches.claims.state();
+        let cached: HashSet<String> = out.iter().map(|c| c.name_any()).collect();
+        let mut reserved = lock(&self.reserved);
+        reserved.retain(|name, (_, at)| !cached.contains(name) && at.elapsed() < RESERVATION_TTL);
+        out.extend(reserved.values().map(|(c, _)| Arc::new(c.clone())));
+        out
+    }
+
+    fn reserve(&self, claim: SubnetClaim) {
+        lock(&self.reserved).insert(claim.name_any(), (claim, Instant::now()));
+    }
+}
+
+/// What identifies a version of an object's desired state: its
+/// `metadata.generation` (status updates leave it alone), or, for kinds
+/// without one, its resourceVersion.
+fn version(meta: &ObjectMeta) -> Option<String> {
+    meta.generation
+        .map(|g| format!("g{g}"))
+        .or_else(|| meta.resource_version.as_ref().map(|rv| format!("rv{rv}")))
 }
 
 impl std::fmt::Debug for Ctx {
@@ -149,8 +213,8 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
-/// How soon to look again at a workload whose pods are not ready yet
-/// (their Deployment is not watched).
+/// How soon to look again at a workload whose pods are not ready yet, in
+/// case a Deployment event is missed.
 const NOT_READY_REQUEUE: Duration = Duration::from_secs(15);
 /// How soon to look again at a tenant waiting for its workloads to go.
 const TERMINATING_REQUEUE: Duration = Duration::from_secs(2);
@@ -190,64 +254,68 @@ fn dynamic_api(
     }
 }
 
-/// The live objects the operator owns for `tenant`, and the kinds whose
-/// LIST failed. Labels only narrow the LIST: an object counts as the
-/// tenant's only if its controller owner reference is the tenant (its
+/// The cached objects the operator owns for `tenant`, with their cached
+/// versions by id, and the kinds whose cache cannot be trusted (never
+/// listed, or the LIST failed). Labels only narrow: an object counts as
+/// the tenant's only if its controller owner reference is the tenant (its
 /// uid), so a copy carrying the same labels is never pruned. Owner
 /// references are how Kubernetes itself decides what belongs to what
 /// (<https://kubernetes.io/docs/concepts/overview/working-with-objects/owners-dependents/>).
-pub async fn list_owned(
-    client: &Client,
+/// Across namespaces: a tenant's objects are not all in its namespace (a
+/// dedicated Gateway lives in the shared gateway namespace).
+pub fn owned_live(
+    caches: &Caches,
     tenant: &str,
     tenant_uid: &str,
-) -> (Vec<Live>, Vec<Refusal>) {
-    let selector = format!(
-        "{}={MANAGED_BY_OPERATOR},{TENANT_LABEL}={tenant}",
-        MANAGED_BY.0
-    );
-    let (mut out, mut failed) = (Vec::new(), Vec::new());
-    // Across namespaces: a tenant's objects are not all in its namespace
-    // (a dedicated Gateway lives in the shared gateway namespace).
-    for (api_version, kind, _) in tenant_kinds() {
-        let api = dynamic_api(client, api_version, kind, None);
-        let list = match api.list(&ListParams::default().labels(&selector)).await {
-            Ok(list) => list,
-            // The kind's CRD is not installed: nothing of it can exist.
-            Err(e) if is_status(&e, 404) => continue,
-            Err(e) => {
-                tracing::error!(tenant, kind, error = %e, "cannot list owned objects; pruning is off for this pass");
-                failed.push(Refusal {
-                    object: format!("{kind} (list)"),
-                    message: api_message(&e),
-                });
-                continue;
-            }
-        };
-        for item in list
-            .items
-            .into_iter()
-            .filter(|i| controlled_by(i, tenant_uid))
+) -> (Vec<Live>, HashMap<String, String>, Vec<Refusal>) {
+    let failed: Vec<Refusal> = caches
+        .untrusted()
+        .into_iter()
+        .filter(|(kind, _)| tenant_kinds().any(|(_, k, _)| k == kind))
+        .map(|(kind, message)| Refusal {
+            object: format!("{kind} (list)"),
+            message,
+        })
+        .collect();
+    let (mut out, mut versions) = (Vec::new(), HashMap::new());
+    for (api_version, kind, meta) in caches.owned_metas() {
+        let labels = meta.labels.as_ref();
+        let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+        if label(MANAGED_BY.0) != Some(MANAGED_BY_OPERATOR)
+            || label(TENANT_LABEL) != Some(tenant)
+            || !controlled_by(&meta, tenant_uid)
         {
-            out.push(Live {
-                api_version: api_version.to_owned(),
-                kind: kind.to_owned(),
-                namespace: item.metadata.namespace.clone(),
-                name: item.name_any(),
-                hash: item.annotations().get(desired::HASH_ANNOTATION).cloned(),
-                deleting: item.metadata.deletion_timestamp.is_some(),
-                workload: item.labels().get(desired::DEPLOYMENT_LABEL).cloned(),
-            });
+            continue;
         }
+        let live = Live {
+            api_version,
+            kind,
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+            hash: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(desired::HASH_ANNOTATION))
+                .cloned(),
+            deleting: meta.deletion_timestamp.is_some(),
+            workload: label(desired::DEPLOYMENT_LABEL).map(str::to_owned),
+        };
+        if let Some(v) = version(&meta) {
+            versions.insert(live.id(), v);
+        }
+        out.push(live);
     }
-    (out, failed)
+    out.sort();
+    (out, versions, failed)
 }
 
-/// Whether `obj`'s controller owner reference names `uid`.
-fn controlled_by(obj: &DynamicObject, uid: &str) -> bool {
+/// Whether `meta`'s controller owner reference names `uid`.
+fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
     !uid.is_empty()
-        && obj
-            .owner_references()
+        && meta
+            .owner_references
             .iter()
+            .flatten()
             .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
@@ -280,62 +348,16 @@ async fn delete_live(client: &Client, l: &Live) -> Result<(), Error> {
     }
 }
 
-/// Adds `finalizer` if missing, guarded by the resourceVersion so a
-/// concurrent change is not overwritten. Returns whether it wrote.
-pub async fn ensure_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<bool, Error>
-where
-    K: Resource + Clone + DeserializeOwned + Debug,
-{
-    let fins = obj.finalizers();
-    if fins.iter().any(|f| f == finalizer) {
-        return Ok(false);
-    }
-    let rv = obj.resource_version().unwrap_or_default();
-    let add = if fins.is_empty() {
-        json!({"op": "add", "path": "/metadata/finalizers", "value": [finalizer]})
-    } else {
-        json!({"op": "add", "path": "/metadata/finalizers/-", "value": finalizer})
-    };
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-        add
-    ]))
-    .map_err(|e| Error::Config(format!("finalizer patch: {e}")))?;
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Json::<()>(patch),
-    )
-    .await
-    .map_err(Error::kube("add the finalizer to", obj.name_any()))?;
-    Ok(true)
-}
-
-/// Removes `finalizer` if present, guarded like [`ensure_finalizer`].
-pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<bool, Error>
-where
-    K: Resource + Clone + DeserializeOwned + Debug,
-{
-    let Some(i) = obj.finalizers().iter().position(|f| f == finalizer) else {
-        return Ok(false);
-    };
-    let rv = obj.resource_version().unwrap_or_default();
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-        {"op": "remove", "path": format!("/metadata/finalizers/{i}")}
-    ]))
-    .map_err(|e| Error::Config(format!("finalizer patch: {e}")))?;
-    match api
-        .patch(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Json::<()>(patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if is_status(&e, 404) => Ok(true),
-        Err(e) => Err(Error::kube("remove the finalizer from", obj.name_any())(e)),
+/// Our error from kube-runtime's finalizer helper.
+fn from_finalizer(object: String) -> impl FnOnce(finalizer::Error<Error>) -> Error {
+    move |e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) => Error::kube("add the finalizer to", object)(e),
+        finalizer::Error::RemoveFinalizer(e) => Error::kube("remove the finalizer from", object)(e),
+        other => Error::Finalizer {
+            object,
+            source: Box::new(other),
+        },
     }
 }
 
@@ -361,35 +383,95 @@ async fn publish<K: Resource<DynamicType = ()>>(
     }
 }
 
-/// Reconciles one tenant: its workloads first when it is being deleted,
-/// else the whole tenant rendered, applied and pruned.
-pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Error> {
-    if tenant.metadata.deletion_timestamp.is_some() {
-        return finalize_tenant(tenant, ctx).await;
+/// Runs `pass` on `obj` under kube-runtime's finalizer helper. Without a
+/// watch, the helper's first pass only adds the finalizer (the watch event
+/// of that patch would start the next); the second pass stands in for it.
+async fn with_finalizer<K, F, Fut>(
+    ctx: &Ctx,
+    api: Api<K>,
+    name: &str,
+    obj: &K,
+    pass: F,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    F: Fn(finalizer::Event<K>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    let key = ObjectRef::from_obj(obj).to_string();
+    let adds =
+        obj.meta().deletion_timestamp.is_none() && !obj.finalizers().iter().any(|f| f == name);
+    let action = finalizer(&api, name, Arc::new(obj.clone()), &pass)
+        .await
+        .map_err(from_finalizer(key))?;
+    if !adds || ctx.caches.watched() {
+        return Ok(action);
     }
-    let client = &ctx.client;
-    let name = tenant.name_any();
-    let ns = format!("{}{name}", desired::NAMESPACE_PREFIX);
-    let tenants: Api<Tenant> = Api::all(client.clone());
-    let workloads: Api<TenantDeployment> = Api::namespaced(client.clone(), &ns);
-    let now = now_rfc3339();
+    let Some(now) = api
+        .get_opt(&obj.name_any())
+        .await
+        .map_err(Error::kube("read", obj.name_any()))?
+    else {
+        return Ok(action);
+    };
+    ctx.refresh().await;
+    finalizer(&api, name, Arc::new(now), &pass)
+        .await
+        .map_err(from_finalizer(obj.name_any()))
+}
 
-    ensure_finalizer(&tenants, tenant, TENANT_FINALIZER).await?;
-    let items = workloads
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list workloads of", name.clone()))?
-        .items;
-    let claims = Api::<SubnetClaim>::all(client.clone())
-        .list(&ListParams::default().labels(&format!("{TENANT_LABEL}={name}")))
-        .await
-        .map_err(Error::kube("list subnet claims of", name.clone()))?
-        .items;
+/// Reconciles one tenant: the whole tenant rendered, applied and pruned;
+/// when it is being deleted, its workloads first, then its objects, then
+/// its finalizer (kube-runtime's finalizer helper).
+pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Error> {
+    ctx.refresh().await;
+    if tenant.metadata.deletion_timestamp.is_some()
+        && tenant.finalizers().iter().any(|f| f == TENANT_FINALIZER)
+        && let Some(wait) = tenant_cleanup_pending(tenant, ctx).await?
+    {
+        return Ok(wait);
+    }
+    let api = Api::all(ctx.client.clone());
+    with_finalizer(ctx, api, TENANT_FINALIZER, tenant, |event| async move {
+        match event {
+            finalizer::Event::Apply(t) => apply_tenant_pass(&t, ctx).await,
+            finalizer::Event::Cleanup(t) => delete_tenant_objects(&t, ctx).await,
+        }
+    })
+    .await
+}
+
+/// The workloads in `tenant`'s namespace, from the cache.
+fn workloads_of(ctx: &Ctx, tenant: &str) -> Vec<TenantDeployment> {
+    let ns = format!("{}{tenant}", desired::NAMESPACE_PREFIX);
+    ctx.caches
+        .workloads
+        .state()
+        .iter()
+        .filter(|w| w.namespace().as_deref() == Some(ns.as_str()))
+        .map(|w| (**w).clone())
+        .collect()
+}
+
+async fn apply_tenant_pass(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Error> {
+    let name = tenant.name_any();
+    let now = now_rfc3339();
+    let workloads = workloads_of(ctx, &name);
+    let claims: Vec<SubnetClaim> = ctx
+        .claims()
+        .iter()
+        .filter(|c| c.spec.tenant == name)
+        .map(|c| (**c).clone())
+        .collect();
     let plan = desired::plan_tenant(
         &ctx.config.pool,
         &ctx.config.render,
         tenant,
-        &items,
+        &workloads,
         &claims,
     );
     let mut outcome = Outcome::default();
@@ -411,12 +493,40 @@ pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Erro
             &now,
         );
     }
-    write_tenant_status(&tenants, tenant, &status).await?;
+    write_tenant_status(&Api::all(ctx.client.clone()), tenant, &status).await?;
+    report_tenant(ctx, tenant, &plan, &outcome).await;
+    // Refused objects come back when their backoff ends; the rest when
+    // something they depend on changes (the caches' watches), or at the
+    // next resync.
+    let retry = outcome
+        .refused
+        .iter()
+        .filter_map(|r| ctx.deferred(&r.object).map(|(left, _)| left))
+        .min();
+    Ok(Action::requeue(retry.map_or(ctx.config.resync, |r| {
+        r.max(Duration::from_millis(100))
+    })))
+}
+
+async fn report_tenant(
+    ctx: &Ctx,
+    tenant: &Tenant,
+    plan: &Result<desired::Plan, desired::SpecError>,
+    outcome: &Outcome,
+) {
+    let name = tenant.name_any();
     let (applied, pruned) = (outcome.applied, outcome.pruned);
-    match &plan {
+    match plan {
         Err(e) => {
             tracing::warn!(tenant = %name, error = %e, "invalid tenant");
-            publish(ctx, tenant, EventType::Warning, "InvalidSpec", e.0.clone()).await;
+            publish(
+                ctx,
+                tenant,
+                EventType::Warning,
+                "InvalidSpec",
+                desired::explain(e),
+            )
+            .await;
         }
         Ok(_) if !outcome.refused.is_empty() => {
             let note: Vec<String> = outcome
@@ -447,61 +557,43 @@ pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Erro
         }
         Ok(_) => tracing::debug!(tenant = %name, "up to date"),
     }
-    // Refused objects come back when their backoff ends; the rest at the
-    // next resync (or when something it watches changes).
-    let retry = outcome
-        .refused
-        .iter()
-        .filter_map(|r| ctx.deferred(&r.object).map(|(left, _)| left))
-        .min();
-    Ok(Action::requeue(retry.map_or(ctx.config.resync, |r| {
-        r.max(Duration::from_millis(100))
-    })))
 }
 
 /// Applies what `plan` wants (each object on its own: one refusal does
 /// not stop the others), re-creating objects whose immutable fields
-/// changed, then prunes what is no longer wanted unless a LIST failed.
+/// changed, then prunes what is no longer wanted unless a kind's cache
+/// cannot be trusted. What is applied: everything the first time this
+/// process sees the tenant; after that, objects that are missing, whose
+/// rendered hash changed, or that someone else changed since our last
+/// write (their cached version is not one our writes produced).
 async fn apply_tenant(ctx: &Ctx, tenant: &Tenant, plan: &desired::Plan) -> Outcome {
     let client = &ctx.client;
     let name = tenant.name_any();
-    let (live, list_failures) = list_owned(client, &name, &tenant.uid().unwrap_or_default()).await;
+    let (live, versions, list_failures) =
+        owned_live(&ctx.caches, &name, &tenant.uid().unwrap_or_default());
     let full = ctx.full_apply_due(&name);
     let writes: Vec<&palisade_kube::Object> = if full {
         plan.objects.iter().collect()
     } else {
-        desired::to_apply(&plan.objects, &live)
+        let changed: HashSet<String> = desired::to_apply(&plan.objects, &live)
+            .iter()
+            .map(|o| o.id())
+            .collect();
+        plan.objects
+            .iter()
+            .filter(|o| {
+                let id = o.id();
+                changed.contains(&id) || ctx.drifted(&id, versions.get(&id).map(String::as_str))
+            })
+            .collect()
     };
     let mut outcome = Outcome::default();
     for o in writes {
-        let id = o.id();
-        if let Some((left, message)) = ctx.deferred(&id) {
-            outcome.refused.push(Refusal {
-                object: id,
-                message: format!("{message}; next attempt in {}s", left.as_secs()),
-            });
-            continue;
-        }
-        match apply_one(client, o).await {
-            Ok(()) => {
-                ctx.succeeded(&id);
-                tracing::debug!(tenant = %name, object = %id, "applied");
-                outcome.applied += 1;
-            }
-            Err(e) => {
-                let message = api_message(&e);
-                let delay = ctx.failed(&id, message.clone());
-                tracing::warn!(tenant = %name, object = %id, error = %message, retry_in = ?delay, "apply refused");
-                outcome.refused.push(Refusal {
-                    object: id,
-                    message,
-                });
-            }
-        }
+        apply_counted(ctx, &name, o, &mut outcome).await;
     }
-    // Never prune from an incomplete picture: a failed LIST, or an empty
-    // plan (a tenant always has at least its namespace), would make
-    // everything look unwanted.
+    // Never prune from an incomplete picture: a kind not (yet) cached, or
+    // an empty plan (a tenant always has at least its namespace), would
+    // make everything look unwanted.
     if !list_failures.is_empty() {
         outcome.prune_skipped = Some(format!(
             "not pruning: cannot list {}",
@@ -534,14 +626,46 @@ async fn apply_tenant(ctx: &Ctx, tenant: &Tenant, plan: &desired::Plan) -> Outco
     outcome
 }
 
+/// Applies one object unless it is backing off, and counts the result.
+async fn apply_counted(ctx: &Ctx, tenant: &str, o: &palisade_kube::Object, outcome: &mut Outcome) {
+    let id = o.id();
+    if let Some((left, message)) = ctx.deferred(&id) {
+        outcome.refused.push(Refusal {
+            object: id,
+            message: format!("{message}; next attempt in {}s", left.as_secs()),
+        });
+        return;
+    }
+    match apply_one(&ctx.client, o).await {
+        Ok(written) => {
+            ctx.succeeded(&id);
+            ctx.record_applied(&id, &written.metadata);
+            tracing::debug!(tenant, object = %id, "applied");
+            outcome.applied += 1;
+        }
+        Err(e) => {
+            let message = api_message(&e);
+            let delay = ctx.failed(&id, message.clone());
+            tracing::warn!(tenant, object = %id, error = %message, retry_in = ?delay, "apply refused");
+            outcome.refused.push(Refusal {
+                object: id,
+                message,
+            });
+        }
+    }
+}
+
 /// Server-side applies `o`; when the API server refuses because an
 /// immutable field changed (a Service going headless changes its
 /// clusterIP to `None`), deletes the object and applies it again.
-async fn apply_one(client: &Client, o: &palisade_kube::Object) -> Result<(), kube::Error> {
+async fn apply_one(
+    client: &Client,
+    o: &palisade_kube::Object,
+) -> Result<DynamicObject, kube::Error> {
     let api = dynamic_api(client, &o.api_version, &o.kind, o.namespace.as_deref());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match api.patch(&o.name, &params, &Patch::Apply(&o.body)).await {
-        Ok(_) => Ok(()),
+        Ok(written) => Ok(written),
         Err(e) if is_immutable_refusal(&e) => {
             tracing::info!(object = %o.id(), error = %api_message(&e), "immutable field changed; re-creating");
             match api.delete(&o.name, &DeleteParams::background()).await {
@@ -549,76 +673,82 @@ async fn apply_one(client: &Client, o: &palisade_kube::Object) -> Result<(), kub
                 Err(e) if is_status(&e, 404) => {}
                 Err(e) => return Err(e),
             }
-            api.patch(&o.name, &params, &Patch::Apply(&o.body))
-                .await
-                .map(|_| ())
+            api.patch(&o.name, &params, &Patch::Apply(&o.body)).await
         }
         Err(e) => Err(e),
     }
 }
 
-/// A deleted tenant: its workloads are deleted and their objects pruned
-/// (their subnets are released only once those are gone), then, when no
-/// workload is left, everything else it owns, then its finalizer.
-async fn finalize_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Error> {
-    let client = &ctx.client;
+/// A deleted tenant whose workloads still exist: they are deleted and
+/// their objects pruned (their subnets are released only once those are
+/// gone); `Some` (look again soon) until none is left.
+async fn tenant_cleanup_pending(tenant: &Tenant, ctx: &Ctx) -> Result<Option<Action>, Error> {
     let name = tenant.name_any();
     let ns = format!("{}{name}", desired::NAMESPACE_PREFIX);
-    let tenants: Api<Tenant> = Api::all(client.clone());
-    let workloads: Api<TenantDeployment> = Api::namespaced(client.clone(), &ns);
-    if !tenant.finalizers().iter().any(|f| f == TENANT_FINALIZER) {
-        return Ok(Action::await_change());
+    let remaining = workloads_of(ctx, &name);
+    if remaining.is_empty() {
+        return Ok(None);
     }
-    let remaining = workloads
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list workloads of", name.clone()))?
-        .items;
-    let (live, list_failures) = list_owned(client, &name, &tenant.uid().unwrap_or_default()).await;
+    let (live, _, list_failures) =
+        owned_live(&ctx.caches, &name, &tenant.uid().unwrap_or_default());
     if let Some(f) = list_failures.first() {
-        return Err(Error::Config(format!(
-            "cannot delete tenant {name}: cannot list {}: {}",
-            f.object, f.message
-        )));
+        return Err(Error::CacheIncomplete {
+            object: format!("tenant {name}"),
+            kind: f.object.clone(),
+            message: f.message.clone(),
+        });
     }
-    if !remaining.is_empty() {
-        for w in remaining
-            .iter()
-            .filter(|w| w.metadata.deletion_timestamp.is_none())
+    let workloads: Api<TenantDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    for w in remaining
+        .iter()
+        .filter(|w| w.metadata.deletion_timestamp.is_none())
+    {
+        match workloads
+            .delete(&w.name_any(), &DeleteParams::default())
+            .await
         {
-            match workloads
-                .delete(&w.name_any(), &DeleteParams::default())
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(tenant = %name, workload = %w.name_any(), "deleting workload of deleted tenant")
-                }
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => {
-                    return Err(Error::kube(
-                        "delete",
-                        format!("workload {ns}/{}", w.name_any()),
-                    )(e));
-                }
+            Ok(_) => {
+                tracing::info!(tenant = %name, workload = %w.name_any(), "deleting workload of deleted tenant")
+            }
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => {
+                return Err(Error::kube(
+                    "delete",
+                    format!("workload {ns}/{}", w.name_any()),
+                )(e));
             }
         }
-        // The workloads' finalizers wait for their pools and pods: those go now.
-        for l in desired::to_prune(&[], &live)
-            .into_iter()
-            .filter(|l| l.workload.is_some())
-        {
-            delete_live(client, &l).await?;
-        }
-        let now = now_rfc3339();
-        let status = desired::terminating_status(tenant.status.as_ref(), remaining.len(), &now);
-        write_tenant_status(&tenants, tenant, &status).await?;
-        return Ok(Action::requeue(TERMINATING_REQUEUE));
+    }
+    // The workloads' finalizers wait for their pools and pods: those go now.
+    for l in desired::to_prune(&[], &live)
+        .into_iter()
+        .filter(|l| l.workload.is_some())
+    {
+        delete_live(&ctx.client, &l).await?;
+    }
+    let status =
+        desired::terminating_status(tenant.status.as_ref(), remaining.len(), &now_rfc3339());
+    write_tenant_status(&Api::all(ctx.client.clone()), tenant, &status).await?;
+    Ok(Some(Action::requeue(TERMINATING_REQUEUE)))
+}
+
+/// A deleted tenant without workloads: everything else it owns goes; the
+/// finalizer helper then removes the finalizer.
+async fn delete_tenant_objects(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Error> {
+    let name = tenant.name_any();
+    let (live, _, list_failures) =
+        owned_live(&ctx.caches, &name, &tenant.uid().unwrap_or_default());
+    if let Some(f) = list_failures.first() {
+        return Err(Error::CacheIncomplete {
+            object: format!("tenant {name}"),
+            kind: f.object.clone(),
+            message: f.message.clone(),
+        });
     }
     for l in desired::to_prune(&[], &live) {
-        delete_live(client, &l).await?;
+        delete_live(&ctx.client, &l).await?;
         tracing::info!(tenant = %name, object = %l.id(), "deleted with its tenant");
     }
-    remove_finalizer(&tenants, tenant, TENANT_FINALIZER).await?;
     tracing::info!(tenant = %name, "tenant deleted");
     Ok(Action::await_change())
 }
@@ -646,48 +776,53 @@ async fn write_tenant_status(
     Ok(())
 }
 
-/// Claims a subnet for a workload: the core rule's candidate, created as a
-/// claim object; on a name conflict (someone else was faster) the next
-/// candidate. `None` when the pool is full.
+/// Claims a subnet for a workload from a fresh LIST of the claims (no
+/// cache): the core rule's candidate, created as a claim object; on a name
+/// conflict (someone else was faster) the next candidate. `None` when the
+/// pool is full. The controllers use the cached claims instead
+/// ([`Ctx`]'s reservations cover what the cache does not show yet).
 pub async fn allocate(
     client: &Client,
     pool: &Pool,
     spec: &SubnetClaimSpec,
     metrics: &Metrics,
 ) -> Result<Option<Ipv6Net>, Error> {
-    let api: Api<SubnetClaim> = Api::all(client.clone());
-    let existing = api
+    let names: Vec<String> = Api::<SubnetClaim>::all(client.clone())
         .list(&ListParams::default())
         .await
-        .map_err(Error::kube("list", "subnet claims"))?;
-    let names: Vec<String> = existing.items.iter().map(ResourceExt::name_any).collect();
+        .map_err(Error::kube("list", "subnet claims"))?
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
     pool_conflicts(pool, &names)?;
     let mut ledger = ClaimLedger::from_names(pool, names.iter().map(String::as_str));
-    // Subnets named in workload statuses are in use even while their
-    // claim is missing (deleted by hand, about to be repaired): never
-    // hand them to someone else.
-    let workloads = Api::<TenantDeployment>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list", "workloads"))?;
-    for w in &workloads.items {
-        let known = w.status.as_ref().and_then(|s| s.subnet.as_deref());
-        if let Some(i) = known
-            .and_then(|s| s.parse::<Ipv6Net>().ok())
-            .and_then(|n| pool.index_of(n).ok())
-        {
-            ledger.mark_used(i);
-        }
-    }
+    Ok(claim_first_free(client, pool, spec, &mut ledger, metrics)
+        .await?
+        .map(|(net, _)| net))
+}
+
+/// Creates the claim for the ledger's next candidate until one create
+/// succeeds; returns the subnet and the created claim.
+async fn claim_first_free(
+    client: &Client,
+    pool: &Pool,
+    spec: &SubnetClaimSpec,
+    ledger: &mut ClaimLedger,
+    metrics: &Metrics,
+) -> Result<Option<(Ipv6Net, SubnetClaim)>, Error> {
+    let api: Api<SubnetClaim> = Api::all(client.clone());
     while let Some(index) = ledger.next_candidate(pool) {
         let subnet = pool.subnet(index);
-        let claim = claim_for(spec, subnet);
-        match api.create(&PostParams::default(), &claim).await {
-            Ok(_) => {
+        match api
+            .create(&PostParams::default(), &claim_for(spec, subnet))
+            .await
+        {
+            Ok(created) => {
                 metrics.claims_created.inc();
                 metrics.set_pool(pool.capacity(), ledger.len());
                 tracing::info!(subnet = %subnet, namespace = %spec.namespace, workload = %spec.deployment, "subnet claimed");
-                return Ok(Some(subnet));
+                return Ok(Some((subnet, created)));
             }
             Err(e) if is_status(&e, 409) => {
                 metrics.claim_conflicts.inc();
@@ -699,101 +834,148 @@ pub async fn allocate(
     Ok(None)
 }
 
-/// Reconciles one workload: its finalizer and subnet claim, and its
-/// status. Its objects are the tenant's business.
-pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Action, Error> {
-    let client = &ctx.client;
-    let ns = w.namespace().unwrap_or_default();
-    let name = w.name_any();
-    let uid = w.uid().unwrap_or_default();
-    let api: Api<TenantDeployment> = Api::namespaced(client.clone(), &ns);
-    let claims: Api<SubnetClaim> = Api::all(client.clone());
-    let mine = || ListParams::default().labels(&format!("{WORKLOAD_UID_LABEL}={uid}"));
-
-    if w.metadata.deletion_timestamp.is_some() {
-        if !w.finalizers().iter().any(|f| f == WORKLOAD_FINALIZER) {
-            return Ok(Action::await_change());
+/// Claims a subnet with the cached claims: taken are the cached and
+/// reserved claims and the subnets named in workload statuses (in use even
+/// while their claim is missing, about to be repaired).
+async fn allocate_cached(ctx: &Ctx, spec: &SubnetClaimSpec) -> Result<Option<Ipv6Net>, Error> {
+    let pool = &ctx.config.pool;
+    let _one_at_a_time = ctx.allocation.lock().await;
+    let names: Vec<String> = ctx.claims().iter().map(|c| c.name_any()).collect();
+    pool_conflicts(pool, &names)?;
+    let mut ledger = ClaimLedger::from_names(pool, names.iter().map(String::as_str));
+    for w in ctx.caches.workloads.state() {
+        let known = w.status.as_ref().and_then(|s| s.subnet.as_deref());
+        if let Some(i) = known
+            .and_then(|s| s.parse::<Ipv6Net>().ok())
+            .and_then(|n| pool.index_of(n).ok())
+        {
+            ledger.mark_used(i);
         }
-        let held = claims
-            .list(&mine())
-            .await
-            .map_err(Error::kube("list the claims of", format!("{ns}/{name}")))?;
-        let mut waiting = Vec::new();
-        for c in held.items.iter().filter(|c| c.spec.released_at.is_none()) {
-            match release_claim(ctx, c).await? {
-                None => {}
-                Some(holders) => waiting.push(holders),
-            }
-        }
-        if !waiting.is_empty() {
-            tracing::info!(workload = %format!("{ns}/{name}"), held_by = %waiting.join("; "), "subnet still in use; release waits");
-            return Ok(Action::requeue(TERMINATING_REQUEUE));
-        }
-        remove_finalizer(&api, w, WORKLOAD_FINALIZER).await?;
-        return Ok(Action::await_change());
     }
+    let got = claim_first_free(&ctx.client, pool, spec, &mut ledger, &ctx.metrics).await?;
+    Ok(got.map(|(net, claim)| {
+        ctx.reserve(claim);
+        net
+    }))
+}
 
-    ensure_finalizer(&api, w, WORKLOAD_FINALIZER).await?;
-    let checked: Result<palisade_core::TenantName, Blocked> = desired::tenant_of_namespace(&ns)
+/// Reconciles one workload under its finalizer: its subnet claim (created,
+/// or repaired) and its status; when it is deleted, its claims are
+/// released once nothing uses their subnets. Its objects are the tenant's
+/// business.
+pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Action, Error> {
+    ctx.refresh().await;
+    if w.metadata.deletion_timestamp.is_some()
+        && w.finalizers().iter().any(|f| f == WORKLOAD_FINALIZER)
+        && let Some(wait) = release_pending(w, ctx).await?
+    {
+        return Ok(wait);
+    }
+    let api = Api::namespaced(ctx.client.clone(), &w.namespace().unwrap_or_default());
+    with_finalizer(ctx, api, WORKLOAD_FINALIZER, w, |event| async move {
+        match event {
+            finalizer::Event::Apply(w) => workload_pass(&w, ctx).await,
+            // Every claim is released by now (release_pending).
+            finalizer::Event::Cleanup(_) => Ok(Action::await_change()),
+        }
+    })
+    .await
+}
+
+/// The claims of the workload `uid` (cached or just created).
+fn held_by(ctx: &Ctx, uid: &str) -> Vec<SubnetClaim> {
+    ctx.claims()
+        .iter()
+        .filter(|c| c.spec.workload_uid == uid)
+        .map(|c| (**c).clone())
+        .collect()
+}
+
+/// A deleted workload whose claims still hold subnets: each is released
+/// once nothing holds it; `Some` (look again soon; the pool's or a pod's
+/// deletion also wakes the workload) while something does. The finalizer
+/// stays until then.
+async fn release_pending(w: &TenantDeployment, ctx: &Ctx) -> Result<Option<Action>, Error> {
+    let id = format!("{}/{}", w.namespace().unwrap_or_default(), w.name_any());
+    let mut waiting = Vec::new();
+    for c in held_by(ctx, &w.uid().unwrap_or_default())
+        .iter()
+        .filter(|c| c.spec.released_at.is_none() && c.metadata.deletion_timestamp.is_none())
+    {
+        if let Some(holders) = release_claim(ctx, c).await? {
+            waiting.push(holders);
+        }
+    }
+    if waiting.is_empty() {
+        return Ok(None);
+    }
+    tracing::info!(workload = %id, held_by = %waiting.join("; "), "subnet still in use; release waits");
+    Ok(Some(Action::requeue(TERMINATING_REQUEUE)))
+}
+
+/// Whether the workload's spec and tenant allow a subnet.
+fn check_workload(ctx: &Ctx, w: &TenantDeployment) -> Result<palisade_core::TenantName, Blocked> {
+    let ns = w.namespace().unwrap_or_default();
+    let tenant = desired::tenant_of_namespace(&ns)
         .and_then(|t| {
             // Validate with any subnet of the pool; the real one comes next.
-            desired::core_deployment(&t, &name, &w.spec, ctx.config.pool.subnet(0)).map(|_| t)
+            desired::core_deployment(&t, &w.name_any(), &w.spec, ctx.config.pool.subnet(0))
+                .map(|_| t)
         })
-        .map_err(Blocked::InvalidSpec);
-    let checked = match checked {
-        Ok(t) => {
-            let exists = Api::<Tenant>::all(client.clone())
-                .get_opt(t.as_str())
-                .await
-                .map_err(Error::kube("read tenant", t.to_string()))?
-                .is_some();
-            if exists {
-                Ok(t)
-            } else {
-                Err(Blocked::TenantMissing(t.to_string()))
-            }
-        }
+        .map_err(Blocked::InvalidSpec)?;
+    if ctx
+        .caches
+        .tenants
+        .get(&ObjectRef::new(tenant.as_str()))
+        .is_none()
+    {
+        return Err(Blocked::TenantMissing(tenant.to_string()));
+    }
+    Ok(tenant)
+}
+
+/// The workload's subnet: its claim's, or a repaired claim's (the subnet
+/// of its status), or a new claim's.
+async fn subnet_of_workload(
+    ctx: &Ctx,
+    w: &TenantDeployment,
+    tenant: &palisade_core::TenantName,
+) -> Result<Result<Option<Ipv6Net>, Blocked>, Error> {
+    let uid = w.uid().unwrap_or_default();
+    let spec = SubnetClaimSpec {
+        subnet: String::new(),
+        tenant: tenant.to_string(),
+        namespace: w.namespace().unwrap_or_default(),
+        deployment: w.name_any(),
+        workload_uid: uid.clone(),
+        released_at: None,
+    };
+    let known = w
+        .status
+        .as_ref()
+        .and_then(|s| s.subnet.as_deref())
+        .and_then(|s| s.parse::<Ipv6Net>().ok());
+    match (desired::subnet_for(&uid, &held_by(ctx, &uid)), known) {
+        (Some(net), _) => Ok(Ok(Some(net))),
+        (None, Some(net)) => Ok(repair_claim(ctx, w, &spec, net).await?.map(Some)),
+        (None, None) => Ok(Ok(allocate_for(ctx, w, &spec).await?)),
+    }
+}
+
+async fn workload_pass(w: &TenantDeployment, ctx: &Ctx) -> Result<Action, Error> {
+    let ns = w.namespace().unwrap_or_default();
+    let name = w.name_any();
+    let subnet = match check_workload(ctx, w) {
         Err(b) => Err(b),
+        Ok(tenant) => subnet_of_workload(ctx, w, &tenant).await?,
     };
-    let subnet = match checked {
-        Err(e) => Err(e),
-        Ok(tenant) => {
-            let held = claims
-                .list(&mine())
-                .await
-                .map_err(Error::kube("list the claims of", format!("{ns}/{name}")))?
-                .items;
-            let spec = SubnetClaimSpec {
-                subnet: String::new(),
-                tenant: tenant.to_string(),
-                namespace: ns.clone(),
-                deployment: name.clone(),
-                workload_uid: uid.clone(),
-                released_at: None,
-            };
-            let known = w
-                .status
-                .as_ref()
-                .and_then(|s| s.subnet.as_deref())
-                .and_then(|s| s.parse::<Ipv6Net>().ok());
-            match (desired::subnet_for(&uid, &held), known) {
-                (Some(net), _) => {
-                    release_duplicates(ctx, &held, &uid, net).await?;
-                    Ok(Some(net))
-                }
-                (None, Some(net)) => repair_claim(ctx, w, &spec, net).await?.map(Some),
-                (None, None) => Ok(allocate_for(ctx, w, &spec).await?),
-            }
-        }
-    };
-    let deployment = if matches!(subnet, Ok(Some(_))) {
-        Api::<K8sDeployment>::namespaced(client.clone(), &ns)
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube("read", format!("Deployment {ns}/{name}")))?
-    } else {
-        None
-    };
+    let deployment = matches!(subnet, Ok(Some(_)))
+        .then(|| {
+            ctx.caches
+                .deployments
+                .get(&ObjectRef::new(&name).within(&ns))
+        })
+        .flatten();
     let ready = deployment
         .as_ref()
         .and_then(|d| d.status.as_ref())
@@ -801,7 +983,11 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
         .unwrap_or(0);
     let pending = matches!(subnet, Ok(Some(_)))
         .then(|| {
-            status::rollout_pending(w.metadata.generation, deployment.as_ref(), w.spec.replicas)
+            status::rollout_pending(
+                w.metadata.generation,
+                deployment.as_deref(),
+                w.spec.replicas,
+            )
         })
         .flatten();
     if let Err(e) = &subnet {
@@ -831,13 +1017,14 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
     if w.status.as_ref() != Some(&status) {
         let body = json!({"apiVersion": crate::crd::API_VERSION, "kind": "TenantDeployment",
                           "metadata": {"name": name, "namespace": ns}, "status": status});
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map_err(Error::kube("update the status of", format!("{ns}/{name}")))?;
+        Api::<TenantDeployment>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .map_err(Error::kube("update the status of", format!("{ns}/{name}")))?;
     }
     Ok(match subnet {
         Ok(Some(_)) if i64::from(ready) < i64::from(w.spec.replicas) || pending.is_some() => {
@@ -850,47 +1037,13 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
     })
 }
 
-/// Two replicas that both believe they lead (or a crash between a create
-/// and the status write) can claim two subnets for one workload; the
-/// create conflict keeps every subnet unique, but the extra claim would
-/// hold its subnet forever. The workload uses the lowest
-/// ([`desired::subnet_for`]); the others are released like a deleted
-/// workload's, once nothing holds them.
-async fn release_duplicates(
-    ctx: &Ctx,
-    held: &[SubnetClaim],
-    uid: &str,
-    keep: Ipv6Net,
-) -> Result<(), Error> {
-    let keep = keep.to_string();
-    for extra in held.iter().filter(|c| {
-        c.spec.workload_uid == uid
-            && c.spec.released_at.is_none()
-            && c.metadata.deletion_timestamp.is_none()
-            && c.spec.subnet != keep
-    }) {
-        match release_claim(ctx, extra).await? {
-            None => {
-                tracing::warn!(claim = %extra.name_any(), kept = %keep, "duplicate claim released")
-            }
-            Some(held) => {
-                tracing::warn!(claim = %extra.name_any(), held = %held, "duplicate claim still in use")
-            }
-        }
-    }
-    Ok(())
-}
-
 /// A new workload's first claim, announced as an event.
 async fn allocate_for(
     ctx: &Ctx,
     w: &TenantDeployment,
     spec: &SubnetClaimSpec,
 ) -> Result<Option<Ipv6Net>, Error> {
-    let got = {
-        let _one_at_a_time = ctx.allocation.lock().await;
-        allocate(&ctx.client, &ctx.config.pool, spec, &ctx.metrics).await?
-    };
+    let got = allocate_cached(ctx, spec).await?;
     match got {
         Some(net) => {
             publish(
@@ -939,7 +1092,8 @@ async fn repair_claim(
     }
     let claim = claim_for(spec, net);
     match api.create(&PostParams::default(), &claim).await {
-        Ok(_) => {
+        Ok(created) => {
+            ctx.reserve(created);
             tracing::warn!(subnet = %net, workload = %workload, "claim was missing; re-created");
             publish(
                 ctx,
@@ -959,7 +1113,7 @@ async fn repair_claim(
         .await
         .map_err(Error::kube("read claim", claim_name(net)))?;
     match holder {
-        // Ours after all (a stale list): fine.
+        // Ours after all (the cache was behind): fine.
         Some(c) if c.spec.workload_uid == spec.workload_uid && c.spec.released_at.is_none() => {
             Ok(Ok(net))
         }
@@ -980,59 +1134,38 @@ async fn repair_claim(
     }
 }
 
-/// What still holds `claim`'s subnet in the cluster: the workload's IP
+/// What still holds `claim`'s subnet, from the caches: the workload's IP
 /// pool and its pods (by label, then by address).
-async fn subnet_holders(client: &Client, claim: &SubnetClaim) -> Result<Vec<String>, Error> {
+fn subnet_holders(caches: &Caches, claim: &SubnetClaim) -> Vec<String> {
     let Ok(net) = claim.spec.subnet.parse::<Ipv6Net>() else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
-    let pools = match palisade_kube::apply::KINDS
-        .into_iter()
-        .find(|(_, kind, _)| *kind == "CiliumPodIPPool")
-    {
-        Some((api_version, kind, _)) => {
-            match dynamic_api(client, api_version, kind, None)
-                .list(&ListParams::default())
-                .await
-            {
-                Ok(l) => l.items,
-                Err(e) if is_status(&e, 404) => Vec::new(),
-                Err(e) => return Err(Error::kube("list", "CiliumPodIPPools")(e)),
-            }
-        }
-        None => Vec::new(),
-    };
-    let pods =
-        Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &claim.spec.namespace)
-            .list(&ListParams::default().labels(&format!(
-                "{}={}",
-                desired::DEPLOYMENT_LABEL,
-                claim.spec.deployment
-            )))
-            .await
-            .map_err(Error::kube(
-                "list the pods of",
-                claim.spec.deployment.clone(),
-            ))?
-            .items;
-    let pools: Vec<Value> = pools
+    let pools: Vec<Value> = caches
+        .pools
+        .state()
         .iter()
-        .filter_map(|p| serde_json::to_value(p).ok())
+        .filter_map(|p| serde_json::to_value(&**p).ok())
         .collect();
-    let pods: Vec<Value> = pods
+    let pods: Vec<Value> = caches
+        .pods
+        .state()
         .iter()
-        .filter_map(|p| serde_json::to_value(p).ok())
+        .filter(|p| {
+            p.namespace().as_deref() == Some(claim.spec.namespace.as_str())
+                && p.labels().get(desired::DEPLOYMENT_LABEL) == Some(&claim.spec.deployment)
+        })
+        .filter_map(|p| serde_json::to_value(&**p).ok())
         .collect();
-    Ok(status::holders(net, &pools, &pods))
+    status::holders(net, &pools, &pods)
 }
 
 /// Releases `claim` once nothing holds its subnet: deleted, or, with a
-/// quarantine, marked released (garbage collection deletes it when the
+/// quarantine, marked released (the claim controller deletes it when the
 /// quarantine ends). Returns what still holds it instead, if anything.
 /// Releasing earlier would let the allocator hand the subnet (the lowest
 /// free one) to a new workload whose pool then overlaps live pods.
 async fn release_claim(ctx: &Ctx, claim: &SubnetClaim) -> Result<Option<String>, Error> {
-    let holders = subnet_holders(&ctx.client, claim).await?;
+    let holders = subnet_holders(&ctx.caches, claim);
     if !holders.is_empty() {
         return Ok(Some(format!(
             "{} held by {}",
@@ -1068,56 +1201,120 @@ async fn release_claim(ctx: &Ctx, claim: &SubnetClaim) -> Result<Option<String>,
         Err(e) if is_status(&e, 404) => {}
         Err(e) => return Err(Error::kube("release claim", claim.name_any())(e)),
     }
+    lock(&ctx.reserved).remove(&claim.name_any());
     Ok(None)
 }
 
-/// Garbage collection: claims whose workload is gone (older than the
-/// grace period) are released like a deleted workload's (after nothing
-/// holds the subnet, through the quarantine); released claims whose
-/// quarantine is over are deleted. Returns the names acted on.
-pub async fn collect_garbage(ctx: &Ctx) -> Result<Vec<String>, Error> {
-    let claims_api: Api<SubnetClaim> = Api::all(ctx.client.clone());
-    let claims = claims_api
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list", "subnet claims"))?
-        .items;
-    let workloads = Api::<TenantDeployment>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list", "workloads"))?
-        .items;
-    let uids: HashSet<String> = workloads.iter().filter_map(|w| w.uid()).collect();
+/// What the claim controller did to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// Nothing to do (yet).
+    Kept,
+    /// Released (deleted, or marked released for the quarantine).
+    Released,
+    /// Its quarantine ended: deleted.
+    Deleted,
+}
+
+/// The claim controller: a claim whose workload is gone (older than the
+/// grace period), or a second claim of one workload (two leaders, or a
+/// crash between a create and the status write), is released like a
+/// deleted workload's: after nothing holds the subnet, through the
+/// quarantine; a released claim is deleted when its quarantine ends. It
+/// looks again exactly when the grace period or the quarantine ends, and
+/// when the pool or a pod that holds the subnet goes.
+pub async fn reconcile_claim(claim: &SubnetClaim, ctx: &Ctx) -> Result<Action, Error> {
+    Ok(settle_claim(claim, ctx).await?.1)
+}
+
+fn seconds_left(since_secs: i64, period: Duration, now_secs: i64) -> Duration {
+    let elapsed = u64::try_from(now_secs.saturating_sub(since_secs)).unwrap_or(0);
+    period.saturating_sub(Duration::from_secs(elapsed))
+}
+
+async fn settle_claim(claim: &SubnetClaim, ctx: &Ctx) -> Result<(ClaimOutcome, Action), Error> {
+    let name = claim.name_any();
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    let orphans = desired::orphaned_claims(
-        &claims,
-        &uids,
-        now,
-        ctx.config.gc_grace,
-        ctx.config.pool.reuse_after(),
-    );
-    let mut done = Vec::new();
-    for name in orphans {
-        let Some(claim) = claims.iter().find(|c| c.name_any() == name) else {
-            continue;
-        };
-        if claim.spec.released_at.is_none() {
-            if let Some(held) = release_claim(ctx, claim).await? {
-                tracing::info!(claim = %name, held = %held, "orphaned claim still in use");
-                continue;
-            }
-            tracing::info!(claim = %name, "orphaned claim released");
-        } else {
-            match claims_api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => tracing::info!(claim = %name, "quarantine over; claim deleted"),
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(Error::kube("delete claim", name.clone())(e)),
-            }
+    let kept = |a| Ok((ClaimOutcome::Kept, a));
+    if claim.metadata.deletion_timestamp.is_some() {
+        return kept(Action::await_change());
+    }
+    if let Some(at) = &claim.spec.released_at {
+        // An unreadable stamp: treat as released long ago.
+        let since = at
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .map_or(0, |t| t.as_second());
+        let left = seconds_left(since, ctx.config.pool.reuse_after(), now);
+        if !left.is_zero() {
+            return kept(Action::requeue(left + Duration::from_secs(1)));
+        }
+        match Api::<SubnetClaim>::all(ctx.client.clone())
+            .delete(&name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => tracing::info!(claim = %name, "quarantine over; claim deleted"),
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(Error::kube("delete claim", name.clone())(e)),
         }
         ctx.metrics.claims_collected.inc();
-        done.push(name);
+        return Ok((ClaimOutcome::Deleted, Action::await_change()));
     }
-    let left = claims.len().saturating_sub(done.len());
+    let owner = ctx
+        .caches
+        .workloads
+        .get(&ObjectRef::new(&claim.spec.deployment).within(&claim.spec.namespace))
+        .filter(|w| w.uid().as_deref() == Some(claim.spec.workload_uid.as_str()));
+    let why = match owner {
+        Some(_) => {
+            let keep = desired::subnet_for(
+                &claim.spec.workload_uid,
+                &held_by(ctx, &claim.spec.workload_uid),
+            );
+            if keep.is_none_or(|k| k.to_string() == claim.spec.subnet) {
+                return kept(Action::await_change());
+            }
+            "duplicate"
+        }
+        None => {
+            let created = claim
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(now, |t| t.0.as_second());
+            let left = seconds_left(created, ctx.config.gc_grace, now);
+            if !left.is_zero() {
+                return kept(Action::requeue(left + Duration::from_secs(1)));
+            }
+            "orphaned"
+        }
+    };
+    if let Some(held) = release_claim(ctx, claim).await? {
+        tracing::info!(claim = %name, held = %held, "{why} claim still in use");
+        return kept(Action::requeue(ctx.config.gc_interval));
+    }
+    tracing::info!(claim = %name, "{why} claim released");
+    ctx.metrics.claims_collected.inc();
+    let quarantine = ctx.config.pool.reuse_after();
+    let next = if quarantine.is_zero() {
+        Action::await_change()
+    } else {
+        Action::requeue(quarantine + Duration::from_secs(1))
+    };
+    Ok((ClaimOutcome::Released, next))
+}
+
+/// One pass of the claim controller over every claim (for tests and
+/// one-shot use; the running operator reacts to each claim instead).
+/// Returns the names released or deleted.
+pub async fn collect_garbage(ctx: &Ctx) -> Result<Vec<String>, Error> {
+    ctx.refresh().await;
+    let mut done = Vec::new();
+    for claim in ctx.caches.claims.state() {
+        if settle_claim(&claim, ctx).await?.0 != ClaimOutcome::Kept {
+            done.push(claim.name_any());
+        }
+    }
+    let left = ctx.caches.claims.len().saturating_sub(done.len());
     ctx.metrics.set_pool(ctx.config.pool.capacity(), left);
     Ok(done)
 }

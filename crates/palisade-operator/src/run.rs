@@ -1,6 +1,6 @@
-//! The running operator: two controllers (tenants, workloads), the
-//! garbage-collection loop, leader election, and the HTTP endpoints for
-//! health and metrics.
+//! The running operator: three controllers (tenants, workloads, claims)
+//! fed by the shared caches of [`crate::cache`], leader election, and the
+//! HTTP endpoints for health and metrics.
 //!
 //! Leader election (a `Lease`, by client-go's rules: [`crate::lease`]) keeps two replicas
 //! from doing the same work twice; correctness does not depend on it,
@@ -9,6 +9,7 @@
 //! controllers at once and waits to lead again; its endpoints stay up, so
 //! the standby replica is ready (it serves) but idle.
 
+use crate::cache::Triggers;
 use crate::crd::{SubnetClaim, Tenant, TenantDeployment};
 use crate::desired::{self, FIELD_MANAGER};
 use crate::lease;
@@ -16,22 +17,23 @@ use crate::metrics::Metrics;
 use crate::reconcile::{self, Ctx};
 use crate::{Config, Error};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use k8s_openapi::api::apps::v1::Deployment as K8sDeployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{applier, watcher};
 use kube::{Api, Client, ResourceExt};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Name of the leader-election Lease.
 pub const LEASE_NAME: &str = "palisade-operator";
@@ -99,167 +101,207 @@ fn error_policy<K: kube::Resource<DynamicType = ()>>(
     ctx: Arc<Ctx>,
 ) -> Action {
     let key = ObjectRef::from_obj(&*obj).to_string();
-    let delay = ctx.failed(&key, error.to_string());
-    tracing::warn!(object = %key, error = %error, retry_in = ?delay, "reconcile failed");
+    let delay = ctx.failed(&key, desired::explain(error));
+    tracing::warn!(object = %key, error = %desired::explain(error), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
-async fn timed<K, F>(ctx: &Ctx, controller: &str, obj: &K, fut: F) -> Result<Action, Error>
+/// How each controller's queue is worked (kube-runtime's
+/// `controller::Config`): at most this many reconciles at once, and
+/// requests for one object within the debounce window merged into one
+/// (an apply's own watch events come in bursts).
+fn tenant_config() -> controller::Config {
+    controller::Config::default()
+        .concurrency(16)
+        .debounce(Duration::from_millis(100))
+}
+
+fn workload_config() -> controller::Config {
+    controller::Config::default()
+        .concurrency(32)
+        .debounce(Duration::from_millis(20))
+}
+
+fn claim_config() -> controller::Config {
+    controller::Config::default()
+        .concurrency(8)
+        .debounce(Duration::from_millis(100))
+}
+
+/// How long a graceful shutdown waits for in-flight reconciles.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `reconcile` on its own task (both cores work), timed and counted;
+/// aborted if the controller drops it.
+fn spawned<F>(
+    ctx: &Arc<Ctx>,
+    controller: &'static str,
+    key: String,
+    reconcile: F,
+) -> futures::future::BoxFuture<'static, Result<Action, Error>>
 where
-    K: kube::Resource<DynamicType = ()>,
-    F: std::future::Future<Output = Result<Action, Error>>,
+    F: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
 {
-    let start = Instant::now();
-    let result = fut.await;
-    ctx.metrics
-        .observe(controller, start.elapsed().as_secs_f64(), result.is_ok());
-    if result.is_ok() {
-        ctx.succeeded(&ObjectRef::from_obj(obj).to_string());
-    }
-    result
+    let ctx = ctx.clone();
+    let task = AbortOnDrop(tokio::spawn(async move {
+        let start = Instant::now();
+        let result = reconcile.await;
+        ctx.metrics
+            .observe(controller, start.elapsed().as_secs_f64(), result.is_ok());
+        if result.is_ok() {
+            ctx.succeeded(&key);
+        }
+        result
+    }));
+    Box::pin(async move {
+        let mut task = task;
+        match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => std::future::pending().await,
+        }
+    })
 }
 
-/// Logs a controller's stream error at the level it deserves: a watch or
-/// list refused with 403 (RBAC) or 404 (CRD missing) means the controller
-/// is blind and is an error; what the reconciler returned was logged by
-/// [`error_policy`].
-fn log_stream_error<E: std::fmt::Display>(
-    controller: &str,
-    e: &kube::runtime::controller::Error<E, watcher::Error>,
-) {
+fn key<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
+    ObjectRef::from_obj(obj).to_string()
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Logs what a controller's stream reports besides successes; failed
+/// reconciles were logged by [`error_policy`].
+fn log_result<K: kube::Resource, E: std::fmt::Display>(
+    controller: &'static str,
+    r: Result<(ObjectRef<K>, Action), controller::Error<E, Infallible>>,
+) -> std::future::Ready<()> {
     use kube::runtime::controller::Error as C;
-    let code = match e {
-        C::QueueError(watcher::Error::WatchError(s)) => Some(s.code),
-        C::QueueError(
-            watcher::Error::InitialListFailed(kube::Error::Api(s))
-            | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-            | watcher::Error::WatchFailed(kube::Error::Api(s)),
-        ) => Some(s.code),
-        _ => None,
-    };
-    match (e, code) {
-        (_, Some(403)) => {
-            tracing::error!(controller, error = %e, "watch forbidden: the operator's RBAC rules lack list/watch on this kind")
+    match r {
+        Ok(_) | Err(C::ReconcilerFailed(..)) => {}
+        Err(C::ObjectNotFound(o)) => {
+            tracing::debug!(controller, object = %o, "gone before its reconcile")
         }
-        (_, Some(404)) => {
-            tracing::error!(controller, error = %e, "watch failed: the kind is not served (CRD not installed?)")
-        }
-        (C::QueueError(_) | C::RunnerError(_), _) => {
-            tracing::warn!(controller, error = %e, "controller stream error")
-        }
-        _ => tracing::debug!(controller, error = %e, "controller"),
+        Err(e) => tracing::warn!(controller, error = %e, "controller error"),
     }
+    std::future::ready(())
 }
 
-fn tenant_ref_of_namespace(ns: Option<String>) -> Option<ObjectRef<Tenant>> {
-    let t = desired::tenant_of_namespace(&ns?).ok()?;
-    Some(ObjectRef::new(t.as_str()))
+/// A controller's queue: the triggers the caches send, until `shutdown`
+/// (kube-runtime's graceful shutdown: the queue ends, reconciles in
+/// flight finish, then the controller's stream ends).
+fn queue<K: kube::Resource>(
+    rx: mpsc::UnboundedReceiver<ObjectRef<K>>,
+    shutdown: Shutdown,
+) -> impl futures::Stream<Item = Result<ObjectRef<K>, Infallible>> {
+    rx.map(Ok).take_until(shutdown)
 }
 
-/// Runs both controllers and the garbage collector until the future is
-/// dropped; marks `health` ready once both controllers' caches are
-/// synced. Returns only if a controller's stream ends.
+type Shutdown = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// Runs the three controllers (tenants, workloads, claims) and the
+/// watches that feed them until the future is dropped; marks `health`
+/// ready once every cache is synced. Returns only if a controller or a
+/// watch stops. This is what a benchmark runs.
 pub async fn controllers(ctx: Arc<Ctx>, health: Arc<Health>) {
+    controllers_until(ctx, health, std::future::pending()).await;
+}
+
+/// [`controllers`] with a graceful shutdown: when `shutdown` completes,
+/// no new reconcile starts, those in flight finish, and this returns.
+pub async fn controllers_until(
+    ctx: Arc<Ctx>,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let shutdown: Shutdown = shutdown.boxed().shared();
+    let (tenant_tx, tenant_rx) = mpsc::unbounded();
+    let (workload_tx, workload_rx) = mpsc::unbounded();
+    let (claim_tx, claim_rx) = mpsc::unbounded();
+    let triggers = Triggers {
+        tenants: tenant_tx,
+        workloads: workload_tx,
+        claims: claim_tx,
+    };
+    let caches = ctx.caches.clone();
     let client = ctx.client.clone();
-    let tenant_controller = Controller::new(
-        Api::<Tenant>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        Api::<TenantDeployment>::all(client.clone()),
-        watcher::Config::default(),
-        |w| tenant_ref_of_namespace(w.namespace()),
-    )
-    .watches(
-        Api::<SubnetClaim>::all(client.clone()),
-        watcher::Config::default(),
-        |c| Some(ObjectRef::<Tenant>::new(&c.spec.tenant)),
-    );
-    let tenant_store = tenant_controller.store();
-    let tenants = tenant_controller
-        .run(
-            |t, ctx| async move {
-                timed(&ctx, "tenant", &*t, reconcile::reconcile_tenant(&t, &ctx)).await
-            },
-            error_policy,
-            ctx.clone(),
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_stream_error("tenant", &e);
-            }
-        });
-    let workload_controller = Controller::new(
-        Api::<TenantDeployment>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    // Rollouts move readiness (kstatus): the workload's Deployment is
-    // watched, not polled.
-    .watches(
-        Api::<K8sDeployment>::all(client.clone()),
-        watcher::Config::default().labels(&format!(
-            "{}={}",
-            palisade_kube::render::MANAGED_BY.0,
-            desired::MANAGED_BY_OPERATOR
-        )),
-        |d| Some(ObjectRef::<TenantDeployment>::new(&d.name_any()).within(&d.namespace()?)),
-    )
-    // A deleted claim is repaired at once (not at the next requeue).
-    .watches(
-        Api::<SubnetClaim>::all(client.clone()),
-        watcher::Config::default(),
-        |c| Some(ObjectRef::<TenantDeployment>::new(&c.spec.deployment).within(&c.spec.namespace)),
-    );
-    let workload_store = workload_controller.store();
-    let workloads = workload_controller
-        .run(
-            |w, ctx| async move {
-                timed(
-                    &ctx,
-                    "workload",
-                    &*w,
-                    reconcile::reconcile_workload(&w, &ctx),
-                )
-                .await
-            },
-            error_policy,
-            ctx.clone(),
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_stream_error("workload", &e);
-            }
-        });
-    let synced = async {
-        let (t, w) = tokio::join!(
-            tenant_store.wait_until_ready(),
-            workload_store.wait_until_ready()
-        );
-        if t.is_ok() && w.is_ok() {
-            tracing::info!("caches synced");
-            health.set_ready(true);
+    let watch = async move { caches.run(&client, triggers).await };
+    let appliers = {
+        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
+        async move {
+            // Act only on a complete picture: a tenant reconciled before
+            // the workloads and claims are listed would prune them.
+            ctx.caches.core_synced().await;
+            let tenants = applier(
+                |t: Arc<Tenant>, ctx: Arc<Ctx>| {
+                    let c = ctx.clone();
+                    spawned(&ctx, "tenant", key(&*t), async move {
+                        reconcile::reconcile_tenant(&t, &c).await
+                    })
+                },
+                error_policy,
+                ctx.clone(),
+                ctx.caches.tenants.clone(),
+                queue(tenant_rx, shutdown.clone()),
+                tenant_config(),
+            )
+            .for_each(|r| log_result("tenant", r));
+            let workloads = applier(
+                |w: Arc<TenantDeployment>, ctx: Arc<Ctx>| {
+                    let c = ctx.clone();
+                    spawned(&ctx, "workload", key(&*w), async move {
+                        reconcile::reconcile_workload(&w, &c).await
+                    })
+                },
+                error_policy,
+                ctx.clone(),
+                ctx.caches.workloads.clone(),
+                queue(workload_rx, shutdown.clone()),
+                workload_config(),
+            )
+            .for_each(|r| log_result("workload", r));
+            let claims = applier(
+                |cl: Arc<SubnetClaim>, ctx: Arc<Ctx>| {
+                    let c = ctx.clone();
+                    spawned(&ctx, "claim", key(&*cl), async move {
+                        reconcile::reconcile_claim(&cl, &c).await
+                    })
+                },
+                error_policy,
+                ctx.clone(),
+                ctx.caches.claims.clone(),
+                queue(claim_rx, shutdown.clone()),
+                claim_config(),
+            )
+            .for_each(|r| log_result("claim", r));
+            let (_, which, rest) = futures::future::select_all([
+                tenants.map(|()| "tenant").boxed(),
+                workloads.map(|()| "workload").boxed(),
+                claims.map(|()| "claim").boxed(),
+            ])
+            .await;
+            futures::future::join_all(rest).await;
+            which
         }
+    };
+    let synced = async {
+        ctx.caches.synced().await;
+        tracing::info!("caches synced");
+        health.set_ready(true);
         std::future::pending::<()>().await;
     };
-    let gc = {
-        let ctx = ctx.clone();
-        async move {
-            loop {
-                match reconcile::collect_garbage(&ctx).await {
-                    Ok(gone) if !gone.is_empty() => {
-                        tracing::info!(count = gone.len(), "garbage collection")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-                }
-                tokio::time::sleep(ctx.config.gc_interval).await;
+    tokio::select! {
+        () = watch => health.fail("a watch stopped"),
+        which = appliers => {
+            if shutdown.peek().is_none() {
+                health.fail(format!("the {which} controller stopped"));
             }
         }
-    };
-    tokio::select! {
-        () = tenants => health.fail("the tenant controller stopped"),
-        () = workloads => health.fail("the workload controller stopped"),
-        () = gc => {}
         () = synced => {}
     }
 }
@@ -305,12 +347,20 @@ pub async fn run(
 
     if !options.leader_election {
         metrics.leader.set(1);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut work = tokio::spawn(controllers_until(ctx, health.clone(), stopped.map(|_| ())));
         tokio::select! {
-            () = controllers(ctx, health.clone()) => {
+            _ = &mut work => {
                 return Err(Error::Config(health.broken().unwrap_or_else(|| "controllers stopped".into())));
             }
-            why = &mut config_changed => return Err(Error::Config(why)),
-            () = &mut shutdown => tracing::info!("shutting down"),
+            why = &mut config_changed => {
+                stop_gracefully(stop, work).await;
+                return Err(Error::Config(why));
+            }
+            () = &mut shutdown => {
+                tracing::info!("shutting down");
+                stop_gracefully(stop, work).await;
+            }
         }
         return Ok(());
     }
@@ -339,7 +389,12 @@ pub async fn run(
         metrics.leader.set(1);
         // Not ready again until the leader's caches are synced.
         health.set_ready(false);
-        let mut work = tokio::spawn(controllers(ctx.clone(), health.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut work = tokio::spawn(controllers_until(
+            ctx.clone(),
+            health.clone(),
+            stopped.map(|_| ()),
+        ));
         let lost = async {
             while *leading.borrow_and_update() {
                 if leading.changed().await.is_err() {
@@ -359,15 +414,17 @@ pub async fn run(
                 return Err(Error::Config(why));
             }
             why = &mut config_changed => {
-                work.abort();
+                stop_gracefully(stop, work).await;
                 return Err(Error::Config(why));
             }
             () = &mut shutdown => {
-                work.abort();
+                stop_gracefully(stop, work).await;
                 metrics.leader.set(0);
                 break;
             }
         }
+        // The lease is lost: another replica may act already; stop now.
+        drop(stop);
         work.abort();
         metrics.leader.set(0);
         health.set_ready(true);
@@ -378,6 +435,22 @@ pub async fn run(
         tracing::warn!(error = %e, "cannot release the lease");
     }
     Ok(())
+}
+
+/// Ends the controllers gracefully (reconciles in flight finish), or
+/// after [`SHUTDOWN_GRACE`] at once.
+async fn stop_gracefully(
+    stop: tokio::sync::oneshot::Sender<()>,
+    mut work: tokio::task::JoinHandle<()>,
+) {
+    let _ = stop.send(());
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut work)
+        .await
+        .is_err()
+    {
+        tracing::warn!("reconciles still running after the grace period; stopping them");
+        work.abort();
+    }
 }
 
 /// Name of the operator's ConfigMap (its settings, read as environment).

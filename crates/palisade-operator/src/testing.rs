@@ -723,10 +723,11 @@ impl FakeApi {
                         m.insert("status".into(), s);
                     }
                 } else if content_type.starts_with("application/json-patch") {
-                    let patch: json_patch::Patch = match serde_json::from_value(body) {
-                        Ok(p) => p,
-                        Err(e) => return status(400, "BadRequest", &e.to_string()),
-                    };
+                    let patch: json_patch::Patch =
+                        match serde_json::from_value(null_tests_of_missing_paths(&obj, body)) {
+                            Ok(p) => p,
+                            Err(e) => return status(400, "BadRequest", &e.to_string()),
+                        };
                     if let Err(e) = json_patch::patch(&mut obj, &patch) {
                         return status(422, "Invalid", &e.to_string());
                     }
@@ -906,6 +907,23 @@ impl FakeApi {
              current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
         )
     }
+}
+
+/// The API server's JSON patch (evanphx/json-patch, `Patch.test`) lets a
+/// `test` of a missing path against `null` pass (a missing value equals
+/// null), which kube-runtime's finalizer helper relies on
+/// (`test /metadata/finalizers == null` before adding the first one); the
+/// json-patch crate fails it, so such tests are dropped before applying.
+fn null_tests_of_missing_paths(obj: &Value, mut patch: Value) -> Value {
+    if let Some(ops) = patch.as_array_mut() {
+        ops.retain(|op| {
+            let null_test = op.get("op").and_then(Value::as_str) == Some("test")
+                && op.get("value").is_none_or(Value::is_null);
+            let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
+            !(null_test && obj.pointer(path).is_none_or(Value::is_null))
+        });
+    }
+    patch
 }
 
 /// A broadcast receiver as a stream (a lagging receiver skips what it

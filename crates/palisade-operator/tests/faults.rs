@@ -511,7 +511,7 @@ fn conditions_have_the_metav1_condition_schema() {
 }
 
 // Fault 6: two leaders may each claim a subnet for one new workload; the
-// extra claim is released, the workload keeps the lowest.
+// claim controller releases the extra claim, the workload keeps the lowest.
 #[tokio::test]
 async fn a_duplicate_claim_from_a_second_leader_is_released() {
     let api = FakeApi::new();
@@ -531,6 +531,12 @@ async fn a_duplicate_claim_from_a_second_leader_is_released() {
                                        "palisade.io/workload-uid": uid}},
                "spec": {"subnet": extra.to_string(), "tenant": "acme", "namespace": "tenant-acme",
                         "deployment": "web", "workloadUid": uid}}),
+    );
+    assert_eq!(
+        palisade_operator::reconcile::collect_garbage(&c)
+            .await
+            .unwrap(),
+        [claim_name(extra)]
     );
     reconcile_workload(&c, "acme", "web").await;
     let left: Vec<String> = claims(&api).into_iter().map(|c| c.spec.subnet).collect();

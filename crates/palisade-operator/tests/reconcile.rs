@@ -7,7 +7,8 @@
 mod common;
 use common::{ctx, reconcile_tenant, reconcile_workload, tenant, workload};
 
-use kube::api::{Api, DeleteParams};
+use k8s_openapi::api::apps::v1::Deployment as K8sDeployment;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use palisade_core::Pool;
 use palisade_operator::Config;
@@ -69,18 +70,13 @@ async fn workload_reconcile_claims_the_lowest_subnet_with_this_exact_request_seq
 
     reconcile_workload(&c, "acme", "web").await;
     let first = pool().subnet(0);
-    let log = api.log();
+    // Reads come from the caches; the writes: the finalizer (kube-runtime's
+    // helper), the claim, the status.
     assert_eq!(
-        log,
+        api.writes(),
         [
-            "GET /apis/palisade.io/v1alpha1/namespaces/tenant-acme/tenantdeployments/web".to_owned(),
             "PATCH /apis/palisade.io/v1alpha1/namespaces/tenant-acme/tenantdeployments/web?".to_owned(),
-            "GET /apis/palisade.io/v1alpha1/tenants/acme".to_owned(),
-            format!("GET /apis/palisade.io/v1alpha1/subnetclaims?&labelSelector=palisade.io%2Fworkload-uid%3D{uid}"),
-            "GET /apis/palisade.io/v1alpha1/subnetclaims?".to_owned(),
-            "GET /apis/palisade.io/v1alpha1/tenantdeployments?".to_owned(),
             "POST /apis/palisade.io/v1alpha1/subnetclaims?".to_owned(),
-            "GET /apis/apps/v1/namespaces/tenant-acme/deployments/web".to_owned(),
             "PATCH /apis/palisade.io/v1alpha1/namespaces/tenant-acme/tenantdeployments/web/status?&force=true&fieldManager=palisade-operator".to_owned(),
         ],
     );
@@ -278,27 +274,12 @@ async fn tenant_reconcile_applies_the_rendered_tenant_then_a_second_reconcile_wr
     let (api, c) = seeded().await;
     api.clear_log();
     reconcile_tenant(&c, "acme").await;
-    let log = api.log();
-    // Read the tenant, add the finalizer, read workloads and claims.
-    assert_eq!(log[0], "GET /apis/palisade.io/v1alpha1/tenants/acme");
-    assert_eq!(log[1], "PATCH /apis/palisade.io/v1alpha1/tenants/acme?");
-    assert_eq!(
-        log[2],
-        "GET /apis/palisade.io/v1alpha1/namespaces/tenant-acme/tenantdeployments?"
-    );
-    assert_eq!(
-        log[3],
-        "GET /apis/palisade.io/v1alpha1/subnetclaims?&labelSelector=palisade.io%2Ftenant%3Dacme"
-    );
-    // One label-selected list per kind a tenant can own.
-    let kinds: Vec<_> = reconcile::tenant_kinds().collect();
-    let lists = &log[4..4 + kinds.len()];
-    assert!(lists.iter().all(|l| l.starts_with("GET ")
-        && l.ends_with("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpalisade-operator%2Cpalisade.io%2Ftenant%3Dacme")), "{lists:?}");
-    assert!(lists.contains(&"GET /apis/apps/v1/deployments?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpalisade-operator%2Cpalisade.io%2Ftenant%3Dacme".to_owned()));
-    assert!(lists.contains(&"GET /api/v1/namespaces?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpalisade-operator%2Cpalisade.io%2Ftenant%3Dacme".to_owned()));
-    // Then one server-side apply per object, namespace first, then the status.
-    let applies = &log[4 + kinds.len()..log.len() - 1];
+    // Reads come from the caches (here, without watches, one LIST per
+    // kind); the writes: the finalizer, one server-side apply per object,
+    // namespace first, then the status.
+    let writes = api.writes();
+    assert_eq!(writes[0], "PATCH /apis/palisade.io/v1alpha1/tenants/acme?");
+    let applies = &writes[1..writes.len() - 1];
     assert!(
         applies.iter().all(|l| l.starts_with("PATCH ")
             && l.ends_with("?&force=true&fieldManager=palisade-operator")),
@@ -320,9 +301,23 @@ async fn tenant_reconcile_applies_the_rendered_tenant_then_a_second_reconcile_wr
         );
     }
     assert_eq!(
-        log[log.len() - 1],
+        writes[writes.len() - 1],
         "PATCH /apis/palisade.io/v1alpha1/tenants/acme/status?&force=true&fieldManager=palisade-operator"
     );
+    // The only reads: one LIST per cached kind (a tenant's kinds by the
+    // operator's label), and the tenant again after its finalizer.
+    let reads: Vec<String> = api
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("GET "))
+        .collect();
+    assert!(
+        reads
+            .iter()
+            .all(|l| l.contains("limit=500") || l == "GET /apis/palisade.io/v1alpha1/tenants/acme"),
+        "{reads:?}"
+    );
+    assert!(reads.contains(&"GET /apis/apps/v1/deployments?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpalisade-operator&limit=500".to_owned()), "{reads:?}");
 
     // What was applied: the operator's label, the tenant as owner, the
     // user's env on the container, the claimed subnet in the pool.
@@ -605,33 +600,34 @@ async fn concurrent_reconciles_in_one_process_take_turns_and_never_conflict() {
 }
 
 #[tokio::test]
-async fn edits_behind_the_operators_back_are_repaired_at_the_next_full_apply() {
+async fn edits_behind_the_operators_back_are_repaired_at_the_next_reconcile_and_only_they() {
     let (api, c) = seeded().await;
     reconcile_tenant(&c, "acme").await;
-    // Someone scales the Deployment by hand; the hash annotation stays.
-    let mut dep = api
-        .get("apps/v1", "deployments", Some("tenant-acme"), "web")
-        .unwrap();
-    dep["spec"]["replicas"] = json!(0);
-    api.insert("apps/v1", "deployments", dep);
-    // Within the resync period: hashes match, nothing is written.
+    // Nothing changed: nothing is written.
     api.clear_log();
     reconcile_tenant(&c, "acme").await;
     assert!(api.writes().is_empty(), "{:?}", api.writes());
-    // A resync period later every object is applied again.
-    let every_time = Ctx::new(
-        c.client.clone(),
-        Config {
-            resync: Duration::ZERO,
-            ..(*c.config).clone()
-        },
-    );
-    let t = tenant(&c, "acme").await;
-    reconcile::reconcile_tenant(&t, &every_time).await.unwrap();
+    // Someone scales the Deployment by hand; the hash annotation stays, but
+    // the API server gives the object a new generation (metadata.generation
+    // moves with every spec change), which no write of ours produced.
+    Api::<K8sDeployment>::namespaced(c.client.clone(), "tenant-acme")
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    api.clear_log();
+    reconcile_tenant(&c, "acme").await;
     let dep = api
         .get("apps/v1", "deployments", Some("tenant-acme"), "web")
         .unwrap();
     assert_eq!(dep["spec"]["replicas"], 3);
+    // That object only.
+    let writes = api.writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert!(writes[0].starts_with("PATCH /apis/apps/v1/namespaces/tenant-acme/deployments/web?"));
 }
 
 #[tokio::test]

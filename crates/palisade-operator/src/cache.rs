@@ -1,0 +1,742 @@
+//! The operator's view of the cluster: one watcher per kind, each feeding
+//! one reflector store that every controller reads.
+//!
+//! Reconcilers read from these stores instead of the API server, so a
+//! cluster at rest costs no LIST and no write: after the initial LIST of
+//! each kind, a watch (resumed from its last resourceVersion) brings every
+//! change. The watchers also decide whom a change concerns ([`Triggers`]):
+//! a workload's claim changing wakes that workload and its tenant, a pod
+//! going away wakes the claims waiting for it. Cross-kind triggers pass
+//! only changes of `metadata.generation` (kube-runtime's
+//! `predicates::generation`), so a Deployment's status moving wakes its
+//! workload (readiness) but not the tenant.
+//!
+//! The controllers run on kube-runtime's `applier` rather than
+//! `Controller`: a `Controller` starts its own watcher for every `owns` and
+//! `watches`, which would watch claims three times (once per controller),
+//! and shared streams (`watches_shared_stream`) need kube's unstable
+//! features and do not forward deletions. `applier` is the documented
+//! "hard-mode" entry under `Controller`: a store plus a queue of object
+//! references, with the same `Config` (debounce, concurrency) and the same
+//! graceful shutdown (the queue ends, in-flight reconciles finish).
+//!
+//! The tenant's own objects are watched as metadata only
+//! (`Api<PartialObjectMeta<_>>`: the server sends `metadata` alone), except
+//! Deployments (their status is readiness) and `CiliumPodIPPool`s (their
+//! CIDRs say which subnet is still in use), which are watched whole once
+//! and serve both purposes.
+//!
+//! Without a running watcher (tests and one-shot reconciles through
+//! [`crate::reconcile::Ctx::new`]), [`Caches::refresh`] runs every watcher
+//! only up to the end of its initial LIST.
+
+use crate::crd::{SubnetClaim, Tenant, TenantDeployment};
+use crate::desired::{DEPLOYMENT_LABEL, MANAGED_BY_OPERATOR};
+use futures::channel::mpsc::UnboundedSender;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment as K8sDeployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::predicates;
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Resource, ResourceExt};
+use palisade_kube::render::{MANAGED_BY, TENANT_LABEL};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Whether a kind's store can be trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KindState {
+    /// The initial LIST has not completed.
+    Syncing,
+    /// Listed, and watched since.
+    Synced,
+    /// The API server does not serve the kind (its CRD is not installed):
+    /// nothing of it exists.
+    Missing,
+    /// The LIST or watch failed before the store was ever complete, with
+    /// the API server's words.
+    Failed(String),
+}
+
+type States = Arc<Mutex<BTreeMap<String, KindState>>>;
+
+/// The work queues that cache changes feed.
+#[derive(Clone)]
+pub struct Triggers {
+    /// The tenant controller's queue.
+    pub tenants: UnboundedSender<ObjectRef<Tenant>>,
+    /// The workload controller's queue.
+    pub workloads: UnboundedSender<ObjectRef<TenantDeployment>>,
+    /// The claim controller's queue.
+    pub claims: UnboundedSender<ObjectRef<SubnetClaim>>,
+}
+
+impl Triggers {
+    fn tenant(&self, name: &str) {
+        let _ = self.tenants.unbounded_send(ObjectRef::new(name));
+    }
+
+    fn workload(&self, namespace: &str, name: &str) {
+        let _ = self
+            .workloads
+            .unbounded_send(ObjectRef::new(name).within(namespace));
+    }
+
+    fn claim(&self, name: &str) {
+        let _ = self.claims.unbounded_send(ObjectRef::new(name));
+    }
+}
+
+impl Debug for Triggers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Triggers").finish_non_exhaustive()
+    }
+}
+
+/// One change seen by a watcher.
+enum Change<'a, K> {
+    /// Created or updated; `old` is what the store held before.
+    Applied { old: Option<Arc<K>>, new: &'a K },
+    /// Deleted.
+    Deleted(&'a K),
+}
+
+impl<K: Resource> Change<'_, K> {
+    fn object(&self) -> &K {
+        match self {
+            Change::Applied { new, .. } => new,
+            Change::Deleted(o) => o,
+        }
+    }
+
+    /// Whether the change is more than status or metadata: created,
+    /// deleted, being deleted, or a new `metadata.generation` (kinds
+    /// without generations: a new resourceVersion).
+    fn spec_changed(&self) -> bool {
+        match self {
+            Change::Deleted(_) => true,
+            Change::Applied { old: None, .. } => true,
+            Change::Applied {
+                old: Some(old),
+                new,
+            } => {
+                let key =
+                    |o: &K| predicates::generation(o).or_else(|| predicates::resource_version(o));
+                key(old) != key(new)
+                    || old.meta().deletion_timestamp.is_some()
+                        != new.meta().deletion_timestamp.is_some()
+            }
+        }
+    }
+}
+
+/// A watched kind's writer, shared by the watcher task and
+/// [`Caches::refresh`].
+type Shared<K> = Arc<Mutex<Writer<K>>>;
+
+/// A tenant kind watched as metadata only.
+#[derive(Clone)]
+struct MetaKind {
+    resource: ApiResource,
+    store: Store<PartialObjectMeta<DynamicObject>>,
+    writer: Shared<PartialObjectMeta<DynamicObject>>,
+}
+
+/// The stores, and the watchers that fill them.
+#[derive(Clone)]
+pub struct Caches {
+    /// Tenants.
+    pub tenants: Store<Tenant>,
+    /// Workloads.
+    pub workloads: Store<TenantDeployment>,
+    /// Subnet claims.
+    pub claims: Store<SubnetClaim>,
+    /// The operator's Deployments (labelled managed-by the operator).
+    pub deployments: Store<K8sDeployment>,
+    /// Pods of workloads (carrying the workload label).
+    pub pods: Store<Pod>,
+    /// The operator's `CiliumPodIPPool`s.
+    pub pools: Store<DynamicObject>,
+    pool_resource: ApiResource,
+    meta: Vec<MetaKind>,
+    writers: Writers,
+    states: States,
+    watched: Arc<AtomicBool>,
+}
+
+impl Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches")
+            .field("states", &*lock(&self.states))
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct Writers {
+    tenants: Shared<Tenant>,
+    workloads: Shared<TenantDeployment>,
+    claims: Shared<SubnetClaim>,
+    deployments: Shared<K8sDeployment>,
+    pods: Shared<Pod>,
+    pools: Shared<DynamicObject>,
+}
+
+fn shared<K>(dyntype: K::DynamicType) -> (Store<K>, Shared<K>)
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let w = Writer::new(dyntype);
+    (w.as_reader(), Arc::new(Mutex::new(w)))
+}
+
+fn resource(api_version: &str, kind: &str) -> ApiResource {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
+}
+
+fn managed_selector() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{}={MANAGED_BY_OPERATOR}", MANAGED_BY.0))
+}
+
+/// The kind of the operator's pools.
+const POOL_KIND: &str = "CiliumPodIPPool";
+
+impl Default for Caches {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Caches {
+    /// Empty stores, not yet watched.
+    pub fn new() -> Self {
+        let (tenants, tw) = shared(());
+        let (workloads, ww) = shared(());
+        let (claims, cw) = shared(());
+        let (deployments, dw) = shared(());
+        let (pods, pw) = shared(());
+        let pool_resource = crate::reconcile::tenant_kinds()
+            .find(|(_, k, _)| *k == POOL_KIND)
+            .map_or_else(
+                || resource("cilium.io/v2alpha1", POOL_KIND),
+                |(v, k, _)| resource(v, k),
+            );
+        let (pools, pool_w) = shared(pool_resource.clone());
+        let meta = crate::reconcile::tenant_kinds()
+            .filter(|(_, k, _)| !matches!(*k, "Deployment" | POOL_KIND))
+            .map(|(v, k, _)| {
+                let resource = resource(v, k);
+                let (store, writer) = shared(resource.clone());
+                MetaKind {
+                    resource,
+                    store,
+                    writer,
+                }
+            })
+            .collect();
+        Self {
+            tenants,
+            workloads,
+            claims,
+            deployments,
+            pods,
+            pools,
+            pool_resource,
+            meta,
+            writers: Writers {
+                tenants: tw,
+                workloads: ww,
+                claims: cw,
+                deployments: dw,
+                pods: pw,
+                pools: pool_w,
+            },
+            states: States::default(),
+            watched: Arc::default(),
+        }
+    }
+
+    /// Whether watchers keep the stores current (else reconciles call
+    /// [`Caches::refresh`] first).
+    pub fn watched(&self) -> bool {
+        self.watched.load(Ordering::Relaxed)
+    }
+
+    /// The state of `kind`'s store.
+    pub fn state(&self, kind: &str) -> KindState {
+        lock(&self.states)
+            .get(kind)
+            .cloned()
+            .unwrap_or(KindState::Syncing)
+    }
+
+    /// Kinds whose store cannot be trusted yet (syncing or failed), with
+    /// the reason.
+    pub fn untrusted(&self) -> Vec<(String, String)> {
+        let states = lock(&self.states);
+        self.kinds()
+            .into_iter()
+            .filter_map(|k| match states.get(&k) {
+                Some(KindState::Synced | KindState::Missing) => None,
+                Some(KindState::Failed(why)) => Some((k, why.clone())),
+                Some(KindState::Syncing) | None => Some((k, "not listed yet".into())),
+            })
+            .collect()
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        let mut out: Vec<String> = [
+            "Tenant",
+            "TenantDeployment",
+            "SubnetClaim",
+            "Deployment",
+            "Pod",
+            POOL_KIND,
+        ]
+        .map(str::to_owned)
+        .into();
+        out.extend(self.meta.iter().map(|m| m.resource.kind.clone()));
+        out
+    }
+
+    /// Completes when every store has completed its initial LIST (or its
+    /// kind is not served).
+    pub async fn synced(&self) {
+        while !self.untrusted().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Completes when the kinds every decision rests on (tenants,
+    /// workloads, claims) are listed: before that, a tenant would look
+    /// like it has no workloads.
+    pub async fn core_synced(&self) {
+        let core = ["Tenant", "TenantDeployment", "SubnetClaim"];
+        while !core.iter().all(|k| self.state(k) == KindState::Synced) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The metadata of the operator's objects of every tenant kind,
+    /// with their (apiVersion, kind).
+    pub fn owned_metas(&self) -> Vec<(String, String, ObjectMeta)> {
+        let mut out = Vec::new();
+        for m in &self.meta {
+            out.extend(m.store.state().iter().map(|o| {
+                (
+                    m.resource.api_version.clone(),
+                    m.resource.kind.clone(),
+                    o.metadata.clone(),
+                )
+            }));
+        }
+        out.extend(self.deployments.state().iter().map(|d| {
+            (
+                "apps/v1".to_owned(),
+                "Deployment".to_owned(),
+                d.metadata.clone(),
+            )
+        }));
+        out.extend(self.pools.state().iter().map(|p| {
+            (
+                self.pool_resource.api_version.clone(),
+                self.pool_resource.kind.clone(),
+                p.metadata.clone(),
+            )
+        }));
+        out
+    }
+
+    /// Every store filled from one LIST per kind; no watch. For reconciles
+    /// run without [`Caches::run`] (tests, one-shot use).
+    pub async fn refresh(&self, client: &Client) {
+        futures::future::join_all(self.feeds(client, None)).await;
+    }
+
+    /// Watches every kind until dropped, sending changes to `triggers`.
+    /// Returns only if a watcher stream ends.
+    pub async fn run(&self, client: &Client, triggers: Triggers) {
+        self.watched.store(true, Ordering::Relaxed);
+        futures::future::select_all(self.feeds(client, Some(triggers))).await;
+    }
+
+    fn feeds(&self, client: &Client, triggers: Option<Triggers>) -> Vec<BoxFuture<'static, ()>> {
+        let once = triggers.is_none();
+        let t = triggers.clone();
+        let mut feeds = vec![
+            self.feed(
+                "Tenant",
+                Api::all(client.clone()),
+                watcher::Config::default(),
+                &self.writers.tenants,
+                (),
+                move |c| {
+                    if let Some(t) = &t {
+                        t.tenant(&c.object().name_any());
+                    }
+                },
+            ),
+            self.feed(
+                "TenantDeployment",
+                Api::all(client.clone()),
+                watcher::Config::default(),
+                &self.writers.workloads,
+                (),
+                workload_triggers(triggers.clone(), self.claims.clone()),
+            ),
+            self.feed(
+                "SubnetClaim",
+                Api::all(client.clone()),
+                watcher::Config::default(),
+                &self.writers.claims,
+                (),
+                claim_triggers(triggers.clone()),
+            ),
+            self.feed(
+                "Deployment",
+                Api::all(client.clone()),
+                managed_selector(),
+                &self.writers.deployments,
+                (),
+                deployment_triggers(triggers.clone()),
+            ),
+            self.feed(
+                "Pod",
+                Api::all(client.clone()),
+                watcher::Config::default().labels(DEPLOYMENT_LABEL),
+                &self.writers.pods,
+                (),
+                pod_triggers(triggers.clone(), self.claims.clone()),
+            ),
+            self.feed(
+                POOL_KIND,
+                Api::all_with(client.clone(), &self.pool_resource),
+                managed_selector(),
+                &self.writers.pools,
+                self.pool_resource.clone(),
+                pool_triggers(triggers.clone(), self.claims.clone()),
+            ),
+        ];
+        for m in &self.meta {
+            let t = triggers.clone();
+            feeds.push(self.feed(
+                &m.resource.kind,
+                Api::all_with(client.clone(), &m.resource),
+                managed_selector(),
+                &m.writer,
+                m.resource.clone(),
+                move |c| {
+                    if let Some(t) = &t
+                        && c.spec_changed()
+                        && let Some(owner) = tenant_owner(&c.object().metadata)
+                    {
+                        t.tenant(&owner);
+                    }
+                },
+            ));
+        }
+        if once {
+            lock(&self.states).clear();
+        }
+        feeds
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn feed<K>(
+        &self,
+        kind: &str,
+        api: Api<K>,
+        config: watcher::Config,
+        writer: &Shared<K>,
+        dyntype: K::DynamicType,
+        on_change: impl Fn(Change<'_, K>) + Send + Sync + 'static,
+    ) -> BoxFuture<'static, ()>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    {
+        let kind = kind.to_owned();
+        let writer = writer.clone();
+        let states = self.states.clone();
+        let once = !self.watched();
+        async move {
+            let stream = watcher::watcher(api, config);
+            let stream = if once {
+                stream.boxed()
+            } else {
+                stream.default_backoff().boxed()
+            };
+            futures::pin_mut!(stream);
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(event) => {
+                        let done = matches!(event, Event::InitDone);
+                        apply(&writer, &dyntype, &event, &on_change);
+                        if done {
+                            set_state(&states, &kind, KindState::Synced);
+                            if once {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        watch_failed(&states, &kind, &e);
+                        if once {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn set_state(states: &States, kind: &str, state: KindState) {
+    lock(states).insert(kind.to_owned(), state);
+}
+
+/// Records a watcher error; a refused LIST or watch (403: RBAC, 404: CRD
+/// missing) is logged loudly, since the operator is blind to that kind.
+fn watch_failed(states: &States, kind: &str, e: &watcher::Error) {
+    let status = match e {
+        watcher::Error::WatchError(s) => Some((s.code, s.message.clone())),
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some((s.code, s.message.clone())),
+        _ => None,
+    };
+    let mut states = lock(states);
+    let before = states.get(kind).cloned();
+    match status {
+        Some((404, _)) => {
+            if before != Some(KindState::Missing) {
+                tracing::info!(
+                    kind,
+                    "kind not served (CRD not installed?); treated as empty"
+                );
+            }
+            states.insert(kind.to_owned(), KindState::Missing);
+        }
+        Some((403, message)) => {
+            tracing::error!(kind, error = %e, "watch forbidden: the operator's RBAC rules lack list/watch on this kind");
+            if before != Some(KindState::Synced) {
+                states.insert(
+                    kind.to_owned(),
+                    KindState::Failed(format!("{message} (403)")),
+                );
+            }
+        }
+        other => {
+            tracing::warn!(kind, error = %e, "watch failed; retrying");
+            if before != Some(KindState::Synced) {
+                let why = other.map_or_else(|| e.to_string(), |(code, m)| format!("{m} ({code})"));
+                states.insert(kind.to_owned(), KindState::Failed(why));
+            }
+        }
+    }
+}
+
+/// Applies one watcher event to the store, then tells `on_change` what
+/// changed. Objects of an initial LIST are announced when the LIST is
+/// complete (the store swaps them in only then, and a reconcile must find
+/// them), together with the objects the new LIST no longer has.
+fn apply<K>(
+    writer: &Shared<K>,
+    dyntype: &K::DynamicType,
+    event: &Event<K>,
+    on_change: &(impl Fn(Change<'_, K>) + ?Sized),
+) where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    let mut w = lock(writer);
+    let reader = w.as_reader();
+    match event {
+        Event::Apply(o) => {
+            let old = reader.get(&ObjectRef::from_obj_with(o, dyntype.clone()));
+            w.apply_watcher_event(event);
+            drop(w);
+            on_change(Change::Applied { old, new: o });
+        }
+        Event::Delete(o) => {
+            w.apply_watcher_event(event);
+            drop(w);
+            on_change(Change::Deleted(o));
+        }
+        Event::Init | Event::InitApply(_) => w.apply_watcher_event(event),
+        Event::InitDone => {
+            let before: BTreeMap<String, Arc<K>> = reader
+                .state()
+                .into_iter()
+                .map(|o| {
+                    (
+                        ObjectRef::from_obj_with(&*o, dyntype.clone()).to_string(),
+                        o,
+                    )
+                })
+                .collect();
+            w.apply_watcher_event(event);
+            drop(w);
+            let mut gone = before.clone();
+            for o in reader.state() {
+                let key = ObjectRef::from_obj_with(&*o, dyntype.clone()).to_string();
+                gone.remove(&key);
+                on_change(Change::Applied {
+                    old: before.get(&key).cloned(),
+                    new: &o,
+                });
+            }
+            for o in gone.values() {
+                on_change(Change::Deleted(o));
+            }
+        }
+    }
+}
+
+/// The tenant an object belongs to: its controller owner reference of
+/// kind `Tenant`.
+fn tenant_owner(meta: &ObjectMeta) -> Option<String> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == "Tenant")
+        .map(|o| o.name.clone())
+}
+
+fn workload_triggers(
+    triggers: Option<Triggers>,
+    claims: Store<SubnetClaim>,
+) -> impl Fn(Change<'_, TenantDeployment>) + Send + Sync + 'static {
+    move |c| {
+        let Some(t) = &triggers else { return };
+        let w = c.object();
+        let ns = w.namespace().unwrap_or_default();
+        t.workload(&ns, &w.name_any());
+        if c.spec_changed() {
+            if let Some(tenant) = ns.strip_prefix(crate::desired::NAMESPACE_PREFIX) {
+                t.tenant(tenant);
+            }
+            // A workload going away: its claims are the claim controller's.
+            let uid = w.uid().unwrap_or_default();
+            for claim in claims
+                .state()
+                .iter()
+                .filter(|cl| cl.spec.workload_uid == uid)
+            {
+                t.claim(&claim.name_any());
+            }
+        }
+    }
+}
+
+fn claim_triggers(
+    triggers: Option<Triggers>,
+) -> impl Fn(Change<'_, SubnetClaim>) + Send + Sync + 'static {
+    move |c| {
+        let Some(t) = &triggers else { return };
+        let claim = c.object();
+        t.claim(&claim.name_any());
+        if c.spec_changed() {
+            // A deleted claim is repaired by its workload at once.
+            t.workload(&claim.spec.namespace, &claim.spec.deployment);
+            t.tenant(&claim.spec.tenant);
+        }
+    }
+}
+
+fn deployment_triggers(
+    triggers: Option<Triggers>,
+) -> impl Fn(Change<'_, K8sDeployment>) + Send + Sync + 'static {
+    move |c| {
+        let Some(t) = &triggers else { return };
+        let d = c.object();
+        // Rollouts move readiness: every change, status included.
+        t.workload(&d.namespace().unwrap_or_default(), &d.name_any());
+        if c.spec_changed()
+            && let Some(owner) = tenant_owner(&d.metadata)
+        {
+            t.tenant(&owner);
+        }
+    }
+}
+
+/// Claims of the workload `namespace/deployment`.
+fn claims_of(claims: &Store<SubnetClaim>, namespace: &str, deployment: &str) -> Vec<String> {
+    claims
+        .state()
+        .iter()
+        .filter(|c| c.spec.namespace == namespace && c.spec.deployment == deployment)
+        .map(|c| c.name_any())
+        .collect()
+}
+
+fn pod_triggers(
+    triggers: Option<Triggers>,
+    claims: Store<SubnetClaim>,
+) -> impl Fn(Change<'_, Pod>) + Send + Sync + 'static {
+    move |c| {
+        let Some(t) = &triggers else { return };
+        let finished = match &c {
+            Change::Deleted(_) => true,
+            Change::Applied { new, .. } => matches!(
+                new.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            ),
+        };
+        let pod = c.object();
+        let (Some(ns), Some(deployment)) = (pod.namespace(), pod.labels().get(DEPLOYMENT_LABEL))
+        else {
+            return;
+        };
+        // A release waits for the workload's pods: wake it when one goes.
+        if finished {
+            t.workload(&ns, deployment);
+            for claim in claims_of(&claims, &ns, deployment) {
+                t.claim(&claim);
+            }
+        }
+    }
+}
+
+fn pool_triggers(
+    triggers: Option<Triggers>,
+    claims: Store<SubnetClaim>,
+) -> impl Fn(Change<'_, DynamicObject>) + Send + Sync + 'static {
+    move |c| {
+        let Some(t) = &triggers else { return };
+        if !c.spec_changed() {
+            return;
+        }
+        let pool = c.object();
+        if let Some(owner) = tenant_owner(&pool.metadata) {
+            t.tenant(&owner);
+        }
+        let labels = pool.labels();
+        if let (Some(tenant), Some(deployment)) =
+            (labels.get(TENANT_LABEL), labels.get(DEPLOYMENT_LABEL))
+        {
+            let ns = format!("{}{tenant}", crate::desired::NAMESPACE_PREFIX);
+            t.workload(&ns, deployment);
+            for claim in claims_of(&claims, &ns, deployment) {
+                t.claim(&claim);
+            }
+        }
+    }
+}

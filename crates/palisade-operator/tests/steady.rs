@@ -1,0 +1,131 @@
+//! The running controllers against the in-memory API server over TCP
+//! (with watches): once everything is reconciled, the operator works from
+//! its caches, so a cluster at rest costs no LIST, no GET and no write;
+//! a change still reaches the objects through the watches.
+//!
+//! The request log of [`FakeApi`] is what the API server saw; a watch is
+//! a GET with `watch=true` (Kubernetes API Concepts, "Efficient detection
+//! of changes": a LIST then a WATCH from its resourceVersion).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use palisade_operator::crd::API_VERSION as GV;
+use palisade_operator::reconcile::Ctx;
+use palisade_operator::run::{Health, controllers};
+use palisade_operator::testing::{FakeApi, example_config};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the API server has seen no write for `quiet`.
+async fn settled(api: &FakeApi, quiet: Duration) {
+    let start = Instant::now();
+    loop {
+        let before = api.writes().len();
+        tokio::time::sleep(quiet).await;
+        if api.writes().len() == before {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never settled: {:?}",
+            api.writes().iter().rev().take(10).collect::<Vec<_>>()
+        );
+    }
+}
+
+fn is_watch(line: &str) -> bool {
+    line.starts_with("GET ") && line.contains("watch=true")
+}
+
+fn subnet(api: &FakeApi, name: &str) -> Option<String> {
+    api.get(GV, "tenantdeployments", Some("tenant-acme"), name)?
+        .pointer("/status/subnet")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_rest_the_controllers_make_no_list_and_no_write_and_still_see_changes() {
+    let api = FakeApi::new();
+    api.add_tenant("acme");
+    for name in ["web", "api", "db"] {
+        api.add_workload(
+            "acme",
+            name,
+            json!({"image": "nginx:alpine", "ports": [80]}),
+        );
+    }
+    let (addr, server) = api.serve_tcp().await.unwrap();
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
+            .unwrap();
+    let ctx = Arc::new(Ctx::new(client, example_config()));
+    let health = Arc::new(Health::default());
+    let operator = tokio::spawn(controllers(ctx, health.clone()));
+
+    eventually("ready, subnets and Deployments", || {
+        health.is_ready()
+            && ["web", "api", "db"].iter().all(|w| {
+                subnet(&api, w).is_some()
+                    && api
+                        .get("apps/v1", "deployments", Some("tenant-acme"), w)
+                        .is_some()
+            })
+    })
+    .await;
+    settled(&api, Duration::from_millis(500)).await;
+    let warm = api.log();
+    assert!(
+        warm.iter().any(|l| l.starts_with("GET ") && !is_watch(l)),
+        "the start lists every kind once: {warm:?}"
+    );
+
+    api.clear_log();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rest = api.log();
+    let not_watches: Vec<&String> = rest.iter().filter(|l| !is_watch(l)).collect();
+    assert!(
+        not_watches.is_empty(),
+        "requests at rest besides watches: {not_watches:?}"
+    );
+
+    // A change still arrives, through the watch, without a LIST.
+    api.clear_log();
+    let mut web = api
+        .get(GV, "tenantdeployments", Some("tenant-acme"), "web")
+        .unwrap();
+    web["spec"]["image"] = json!("nginx:1.27");
+    web["metadata"]["generation"] = json!(2);
+    api.insert(GV, "tenantdeployments", web);
+    eventually("the new image in the Deployment", || {
+        api.get("apps/v1", "deployments", Some("tenant-acme"), "web")
+            .and_then(|d| {
+                d.pointer("/spec/template/spec/containers/0/image")
+                    .and_then(Value::as_str)
+                    .map(|i| i == "nginx:1.27")
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    settled(&api, Duration::from_millis(500)).await;
+    let lists: Vec<String> = api
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("GET ") && !is_watch(l))
+        .collect();
+    assert!(lists.is_empty(), "a change needs no read: {lists:?}");
+    operator.abort();
+    server.abort();
+}
