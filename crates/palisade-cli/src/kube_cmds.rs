@@ -3,7 +3,6 @@
 
 use crate::cli::{ApplyArgs, ClusterArgs, OutputFlags, PolicyArg, RenderArgs, RenderTarget};
 use crate::output::{StdoutError, out, outln};
-use crate::proxy_cmds::{ProxyConfigArgs, proxy_config};
 use anyhow::Context as _;
 use palisade_core::{EgressMode, Snapshot};
 use palisade_kube::apply::{ApplyOptions, apply as apply_objects, default_client};
@@ -13,7 +12,6 @@ use palisade_kube::{
     to_multi_doc, tree,
 };
 use std::io::Write as _;
-use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 impl OutputFlags {
@@ -49,19 +47,7 @@ impl OutputFlags {
             .iter()
             .any(|t| t.egress.mode == EgressMode::Proxy);
         if proxied && o.proxy.ip().is_none() && !self.no_proxy_deployment {
-            let port = self.proxy_port.get();
-            let config = ProxyConfigArgs {
-                out: None,
-                listen: SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
-                // The kubelet probes the admin port on the node's address.
-                admin_listen: SocketAddr::from((Ipv6Addr::UNSPECIFIED, InClusterProxy::ADMIN_PORT)),
-                // Pods must not use the proxy to reach other pods.
-                cluster_deny: vec![snapshot.pool.cidr().into()],
-                default_egress: Vec::new(),
-            };
-            let yaml = proxy_config(&config, snapshot)?
-                .to_yaml()
-                .context("failed to serialise the proxy config")?;
+            let yaml = palisade_kube::proxy_config::yaml(snapshot, &o, Default::default())?;
             let mut p = InClusterProxy::new(yaml);
             if let Some(image) = &self.proxy_image {
                 p.image = image.clone();

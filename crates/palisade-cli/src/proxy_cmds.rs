@@ -5,9 +5,10 @@
 //! prefix belongs to which tenant and deployment, and each tenant's egress
 //! address — travels through its YAML config, which this module writes.
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use palisade_core::Snapshot;
-use palisade_proxy::config::{EgressConfig, ProxyConfig, SourcePrefix, TenantConfig};
+use palisade_proxy::compile::{self, CompileOptions};
+use palisade_proxy::config::ProxyConfig;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,56 +34,27 @@ pub struct ProxyConfigArgs {
 }
 
 /// Runs the egress proxy with the given arguments (`--config FILE`, `check`,
-/// `hash-password`); exits 64 on a bad config, as `palisade-proxy` does.
+/// `hash-password`); exits 64 on a bad config, as `palisade-proxy` does, and
+/// starts its errors with `error:` as every `palisade` command does.
 pub fn run_proxy(args: &[String]) -> ExitCode {
-    palisade_proxy::cli::main_with_args(args)
+    palisade_proxy::cli::main_as(palisade_proxy::cli::Invocation::PALISADE, args)
 }
 
-fn egress(ips: impl IntoIterator<Item = IpAddr>) -> EgressConfig {
-    let mut e = EgressConfig::default();
-    for ip in ips {
-        match ip {
-            IpAddr::V4(v4) => e.ipv4 = Some(v4),
-            IpAddr::V6(v6) => e.ipv6 = Some(v6),
-        }
-    }
-    e
-}
-
-/// The proxy configuration for `snapshot`: one tenant per store tenant,
-/// known on its own listener port (`proxy_port`, whatever the caller's
-/// address: an IPv4 pod is still its tenant) and on the shared port by its
-/// deployments' subnets, leaving from its egress IP.
+/// The proxy configuration for `snapshot` with the flags' listeners,
+/// cluster ranges and default egress: [`palisade_proxy::compile::config`],
+/// the one compiler the lab, `palisade render` and the operator use too.
 pub fn proxy_config(args: &ProxyConfigArgs, snapshot: &Snapshot) -> Result<ProxyConfig> {
-    let mut config = ProxyConfig {
-        listen: args.listen,
-        admin_listen: args.admin_listen,
-        cluster_deny: args.cluster_deny.clone(),
-        default_egress: egress(args.default_egress.iter().copied()),
-        ..ProxyConfig::default()
+    let options = CompileOptions {
+        base: ProxyConfig {
+            listen: args.listen,
+            admin_listen: args.admin_listen,
+            cluster_deny: args.cluster_deny.clone(),
+            default_egress: compile::egress(args.default_egress.iter().copied()),
+            ..ProxyConfig::default()
+        },
+        ..CompileOptions::default()
     };
-    for tenant in &snapshot.tenants {
-        config.tenants.push(TenantConfig {
-            name: tenant
-                .name
-                .to_string()
-                .try_into()
-                .map_err(|e: String| anyhow!(e))?,
-            // 0: not assigned (a store from before ports were); the tenant
-            // is then known on the shared port only.
-            listen_port: (tenant.proxy_port != 0).then_some(tenant.proxy_port),
-            sources: snapshot
-                .deployments_of(&tenant.name)
-                .map(|d| SourcePrefix {
-                    prefix: d.subnet.into(),
-                    deployment: d.name.to_string(),
-                })
-                .collect(),
-            egress: egress(tenant.egress.ip),
-            ..TenantConfig::default()
-        });
-    }
-    Ok(config)
+    Ok(compile::config(snapshot, &options)?)
 }
 
 /// Runs `palisade proxy-config`.

@@ -23,6 +23,7 @@ pub mod fixtures;
 pub mod object;
 pub mod options;
 mod proxy;
+pub mod proxy_config;
 pub mod render;
 pub mod tree;
 pub mod yaml;
@@ -79,6 +80,9 @@ pub enum Error {
         /// The listed path.
         entry: String,
     },
+    /// The in-cluster egress proxy's config could not be compiled.
+    #[error("failed to compile the in-cluster egress proxy's config")]
+    ProxyConfig(#[source] palisade_proxy::compile::CompileError),
     /// A call to the Kubernetes API failed (the cause is the `source`).
     #[error("failed to {action} {object}")]
     Kube {

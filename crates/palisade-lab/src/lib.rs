@@ -69,6 +69,9 @@ pub enum LabError {
     /// The proxy configuration could not be written out.
     #[error("failed to serialise the egress proxy's configuration")]
     ProxyConfig(#[source] palisade_proxy::ConfigError),
+    /// The model does not make a proxy configuration (the proxy would refuse it).
+    #[error("failed to compile the egress proxy's configuration")]
+    ProxyCompile(#[from] palisade_proxy::compile::CompileError),
     /// A thread setting up network namespaces panicked (its message is on
     /// stderr, printed by the panic hook).
     #[error("a thread setting up the lab's network namespaces panicked")]

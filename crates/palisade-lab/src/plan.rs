@@ -19,9 +19,8 @@ use palisade_core::model::EgressMode;
 use palisade_core::policy::{Endpoint, PolicyOptions, gateway_label};
 use palisade_core::{GatewayScope, Snapshot};
 use palisade_kube::eval::{self, EvalOptions, Identity, PolicySet, Proto};
-use palisade_proxy::config::{
-    EgressConfig, HumanDuration, ProxyConfig, SourcePrefix, TenantConfig,
-};
+use palisade_proxy::compile::{self, CompileOptions};
+use palisade_proxy::config::{HumanDuration, ProxyConfig};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -672,6 +671,9 @@ fn snat(deployments: &[RenderedDeployment], egress: &[TenantEgress]) -> Vec<(Ipv
         .collect()
 }
 
+/// The proxy's config: [`palisade_proxy::compile::config`], as `palisade
+/// proxy-config` compiles it, with the lab's listeners and each tenant
+/// leaving from its lab egress address (one of the proxy's namespace).
 fn proxy_config(
     snapshot: &Snapshot,
     egress: &[TenantEgress],
@@ -679,7 +681,7 @@ fn proxy_config(
     pool: Ipv6Net,
     service: Ipv6Net,
 ) -> Result<ProxyConfig> {
-    let mut config = ProxyConfig {
+    let base = ProxyConfig {
         // Every address of the proxy's namespace, both families: tenant
         // listeners bind where `listen` does, and a pod may reach its
         // tenant's port over IPv4 (the router's nftables decide who may).
@@ -692,30 +694,18 @@ fn proxy_config(
         reload_poll: HumanDuration(Duration::from_millis(500)),
         ..ProxyConfig::default()
     };
-    for (t, e) in snapshot.tenants.iter().zip(egress) {
-        config.tenants.push(TenantConfig {
-            name: t
-                .name
-                .to_string()
-                .try_into()
-                .map_err(|e: String| LabError::Plan(e))?,
-            // As `palisade proxy-config` does: the tenant's own port.
-            listen_port: (t.proxy_port != 0).then_some(t.proxy_port),
-            sources: snapshot
-                .deployments_of(&t.name)
-                .map(|d| SourcePrefix {
-                    prefix: d.subnet.into(),
-                    deployment: d.name.to_string(),
-                })
-                .collect(),
-            egress: EgressConfig {
-                ipv4: None,
-                ipv6: Some(e.ip),
-            },
-            ..TenantConfig::default()
-        });
-    }
-    Ok(config)
+    let egress = snapshot
+        .tenants
+        .iter()
+        .zip(egress)
+        .map(|(t, e)| (t.name.clone(), compile::egress([IpAddr::V6(e.ip)])))
+        .collect();
+    let options = CompileOptions {
+        base,
+        egress,
+        ..CompileOptions::default()
+    };
+    Ok(compile::config(snapshot, &options)?)
 }
 
 impl Plan {

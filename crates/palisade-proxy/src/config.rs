@@ -5,12 +5,12 @@
 //! parses *and* validates; nothing is bound before it returns `Ok`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
+pub use palisade_core::TenantName;
 use serde::{Deserialize, Serialize};
 
 /// Errors found while loading or validating a configuration file.
@@ -77,50 +77,6 @@ impl From<HumanDuration> for String {
     }
 }
 
-/// A tenant name: 1 to 63 characters of `[a-z0-9-]`, not starting or ending with `-`
-/// (a Kubernetes namespace-compatible label).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TenantName(String);
-
-impl TenantName {
-    /// The name as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for TenantName {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        let ok = !s.is_empty()
-            && s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-');
-        if ok {
-            Ok(TenantName(s))
-        } else {
-            Err(format!(
-                "invalid tenant name {s:?}: want 1-63 characters of [a-z0-9-], not starting or ending with '-'"
-            ))
-        }
-    }
-}
-
-impl From<TenantName> for String {
-    fn from(n: TenantName) -> String {
-        n.0
-    }
-}
-
-impl fmt::Display for TenantName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// A destination domain rule: an exact name (`api.example.com`) or a suffix
 /// wildcard (`*.example.com`, which matches subdomains but not `example.com` itself).
 /// Stored lower-case without a trailing dot.
@@ -146,9 +102,14 @@ impl DomainPattern {
     }
 }
 
-impl TryFrom<String> for DomainPattern {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
+/// A string that is not a domain pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid domain pattern {0:?}: want a DNS name or *.suffix")]
+pub struct InvalidDomain(pub String);
+
+impl DomainPattern {
+    /// Parses `name` or `*.suffix`, case-insensitively, ignoring a trailing dot.
+    pub fn parse(s: &str) -> Result<Self, InvalidDomain> {
         let lower = s.trim_end_matches('.').to_ascii_lowercase();
         let (wildcard, name) = match lower.strip_prefix("*.") {
             Some(rest) => (true, rest.to_string()),
@@ -161,11 +122,16 @@ impl TryFrom<String> for DomainPattern {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
-            return Err(format!(
-                "invalid domain pattern {s:?}: want a DNS name or *.suffix"
-            ));
+            return Err(InvalidDomain(s.to_owned()));
         }
         Ok(DomainPattern { name, wildcard })
+    }
+}
+
+impl TryFrom<String> for DomainPattern {
+    type Error = InvalidDomain;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
     }
 }
 
@@ -292,7 +258,8 @@ impl Default for GlobalLimits {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantConfig {
-    /// Tenant name (also the Kubernetes namespace-style label used in logs and metrics).
+    /// Tenant name: the model's rule (`palisade_core::TenantName`, a DNS-1123
+    /// label short enough for the `tenant-` namespace), also used in logs and metrics.
     pub name: TenantName,
     /// The port of this tenant's own listener, on `listen`'s address: every
     /// connection accepted there is this tenant's, whatever its source
@@ -322,10 +289,18 @@ pub struct TenantConfig {
     pub limits: TenantLimits,
 }
 
+/// The name of a tenant whose entry names none.
+#[allow(clippy::expect_used)] // a constant that satisfies the rule; a test parses it
+fn unnamed() -> TenantName {
+    "unnamed"
+        .parse()
+        .expect("\"unnamed\" is a valid tenant name")
+}
+
 impl Default for TenantConfig {
     fn default() -> Self {
         TenantConfig {
-            name: TenantName("unnamed".into()),
+            name: unnamed(),
             listen_port: None,
             sources: Vec::new(),
             egress: EgressConfig::default(),
@@ -598,6 +573,11 @@ mod tests {
     #[test]
     fn bad_tenant_name_and_duration_are_rejected() {
         assert!(err_of("tenants: [{name: Bad_Name}]").contains("invalid tenant name"));
+        // The model's rule: `tenant-<name>` must fit a 63-character label.
+        let long = format!("tenants: [{{name: {}}}]", "a".repeat(57));
+        assert!(err_of(&long).contains("at most 56"), "{}", err_of(&long));
+        let unnamed = ProxyConfig::from_yaml("tenants: [{}]").unwrap();
+        assert_eq!(unnamed.tenants[0].name.as_str(), "unnamed");
         assert!(err_of("timeouts: {connect: soon}").contains("invalid duration"));
         assert!(err_of("timeouts: {connect: 0s}").contains("timeouts.connect"));
     }

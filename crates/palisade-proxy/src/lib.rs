@@ -13,11 +13,13 @@
 //! [`cli::main_with_args`] for `palisade proxy --config FILE`.
 //!
 //! Architecture invariant: this crate knows nothing about the store or
-//! Kubernetes; everything it needs comes from the config file.
+//! Kubernetes; everything it needs comes from the config file, which
+//! [`compile::config`] builds from the core model for every control plane.
 
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod compile;
 pub mod config;
 pub mod error;
 pub mod metrics;
