@@ -188,23 +188,77 @@ impl Report {
     }
 }
 
-/// The shape of `<lab dir>/verify.json` (read by the dashboard).
-#[derive(Debug, serde::Serialize)]
-struct FileReport<'a> {
-    generated_at: &'a str,
-    probes: Vec<FileProbe<'a>>,
+/// `<lab dir>/verify.json`: the last `verify`, one record per probe with
+/// its three verdicts (model, objects, dataplane). The dashboard reads the
+/// file with this type, so its schema is declared once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileReport {
+    /// When the lab ran (RFC 3339).
+    pub generated_at: String,
+    /// Every probe, in plan order.
+    pub probes: Vec<FileProbe>,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct FileProbe<'a> {
-    from: &'a str,
-    to: &'a str,
-    port: u16,
-    expected: bool,
-    observed: bool,
-    reason: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    objects: Option<bool>,
+/// One probe of [`FileReport`]: did `from` reach `to` on `port`?
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileProbe {
+    /// Client, as [`Endpoint`]'s Display (`acme/web`).
+    pub from: String,
+    /// Server, same form (or a stand-in: `cloud-metadata`, `kube-apiserver`).
+    pub to: String,
+    /// Destination port.
+    pub port: u16,
+    /// What the policy model expected when the lab ran.
+    pub expected: bool,
+    /// What the dataplane did.
+    pub observed: bool,
+    /// The model's reason for the expectation.
+    #[serde(default)]
+    pub reason: String,
+    /// What the rendered objects decide, and which object and rule did.
+    /// Reports written before the rules were named carry only `true` or
+    /// `false` here; they read with empty decisions.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "objects_or_bool"
+    )]
+    pub objects: Option<ObjectsVerdict>,
+}
+
+impl From<&Outcome> for FileProbe {
+    fn from(o: &Outcome) -> Self {
+        Self {
+            from: o.from.clone(),
+            to: o.to.clone(),
+            port: o.port,
+            expected: o.expected,
+            observed: o.observed,
+            reason: o.reason.clone(),
+            objects: o.objects.clone(),
+        }
+    }
+}
+
+/// `objects` as written now (a verdict) or before (a bare boolean).
+fn objects_or_bool<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<ObjectsVerdict>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Field {
+        Verdict(ObjectsVerdict),
+        Allowed(bool),
+    }
+    let field = <Option<Field> as serde::Deserialize>::deserialize(d)?;
+    Ok(field.map(|f| match f {
+        Field::Verdict(v) => v,
+        Field::Allowed(allowed) => ObjectsVerdict {
+            allowed,
+            egress: String::new(),
+            ingress: String::new(),
+        },
+    }))
 }
 
 fn endpoint_of(p: &PodPlan) -> Result<Endpoint> {
@@ -710,20 +764,8 @@ fn measure(
 /// Writes `report` to `path` in the dashboard's shape, atomically.
 pub fn write_report(path: &std::path::Path, report: &Report) -> Result<()> {
     let file = FileReport {
-        generated_at: &report.generated_at,
-        probes: report
-            .probes
-            .iter()
-            .map(|o| FileProbe {
-                from: &o.from,
-                to: &o.to,
-                port: o.port,
-                expected: o.expected,
-                observed: o.observed,
-                reason: &o.reason,
-                objects: o.objects.as_ref().map(|v| v.allowed),
-            })
-            .collect(),
+        generated_at: report.generated_at.clone(),
+        probes: report.probes.iter().map(FileProbe::from).collect(),
     };
     let text = serde_json::to_string_pretty(&file).map_err(LabError::json("verify report"))?;
     let tmp = path.with_extension("json.tmp");
