@@ -446,6 +446,21 @@ fn proxy_config_from_the_store_is_accepted_by_the_proxy() {
         "a bad proxy config must exit 64: {}",
         bad.stderr
     );
+    // One prefix for every command's errors: `palisade proxy` reports as
+    // `palisade` does, not as the standalone `palisade-proxy` binary.
+    assert!(
+        bad.stderr.starts_with("error: ") && !bad.stderr.contains("palisade-proxy"),
+        "{}",
+        bad.stderr
+    );
+    let usage = env.run(&["proxy", "--workers", "0"]);
+    assert_eq!(usage.code, 64, "{}", usage.stderr);
+    assert!(
+        usage.stderr.starts_with("error: --workers takes a number")
+            && usage.stderr.contains("palisade proxy check --config FILE"),
+        "{}",
+        usage.stderr
+    );
 }
 
 #[test]

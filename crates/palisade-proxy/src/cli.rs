@@ -23,6 +23,42 @@ const USAGE: &str = "usage:
   palisade-proxy check --config FILE    validate a config file and exit
   palisade-proxy hash-password          read a password on stdin, print its Argon2 hash";
 
+/// How the command line was reached: it names the command in the usage
+/// text and starts every error message. The standalone binary keeps the
+/// Unix habit of naming itself (`palisade-proxy: ...`); `palisade proxy`
+/// prints its errors as every other `palisade` command does (`error: ...`,
+/// the CLI's and clap's prefix), so a user sees one prefix whatever the
+/// command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invocation {
+    /// The command as typed, for the usage text.
+    pub command: &'static str,
+    /// What every error message starts with, before `": "`.
+    pub error_prefix: &'static str,
+}
+
+impl Invocation {
+    /// The `palisade-proxy` binary.
+    pub const STANDALONE: Self = Self {
+        command: "palisade-proxy",
+        error_prefix: "palisade-proxy",
+    };
+    /// `palisade proxy ...`.
+    pub const PALISADE: Self = Self {
+        command: "palisade proxy",
+        error_prefix: "error",
+    };
+
+    fn usage(self) -> String {
+        USAGE.replace("palisade-proxy", self.command)
+    }
+
+    /// Prints one error line to stderr.
+    fn error(self, msg: impl std::fmt::Display) {
+        eprintln!("{}: {msg}", self.error_prefix);
+    }
+}
+
 enum Command {
     Help,
     Run(PathBuf, Option<usize>),
@@ -72,25 +108,32 @@ fn parse_workers(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Run the proxy CLI with `args` (without the program name). Sets up JSON logging
-/// (`RUST_LOG` filters, default `info`), loads and validates the config before
-/// binding anything (exit 64 on error), then serves until SIGTERM or Ctrl-C;
-/// SIGHUP reloads the config file.
+/// Run the proxy CLI with `args` (without the program name) as the
+/// `palisade-proxy` binary: [`main_as`] with [`Invocation::STANDALONE`].
 pub fn main_with_args(args: &[String]) -> ExitCode {
+    main_as(Invocation::STANDALONE, args)
+}
+
+/// Run the proxy CLI with `args` (without the program name), reached as
+/// `inv` says. Sets up JSON logging (`RUST_LOG` filters, default `info`),
+/// loads and validates the config before binding anything (exit 64 on
+/// error), then serves until SIGTERM or Ctrl-C; SIGHUP reloads the config
+/// file.
+pub fn main_as(inv: Invocation, args: &[String]) -> ExitCode {
     let cmd = match parse(args) {
         Ok(c) => c,
         Err(msg) => {
-            eprintln!("palisade-proxy: {msg}");
-            eprintln!("{USAGE}");
+            inv.error(msg);
+            eprintln!("{}", inv.usage());
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let (path, workers) = match cmd {
         Command::Help => {
-            println!("{USAGE}");
+            println!("{}", inv.usage());
             return ExitCode::SUCCESS;
         }
-        Command::HashPassword => return hash_password(),
+        Command::HashPassword => return hash_password(inv),
         Command::Check(path) => {
             return match ProxyConfig::load(&path) {
                 Ok(c) => {
@@ -98,7 +141,7 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("palisade-proxy: {}: {}", path.display(), Chain(&e));
+                    inv.error(format_args!("{}: {}", path.display(), Chain(&e)));
                     ExitCode::from(EXIT_CONFIG)
                 }
             };
@@ -108,7 +151,7 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
     let config = match ProxyConfig::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("palisade-proxy: {}: {}", path.display(), Chain(&e));
+            inv.error(format_args!("{}: {}", path.display(), Chain(&e)));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -122,7 +165,7 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
     let (runtime, extra) = match (runtime, extra) {
         (Ok(r), Ok(w)) => (r, w),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("palisade-proxy: failed to start runtime: {e}");
+            inv.error(format_args!("failed to start runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -132,7 +175,7 @@ pub fn main_with_args(args: &[String]) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "proxy failed");
-            eprintln!("palisade-proxy: {e:#}");
+            inv.error(format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -182,17 +225,17 @@ async fn run(config: ProxyConfig, path: PathBuf, workers: Vec<Handle>) -> anyhow
     Ok(())
 }
 
-fn hash_password() -> ExitCode {
+fn hash_password(inv: Invocation) -> ExitCode {
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err() {
-        eprintln!("palisade-proxy: failed to read password from stdin");
+        inv.error("failed to read password from stdin");
         return ExitCode::FAILURE;
     }
     let password = line.trim_end_matches(['\r', '\n']);
     let salt = match SaltString::encode_b64(&rand::random::<[u8; 16]>()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("palisade-proxy: failed to make a salt: {e}");
+            inv.error(format_args!("failed to make a salt: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -202,7 +245,7 @@ fn hash_password() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("palisade-proxy: failed to hash password: {e}");
+            inv.error(format_args!("failed to hash password: {e}"));
             ExitCode::FAILURE
         }
     }

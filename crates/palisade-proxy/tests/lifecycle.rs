@@ -250,6 +250,8 @@ fn the_binary_exits_64_on_bad_input_with_a_precise_message_and_0_on_help() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
+    // The standalone binary names itself, as Unix tools do.
+    assert!(err.starts_with("palisade-proxy: "), "{err}");
     assert!(
         err.contains("tenants[1].sources[0].prefix")
             && err.contains("already claimed by tenant \"a\""),
