@@ -3,6 +3,8 @@
 //! 1. `lab up` for 20 deployments x 3 replicas (60 pods), and `lab down`.
 //! 2. `verify` of the full matrix of that lab (60 x 59 pod pairs plus
 //!    egress and gateway probes: 3,600+ probes).
+//! Everything runs from the rendered objects, as `palisade lab` does.
+//!
 //! 3. Per-packet cost: the pod-to-pod request rate (a new connection per
 //!    request, so every request crosses the ruleset's lookups) with 10
 //!    deployments configured versus 5,000, the same two pods running.
@@ -21,9 +23,10 @@ use palisade_core::model::{
 };
 use palisade_core::policy::Policy;
 use palisade_core::{Pool, Snapshot, SubnetLen};
+use palisade_kube::eval::RenderedPolicy;
 use palisade_lab::apply::{Lab, Progress};
 use palisade_lab::serve::{Load, LoadResult, ProbeBatch, ProbeRequest};
-use palisade_lab::{Runtime, verify};
+use palisade_lab::{Runtime, rendered, verify};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -137,8 +140,10 @@ fn main() {
     // 1 and 2: 60 pods.
     let s = snapshot(4, 20, 20, 3);
     let policy = Policy::compile(&s);
+    // From rendered objects: rendering is part of what `lab up` costs.
     let t = Instant::now();
-    let state = lab.up(&s, &policy, runtime, &quiet).unwrap();
+    let objects = rendered::render(&s).unwrap();
+    let state = lab.up(&s, &objects, runtime, &quiet).unwrap();
     let up = t.elapsed();
     let runsc = state
         .pods
@@ -150,7 +155,9 @@ fn main() {
         state.pods.len(),
         up.as_secs_f64()
     );
-    let probes = verify::expectations(&state, &policy).unwrap();
+    let mut probes = verify::expectations(&state, &policy).unwrap();
+    let three_way = RenderedPolicy::from_objects(&s, &rendered::render_options(), &objects);
+    verify::attach_objects(&mut probes, &three_way).unwrap();
     let t = Instant::now();
     let report = verify::run(&lab, &probes, Duration::from_millis(1500), 64, &quiet).unwrap();
     let took = t.elapsed();
@@ -173,9 +180,9 @@ fn main() {
     let mut rates = Vec::new();
     for deployments in [10usize, 5000] {
         let s = snapshot(10, deployments, 1, 2);
-        let policy = Policy::compile(&s);
         let t = Instant::now();
-        let state = lab.up(&s, &policy, Some(Runtime::Plain), &quiet).unwrap();
+        let objects = rendered::render(&s).unwrap();
+        let state = lab.up(&s, &objects, Some(Runtime::Plain), &quiet).unwrap();
         let up = t.elapsed();
         let src = &state.pods[0].spec;
         let dst = &state.pods[1].spec;

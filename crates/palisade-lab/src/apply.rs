@@ -514,8 +514,10 @@ impl Lab {
     /// Starts one echo stand-in; the DNS one also answers DNS queries.
     fn start_echo(&self, plan: &Plan, ns: &str, listen: SocketAddr) -> Result<u32> {
         let workload = if ns == plan.infra.dns {
+            let text =
+                serde_json::to_string(&plan.dns_names).map_err(LabError::json("DNS names"))?;
             Workload::Dns {
-                names: plan.dns_names.clone(),
+                names_file: self.write_file("dns-names.json", &text)?,
             }
         } else {
             Workload::Echo

@@ -64,8 +64,9 @@ pub enum Workload {
     /// Cluster DNS's stand-in: [`crate::dns::serve`] on UDP at every
     /// listen address, and an echo on TCP there (what the probes reach).
     Dns {
-        /// The names it answers for.
-        names: crate::dns::Names,
+        /// A JSON file of the names it answers for ([`crate::dns::Names`]):
+        /// thousands of names do not fit on a command line.
+        names_file: std::path::PathBuf,
     },
     /// A gateway: forwards `Host: <deployment>.<tenant>` (or path
     /// `/<tenant>/<deployment>/...`) to that deployment's pods.
@@ -90,7 +91,9 @@ pub async fn serve(workload: Workload, listen: Vec<SocketAddr>) -> std::io::Resu
     let workload = Arc::new(workload);
     let rr = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
-    if let Workload::Dns { names } = &*workload {
+    if let Workload::Dns { names_file } = &*workload {
+        let text = std::fs::read_to_string(names_file)?;
+        let names: crate::dns::Names = serde_json::from_str(&text)?;
         for addr in &listen {
             let socket = tokio::net::UdpSocket::bind(addr).await?;
             let names = names.clone();
