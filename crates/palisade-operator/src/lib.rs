@@ -17,8 +17,8 @@
 //! and the API server; [`lease`] is leader election by client-go's rules;
 //! [`run`] wires the controllers, leader election, metrics and health
 //! endpoints.
-//! [`testing`] is an in-memory API server used by the tests of this crate
-//! and of the CLI.
+//! `testing` (feature `testing`, off in the released binary) is an
+//! in-memory API server used by the tests of this crate and of the CLI.
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod run;
 pub mod status;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use palisade_core::Pool;

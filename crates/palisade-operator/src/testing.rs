@@ -16,11 +16,28 @@
 //! what webhooks, quotas and RBAC do. Every request is logged as
 //! `METHOD path?query` so tests can assert exact request sequences.
 //!
-//! Over TCP it also streams watch events (from the moment the watch
-//! starts), so the real operator binary runs against it; through the mock
-//! service a watch is refused. It is not a conformance fake: no field
-//! selectors, no managed-fields bookkeeping (apply merges and never
-//! conflicts), no resourceVersion-based watch resumption.
+//! Where the operator's faults lived it behaves like the API server, each
+//! with a test in `tests/fake_api.rs` citing the Kubernetes documentation:
+//! - namespace lifecycle (the `NamespaceLifecycle` admission plugin):
+//!   creating into a namespace that does not exist is a 404, into one
+//!   being deleted a 403; deleting a namespace makes it `Terminating`,
+//!   deletes its objects and removes it once they are gone. The built-in
+//!   namespaces (`default`, `kube-system`, `kube-public`,
+//!   `kube-node-lease`) and the operator's own (`palisade-system`) exist
+//!   without being stored, as they do in a cluster where it is installed;
+//! - server-side apply field ownership ([`ssa`]): fields a manager applied
+//!   and now omits are removed, other managers' fields conflict (409)
+//!   unless forced;
+//! - watches resume from a `resourceVersion`; one older than the kept
+//!   history ([`FakeApi::set_watch_history`], the API server's compaction)
+//!   gets a `410 Gone` (`Expired`) ERROR event, as does a watcher too slow
+//!   to keep up, so clients relist. A watch without a `resourceVersion`
+//!   starts with synthetic `ADDED` events for what exists.
+//!
+//! Watches are served over TCP only (the real operator binary runs against
+//! it); through the mock service a watch is refused. It is not a
+//! conformance fake: no field selectors, no bookmarks, lists are atomic in
+//! apply.
 
 use crate::Config;
 use bytes::Bytes;
@@ -28,13 +45,39 @@ use http::{Method, Request, Response, StatusCode};
 use palisade_core::Pool;
 use palisade_kube::RenderOptions;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+mod ssa;
+
 /// (group/version, plural, namespace, name).
 type Key = (String, String, Option<String>, String);
+
+/// Namespaces a cluster always has (and the operator's own, where it is
+/// installed); they exist without being stored.
+const IMPLICIT_NAMESPACES: [&str; 5] = [
+    "default",
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "palisade-system",
+];
+
+/// Changes kept for watches to resume from, unless
+/// [`FakeApi::set_watch_history`] says otherwise.
+const DEFAULT_WATCH_HISTORY: usize = 10_000;
+
+/// One change, as watches see it.
+#[derive(Debug, Clone)]
+struct Event {
+    /// The resourceVersion the change produced.
+    rv: u64,
+    key: Key,
+    kind: &'static str,
+    obj: Value,
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -53,6 +96,15 @@ struct State {
     list_failure: BTreeMap<String, (u16, String)>,
     /// Service cluster IPs handed out so far.
     cluster_ips: u32,
+    /// Recent changes, oldest first, for watches that resume.
+    history: VecDeque<Event>,
+    /// How many changes `history` keeps (0: the default).
+    history_limit: usize,
+    /// The newest resourceVersion dropped from `history`: a watch from an
+    /// older one may have missed changes (410 Gone).
+    compacted: u64,
+    /// Server-side apply field owners, per object.
+    owners: BTreeMap<Key, ssa::Owners>,
 }
 
 /// The pool the operator's tests and benchmarks use: `fd00:1234:5678::/48`
@@ -87,15 +139,15 @@ pub fn example_config() -> Config {
 #[derive(Debug, Clone)]
 pub struct FakeApi {
     state: Arc<Mutex<State>>,
-    /// Every change, for watches: (key, ADDED|MODIFIED|DELETED, object).
-    events: tokio::sync::broadcast::Sender<(Key, &'static str, Value)>,
+    /// Every change, for live watches.
+    events: tokio::sync::broadcast::Sender<Event>,
 }
 
 impl Default for FakeApi {
     fn default() -> Self {
         Self {
             state: Arc::default(),
-            events: tokio::sync::broadcast::channel(4096).0,
+            events: tokio::sync::broadcast::channel(1 << 16).0,
         }
     }
 }
@@ -218,9 +270,45 @@ impl FakeApi {
         Self::default()
     }
 
-    fn emit(&self, key: &Key, kind: &'static str, obj: &Value) {
+    /// Records a change for watches (called with the state locked, so
+    /// events are ordered by resourceVersion).
+    fn emit(&self, st: &mut State, key: &Key, kind: &'static str, obj: &Value) {
+        let rv = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(st.resource_version);
+        let event = Event {
+            rv,
+            key: key.clone(),
+            kind,
+            obj: obj.clone(),
+        };
+        st.history.push_back(event.clone());
+        let limit = match st.history_limit {
+            0 => DEFAULT_WATCH_HISTORY,
+            n => n,
+        };
+        while st.history.len() > limit {
+            if let Some(old) = st.history.pop_front() {
+                st.compacted = old.rv;
+            }
+        }
         // No watcher: nobody to tell.
-        let _ = self.events.send((key.clone(), kind, obj.clone()));
+        let _ = self.events.send(event);
+    }
+
+    /// Keeps only the last `events` changes for watches to resume from, as
+    /// the API server's watch cache and etcd compaction do; a watch from an
+    /// older resourceVersion then gets `410 Gone`.
+    pub fn set_watch_history(&self, events: usize) {
+        let mut st = self.lock();
+        st.history_limit = events.max(1);
+        while st.history.len() > st.history_limit {
+            if let Some(old) = st.history.pop_front() {
+                st.compacted = old.rv;
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -329,7 +417,7 @@ impl FakeApi {
         } else {
             "ADDED"
         };
-        self.emit(&key, kind, &obj);
+        self.emit(&mut st, &key, kind, &obj);
         st.objects.insert(key, obj);
     }
 
@@ -395,6 +483,18 @@ impl FakeApi {
             .cloned()
     }
 
+    /// How many stored objects of a kind satisfy `f` (without copying
+    /// them: benchmarks poll this while the operator works).
+    pub fn count(&self, gv: &str, plural: &str, f: impl Fn(&Value) -> bool) -> usize {
+        let from: Key = (gv.to_owned(), plural.to_owned(), None, String::new());
+        self.lock()
+            .objects
+            .range(from..)
+            .take_while(|((g, p, _, _), _)| g == gv && p == plural)
+            .filter(|(_, v)| f(v))
+            .count()
+    }
+
     /// Every stored object of a kind.
     pub fn all(&self, gv: &str, plural: &str) -> Vec<Value> {
         self.lock()
@@ -406,8 +506,12 @@ impl FakeApi {
     }
 
     /// Deletes `k` as a DELETE request does: an object with finalizers
-    /// only gets its `deletionTimestamp`; one without is removed.
+    /// only gets its `deletionTimestamp`; one without is removed. A
+    /// namespace is terminated instead ([`FakeApi::terminate_namespace`]).
     fn delete_key(&self, st: &mut State, k: &Key) -> Option<Value> {
+        if k.0 == "v1" && k.1 == "namespaces" {
+            return self.terminate_namespace(st, &k.3);
+        }
         let mut obj = st.objects.get(k).cloned()?;
         let has_finalizers = obj
             .pointer("/metadata/finalizers")
@@ -422,10 +526,91 @@ impl FakeApi {
                 meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
             }
             Self::bump(st, &mut obj, false);
-            self.emit(k, "MODIFIED", &obj);
+            self.emit(st, k, "MODIFIED", &obj);
             st.objects.insert(k.clone(), obj.clone());
         }
         Some(obj)
+    }
+
+    /// Deleting a namespace, as the API server and the namespace controller
+    /// do it (<https://kubernetes.io/docs/concepts/overview/working-with-objects/namespaces/>,
+    /// "Terminating"): it gets a `deletionTimestamp` and `status.phase:
+    /// Terminating`, every object in it is deleted (finalizers holding
+    /// theirs), and the namespace goes once it is empty.
+    fn terminate_namespace(&self, st: &mut State, ns: &str) -> Option<Value> {
+        let k: Key = ("v1".into(), "namespaces".into(), None, ns.to_owned());
+        let mut obj = st.objects.get(&k).cloned()?;
+        if obj.pointer("/metadata/deletionTimestamp").is_none() {
+            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+            }
+            if let Some(m) = obj.as_object_mut() {
+                m.insert("status".into(), json!({"phase": "Terminating"}));
+            }
+            Self::bump(st, &mut obj, false);
+            self.emit(st, &k, "MODIFIED", &obj);
+            st.objects.insert(k.clone(), obj.clone());
+        }
+        let contents: Vec<Key> = st
+            .objects
+            .keys()
+            .filter(|(_, _, n, _)| n.as_deref() == Some(ns))
+            .cloned()
+            .collect();
+        for c in contents {
+            self.delete_key(st, &c);
+        }
+        self.finish_namespace(st, ns);
+        Some(obj)
+    }
+
+    /// Removes a terminating namespace once nothing is left in it.
+    fn finish_namespace(&self, st: &mut State, ns: &str) {
+        let k: Key = ("v1".into(), "namespaces".into(), None, ns.to_owned());
+        let terminating = st
+            .objects
+            .get(&k)
+            .is_some_and(|o| o.pointer("/metadata/deletionTimestamp").is_some());
+        let held = st.objects.get(&k).is_some_and(|o| {
+            o.pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty())
+        });
+        let empty = !st
+            .objects
+            .keys()
+            .any(|(_, _, n, _)| n.as_deref() == Some(ns));
+        if terminating && !held && empty {
+            self.remove(st, &k);
+        }
+    }
+
+    /// The `NamespaceLifecycle` admission plugin's check on a create in
+    /// `ns` (<https://kubernetes.io/docs/reference/access-authn-authz/admission-controllers/#namespacelifecycle>):
+    /// "a Namespace that is undergoing termination cannot have new objects
+    /// created in it", and requests in a non-existent Namespace are
+    /// rejected.
+    fn namespace_refusal(st: &State, t: &Target, name: &str) -> Option<(StatusCode, Value)> {
+        let ns = t.namespace.as_deref()?;
+        let k: Key = ("v1".into(), "namespaces".into(), None, ns.to_owned());
+        match st.objects.get(&k) {
+            None if IMPLICIT_NAMESPACES.contains(&ns) => None,
+            None => Some(status(
+                404,
+                "NotFound",
+                &format!("namespaces {ns:?} not found"),
+            )),
+            Some(o) if o.pointer("/metadata/deletionTimestamp").is_some() => Some(status(
+                403,
+                "Forbidden",
+                &format!(
+                    "{} {name:?} is forbidden: unable to create new content in namespace {ns} \
+                     because it is being terminated",
+                    t.plural
+                ),
+            )),
+            Some(_) => None,
+        }
     }
 
     /// Removes `k` for good, then what the garbage collector and the
@@ -436,10 +621,13 @@ impl FakeApi {
     /// here it happens before the request returns, finalizers still
     /// holding each dependent.
     fn remove(&self, st: &mut State, k: &Key) {
-        let Some(obj) = st.objects.remove(k) else {
+        let Some(mut obj) = st.objects.remove(k) else {
             return;
         };
-        self.emit(k, "DELETED", &obj);
+        st.owners.remove(k);
+        // A deletion is a change: its event carries a new resourceVersion.
+        Self::bump(st, &mut obj, false);
+        self.emit(st, k, "DELETED", &obj);
         let live: BTreeSet<String> = st
             .objects
             .values()
@@ -466,6 +654,27 @@ impl FakeApi {
         for d in dependents {
             self.delete_key(st, &d);
         }
+        if let Some(ns) = &k.2 {
+            self.finish_namespace(st, ns);
+        }
+    }
+
+    /// An apply that would change fields other managers own, unforced
+    /// (<https://kubernetes.io/docs/reference/using-api/server-side-apply/#conflicts>).
+    fn apply_conflict(clash: &[(String, String)]) -> (StatusCode, Value) {
+        let list: Vec<String> = clash
+            .iter()
+            .map(|(m, f)| format!("conflict with {m:?}: {}", f.replace('/', ".")))
+            .collect();
+        status(
+            409,
+            "Conflict",
+            &format!(
+                "Apply failed with {} conflict(s): {}",
+                clash.len(),
+                list.join("; ")
+            ),
+        )
     }
 
     /// The API server's checks on an update of `old` to `new`: a stale
@@ -620,10 +829,18 @@ impl FakeApi {
                     return status(code, "Forbidden", &msg);
                 }
                 let selector = query_param(query, "labelSelector").unwrap_or_default();
+                // Keys sort by (group/version, plural, namespace, name):
+                // a collection is one contiguous range.
+                let from = (
+                    t.gv.clone(),
+                    t.plural.clone(),
+                    t.namespace.clone(),
+                    String::new(),
+                );
                 let items: Vec<Value> = st
                     .objects
-                    .iter()
-                    .filter(|((g, p, ns, _), _)| {
+                    .range(from..)
+                    .take_while(|((g, p, ns, _), _)| {
                         g == &t.gv
                             && p == &t.plural
                             && (t.namespace.is_none() || ns == &t.namespace)
@@ -654,7 +871,7 @@ impl FakeApi {
                 }
                 if let Some(winner) = st.steal.remove(&name) {
                     let winner = Self::stamp_new(&mut st, winner);
-                    self.emit(&key(&name), "ADDED", &winner);
+                    self.emit(&mut st, &key(&name), "ADDED", &winner);
                     st.objects.insert(key(&name), winner);
                 }
                 if st.objects.contains_key(&key(&name)) {
@@ -664,6 +881,9 @@ impl FakeApi {
                         &format!("{} {name:?} already exists", t.plural),
                     );
                 }
+                if let Some(refused) = Self::namespace_refusal(&st, &t, &name) {
+                    return refused;
+                }
                 let mut obj = Self::stamp_new(&mut st, body);
                 Self::defaults_on_create(&mut st, &t, &mut obj);
                 if let (Some(ns), Some(meta)) = (
@@ -672,15 +892,30 @@ impl FakeApi {
                 ) {
                     meta.insert("namespace".into(), json!(ns));
                 }
-                self.emit(&key(&name), "ADDED", &obj);
+                self.emit(&mut st, &key(&name), "ADDED", &obj);
                 st.objects.insert(key(&name), obj.clone());
                 (StatusCode::CREATED, obj)
             }
             (&Method::PATCH, Some(name)) => {
                 let k = key(name);
                 let existing = st.objects.get(&k).cloned();
+                let apply = content_type.starts_with("application/apply-patch");
+                let manager = query_param(query, "fieldManager").unwrap_or_default();
+                let force = query_param(query, "force").is_some_and(|f| f == "true");
+                let fields = apply.then(|| ssa::applied_fields(&body, t.status));
                 let mut obj = match (existing, content_type) {
                     (None, ct) if ct.starts_with("application/apply-patch") && !t.status => {
+                        if let Some(refused) = Self::namespace_refusal(&st, &t, name) {
+                            return refused;
+                        }
+                        if let Some(fields) = fields {
+                            ssa::record(
+                                st.owners.entry(k.clone()).or_default(),
+                                &manager,
+                                fields,
+                                force,
+                            );
+                        }
                         let mut obj = Self::stamp_new(&mut st, body);
                         Self::defaults_on_create(&mut st, &t, &mut obj);
                         if let (Some(ns), Some(meta)) = (
@@ -689,7 +924,7 @@ impl FakeApi {
                         ) {
                             meta.insert("namespace".into(), json!(ns));
                         }
-                        self.emit(&k, "ADDED", &obj);
+                        self.emit(&mut st, &k, "ADDED", &obj);
                         st.objects.insert(k, obj.clone());
                         return (StatusCode::CREATED, obj);
                     }
@@ -711,6 +946,16 @@ impl FakeApi {
                         .map(str::to_owned)
                 };
                 let before_spec = obj.get("spec").cloned();
+                if let Some(fields) = &fields {
+                    let owners = st.owners.get(&k).cloned().unwrap_or_default();
+                    let clash = ssa::conflicts(&owners, &manager, fields, &obj, &body);
+                    if !force && !clash.is_empty() {
+                        return Self::apply_conflict(&clash);
+                    }
+                    for gone in ssa::released(&owners, &manager, fields) {
+                        ssa::remove_field(&mut obj, &gone);
+                    }
+                }
                 if t.status {
                     let mut s = obj.get("status").cloned().unwrap_or(json!({}));
                     let patch = body.get("status").cloned().unwrap_or(Value::Null);
@@ -741,6 +986,14 @@ impl FakeApi {
                 {
                     return refused;
                 }
+                if let Some(fields) = fields {
+                    ssa::record(
+                        st.owners.entry(k.clone()).or_default(),
+                        &manager,
+                        fields,
+                        force,
+                    );
+                }
                 let spec_changed = obj.get("spec") != before_spec.as_ref();
                 Self::bump(&mut st, &mut obj, spec_changed);
                 let deleting = obj.pointer("/metadata/deletionTimestamp").is_some();
@@ -752,7 +1005,7 @@ impl FakeApi {
                     st.objects.insert(k.clone(), obj.clone());
                     self.remove(&mut st, &k);
                 } else {
-                    self.emit(&k, "MODIFIED", &obj);
+                    self.emit(&mut st, &k, "MODIFIED", &obj);
                     st.objects.insert(k, obj.clone());
                 }
                 (StatusCode::OK, obj)
@@ -770,8 +1023,14 @@ impl FakeApi {
     }
 
     /// For a watch request (`?watch=true`), the stream of its events as
-    /// JSON lines, starting now (events between a client's list and its
-    /// watch are not replayed; controllers' periodic requeues cover that).
+    /// JSON lines (<https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes>):
+    /// from `resourceVersion` on, replayed from the kept history; without
+    /// one (or `0`), synthetic `ADDED` events for what exists, then the
+    /// changes. A `resourceVersion` older than the history, or a watcher
+    /// that falls too far behind, gets an `ERROR` event with a `410 Gone`
+    /// Status (reason `Expired`) and the stream ends: "clients must handle
+    /// the case by recognizing the status code 410 Gone, clearing their
+    /// local cache, performing a new get or list operation".
     #[allow(clippy::type_complexity)]
     fn watch(
         &self,
@@ -791,22 +1050,49 @@ impl FakeApi {
             return None;
         }
         let t = parse_path(uri.path())?;
-        self.lock().log.push(format!("GET {uri}"));
         let selector = query_param(query, "labelSelector").unwrap_or_default();
-        let rx = stream_of(self.events.subscribe());
-        Some(Box::pin(rx.filter_map(move |(key, kind, obj)| {
-            let (gv, plural, ns, _) = key;
-            let hit = gv == t.gv
-                && plural == t.plural
-                && (t.namespace.is_none() || ns == t.namespace)
-                && matches_selector(&obj, &selector);
-            let line = hit.then(|| {
-                let mut line = json!({"type": kind, "object": obj}).to_string();
-                line.push('\n');
-                Ok(hyper::body::Frame::data(Bytes::from(line)))
-            });
-            std::future::ready(line)
-        })))
+        let from = query_param(query, "resourceVersion")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|rv| *rv > 0);
+        let hit = move |e: &Event| {
+            let (gv, plural, ns, _) = &e.key;
+            gv == &t.gv
+                && plural == &t.plural
+                && (t.namespace.is_none() || ns == &t.namespace)
+                && matches_selector(&e.obj, &selector)
+        };
+        // Under the lock: the replay and the subscription meet without a
+        // gap or an overlap, since changes are emitted under it too.
+        let mut st = self.lock();
+        st.log.push(format!("GET {uri}"));
+        let start: Vec<Event> = match from {
+            Some(rv) if rv < st.compacted => {
+                let gone = expired(rv, st.compacted);
+                return Some(Box::pin(futures::stream::iter([Ok(frame(&gone))])));
+            }
+            Some(rv) => st.history.iter().filter(|e| e.rv > rv).cloned().collect(),
+            None => st
+                .objects
+                .iter()
+                .map(|(key, obj)| Event {
+                    rv: 0,
+                    key: key.clone(),
+                    kind: "ADDED",
+                    obj: obj.clone(),
+                })
+                .collect(),
+        };
+        let live = live_events(self.events.subscribe());
+        drop(st);
+        let line = |e: Event| json!({"type": e.kind, "object": e.obj});
+        let replay = futures::stream::iter(start.into_iter().filter(hit.clone()).map(line));
+        let live = live.filter_map(move |e| {
+            std::future::ready(match e {
+                Ok(e) => hit(&e).then(|| line(e)),
+                Err(lagged_at) => Some(expired(lagged_at, lagged_at)),
+            })
+        });
+        Some(Box::pin(replay.chain(live).map(|v| Ok(frame(&v)))))
     }
 
     /// A `kube::Client` talking to this server through `tower-test`'s
@@ -926,18 +1212,37 @@ fn null_tests_of_missing_paths(obj: &Value, mut patch: Value) -> Value {
     patch
 }
 
-/// A broadcast receiver as a stream (a lagging receiver skips what it
-/// missed, as a real watch would after a reconnect).
-fn stream_of<T: Clone + Send + 'static>(
-    rx: tokio::sync::broadcast::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send {
-    futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(v) => return Some((v, rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+/// One watch event as a chunk of the response (a JSON line).
+fn frame(event: &Value) -> hyper::body::Frame<Bytes> {
+    let mut line = event.to_string();
+    line.push('\n');
+    hyper::body::Frame::data(Bytes::from(line))
+}
+
+/// The ERROR event of a watch whose `resourceVersion` is no longer
+/// available: a Status with code 410, reason `Expired`.
+fn expired(rv: u64, oldest: u64) -> Value {
+    json!({"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("too old resource version: {rv} ({oldest})"),
+        "reason": "Expired", "code": 410}})
+}
+
+/// Live events; a receiver that lagged behind the channel gets one
+/// `Err` (the last resourceVersion it saw) and the stream ends, as the API
+/// server closes a watch with 410 rather than skip events.
+fn live_events(
+    rx: tokio::sync::broadcast::Receiver<Event>,
+) -> impl futures::Stream<Item = Result<Event, u64>> + Send {
+    futures::stream::unfold(Some((rx, 0u64)), |state| async move {
+        let (mut rx, seen) = state?;
+        match rx.recv().await {
+            Ok(e) => {
+                let rv = e.rv;
+                Some((Ok(e), Some((rx, rv))))
             }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((Err(seen), None)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
         }
     })
 }

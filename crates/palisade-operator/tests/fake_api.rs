@@ -1,0 +1,301 @@
+//! The in-memory API server behaves like Kubernetes where the operator's
+//! correctness depends on it; each test cites the documented behaviour it
+//! checks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::{Api, Client};
+use palisade_operator::testing::FakeApi;
+use serde_json::{Value, json};
+
+fn config_map(ns: &str, name: &str, data: Value) -> ConfigMap {
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns}, "data": data}))
+    .unwrap()
+}
+
+fn code(e: kube::Error) -> (u16, String) {
+    match e {
+        kube::Error::Api(s) => (s.code, s.message),
+        other => panic!("not an API error: {other}"),
+    }
+}
+
+// https://kubernetes.io/docs/reference/access-authn-authz/admission-controllers/#namespacelifecycle:
+// "enforces that a Namespace that is undergoing termination cannot have
+// new objects created in it, and ensures that requests in a non-existent
+// Namespace are rejected"; deleting a namespace makes it Terminating and
+// deletes everything in it
+// (https://kubernetes.io/docs/concepts/overview/working-with-objects/namespaces/).
+#[tokio::test]
+async fn namespaces_must_exist_and_a_terminating_one_takes_nothing_new() {
+    let api = FakeApi::new();
+    let client = api.client();
+    let missing: Api<ConfigMap> = Api::namespaced(client.clone(), "tenant-ghost");
+    let err = missing
+        .create(
+            &PostParams::default(),
+            &config_map("tenant-ghost", "a", json!({})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(err).0, 404);
+    // Server-side apply creates too, and is refused the same way.
+    let err = missing
+        .patch(
+            "a",
+            &PatchParams::apply("t"),
+            &Patch::Apply(config_map("tenant-ghost", "a", json!({}))),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(err).0, 404);
+    // A cluster's own namespaces exist.
+    Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .create(
+            &PostParams::default(),
+            &config_map("default", "a", json!({})),
+        )
+        .await
+        .unwrap();
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "tenant-acme"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "tenant-acme");
+    let mut held = config_map("tenant-acme", "held", json!({}));
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    cms.create(&PostParams::default(), &held).await.unwrap();
+    cms.create(
+        &PostParams::default(),
+        &config_map("tenant-acme", "plain", json!({})),
+    )
+    .await
+    .unwrap();
+
+    namespaces
+        .delete("tenant-acme", &DeleteParams::default())
+        .await
+        .unwrap();
+    let terminating = namespaces.get("tenant-acme").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        terminating.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    assert_eq!(code(cms.get("plain").await.unwrap_err()).0, 404);
+    assert!(
+        cms.get("held")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    let (status, message) = code(
+        cms.create(
+            &PostParams::default(),
+            &config_map("tenant-acme", "new", json!({})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(status, 403);
+    assert!(
+        message.contains("because it is being terminated"),
+        "{message}"
+    );
+
+    // The last finalizer goes: the object, then the empty namespace, go.
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code(cms.get("held").await.unwrap_err()).0, 404);
+    assert_eq!(
+        code(namespaces.get("tenant-acme").await.unwrap_err()).0,
+        404
+    );
+}
+
+// https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-management:
+// "If you remove a field from a manifest and apply that manifest,
+// Server-Side Apply checks if there are any other field managers that also
+// own the field. If the field is not owned by any other field managers, it
+// is either deleted from the live object or reset to its default value";
+// and #conflicts: changing a field another manager owns is a conflict
+// unless forced, which takes the ownership.
+#[tokio::test]
+async fn apply_removes_fields_its_manager_no_longer_sets() {
+    let api = FakeApi::new();
+    let cms: Api<ConfigMap> = Api::namespaced(api.client(), "default");
+    let apply = |manager: &'static str, force: bool, data: Value, labels: Value| {
+        let cms = cms.clone();
+        async move {
+            let mut params = PatchParams::apply(manager);
+            params.force = force;
+            let mut cm = config_map("default", "c", data);
+            cm.metadata.labels = serde_json::from_value(labels).unwrap();
+            cms.patch("c", &params, &Patch::Apply(cm)).await
+        }
+    };
+    let data = |cm: ConfigMap| cm.data.unwrap_or_default();
+
+    apply(
+        "op",
+        true,
+        json!({"x": "1", "y": "2"}),
+        json!({"keep": "a", "drop": "b"}),
+    )
+    .await
+    .unwrap();
+    let cm = apply("op", true, json!({"x": "1"}), json!({"keep": "a"}))
+        .await
+        .unwrap();
+    assert_eq!(data(cm.clone()).len(), 1, "y was removed");
+    assert_eq!(
+        cm.metadata.labels.unwrap().keys().collect::<Vec<_>>(),
+        ["keep"],
+        "the dropped label was removed"
+    );
+
+    // Another manager sharing a field keeps it alive.
+    apply("user", false, json!({"x": "1", "z": "3"}), json!({}))
+        .await
+        .unwrap();
+    let cm = apply("op", true, json!({}), json!({})).await.unwrap();
+    assert_eq!(data(cm)["x"], "1", "x is still owned by user");
+
+    // Changing another manager's field: a conflict, unless forced.
+    let (status, message) = code(
+        apply("op", false, json!({"z": "4"}), json!({}))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status, 409);
+    assert!(message.contains("\"user\""), "{message}");
+    let cm = apply("op", true, json!({"z": "4"}), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(data(cm)["z"], "4");
+    // The forced apply took z: user omitting z no longer removes it ...
+    apply("user", false, json!({"x": "1"}), json!({}))
+        .await
+        .unwrap();
+    // ... and op omitting it does.
+    let cm = apply("op", true, json!({}), json!({})).await.unwrap();
+    assert!(!data(cm).contains_key("z"));
+}
+
+async fn tcp_client(api: &FakeApi) -> (Client, tokio::task::JoinHandle<()>) {
+    let (addr, server) = api.serve_tcp().await.unwrap();
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    (Client::try_from(config).unwrap(), server)
+}
+
+fn name_of(e: &WatchEvent<ConfigMap>) -> String {
+    match e {
+        WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
+            o.metadata.name.clone().unwrap()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+fn kind_of(e: &WatchEvent<ConfigMap>) -> &'static str {
+    match e {
+        WatchEvent::Added(_) => "ADDED",
+        WatchEvent::Modified(_) => "MODIFIED",
+        WatchEvent::Deleted(_) => "DELETED",
+        WatchEvent::Bookmark(_) => "BOOKMARK",
+        WatchEvent::Error(_) => "ERROR",
+    }
+}
+
+// https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes:
+// a watch from a resourceVersion receives every change after it; without
+// one it starts with synthetic ADDED events; "When the requested watch
+// operations fail because the historical version of that resource is not
+// available, clients must handle the case by recognizing the status code
+// 410 Gone, clearing their local cache, performing a new get or list
+// operation, and starting the watch from the resourceVersion that was
+// returned."
+#[tokio::test]
+async fn watches_resume_from_a_resource_version_and_a_compacted_one_is_gone() {
+    let api = FakeApi::new();
+    let (client, server) = tcp_client(&api).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let first = cms
+        .create(
+            &PostParams::default(),
+            &config_map("default", "a", json!({})),
+        )
+        .await
+        .unwrap();
+    let rv = first.metadata.resource_version.unwrap();
+    for name in ["b", "c"] {
+        cms.create(
+            &PostParams::default(),
+            &config_map("default", name, json!({})),
+        )
+        .await
+        .unwrap();
+    }
+    cms.delete("a", &DeleteParams::default()).await.unwrap();
+
+    let events: Vec<WatchEvent<ConfigMap>> = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .take(3)
+        .try_collect()
+        .await
+        .unwrap();
+    let seen: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {}", kind_of(e), name_of(e)))
+        .collect();
+    assert_eq!(seen, ["ADDED b", "ADDED c", "DELETED a"]);
+
+    // From "0": the current state as ADDED events.
+    let events: Vec<WatchEvent<ConfigMap>> = cms
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .take(2)
+        .try_collect()
+        .await
+        .unwrap();
+    let mut names: Vec<String> = events.iter().map(name_of).collect();
+    names.sort();
+    assert_eq!(names, ["b", "c"]);
+
+    // Compacted: the old resourceVersion is gone.
+    api.set_watch_history(1);
+    let first = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    match first {
+        WatchEvent::Error(e) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{e:?}");
+        }
+        other => panic!("expected 410 Gone, got {other:?}"),
+    }
+    server.abort();
+}
