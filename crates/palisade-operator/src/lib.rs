@@ -28,6 +28,7 @@ pub mod crd;
 pub mod desired;
 pub mod lease;
 pub mod metrics;
+pub mod platform;
 pub mod reconcile;
 pub mod run;
 pub mod status;
@@ -73,6 +74,9 @@ pub enum Error {
         /// Why (the API server's words, or "not listed yet").
         message: String,
     },
+    /// The platform's objects could not be rendered (see [`platform`]).
+    #[error("failed to render the platform's objects")]
+    Platform(#[source] palisade_kube::Error),
     /// Bad configuration (flags, environment).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -1,0 +1,604 @@
+//! The platform's objects in operator mode: what `palisade render` puts in
+//! `base/platform/` (the egress proxy with its config, the RuntimeClass,
+//! the admission policy, the gateways' namespace), rendered from every
+//! tenant at once, because the egress proxy's config names every tenant's
+//! subnets, listener port and egress address. Without it, a tenant's fixed
+//! egress IP (seed 002) means nothing in operator mode.
+//!
+//! [`plan`] is pure: all tenants, workloads and claims in, objects out,
+//! through the same functions as the CLI (`desired::core_tenant` and
+//! `core_deployment` for the model, `palisade_kube::proxy_config` — which
+//! is `palisade_proxy::compile::config` — for the proxy's file,
+//! `palisade_kube::render::Renderer::platform` for the objects).
+//! [`reconcile_platform`] does the I/O: allocate ports, then apply by
+//! server-side apply what changed.
+//!
+//! # Proxy ports
+//!
+//! The proxy knows a tenant by the listener port it connects to, so two
+//! tenants must never share a port, and a port must not move while pods
+//! use it. The SQLite store hands out the lowest free port of
+//! [`palisade_core::PROXY_PORTS`] in its write transaction; here the
+//! ledger is one ConfigMap ([`PORT_LEDGER`], in the proxy's namespace)
+//! mapping each port to the tenant's name and uid, written with the
+//! `resourceVersion` it was read at: of two operators (or a leader and a
+//! stale one) deciding at once, the API server accepts one write and
+//! answers the other 409 (optimistic concurrency, Kubernetes API
+//! Concepts, "Resource versions"), which re-reads and decides again. So a
+//! port is the tenant's once the ledger says so, whoever wrote it.
+//! The tenant then carries it in `spec.proxyPort` (written by the
+//! operator when unset, as the API server fills a Service's
+//! `spec.clusterIP`), which is what its own objects are rendered from
+//! (`desired::core_tenant`) and what `palisade --store kubernetes` shows.
+//! A port set by the user is claimed the same way; if another tenant holds
+//! it, the tenant gets no listener of its own (it is still known by its
+//! subnets on the shared port) and the conflict is reported. A port goes
+//! back to the pool only when its tenant is gone from the API server (a
+//! GET answers 404 or another uid), never because a list missed it.
+//!
+//! # Pruning
+//!
+//! Nothing here is deleted. The platform's objects have no owner a
+//! garbage collector or a prune could go by (they are cluster-wide, most
+//! of them cluster-scoped), and the set only shrinks when the operator's
+//! flags change or the last gateway goes; an object that looks like ours
+//! by its labels may be someone's copy. The egress proxy stays, serving
+//! the tenants there are (possibly none).
+
+use crate::crd::{GatewayMode, SubnetClaim, Tenant, TenantDeployment};
+use crate::desired::{
+    self, FIELD_MANAGER, HASH_ANNOTATION, MANAGED_BY_OPERATOR, NAMESPACE_PREFIX, core_deployment,
+    core_tenant, subnet_for,
+};
+use crate::reconcile::Ctx;
+use crate::{Config, Error};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use palisade_core::allocator::Timestamp;
+use palisade_core::{Gateway, GatewayScope, PROXY_PORTS, Snapshot, TenantName};
+use palisade_kube::render::{MANAGED_BY, Renderer};
+use palisade_kube::{InClusterProxy, Object, RenderOptions};
+use palisade_proxy::compile::DomainRules;
+use palisade_proxy::config::DomainPattern;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Name of the ConfigMap that records which tenant holds which proxy port.
+pub const PORT_LEDGER: &str = "palisade-proxy-ports";
+
+/// A port's holder in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The tenant's name.
+    pub tenant: String,
+    /// The tenant's uid: a re-created tenant of the same name is another holder.
+    pub uid: String,
+}
+
+/// The proxy-port ledger: port → holder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ports(pub BTreeMap<u16, Holder>);
+
+impl Ports {
+    /// The ledger stored in a ConfigMap's data (`"20000": "<tenant> <uid>"`);
+    /// entries that do not parse are kept out (and so rewritten).
+    pub fn from_data(data: &BTreeMap<String, String>) -> Self {
+        let parse = |(k, v): (&String, &String)| {
+            let port: u16 = k.parse().ok()?;
+            let (tenant, uid) = v.split_once(' ')?;
+            Some((
+                port,
+                Holder {
+                    tenant: tenant.to_owned(),
+                    uid: uid.to_owned(),
+                },
+            ))
+        };
+        Self(data.iter().filter_map(parse).collect())
+    }
+
+    /// As ConfigMap data.
+    pub fn to_data(&self) -> BTreeMap<String, String> {
+        self.0
+            .iter()
+            .map(|(p, h)| (p.to_string(), format!("{} {}", h.tenant, h.uid)))
+            .collect()
+    }
+
+    /// The port of the tenant with `uid`.
+    pub fn of(&self, uid: &str) -> Option<u16> {
+        self.0.iter().find(|(_, h)| h.uid == uid).map(|(p, _)| *p)
+    }
+}
+
+/// What [`assign`] decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// The ledger afterwards.
+    pub ports: Ports,
+    /// Whether it differs from the one read.
+    pub changed: bool,
+    /// Tenants whose `spec.proxyPort` another tenant holds, with a message.
+    pub conflicts: Vec<(String, String)>,
+}
+
+/// Gives every live tenant a port: the one the ledger has for its uid,
+/// else its `spec.proxyPort` if free, else the lowest free one (tenants
+/// in creation order, then by name). `released` are uids whose tenant the
+/// API server no longer has; their ports become free.
+pub fn assign(ledger: &Ports, tenants: &[&Tenant], released: &BTreeSet<String>) -> Assignment {
+    let mut ports = ledger.clone();
+    ports.0.retain(|_, h| !released.contains(&h.uid));
+    let mut conflicts = Vec::new();
+    let mut order: Vec<&&Tenant> = tenants.iter().collect();
+    order.sort_by_key(|t| (t.metadata.creation_timestamp.clone(), t.name_any()));
+    for t in order {
+        let uid = t.uid().unwrap_or_default();
+        if uid.is_empty() {
+            continue;
+        }
+        let current = ports.of(&uid);
+        // Out of range: core_tenant refuses the spec, and says why.
+        let wanted = t.spec.proxy_port.filter(|p| PROXY_PORTS.contains(p));
+        let port = match (current, wanted) {
+            (Some(_), None) => continue,
+            (Some(c), Some(w)) if c == w => continue,
+            (_, Some(w)) => match ports.0.get(&w) {
+                Some(other) => {
+                    conflicts.push((
+                        t.name_any(),
+                        format!(
+                            "proxyPort {w} is tenant {:?}'s; this tenant has no listener of its own",
+                            other.tenant
+                        ),
+                    ));
+                    continue;
+                }
+                None => w,
+            },
+            (None, None) => match PROXY_PORTS.clone().find(|p| !ports.0.contains_key(p)) {
+                Some(p) => p,
+                None => {
+                    conflicts.push((t.name_any(), "every proxy port is taken".into()));
+                    continue;
+                }
+            },
+        };
+        if let Some(c) = current {
+            ports.0.remove(&c);
+        }
+        ports.0.insert(
+            port,
+            Holder {
+                tenant: t.name_any(),
+                uid,
+            },
+        );
+    }
+    let changed = ports != *ledger;
+    Assignment {
+        ports,
+        changed,
+        conflicts,
+    }
+}
+
+/// The platform's objects, and the tenants left out of the proxy's config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlatformPlan {
+    /// Labelled `managed-by: palisade-operator` and stamped with their hash.
+    pub objects: Vec<Object>,
+    /// Tenants the proxy does not serve, with the reason (an invalid spec
+    /// or domain rule: the proxy refuses such a tenant's traffic rather
+    /// than apply rules it cannot read).
+    pub left_out: Vec<(String, String)>,
+}
+
+fn domain_rules(t: &Tenant) -> Result<DomainRules, String> {
+    let e = &t.spec.egress;
+    for p in e.allowed_domains.iter().chain(&e.denied_domains) {
+        DomainPattern::parse(p).map_err(|e| e.to_string())?;
+    }
+    Ok(DomainRules {
+        allow: e.allowed_domains.clone(),
+        deny: e.denied_domains.clone(),
+    })
+}
+
+/// Every live tenant with its rendered workloads, the domain rules, and
+/// the tenants left out.
+fn snapshot(
+    config: &Config,
+    tenants: &[Tenant],
+    workloads: &[TenantDeployment],
+    claims: &[SubnetClaim],
+    ports: &Ports,
+) -> (
+    Snapshot,
+    BTreeMap<TenantName, DomainRules>,
+    Vec<(String, String)>,
+) {
+    let mut s = Snapshot {
+        pool: config.pool.clone(),
+        tenants: Vec::new(),
+        deployments: Vec::new(),
+        gateways: Vec::new(),
+        allow_rules: Vec::new(),
+    };
+    let (mut domains, mut left_out) = (BTreeMap::new(), Vec::new());
+    let mut by_ns: BTreeMap<&str, Vec<&TenantDeployment>> = BTreeMap::new();
+    for w in workloads {
+        if w.metadata.deletion_timestamp.is_none() {
+            by_ns
+                .entry(w.metadata.namespace.as_deref().unwrap_or_default())
+                .or_default()
+                .push(w);
+        }
+    }
+    let mut live: Vec<&Tenant> = tenants
+        .iter()
+        .filter(|t| t.metadata.deletion_timestamp.is_none())
+        .collect();
+    live.sort_by_key(|t| t.name_any());
+    for t in live {
+        let name = t.name_any();
+        let rules = domain_rules(t);
+        let mut core = match (core_tenant(&name, &t.spec), rules) {
+            (Ok(core), Ok(rules)) => {
+                domains.insert(core.name.clone(), rules);
+                core
+            }
+            (Err(e), _) => {
+                left_out.push((name, e.0));
+                continue;
+            }
+            (_, Err(e)) => {
+                left_out.push((name, e));
+                continue;
+            }
+        };
+        core.proxy_port = ports.of(&t.uid().unwrap_or_default()).unwrap_or(0);
+        let mine = by_ns
+            .get(format!("{NAMESPACE_PREFIX}{name}").as_str())
+            .map_or(&[][..], Vec::as_slice);
+        // The platform renders no tenant's gateway, only their namespace:
+        // one gateway stands for any.
+        if t.spec.gateway || mine.iter().any(|w| w.spec.gateway != GatewayMode::None) {
+            s.gateways.push(Gateway {
+                scope: GatewayScope::PerTenant {
+                    tenant: core.name.clone(),
+                },
+                created_at: Timestamp(0),
+            });
+        }
+        for w in mine {
+            // A workload waiting for its subnet, or with an invalid spec,
+            // has no pods yet; its tenant's status says why.
+            let Some(subnet) = subnet_for(&w.uid().unwrap_or_default(), claims) else {
+                continue;
+            };
+            if let Ok(d) = core_deployment(&core.name, &w.name_any(), &w.spec, subnet) {
+                s.deployments.push(d);
+            }
+        }
+        s.tenants.push(core);
+    }
+    (s, domains, left_out)
+}
+
+/// Relabels `managed-by` (so `palisade apply`'s prune never takes the
+/// operator's objects) and stamps the hash of the result.
+fn finish(o: &mut Object) {
+    let Some(meta) = o.body.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(l) = meta.get_mut("labels").and_then(Value::as_object_mut) {
+        l.insert(MANAGED_BY.0.into(), MANAGED_BY_OPERATOR.into());
+    }
+    let h = desired::hash(&o.body);
+    if let Some(meta) = o.body.get_mut("metadata").and_then(Value::as_object_mut) {
+        let ann = meta.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(a) = ann.as_object_mut() {
+            a.insert(HASH_ANNOTATION.into(), h.into());
+        }
+    }
+}
+
+/// The render options of the platform: the operator's, with the egress
+/// proxy run in the cluster (unless it is an address outside it) from
+/// `proxy_config`.
+fn render_options(config: &Config, proxy_config: String) -> RenderOptions {
+    let mut options = config.render.clone();
+    if options.proxy.ip().is_none() {
+        let mut p = options
+            .proxy
+            .in_cluster
+            .take()
+            .unwrap_or_else(|| InClusterProxy::new(String::new()));
+        p.config = proxy_config;
+        options.proxy.in_cluster = Some(p);
+    }
+    options
+}
+
+/// The platform's objects from every tenant, workload and claim, with the
+/// proxy ports of `ports`.
+pub fn plan(
+    config: &Config,
+    tenants: &[Tenant],
+    workloads: &[TenantDeployment],
+    claims: &[SubnetClaim],
+    ports: &Ports,
+) -> Result<PlatformPlan, palisade_kube::Error> {
+    let (snapshot, domains, left_out) = snapshot(config, tenants, workloads, claims, ports);
+    let proxy_config = palisade_kube::proxy_config::yaml(&snapshot, &config.render, domains)?;
+    let options = render_options(config, proxy_config);
+    let mut objects = Renderer::new(&snapshot, &options).platform()?;
+    objects.iter_mut().for_each(finish);
+    Ok(PlatformPlan { objects, left_out })
+}
+
+fn dynamic_api(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+    ns: Option<&str>,
+) -> Api<DynamicObject> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+/// Server-side applies `o` unless the live object carries its hash.
+async fn apply_changed(client: &Client, o: &Object) -> Result<bool, Error> {
+    let api = dynamic_api(client, &o.api_version, &o.kind, o.namespace.as_deref());
+    let want = o
+        .body
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(HASH_ANNOTATION));
+    let live = api
+        .get_opt(&o.name)
+        .await
+        .map_err(Error::kube("read", o.id()))?;
+    if let Some(live) = live
+        && live
+            .annotations()
+            .get(HASH_ANNOTATION)
+            .map(|h| json!(h))
+            .as_ref()
+            == want
+    {
+        return Ok(false);
+    }
+    api.patch(
+        &o.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&o.body),
+    )
+    .await
+    .map_err(Error::kube("apply", o.id()))?;
+    Ok(true)
+}
+
+/// Uids in `ledger` whose tenant the API server no longer has.
+async fn released(
+    client: &Client,
+    ledger: &Ports,
+    live: &BTreeSet<String>,
+) -> Result<BTreeSet<String>, Error> {
+    let api: Api<Tenant> = Api::all(client.clone());
+    let mut out = BTreeSet::new();
+    for h in ledger.0.values().filter(|h| !live.contains(&h.uid)) {
+        let now = api
+            .get_opt(&h.tenant)
+            .await
+            .map_err(Error::kube("read tenant", h.tenant.clone()))?;
+        if now.and_then(|t| t.uid()).as_deref() != Some(h.uid.as_str()) {
+            out.insert(h.uid.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the ledger, assigns ports, and writes the ledger back at the
+/// version it was read (a 409 means someone else decided first: the
+/// caller retries with a fresh read).
+async fn allocate_ports(ctx: &Ctx, tenants: &[Tenant]) -> Result<Assignment, Error> {
+    let ns = ctx.config.render.proxy.namespace.clone();
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = api
+        .get_opt(PORT_LEDGER)
+        .await
+        .map_err(Error::kube("read", PORT_LEDGER))?;
+    let ledger = current
+        .as_ref()
+        .and_then(|c| c.data.as_ref())
+        .map(Ports::from_data)
+        .unwrap_or_default();
+    let live: Vec<&Tenant> = tenants
+        .iter()
+        .filter(|t| t.metadata.deletion_timestamp.is_none())
+        .collect();
+    let uids: BTreeSet<String> = tenants.iter().filter_map(|t| t.uid()).collect();
+    let gone = released(&ctx.client, &ledger, &uids).await?;
+    let assignment = assign(&ledger, &live, &gone);
+    if !assignment.changed {
+        return Ok(assignment);
+    }
+    let mut cm = current.unwrap_or_default();
+    cm.metadata.name = Some(PORT_LEDGER.into());
+    cm.metadata.namespace = Some(ns);
+    cm.metadata
+        .labels
+        .get_or_insert_default()
+        .insert(MANAGED_BY.0.into(), MANAGED_BY_OPERATOR.into());
+    cm.data = Some(assignment.ports.to_data());
+    let written = match cm.metadata.resource_version {
+        Some(_) => api.replace(PORT_LEDGER, &PostParams::default(), &cm).await,
+        None => api.create(&PostParams::default(), &cm).await,
+    };
+    written.map_err(Error::kube("write", PORT_LEDGER))?;
+    Ok(assignment)
+}
+
+/// Writes each tenant's port into its `spec.proxyPort` where unset,
+/// guarded by the resourceVersion it was read at.
+async fn record_ports(ctx: &Ctx, tenants: &[Tenant], ports: &Ports) -> Result<(), Error> {
+    let api: Api<Tenant> = Api::all(ctx.client.clone());
+    for t in tenants
+        .iter()
+        .filter(|t| t.spec.proxy_port.is_none() && t.metadata.deletion_timestamp.is_none())
+    {
+        let Some(port) = ports.of(&t.uid().unwrap_or_default()) else {
+            continue;
+        };
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": t.resource_version().unwrap_or_default()},
+            {"op": "add", "path": "/spec/proxyPort", "value": port}
+        ]))
+        .map_err(|e| Error::Config(format!("proxy port patch: {e}")))?;
+        api.patch(
+            &t.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .map_err(Error::kube("record the proxy port of", t.name_any()))?;
+    }
+    Ok(())
+}
+
+/// What a platform reconcile did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlatformOutcome {
+    /// Objects written (the others were up to date).
+    pub applied: usize,
+    /// Tenants the proxy does not serve, or serves without a port of its
+    /// own, with the reason.
+    pub left_out: Vec<(String, String)>,
+}
+
+/// Renders the platform from every tenant, workload and claim (from the
+/// caches: this makes no LIST) and applies what changed. Call it after
+/// any of them changed; it is idempotent.
+pub async fn reconcile_platform(
+    ctx: &Ctx,
+    tenants: &[Tenant],
+    workloads: &[TenantDeployment],
+    claims: &[SubnetClaim],
+) -> Result<PlatformOutcome, Error> {
+    let render = |ports: &Ports| {
+        plan(&ctx.config, tenants, workloads, claims, ports).map_err(Error::Platform)
+    };
+    // The ledger lives in the proxy's namespace: apply that first.
+    let first = render(&Ports::default())?;
+    let ns = &ctx.config.render.proxy.namespace;
+    let mut applied = 0;
+    for o in first
+        .objects
+        .iter()
+        .filter(|o| o.kind == "Namespace" && &o.name == ns)
+    {
+        applied += usize::from(apply_changed(&ctx.client, o).await?);
+    }
+    let assignment = allocate_ports(ctx, tenants).await?;
+    record_ports(ctx, tenants, &assignment.ports).await?;
+    let plan = render(&assignment.ports)?;
+    for o in &plan.objects {
+        applied += usize::from(apply_changed(&ctx.client, o).await?);
+    }
+    let mut left_out = plan.left_out;
+    left_out.extend(assignment.conflicts);
+    for (tenant, reason) in &left_out {
+        tracing::warn!(tenant, reason, "not served by the egress proxy as asked");
+    }
+    Ok(PlatformOutcome { applied, left_out })
+}
+
+/// How often [`run`] compares the caches with what the platform was last
+/// rendered from: changes within it are rendered once.
+const POLL: Duration = Duration::from_secs(1);
+
+/// What the platform is rendered from, in one number: every tenant's,
+/// workload's and claim's uid and resourceVersion.
+fn fingerprint(ctx: &Ctx) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    let mut add = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        (&meta.uid, &meta.resource_version).hash(&mut h);
+    };
+    ctx.caches
+        .tenants
+        .state()
+        .iter()
+        .for_each(|t| add(&t.metadata));
+    ctx.caches
+        .workloads
+        .state()
+        .iter()
+        .for_each(|w| add(&w.metadata));
+    ctx.caches
+        .claims
+        .state()
+        .iter()
+        .for_each(|c| add(&c.metadata));
+    h.finish()
+}
+
+/// `e` and its causes, each once.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out = format!("{out}: {c}");
+        cause = c.source();
+    }
+    out
+}
+
+fn owned<K: Clone>(items: Vec<Arc<K>>) -> Vec<K> {
+    items.iter().map(|i| (**i).clone()).collect()
+}
+
+/// Keeps the platform reconciled from the caches (start it once they are
+/// synced; it runs until dropped): after any tenant, workload or claim
+/// changed, and once per resync (drift repair). Failures back off with
+/// jitter ([`crate::status::backoff_delay`]).
+pub async fn run(ctx: Arc<Ctx>) {
+    let mut done: Option<(u64, Instant)> = None;
+    let mut failures = 0u32;
+    loop {
+        let key = fingerprint(&ctx);
+        let due = done.is_none_or(|(k, at)| k != key || at.elapsed() >= ctx.config.resync);
+        if due {
+            let tenants = owned(ctx.caches.tenants.state());
+            let workloads = owned(ctx.caches.workloads.state());
+            let claims = owned(ctx.caches.claims.state());
+            match reconcile_platform(&ctx, &tenants, &workloads, &claims).await {
+                Ok(o) => {
+                    if o.applied > 0 {
+                        tracing::info!(applied = o.applied, "platform reconciled");
+                    }
+                    done = Some((key, Instant::now()));
+                    failures = 0;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let random = std::collections::hash_map::RandomState::new().hash_one(failures);
+                    let delay = crate::status::backoff_delay(failures, random);
+                    tracing::error!(error = %chain(&e), retry_in = ?delay, "platform reconcile failed");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

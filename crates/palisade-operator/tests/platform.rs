@@ -1,0 +1,286 @@
+//! Seed 002 in operator mode: a tenant with a node pool and a fixed egress
+//! IP. The operator renders the platform (the egress proxy's ConfigMap
+//! among it) from the custom resources; the real proxy, run with that
+//! config on real sockets, sends the tenant's request from the tenant's
+//! egress IP, as a stand-in for `curl ifconfig.me` sees it. The platform's
+//! objects are checked against the pinned Kubernetes schemas.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "../../palisade-kube/tests/support/mod.rs"]
+mod kube_support;
+
+use common::{ctx, reconcile_workload, tenant};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams};
+use palisade_operator::crd::{API_VERSION, SubnetClaim, Tenant, TenantDeployment};
+use palisade_operator::platform::{self, PORT_LEDGER};
+use palisade_operator::reconcile::Ctx;
+use palisade_operator::testing::FakeApi;
+use palisade_proxy::config::ProxyConfig;
+use serde_json::{Value, json};
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// The tenant's fixed egress IP: a loopback address, which this host owns
+/// (all of 127.0.0.0/8 is local on Linux), as an egress node owns its
+/// secondary IPs.
+const EGRESS_IP: &str = "127.0.0.7";
+
+fn seed_002(api: &FakeApi) {
+    let tenant = |name: &str, spec: Value| {
+        api.insert(
+            API_VERSION,
+            "tenants",
+            json!({"apiVersion": API_VERSION, "kind": "Tenant",
+                   "metadata": {"name": name}, "spec": spec}),
+        );
+    };
+    tenant(
+        "acme",
+        json!({"nodePool": "acme-pool", "egress": {"ip": EGRESS_IP},
+               "gateway": true}),
+    );
+    tenant(
+        "big",
+        json!({"egress": {"deniedDomains": ["*.example.net"]}}),
+    );
+    let workload = |t: &str, name: &str| {
+        api.insert(
+            API_VERSION,
+            "tenantdeployments",
+            json!({"apiVersion": API_VERSION, "kind": "TenantDeployment",
+                   "metadata": {"name": name, "namespace": format!("tenant-{t}")},
+                   "spec": {"image": "nginx:alpine", "replicas": 1, "ports": [80]}}),
+        );
+    };
+    workload("acme", "egress-check");
+    workload("big", "db");
+}
+
+async fn platform(c: &Ctx) -> platform::PlatformOutcome {
+    let tenants = Api::<Tenant>::all(c.client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let workloads = Api::<TenantDeployment>::all(c.client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let claims = Api::<SubnetClaim>::all(c.client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    platform::reconcile_platform(c, &tenants, &workloads, &claims)
+        .await
+        .unwrap()
+}
+
+async fn proxy_config(c: &Ctx) -> ProxyConfig {
+    let cm = Api::<ConfigMap>::namespaced(c.client.clone(), "palisade-system")
+        .get("palisade-proxy")
+        .await
+        .unwrap();
+    let yaml = cm.data.unwrap().remove("proxy.yaml").unwrap();
+    ProxyConfig::from_yaml(&yaml).unwrap()
+}
+
+/// Answers every HTTP request with the caller's address, as ifconfig.me does.
+async fn ifconfig_me() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, peer)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = peer.ip().to_string();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_fixed_egress_ip_works_through_the_operators_proxy_config() {
+    let Some(curl) = kube_support::find_tool("curl") else {
+        return kube_support::skip("curl not found");
+    };
+    let api = FakeApi::new();
+    seed_002(&api);
+    let c = ctx(&api);
+    reconcile_workload(&c, "acme", "egress-check").await;
+    reconcile_workload(&c, "big", "db").await;
+
+    let outcome = platform(&c).await;
+    assert!(outcome.left_out.is_empty(), "{:?}", outcome.left_out);
+    // Ports from the ledger, recorded in each tenant's spec.
+    let acme = tenant(&c, "acme").await;
+    assert_eq!(acme.spec.proxy_port, Some(20000));
+    assert_eq!(tenant(&c, "big").await.spec.proxy_port, Some(20001));
+    let ledger = Api::<ConfigMap>::namespaced(c.client.clone(), "palisade-system")
+        .get(PORT_LEDGER)
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.data.unwrap()["20000"],
+        format!("acme {}", acme.metadata.uid.unwrap())
+    );
+
+    let config = proxy_config(&c).await;
+    let names: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["acme", "big"]);
+    let t = &config.tenants[0];
+    assert_eq!(t.listen_port, Some(20000));
+    assert_eq!(t.egress.ipv4, Some(EGRESS_IP.parse().unwrap()));
+    let subnet = common::workload(&c, "acme", "egress-check")
+        .await
+        .status
+        .unwrap()
+        .subnet
+        .unwrap();
+    assert_eq!(t.sources[0].prefix.to_string(), subnet);
+    assert!(config.tenants[1].deny_domains[0].matches("api.example.net"));
+
+    // Nothing changed: the next pass reads and writes nothing.
+    api.clear_log();
+    let again = platform(&c).await;
+    assert_eq!(again.applied, 0);
+    assert!(
+        api.writes().iter().all(|w| w.starts_with("GET ")),
+        "{:?}",
+        api.writes()
+    );
+
+    // The real proxy with the operator's config, on this host's loopback
+    // instead of the egress node's interfaces.
+    let origin = ifconfig_me().await;
+    let mut config = config;
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_listen = "127.0.0.1:0".parse().unwrap();
+    let port = free_port().await;
+    config.tenants[0].listen_port = Some(port);
+    config.tenants[1].listen_port = None;
+    // The stand-in for the internet is on loopback, which the proxy's SSRF
+    // rules refuse unless allowed.
+    config.tenants[0].allow_cidrs = vec![IpAddr::from([127, 0, 0, 1]).into()];
+    config.tenants[0].allow_ports = vec![origin.port()];
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let proxy = tokio::spawn(palisade_proxy::serve(config, listener, admin, async {
+        let _ = stopped.await;
+    }));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(curl)
+            .args(["-sS", "--max-time", "20", "-x"])
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg(format!("http://{origin}/"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let _ = stop.send(());
+    proxy.await.unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), EGRESS_IP);
+}
+
+#[tokio::test]
+async fn the_platform_objects_are_valid_kubernetes_1_31_to_1_34_objects() {
+    let Some(validator) = kube_support::find_tool("kubernetes-validate") else {
+        return kube_support::skip(
+            "kubernetes-validate not found (run scripts/test.sh or set PALISADE_VENV)",
+        );
+    };
+    let api = FakeApi::new();
+    seed_002(&api);
+    let c = ctx(&api);
+    reconcile_workload(&c, "acme", "egress-check").await;
+    platform(&c).await;
+    let kinds = [
+        ("v1", "namespaces"),
+        ("v1", "serviceaccounts"),
+        ("v1", "configmaps"),
+        ("v1", "services"),
+        ("apps/v1", "deployments"),
+        ("policy/v1", "poddisruptionbudgets"),
+        ("node.k8s.io/v1", "runtimeclasses"),
+        (
+            "admissionregistration.k8s.io/v1",
+            "validatingadmissionpolicies",
+        ),
+        (
+            "admissionregistration.k8s.io/v1",
+            "validatingadmissionpolicybindings",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut names = Vec::new();
+    for (gv, plural) in kinds {
+        for mut o in api.all(gv, plural) {
+            // What the API server adds on create is not what we apply.
+            if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                for k in ["uid", "resourceVersion", "creationTimestamp", "generation"] {
+                    m.remove(k);
+                }
+            }
+            if let Some(o) = o.as_object_mut() {
+                o.remove("status");
+            }
+            let name = format!("o{}.yaml", names.len());
+            std::fs::write(dir.path().join(&name), serde_json::to_string(&o).unwrap()).unwrap();
+            names.push(name);
+        }
+    }
+    // The namespace, the proxy's six objects, the RuntimeClass, the
+    // admission policy and its binding, the gateways' namespace, the ledger.
+    assert!(names.len() >= 11, "{names:?}");
+    for version in ["1.31", "1.32", "1.33", "1.34"] {
+        let out = Command::new(&validator)
+            .args(["-k", version, "--strict"])
+            .args(&names)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        for name in &names {
+            let verdicts: Vec<&str> = text
+                .lines()
+                .filter(|l| l.split_whitespace().nth(1) == Some(name.as_str()))
+                .collect();
+            assert!(
+                verdicts.len() == 1 && verdicts[0].contains(" passed for resource "),
+                "Kubernetes {version}: {name}: {text}"
+            );
+        }
+    }
+}
