@@ -326,7 +326,13 @@ async fn one_refused_object_leaves_the_others_applied_and_is_reported() {
     reconcile_workload(&c, "acme", "web").await;
     reconcile_workload(&c, "acme", "db").await;
     let denied = "admission webhook \"policy.example.com\" denied the request: no";
-    // The namespace sorts first: today's loop stops there.
+    // The namespace exists (the CLI creates it with the workload); its
+    // update is refused. It sorts first: today's loop stops there.
+    api.insert(
+        "v1",
+        "namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tenant-acme"}}),
+    );
     api.reject("namespaces", "tenant-acme", 403, denied);
     let action = reconcile_tenant(&c, "acme").await;
     for name in ["web", "db"] {
@@ -556,6 +562,13 @@ async fn a_dedicated_gateway_outside_the_tenant_namespace_is_pruned_when_dropped
         "acme",
         "web",
         json!({"image": "nginx:alpine", "ports": [80], "gateway": "dedicated"}),
+    );
+    // The shared gateway namespace is the platform's (`palisade render`);
+    // the API server refuses objects in a namespace that does not exist.
+    api.insert(
+        "v1",
+        "namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "palisade-gateways"}}),
     );
     let c = ctx(&api);
     reconcile_workload(&c, "acme", "web").await;
