@@ -236,6 +236,16 @@ async function removeDeployment(tenant, name) {
 
 // ---------- matrix ----------
 
+// One port's three verdicts: the model's, the rendered objects' (naming the
+// deciding object and rule) and the dataplane's, and which legs differ.
+function portVerdicts(p) {
+  let s = `${p.port}: model ${p.allowed ? "allows" : "denies"} (${p.reason})`;
+  if (p.objects !== null) s += `; objects ${p.objects ? "allow" : "deny"}${p.objects_rule ? ` (${p.objects_rule})` : ""}`;
+  if (p.observed !== null) s += `; dataplane ${p.observed ? "open" : "closed"}`;
+  if (p.differs.length) s += ` — DISAGREE: ${p.differs.join(" and ")} ${p.differs.length > 1 ? "differ" : "differs"} from the model`;
+  return s;
+}
+
 function matrixSvg(m) {
   const n = m.endpoints.length, C = 34, L = 8 * Math.max(...m.endpoints.map(e => e.length), 4) + 10;
   // Column labels lean right by up to L/2 past the last column.
@@ -247,15 +257,12 @@ function matrixSvg(m) {
   });
   m.cells.forEach((c, k) => {
     const i = Math.floor(k / n), j = k % n;
-    const ports = c.ports.map(p => {
-      let s = `${p.port}: ${p.allowed ? "allowed" : "denied"} (${p.reason})`;
-      if (p.observed !== null) s += `; lab observed ${p.observed ? "open" : "closed"}${p.mismatch ? " — MISMATCH" : ""}`;
-      return s;
-    }).join("\n");
-    svg.append(h("svg:rect", { class: `cell ${c.state}${c.observed === "mismatch" ? " mismatch" : ""}`, x: L + j * C + 1, y: L + i * C + 1, width: C - 2, height: C - 2, rx: 3,
-      "data-from": c.from, "data-to": c.to, "data-state": c.state, "data-observed": c.observed },
+    const ports = c.ports.map(portVerdicts).join("\n");
+    const disagree = c.agreement === "disagree";
+    svg.append(h("svg:rect", { class: `cell ${c.state}${disagree ? " disagree" : ""}`, x: L + j * C + 1, y: L + i * C + 1, width: C - 2, height: C - 2, rx: 3,
+      "data-from": c.from, "data-to": c.to, "data-state": c.state, "data-agreement": c.agreement, "data-differs": c.differs.join(" ") },
       h("svg:title", {}, `${c.from} → ${c.to}\n${ports}`)));
-    if (c.observed !== "none") svg.append(h("svg:text", { x: L + j * C + C / 2, y: L + i * C + C / 2 + 5, "text-anchor": "middle", style: "fill:#fff;font-weight:700" }, c.observed === "mismatch" ? "!" : "✓"));
+    if (c.agreement !== "unprobed") svg.append(h("svg:text", { x: L + j * C + C / 2, y: L + i * C + C / 2 + 5, "text-anchor": "middle", style: "fill:#fff;font-weight:700" }, disagree ? "!" : "✓"));
   });
   return svg;
 }
@@ -281,12 +288,14 @@ async function matrixPage(params) {
   }
   let lab;
   if (m.lab.status === "present") {
-    const mism = m.cells.filter(c => c.observed === "mismatch");
-    lab = [h("div", { class: mism.length ? "error" : "ok", id: "lab-status" },
+    const bad = m.cells.filter(c => c.agreement === "disagree");
+    const sum = m.summary;
+    lab = [h("div", { class: bad.length ? "error" : "ok", id: "lab-status" },
       `Lab verify of ${m.lab.generated_at}: ${m.lab.probes_in_view} of ${m.lab.probes} probes in this view; `,
-      mism.length ? `${mism.length} cell(s) where the dataplane disagrees with the policy model.` : "the dataplane agrees with the policy model."),
-    mism.length ? h("ul", { id: "mismatches" }, mism.flatMap(c => c.ports.filter(p => p.mismatch).map(p =>
-      h("li", {}, `${c.from} → ${c.to} port ${p.port}: model says ${p.allowed ? "allowed" : "denied"} (${p.reason}), lab observed ${p.observed ? "open" : "closed"}`)))) : null];
+      bad.length ? `${bad.length} cell(s) where the rendered objects (${sum.objects_differ}) or the dataplane (${sum.dataplane_differs}) disagree with the policy model.`
+        : "the rendered objects and the dataplane agree with the policy model."),
+    bad.length ? h("ul", { id: "disagreements" }, bad.flatMap(c => c.ports.filter(p => p.differs.length).map(p =>
+      h("li", { "data-differs": p.differs.join(" ") }, `${c.from} → ${c.to} port ${portVerdicts(p)}`)))) : null];
   } else if (m.lab.status === "unreadable") {
     lab = h("div", { class: "error", id: "lab-status" }, m.lab.error);
   } else {
@@ -294,12 +303,12 @@ async function matrixPage(params) {
   }
   show(
     h("h1", {}, "Isolation matrix"),
-    h("p", {}, "Tenant: ", picker, " — rows are clients, columns servers; each cell is the policy model's verdict on every port the server serves."),
+    h("p", {}, "Tenant: ", picker, " — rows are clients, columns servers; each cell is the policy model's verdict on every port the server serves, checked against the rendered objects and the dataplane by the last lab verify."),
     h("div", { class: "legend" },
       h("span", { style: "--c:var(--allowed)" }, `allowed (${m.summary.allowed})`),
       h("span", { style: "--c:var(--partial)" }, `some ports (${m.summary.partial})`),
       h("span", { style: "--c:var(--denied)" }, `denied (${m.summary.denied})`),
-      h("span", { style: "--c:#000" }, "dashed outline / !: lab mismatch; ✓: lab agrees")),
+      h("span", { style: "--c:#000" }, "dashed outline / !: the rendered objects or the dataplane disagree with the model; ✓: all three agree")),
     m.endpoints.length ? matrixSvg(m) : h("p", { class: "muted" }, "No deployments."),
     lab);
 }

@@ -21,7 +21,7 @@ const expect = {
   tenants: Number(need("EXPECT_TENANTS")),
   deployments: Number(need("EXPECT_DEPLOYMENTS")),
   cells: Number(need("EXPECT_CELLS")),
-  mismatches: Number(need("EXPECT_MISMATCHES")),
+  disagreements: Number(need("EXPECT_DISAGREEMENTS")),
   capacity: need("EXPECT_CAPACITY"),
 };
 const shots = need("SCREENSHOT_DIR");
@@ -90,12 +90,14 @@ try {
   await ready();
   const cells = await page.locator("svg#matrix rect.cell").count();
   check(cells === expect.cells, `matrix has ${expect.cells} cells, saw ${cells}`);
-  const mismatches = await page.locator("svg#matrix rect.cell.mismatch").count();
-  check(mismatches === expect.mismatches, `matrix highlights ${expect.mismatches} mismatches, saw ${mismatches}`);
+  const disagreements = await page.locator("svg#matrix rect.cell.disagree").count();
+  check(disagreements === expect.disagreements, `matrix highlights ${expect.disagreements} disagreements, saw ${disagreements}`);
   await page.screenshot({ path: join(shots, "matrix.png"), fullPage: true });
   out.matrix_cells = cells;
-  out.matrix_mismatches = mismatches;
+  out.matrix_disagreements = disagreements;
   out.matrix_states = await page.locator("svg#matrix rect.cell").evaluateAll(els => els.map(e => e.getAttribute("data-state")));
+  out.matrix_agreements = await page.locator("svg#matrix rect.cell").evaluateAll(els => els.map(e => e.getAttribute("data-agreement")));
+  out.matrix_disagreement_list = await page.locator("#disagreements li").evaluateAll(els => els.map(e => ({ differs: e.getAttribute("data-differs"), text: e.textContent })));
 
   // The demo app: click "Test External IP".
   await page.goto(egressCheck + "/");

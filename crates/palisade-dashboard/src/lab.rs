@@ -1,41 +1,16 @@
 //! The lab's last `verify` report, as the lab writes it to
 //! `<state dir>/lab/verify.json`.
 //!
-//! The dashboard only reads it: a report is evidence of what the dataplane
-//! did, which the matrix sets beside what the policy model says it should do.
+//! The dashboard only reads it: a report is evidence of what the rendered
+//! objects decide and what the dataplane did, which the matrix sets beside
+//! what the policy model says. Its schema is the lab's own type
+//! ([`FileReport`], declared once in `palisade_lab::verify`).
 
-use serde::{Deserialize, Serialize};
+pub use palisade_lab::verify::{FileProbe, FileReport, ObjectsVerdict};
 use std::path::{Path, PathBuf};
 
 /// File name of the report inside the lab directory.
 pub const VERIFY_FILE: &str = "verify.json";
-
-/// One probe: did `from` reach `to` on `port`?
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Probe {
-    /// Client, as [`palisade_core::Endpoint`]'s Display (`acme/web`).
-    pub from: String,
-    /// Server, same form.
-    pub to: String,
-    /// TCP port probed.
-    pub port: u16,
-    /// What the lab expected (from the policy model when it ran).
-    pub expected: bool,
-    /// What the dataplane did.
-    pub observed: bool,
-    /// The model's reason for the expectation.
-    #[serde(default)]
-    pub reason: String,
-}
-
-/// A whole verify report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifyReport {
-    /// RFC 3339 time the lab ran.
-    pub generated_at: String,
-    /// Every probe.
-    pub probes: Vec<Probe>,
-}
 
 /// Why a report could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +34,12 @@ pub enum LabError {
 }
 
 /// Parses a report.
-pub fn parse(text: &str) -> Result<VerifyReport, serde_json::Error> {
+pub fn parse(text: &str) -> Result<FileReport, serde_json::Error> {
     serde_json::from_str(text)
 }
 
 /// Reads `<dir>/verify.json`; `Ok(None)` when the lab has not run.
-pub fn load(dir: &Path) -> Result<Option<VerifyReport>, LabError> {
+pub fn load(dir: &Path) -> Result<Option<FileReport>, LabError> {
     let path = dir.join(VERIFY_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -92,6 +67,31 @@ mod tests {
         assert!(r.probes[0].expected && !r.probes[0].observed);
         assert!(parse(r#"{"probes":[]}"#).is_err());
         assert!(parse(r#"{"generated_at":"x","probes":[{"from":"a"}]}"#).is_err());
+    }
+
+    /// `objects` as `lab verify` writes it now (the verdict with the
+    /// deciding object and rule per direction), and as it did before (a
+    /// bare boolean), both read.
+    #[test]
+    fn objects_verdicts_read_whole_and_in_the_old_boolean_form() {
+        let r = parse(
+            r#"{"generated_at":"x","probes":[
+              {"from":"a/b","to":"a/c","port":80,"expected":false,"observed":false,
+               "objects":{"allowed":true,"egress":"no-policy","ingress":"allow by CiliumNetworkPolicy tenant-a/p spec.ingress[0]"}},
+              {"from":"a/b","to":"a/c","port":81,"expected":false,"observed":false,"objects":false},
+              {"from":"a/b","to":"a/c","port":82,"expected":false,"observed":false}]}"#,
+        )
+        .unwrap();
+        let o = r.probes[0].objects.as_ref().unwrap();
+        assert!(o.allowed);
+        assert_eq!(
+            o.ingress,
+            "allow by CiliumNetworkPolicy tenant-a/p spec.ingress[0]"
+        );
+        let old = r.probes[1].objects.as_ref().unwrap();
+        assert!(!old.allowed && old.egress.is_empty() && old.ingress.is_empty());
+        assert!(r.probes[2].objects.is_none());
+        assert!(parse(r#"{"generated_at":"x","probes":[{"from":"a","to":"b","port":1,"expected":true,"observed":true,"objects":"yes"}]}"#).is_err());
     }
 
     #[test]

@@ -4,50 +4,26 @@
 //! the egress page against a real HTTP metrics endpoint.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use palisade_core::allocator::Timestamp;
-use palisade_core::{AllowRule, EgressMode, EgressProfile, GatewayScope, Pool, Quota, Tenant};
+use palisade_core::{AllowRule, EgressMode, EgressProfile, GatewayScope, Quota, Tenant};
 use palisade_dashboard::Config;
 use palisade_store::{NewDeployment, Store};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+use support::{Call, Fixture, deployment, send};
 use tower::ServiceExt;
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    state: PathBuf,
-    lab: PathBuf,
-}
-
-fn deployment(tenant: &str, name: &str, replicas: u32, ports: &[u16]) -> NewDeployment {
-    NewDeployment {
-        tenant: tenant.parse().unwrap(),
-        name: name.parse().unwrap(),
-        image: "nginx:alpine".parse().unwrap(),
-        replicas: replicas.try_into().unwrap(),
-        ports: ports.iter().map(|p| (*p).try_into().unwrap()).collect(),
-        labels: Default::default(),
-        workload: Default::default(),
-    }
-}
 
 /// acme (3 deployments, api -> db rule, egress IP, node pool) and globex
 /// (1 deployment), one deployment created and deleted (recycled subnet).
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.db");
-    let mut s = Store::open_or_create(&state).unwrap();
-    let pool = Pool::new(
-        Pool::parse_cidr("fd00:1234:5678::/48").unwrap(),
-        "96".parse().unwrap(),
-        Duration::ZERO,
-    )
-    .unwrap();
-    s.init(&pool, false, Timestamp(1_000)).unwrap();
+    let (f, mut s) = Fixture::new();
     s.create_tenant(&Tenant {
         name: "acme".parse().unwrap(),
         quota: Quota {
@@ -99,16 +75,11 @@ fn fixture() -> Fixture {
         Timestamp(1_080),
     )
     .unwrap();
-    let lab = dir.path().join("lab");
-    Fixture {
-        state,
-        lab,
-        _dir: dir,
-    }
+    f
 }
 
 fn app(f: &Fixture, writes: bool, metrics: Option<String>) -> Router {
-    let mut c = Config::new(f.state.clone());
+    let mut c = f.config();
     assert_eq!(
         c.lab_dir, f.lab,
         "lab dir defaults to lab/ beside the state"
@@ -118,28 +89,17 @@ fn app(f: &Fixture, writes: bool, metrics: Option<String>) -> Router {
     palisade_dashboard::router(c)
 }
 
+/// `method uri` with an optional JSON body; every answer is JSON.
 async fn call(app: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    let body = match body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let resp = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let mut c = Call::new(method, uri);
+    c.body = body;
+    let r = send(app, c).await;
     assert!(
-        ct.starts_with("application/json"),
-        "{uri}: content-type {ct}"
+        r.content_type.starts_with("application/json"),
+        "{uri}: content-type {}",
+        r.content_type
     );
-    (status, serde_json::from_slice(&bytes).unwrap())
+    (r.status, r.json)
 }
 
 async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
@@ -311,50 +271,87 @@ async fn matrix_comes_from_the_policy_model() {
     assert_eq!(cell("acme/web", "acme/web")["state"], "allowed");
     assert_eq!(
         v["summary"],
-        json!({"allowed": 4, "partial": 0, "denied": 5, "mismatches": 0})
+        json!({"allowed": 4, "partial": 0, "denied": 5, "disagreements": 0, "objects_differ": 0, "dataplane_differs": 0})
     );
     assert_eq!(v["lab"]["status"], "absent");
+    assert_eq!(cell("acme/api", "acme/db")["agreement"], "unprobed");
     // Without a tenant: every deployment, cross-tenant denied.
     let (_, v) = get(&app, "/api/matrix").await;
     assert_eq!(v["cells"].as_array().unwrap().len(), 16);
     assert_eq!(v["tenant"], Value::Null);
 }
 
+/// The lab's report as `lab verify` writes it: each probe with the model's
+/// expectation, the rendered objects' verdict naming the deciding object
+/// and rule per direction, and what the packets did.
+const THREE_WAY_REPORT: &str = r#"{"generated_at": "2026-11-25T12:00:00Z", "probes": [
+    {"from": "acme/api", "to": "acme/db", "port": 5432, "expected": true, "observed": true, "reason": "allow rule",
+     "objects": {"allowed": true, "egress": "allow by CiliumNetworkPolicy tenant-acme/deployment-api spec.egress[1]", "ingress": "allow by CiliumNetworkPolicy tenant-acme/deployment-db spec.ingress[0]"}},
+    {"from": "acme/web", "to": "acme/db", "port": 5432, "expected": false, "observed": true, "reason": "default deny",
+     "objects": {"allowed": false, "egress": "default-deny by CiliumNetworkPolicy tenant-acme/default-deny", "ingress": "default-deny by CiliumNetworkPolicy tenant-acme/default-deny"}},
+    {"from": "acme/db", "to": "acme/api", "port": 8080, "expected": false, "observed": false, "reason": "default deny",
+     "objects": {"allowed": true, "egress": "allow by CiliumNetworkPolicy tenant-acme/deployment-db spec.egress[0]", "ingress": "allow by CiliumNetworkPolicy tenant-acme/deployment-api spec.ingress[2]"}},
+    {"from": "acme/db", "to": "acme/web", "port": 80, "expected": false, "observed": false, "reason": "default deny"},
+    {"from": "acme/web", "to": "cloud-metadata", "port": 80, "expected": false, "observed": false, "reason": "platform",
+     "objects": {"allowed": false, "egress": "deny by CiliumNetworkPolicy tenant-acme/default-deny spec.egressDeny[0]", "ingress": "not-enforced"}}
+]}"#;
+
 #[tokio::test]
-async fn matrix_shows_lab_observations_and_mismatches() {
+async fn matrix_shows_where_model_objects_and_dataplane_disagree() {
     let f = fixture();
     std::fs::create_dir_all(&f.lab).unwrap();
-    std::fs::write(
-        f.lab.join("verify.json"),
-        r#"{"generated_at": "2026-11-25T12:00:00Z", "probes": [
-            {"from": "acme/api", "to": "acme/db", "port": 5432, "expected": true, "observed": true, "reason": "allow rule"},
-            {"from": "acme/web", "to": "acme/db", "port": 5432, "expected": false, "observed": true, "reason": "default deny"},
-            {"from": "acme/db", "to": "acme/web", "port": 80, "expected": false, "observed": false, "reason": "default deny"}
-        ]}"#,
-    )
-    .unwrap();
+    std::fs::write(f.lab.join("verify.json"), THREE_WAY_REPORT).unwrap();
     let app = app(&f, false, None);
     let (status, v) = get(&app, "/api/matrix?tenant=acme").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["lab"]["status"], "present");
     assert_eq!(v["lab"]["generated_at"], "2026-11-25T12:00:00Z");
-    assert_eq!(v["lab"]["probes"], 3);
-    assert_eq!(v["lab"]["report_mismatches"], 1);
-    assert_eq!(v["summary"]["mismatches"], 1);
+    assert_eq!(v["lab"]["probes"], 5);
+    assert_eq!(v["lab"]["probes_in_view"], 4, "metadata is no cell");
+    assert_eq!(v["lab"]["report_disagreements"], 2);
+    assert_eq!(v["summary"]["disagreements"], 2);
+    assert_eq!(v["summary"]["objects_differ"], 1);
+    assert_eq!(v["summary"]["dataplane_differs"], 1);
     let cells = v["cells"].as_array().unwrap();
-    let bad = cells
-        .iter()
-        .find(|c| c["from"] == "acme/web" && c["to"] == "acme/db")
-        .unwrap();
-    assert_eq!(bad["observed"], "mismatch");
-    assert_eq!(bad["ports"][0]["observed"], true);
-    assert_eq!(bad["ports"][0]["allowed"], false);
-    assert_eq!(bad["ports"][0]["mismatch"], true);
-    let good = cells
-        .iter()
-        .find(|c| c["from"] == "acme/db" && c["to"] == "acme/web")
-        .unwrap();
-    assert_eq!(good["observed"], "match");
+    let cell = |from: &str, to: &str| {
+        cells
+            .iter()
+            .find(|c| c["from"] == from && c["to"] == to)
+            .unwrap()
+    };
+    // All three allow.
+    let good = cell("acme/api", "acme/db");
+    assert_eq!(good["agreement"], "agree-allow");
+    assert_eq!(good["differs"], json!([]));
+    // The packets got through where model and objects deny.
+    let leak = cell("acme/web", "acme/db");
+    assert_eq!(
+        (&leak["state"], &leak["agreement"]),
+        (&json!("denied"), &json!("disagree"))
+    );
+    assert_eq!(leak["differs"], json!(["dataplane"]));
+    let p = &leak["ports"][0];
+    assert_eq!(
+        (&p["allowed"], &p["objects"], &p["observed"]),
+        (&json!(false), &json!(false), &json!(true))
+    );
+    // The objects allow what the model denies; the cell names the rule.
+    let fault = cell("acme/db", "acme/api");
+    assert_eq!(fault["agreement"], "disagree");
+    assert_eq!(fault["differs"], json!(["objects"]));
+    let p = &fault["ports"][0];
+    assert_eq!(
+        (&p["allowed"], &p["objects"], &p["observed"]),
+        (&json!(false), &json!(true), &json!(false))
+    );
+    assert_eq!(
+        p["objects_rule"],
+        "egress allow by CiliumNetworkPolicy tenant-acme/deployment-db spec.egress[0]; \
+         ingress allow by CiliumNetworkPolicy tenant-acme/deployment-api spec.ingress[2]"
+    );
+    // A probe without the objects' verdict agrees on what it has.
+    assert_eq!(cell("acme/db", "acme/web")["agreement"], "agree-deny");
+    assert_eq!(cell("acme/web", "acme/web")["agreement"], "unprobed");
 
     // A broken report is reported, not fatal.
     std::fs::write(f.lab.join("verify.json"), "{").unwrap();

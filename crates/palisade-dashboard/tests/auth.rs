@@ -10,61 +10,35 @@
 //! it was asked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use palisade_core::Pool;
 use palisade_core::allocator::Timestamp;
 use palisade_dashboard::{AuditLog, Config, KubeAuthenticator, TokenFile};
-use palisade_store::{NewDeployment, Store};
+use palisade_store::Store;
 use serde_json::{Value, json};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use support::{Call, Fixture, deployment};
 use tower::ServiceExt;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const ACME: &str = "acme-token-0123456789abcdef";
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    state: PathBuf,
-}
-
-fn deployment(tenant: &str, name: &str) -> NewDeployment {
-    NewDeployment {
-        tenant: tenant.parse().unwrap(),
-        name: name.parse().unwrap(),
-        image: "nginx:alpine".parse().unwrap(),
-        replicas: 1u32.try_into().unwrap(),
-        ports: vec![80u16.try_into().unwrap()],
-        labels: Default::default(),
-        workload: Default::default(),
-    }
-}
-
-/// acme (web, api) and globex (shop).
+/// acme (web, api) and globex (shop), one replica serving 80 each.
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state.db");
-    let mut s = Store::open_or_create(&state).unwrap();
-    let pool = Pool::new(
-        Pool::parse_cidr("fd00:1234:5678::/48").unwrap(),
-        "96".parse().unwrap(),
-        Duration::ZERO,
-    )
-    .unwrap();
-    s.init(&pool, false, Timestamp(1_000)).unwrap();
+    let (f, mut s) = Fixture::new();
     for (i, (t, d)) in [("acme", "web"), ("acme", "api"), ("globex", "shop")]
         .into_iter()
         .enumerate()
     {
-        s.create_deployment(&deployment(t, d), Timestamp(1_010 + i as u64))
+        s.create_deployment(&deployment(t, d, 1, &[80]), Timestamp(1_010 + i as u64))
             .unwrap();
     }
-    Fixture { _dir: dir, state }
+    f
 }
 
 fn deployments(state: &Path, tenant: &str) -> Vec<String> {
@@ -113,7 +87,7 @@ fn router(
     auth: Option<Arc<dyn palisade_dashboard::Authenticator>>,
     public_read: bool,
 ) -> (Router, Buf) {
-    let mut c = Config::new(f.state.clone());
+    let mut c = f.config();
     c.allow_writes = true;
     c.auth = auth;
     c.public_read = public_read;
@@ -122,73 +96,33 @@ fn router(
     (palisade_dashboard::router(c), buf)
 }
 
-struct Call<'a> {
-    method: Method,
-    uri: &'a str,
-    token: Option<&'a str>,
-    body: Option<Value>,
-    origin: Option<&'a str>,
-}
-
-fn get<'a>(uri: &'a str, token: Option<&'a str>) -> Call<'a> {
-    Call {
-        method: Method::GET,
-        uri,
-        token,
-        body: None,
-        origin: None,
-    }
+fn get<'a>(uri: &str, token: Option<&'a str>) -> Call<'a> {
+    let mut c = Call::new(Method::GET, uri);
+    c.token = token;
+    c
 }
 
 fn create<'a>(tenant: &str, name: &str, token: Option<&'a str>) -> Call<'a> {
-    Call {
-        method: Method::POST,
-        uri: Box::leak(format!("/api/tenants/{tenant}/deployments").into_boxed_str()),
-        token,
-        body: Some(json!({"name": name, "image": "redis:7"})),
-        origin: None,
-    }
+    let mut c = Call::new(Method::POST, format!("/api/tenants/{tenant}/deployments"));
+    c.token = token;
+    c.body = Some(json!({"name": name, "image": "redis:7"}));
+    c
 }
 
 fn delete<'a>(tenant: &str, name: &str, token: Option<&'a str>) -> Call<'a> {
-    Call {
-        method: Method::DELETE,
-        uri: Box::leak(format!("/api/tenants/{tenant}/deployments/{name}").into_boxed_str()),
-        token,
-        body: None,
-        origin: None,
-    }
+    let mut c = Call::new(
+        Method::DELETE,
+        format!("/api/tenants/{tenant}/deployments/{name}"),
+    );
+    c.token = token;
+    c
 }
 
 /// Sends `c` through the router; the status, the JSON body and the
 /// `WWW-Authenticate` header.
 async fn send(app: &Router, c: Call<'_>) -> (StatusCode, Value, Option<String>) {
-    let mut req = Request::builder()
-        .method(c.method)
-        .uri(c.uri)
-        .header("host", "dash.example:7474");
-    if let Some(t) = c.token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if let Some(o) = c.origin {
-        req = req.header("origin", o);
-    }
-    let body = match c.body {
-        Some(v) => {
-            req = req.header("content-type", "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let resp = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status();
-    let challenge = resp
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, v, challenge)
+    let r = support::send(app, c).await;
+    (r.status, r.json, r.challenge)
 }
 
 fn code(v: &Value) -> &str {
