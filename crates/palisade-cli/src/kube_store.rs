@@ -1,96 +1,228 @@
-//! `palisade --store kubernetes ...`: the same verbs, with the cluster as
-//! the store. Commands create or read the operator's custom resources; the
+//! `palisade --store kubernetes ...`: the [`Backend`] whose store is the
+//! cluster. It reads and writes the operator's custom resources; the
 //! operator (in the cluster) allocates subnets and renders objects, so a
-//! new deployment's subnet shows up in `list` once it has reconciled.
+//! new deployment's subnet shows up once it has reconciled, and a delete
+//! finishes when the operator has released what the object held.
 //!
-//! Input is parsed by the same model as the SQLite path before anything is
-//! sent, so bad input fails with the same one-line error and the cluster is
-//! unchanged. The client is passed in ([`run_with`]), so tests drive these
-//! commands against an in-memory API server.
+//! Where the model keeps a thing lives in the resources:
+//! - a tenant: a `Tenant` (quota, node pool, egress, labels, `gateway` for
+//!   its per-tenant gateway); a deployment: a `TenantDeployment` in
+//!   `tenant-<name>`, its subnet in `status.subnet` (a `SubnetClaim`);
+//! - a per-deployment gateway: `gateway: dedicated` on the workload; a
+//!   per-tenant one: the Tenant's `gateway` (or a workload's `gateway:
+//!   tenant`);
+//! - an allow rule `from -> to`: an `allowFrom` entry of `to`.
+//!
+//! Handlers parse input through the model before calling in here, so bad
+//! input fails with the same one-line error as on SQLite and nothing is
+//! sent; what needs the cluster's state (existence, duplicates) is
+//! checked with reads before the first write, and refused with the
+//! SQLite store's own errors.
 
-use crate::cli::{
-    Cli, Command, CreateArgs, DeploymentRef, ListArgs, TenantCommand, TenantCreateArgs,
-};
-use crate::output::{Format, fields, outln, print};
+mod check;
+mod convert;
+
+use crate::backend::{Backend, CreatedRow, DeploymentRow, Health, Removal, TenantRow};
+use crate::cli::Command;
 use anyhow::{Context, Result, anyhow, bail};
-use palisade_core::model::parse_label;
-use palisade_core::{DeploymentName, Image, Pool, Port, Replicas, TenantName};
-use palisade_operator::crd::{
-    EgressModeSpec, EgressSpec, QuotaSpec, SubnetClaim, Tenant, TenantDeployment,
-    TenantDeploymentSpec, TenantSpec,
+use convert::{TenantCr, deployment_row, tenant_row, tenant_spec, workload_spec};
+use palisade_core::allocator::PoolUsage;
+use palisade_core::{
+    AllowRule, DeploymentName, Gateway, GatewayScope, Pool, Snapshot, Tenant, TenantName,
 };
+use palisade_operator::crd::{AllowFrom, GatewayMode, SubnetClaim, TenantDeployment};
 use palisade_operator::kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use palisade_operator::kube::{Client, ResourceExt};
-use serde::Serialize;
-use serde_json::json;
-use std::collections::BTreeMap;
-use std::process::ExitCode;
+use palisade_store::{NewDeployment, StoreError};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Namespace and name of the operator's ConfigMap (its pool).
 const OPERATOR_CONFIG: (&str, &str) = ("palisade-system", "palisade-operator");
 /// Field manager of what the CLI writes.
 const FIELD_MANAGER: &str = "palisade-cli";
-const SUPPORTED: &str = "create, delete, list, stats, tenant create, tenant delete, tenant list";
 
-fn unsupported(cmd: &Command) -> Option<&'static str> {
-    Some(match cmd {
-        Command::Create(_)
-        | Command::Delete(_)
-        | Command::List(_)
-        | Command::Stats
-        | Command::Tenant(
-            TenantCommand::Create(_) | TenantCommand::List | TenantCommand::Delete { .. },
-        )
-        | Command::CreateTenant(_) => return None,
-        Command::Init(_) => "init (the pool is the operator's PALISADE_POOL setting)",
-        Command::Tenant(_) => "this tenant command",
-        Command::Check => "check",
-        Command::Render(_) | Command::Apply(_) => "render/apply (the operator applies)",
-        _ => "this command",
-    })
+/// Refuses, with the reason, what the cluster cannot serve.
+pub fn refuse_unsupported(cmd: &Command) -> Result<()> {
+    let what = match cmd {
+        Command::Init(_) => {
+            "init: the pool is the operator's setting (PALISADE_POOL in its ConfigMap)"
+        }
+        Command::Apply(_) => "apply: the operator applies what the custom resources describe",
+        Command::Lab(_) => "lab: the lab runs the SQLite store's state on this host",
+        Command::Dashboard(_) => "dashboard: it reads the SQLite store",
+        _ => return Ok(()),
+    };
+    bail!("--store kubernetes does not support {what}")
 }
 
-/// Runs `cli` against the cluster from `$KUBECONFIG` (or in-cluster).
-pub fn run(cli: &Cli) -> Result<ExitCode> {
-    if let Some(what) = unsupported(&cli.command) {
-        bail!("--store kubernetes does not support {what}; it supports {SUPPORTED}");
+/// The cluster from `$KUBECONFIG` (or in-cluster), connected on first use.
+pub struct Kube {
+    rt: tokio::runtime::Runtime,
+    client: Option<Client>,
+}
+
+impl Kube {
+    /// A backend with its own single-threaded runtime.
+    pub fn new() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        Ok(Self { rt, client: None })
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async {
-        let client = Client::try_default()
-            .await
-            .map_err(|e| anyhow!("cannot connect to the cluster (check $KUBECONFIG): {e}"))?;
-        run_with(client, cli).await
-    })
+
+    /// Runs `f` with the client, on the runtime.
+    fn with<T, F>(&mut self, f: impl FnOnce(Client) -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let client = match &self.client {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.rt.block_on(Client::try_default()).map_err(|e| {
+                    anyhow!("cannot connect to the cluster (check $KUBECONFIG): {e}")
+                })?;
+                self.client.insert(c).clone()
+            }
+        };
+        self.rt.block_on(f(client))
+    }
 }
 
-fn tenant_ns(t: &TenantName) -> String {
-    t.namespace()
+/// Everything the read verbs need, in one pass: tenants and workloads by
+/// name.
+struct State {
+    tenants: Vec<TenantCr>,
+    workloads: Vec<TenantDeployment>,
 }
 
-fn labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
-    raw.iter()
-        .map(|l| {
-            let (k, v) = parse_label(l)?;
-            Ok((k.to_string(), v.to_string()))
+impl State {
+    async fn read(c: &Client) -> Result<Self> {
+        let mut tenants = list(Api::<TenantCr>::all(c.clone()), "Tenants").await?;
+        tenants.sort_by_key(ResourceExt::name_any);
+        let mut workloads =
+            list(Api::<TenantDeployment>::all(c.clone()), "TenantDeployments").await?;
+        workloads.sort_by_key(|w| (w.namespace(), w.name_any()));
+        Ok(Self { tenants, workloads })
+    }
+
+    fn tenant(&self, name: &TenantName) -> Option<&TenantCr> {
+        self.tenants.iter().find(|t| t.name_any() == name.as_str())
+    }
+
+    fn workloads_of<'a>(
+        &'a self,
+        tenant: &TenantName,
+    ) -> impl Iterator<Item = &'a TenantDeployment> + use<'a> {
+        let ns = tenant.namespace();
+        self.workloads
+            .iter()
+            .filter(move |w| w.namespace().as_deref() == Some(ns.as_str()))
+    }
+
+    fn workload(&self, tenant: &TenantName, name: &DeploymentName) -> Option<&TenantDeployment> {
+        self.workloads_of(tenant)
+            .find(|w| w.name_any() == name.as_str())
+    }
+
+    fn require_tenant(&self, name: &TenantName) -> Result<&TenantCr> {
+        self.tenant(name)
+            .ok_or_else(|| StoreError::TenantNotFound(name.clone()).into())
+    }
+
+    fn require_workload(
+        &self,
+        tenant: &TenantName,
+        name: &DeploymentName,
+    ) -> Result<&TenantDeployment> {
+        self.workload(tenant, name).ok_or_else(|| {
+            StoreError::DeploymentNotFound {
+                tenant: tenant.clone(),
+                name: name.clone(),
+            }
+            .into()
         })
-        .collect()
+    }
+
+    /// Rows of the workloads that parse; the others are skipped with a
+    /// warning (the operator reports them in their status, `check` too).
+    fn rows(&self, tenant: Option<&TenantName>) -> Vec<DeploymentRow> {
+        self.workloads
+            .iter()
+            .filter(|w| tenant.is_none_or(|t| w.namespace() == Some(t.namespace())))
+            .filter_map(|w| {
+                deployment_row(w)
+                    .inspect_err(|e| tracing::warn!("skipped: {e:#}"))
+                    .ok()
+            })
+            .collect()
+    }
+
+    fn gateways(&self) -> Vec<Gateway> {
+        let mut out: BTreeMap<String, Gateway> = BTreeMap::new();
+        let mut add = |scope: GatewayScope, created_at| {
+            out.entry(scope.id())
+                .or_insert(Gateway { scope, created_at });
+        };
+        for t in &self.tenants {
+            if let (true, Ok(tenant)) = (t.spec.gateway, t.name_any().parse::<TenantName>()) {
+                add(GatewayScope::PerTenant { tenant }, convert::created(t));
+            }
+        }
+        for row in self.rows(None) {
+            let Some(w) = self.workload(&row.tenant, &row.name) else {
+                continue;
+            };
+            let (tenant, deployment) = (row.tenant, row.name);
+            match w.spec.gateway {
+                GatewayMode::None => {}
+                GatewayMode::Tenant => add(GatewayScope::PerTenant { tenant }, row.created_at),
+                GatewayMode::Dedicated => add(
+                    GatewayScope::PerDeployment { tenant, deployment },
+                    row.created_at,
+                ),
+            }
+        }
+        out.into_values().collect()
+    }
+
+    fn has_tenant_gateway(&self, tenant: &TenantName) -> bool {
+        self.tenant(tenant).is_some_and(|t| t.spec.gateway)
+            || self
+                .workloads_of(tenant)
+                .any(|w| w.spec.gateway == GatewayMode::Tenant)
+    }
+
+    fn rules(&self, tenant: Option<&TenantName>) -> Vec<AllowRule> {
+        let mut out = BTreeSet::new();
+        for w in &self.workloads {
+            let Ok(row) = deployment_row(w) else { continue };
+            if tenant.is_some_and(|t| *t != row.tenant) {
+                continue;
+            }
+            for a in &w.spec.allow_from {
+                match convert::allow_rule(&row.tenant, &row.name, a) {
+                    Ok(r) => {
+                        out.insert(r);
+                    }
+                    Err(e) => tracing::warn!("skipped an allowFrom of {}: {e:#}", row.name),
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
 }
 
-fn api_err(
-    e: palisade_operator::kube::Error,
-    what: impl FnOnce(u16) -> Option<String>,
-) -> anyhow::Error {
-    match &e {
-        palisade_operator::kube::Error::Api(s) => match what(s.code) {
-            Some(msg) => anyhow!(msg),
-            None => anyhow::Error::new(e),
-        },
-        _ => anyhow::Error::new(e),
-    }
+async fn list<K>(api: Api<K>, kind: &str) -> Result<Vec<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| crd_missing(e, kind))?
+        .items)
 }
 
 /// A 404 on a list means the CRD is not installed.
@@ -106,287 +238,48 @@ fn crd_missing(e: palisade_operator::kube::Error, kind: &str) -> anyhow::Error {
     }
 }
 
-/// Runs `cli` with `client`: picks the handler of the command.
-pub async fn run_with(client: Client, cli: &Cli) -> Result<ExitCode> {
-    if let Some(what) = unsupported(&cli.command) {
-        bail!("--store kubernetes does not support {what}; it supports {SUPPORTED}");
-    }
-    let format = cli.output;
-    match &cli.command {
-        Command::Create(a) => create(&client, a, format).await?,
-        Command::Delete(d) => delete(client, d).await?,
-        Command::List(a) => list(client, a, format).await?,
-        Command::Stats => stats(&client, format).await?,
-        Command::Tenant(TenantCommand::Create(a)) | Command::CreateTenant(a) => {
-            tenant_create(&client, a).await?;
-        }
-        Command::Tenant(TenantCommand::Delete { tenant, cascade }) => {
-            tenant_delete(&client, tenant, *cascade).await?;
-        }
-        Command::Tenant(TenantCommand::List) => tenant_list(client, format).await?,
-        _ => bail!("--store kubernetes supports {SUPPORTED}"),
-    }
-    Ok(ExitCode::SUCCESS)
+fn workloads_api(c: &Client, tenant: &TenantName) -> Api<TenantDeployment> {
+    Api::namespaced(c.clone(), &tenant.namespace())
 }
 
-/// `delete`: removes the TenantDeployment; the operator releases its subnet.
-async fn delete(client: Client, d: &DeploymentRef) -> Result<()> {
-    let t: TenantName = d.tenant.parse()?;
-    let name: DeploymentName = d.deployment.parse()?;
-    Api::<TenantDeployment>::namespaced(client, &tenant_ns(&t))
-        .delete(name.as_str(), &DeleteParams::default())
+/// Merge-patches `spec` of a workload, on the version read (a concurrent
+/// change is a 409, not a lost update).
+async fn patch_workload(c: &Client, w: &TenantDeployment, spec: Value) -> Result<()> {
+    let tenant: TenantName = convert::tenant_of(w)?;
+    let body = json!({"metadata": {"resourceVersion": w.resource_version()}, "spec": spec});
+    workloads_api(c, &tenant)
+        .patch(&w.name_any(), &PatchParams::default(), &Patch::Merge(&body))
         .await
-        .map_err(|e| {
-            api_err(e, |c| {
-                (c == 404).then(|| format!("no deployment {name} in tenant {t}"))
-            })
-        })?;
-    outln!("deleting deployment {t}/{name}; the operator releases its subnet")?;
+        .with_context(|| format!("cannot update deployment {tenant}/{}", w.name_any()))?;
     Ok(())
 }
 
-/// `list`: the TenantDeployments, with the subnet the operator gave each.
-async fn list(client: Client, a: &ListArgs, format: Format) -> Result<()> {
-    let api: Api<TenantDeployment> = match &a.tenant {
-        Some(t) => Api::namespaced(client, &tenant_ns(&t.parse()?)),
-        None => Api::all(client),
-    };
-    let mut items = api
-        .list(&ListParams::default())
+async fn patch_tenant(c: &Client, t: &TenantCr, spec: Value) -> Result<()> {
+    let body = json!({"metadata": {"resourceVersion": t.resource_version()}, "spec": spec});
+    Api::<TenantCr>::all(c.clone())
+        .patch(&t.name_any(), &PatchParams::default(), &Patch::Merge(&body))
         .await
-        .map_err(|e| crd_missing(e, "TenantDeployments"))?
-        .items;
-    items.sort_by_key(|w| (w.namespace(), w.name_any()));
-    let rows: Vec<DeploymentRow> = items.iter().map(DeploymentRow::new).collect();
-    print(format, &rows, || {
-        let header = vec![
-            "TENANT",
-            "DEPLOYMENT",
-            "SUBNET",
-            "IMAGE",
-            "REPLICAS",
-            "READY",
-            "PORTS",
-        ];
-        (header, rows.iter().map(DeploymentRow::cells).collect())
-    })
-}
-
-/// `tenant create`: the Tenant resource, then its namespace.
-async fn tenant_create(client: &Client, a: &TenantCreateArgs) -> Result<()> {
-    let (name, spec) = tenant_spec(a)?;
-    Api::<Tenant>::all(client.clone())
-        .create(&PostParams::default(), &Tenant::new(name.as_str(), spec))
-        .await
-        .map_err(|e| {
-            api_err(e, |c| {
-                (c == 409).then(|| format!("tenant {name} already exists"))
-            })
-        })?;
-    ensure_namespace(client, &name).await?;
-    outln!("created tenant {name} (namespace {})", name.namespace())?;
+        .with_context(|| format!("cannot update tenant {}", t.name_any()))?;
     Ok(())
 }
 
-/// `tenant delete`: refused while it has deployments, unless `cascade`; the
-/// operator deletes them, then the namespace.
-async fn tenant_delete(client: &Client, tenant: &str, cascade: bool) -> Result<()> {
-    let name: TenantName = tenant.parse()?;
-    let workloads = Api::<TenantDeployment>::namespaced(client.clone(), &tenant_ns(&name))
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| crd_missing(e, "TenantDeployments"))?
-        .items;
-    if !workloads.is_empty() && !cascade {
-        bail!(
-            "tenant {name} has {} deployments; delete them first or pass --cascade",
-            workloads.len()
-        );
+/// A spec patch setting `allowFrom` (an empty list removes the field).
+fn allow_from<T: serde::Serialize>(entries: &[T]) -> Value {
+    if entries.is_empty() {
+        json!({ "allowFrom": null })
+    } else {
+        json!({ "allowFrom": entries })
     }
-    Api::<Tenant>::all(client.clone())
-        .delete(name.as_str(), &DeleteParams::default())
-        .await
-        .map_err(|e| api_err(e, |c| (c == 404).then(|| format!("no tenant {name}"))))?;
-    outln!(
-        "deleting tenant {name}: the operator deletes its {} deployments, then its namespace",
-        workloads.len()
-    )?;
-    Ok(())
-}
-
-/// `tenant list`: the Tenant resources and their status.
-async fn tenant_list(client: Client, format: Format) -> Result<()> {
-    let mut items = Api::<Tenant>::all(client)
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| crd_missing(e, "Tenants"))?
-        .items;
-    items.sort_by_key(ResourceExt::name_any);
-    let rows: Vec<TenantRow> = items.iter().map(TenantRow::new).collect();
-    print(format, &rows, || {
-        let header = vec!["TENANT", "NAMESPACE", "DEPLOYMENTS", "EGRESS", "READY"];
-        (header, rows.iter().map(TenantRow::cells).collect())
-    })
-}
-
-fn ready(conditions: Option<&[palisade_operator::crd::Condition]>) -> String {
-    conditions
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .map_or_else(|| "Unknown".into(), |c| c.status.clone())
-}
-
-/// One row of `list`. Fields in name order: the key order of the JSON
-/// objects this output was first printed from.
-#[derive(Serialize)]
-struct DeploymentRow {
-    deployment: String,
-    image: String,
-    ports: Vec<u16>,
-    ready: String,
-    ready_replicas: i32,
-    replicas: u32,
-    /// None until the operator has allocated it.
-    subnet: Option<String>,
-    tenant: String,
-}
-
-impl DeploymentRow {
-    fn new(w: &TenantDeployment) -> Self {
-        let ns = w.namespace().unwrap_or_default();
-        Self {
-            deployment: w.name_any(),
-            image: w.spec.image.clone(),
-            ports: w.spec.ports.clone(),
-            ready: ready(w.status.as_ref().map(|s| s.conditions.as_slice())),
-            ready_replicas: w.status.as_ref().map_or(0, |s| s.ready_replicas),
-            replicas: w.spec.replicas,
-            subnet: w.status.as_ref().and_then(|s| s.subnet.clone()),
-            tenant: ns.strip_prefix("tenant-").unwrap_or(&ns).to_owned(),
-        }
-    }
-
-    fn cells(&self) -> Vec<String> {
-        vec![
-            self.tenant.clone(),
-            self.deployment.clone(),
-            self.subnet.clone().unwrap_or_else(|| "<pending>".into()),
-            self.image.clone(),
-            self.replicas.to_string(),
-            self.ready.clone(),
-            self.ports
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        ]
-    }
-}
-
-/// One row of `tenant list`, fields in name order as for [`DeploymentRow`].
-#[derive(Serialize)]
-struct TenantRow {
-    deployments: u32,
-    egress_ip: Option<String>,
-    egress_mode: &'static str,
-    egress_public_ip: Option<String>,
-    namespace: String,
-    proxy_port: Option<u16>,
-    ready: String,
-    tenant: String,
-}
-
-impl TenantRow {
-    fn new(t: &Tenant) -> Self {
-        Self {
-            deployments: t.status.as_ref().map_or(0, |s| s.deployment_count),
-            egress_ip: t.spec.egress.ip.clone(),
-            egress_mode: match t.spec.egress.mode {
-                EgressModeSpec::Proxy => "proxy",
-                EgressModeSpec::CiliumEgressGateway => "cilium-egress-gateway",
-            },
-            egress_public_ip: t.spec.egress.public_ip.clone(),
-            namespace: format!("tenant-{}", t.name_any()),
-            proxy_port: t.spec.proxy_port,
-            ready: ready(t.status.as_ref().map(|s| s.conditions.as_slice())),
-            tenant: t.name_any(),
-        }
-    }
-
-    fn cells(&self) -> Vec<String> {
-        vec![
-            self.tenant.clone(),
-            self.namespace.clone(),
-            self.deployments.to_string(),
-            self.egress_mode.into(),
-            self.ready.clone(),
-        ]
-    }
-}
-
-fn tenant_spec(a: &TenantCreateArgs) -> Result<(TenantName, TenantSpec)> {
-    let name: TenantName = a.tenant.parse()?;
-    // Parse as the SQLite path does, then keep the user's spelling.
-    a.cpu.parse::<palisade_core::Cpu>()?;
-    a.memory.parse::<palisade_core::Memory>()?;
-    let pods: u32 = a
-        .pods
-        .parse()
-        .with_context(|| format!("invalid --pods {:?}: expected a whole number", a.pods))?;
-    let node_pool = a
-        .node_pool
-        .as_deref()
-        .map(|p| {
-            p.parse::<palisade_core::NodePoolName>()
-                .map(|p| p.to_string())
-        })
-        .transpose()?;
-    let mode = match a.egress_mode.parse::<palisade_core::EgressMode>()? {
-        palisade_core::EgressMode::Proxy => EgressModeSpec::Proxy,
-        palisade_core::EgressMode::CiliumEgressGateway => EgressModeSpec::CiliumEgressGateway,
-    };
-    let ip_flag = |flag: &str, value: Option<&str>| {
-        value
-            .map(|ip| {
-                ip.parse::<std::net::IpAddr>()
-                    .map(|ip| ip.to_string())
-                    .with_context(|| {
-                        format!("invalid {flag} {ip:?}: expected an IPv4 or IPv6 address")
-                    })
-            })
-            .transpose()
-    };
-    let ip = ip_flag("--egress-ip", a.egress_ip.as_deref())?;
-    let public_ip = ip_flag("--egress-public-ip", a.egress_public_ip.as_deref())?;
-    Ok((
-        name,
-        TenantSpec {
-            quota: QuotaSpec {
-                cpu: a.cpu.clone(),
-                memory: a.memory.clone(),
-                pods,
-            },
-            node_pool,
-            egress: EgressSpec {
-                mode,
-                ip,
-                public_ip,
-                ..EgressSpec::default()
-            },
-            labels: labels(&a.labels)?,
-            // The operator assigns it.
-            proxy_port: None,
-        },
-    ))
 }
 
 /// The tenant's namespace, so its TenantDeployments can be created before
 /// the operator first reconciles the tenant (which then adds its labels).
-async fn ensure_namespace(client: &Client, t: &TenantName) -> Result<()> {
+async fn ensure_namespace(c: &Client, t: &TenantName) -> Result<()> {
     let ns = json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": t.namespace(), "labels": {"palisade.io/tenant": t.as_str()}}
     });
-    Api::<palisade_operator::k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+    Api::<palisade_operator::k8s_openapi::api::core::v1::Namespace>::all(c.clone())
         .patch(
             &t.namespace(),
             &PatchParams::apply(FIELD_MANAGER),
@@ -397,247 +290,454 @@ async fn ensure_namespace(client: &Client, t: &TenantName) -> Result<()> {
     Ok(())
 }
 
-/// `create`: the tenant if new, its namespace, then the TenantDeployment;
-/// the operator allocates the subnet.
-async fn create(client: &Client, a: &CreateArgs, format: Format) -> Result<()> {
-    // Everything is parsed before the first request.
-    let (tenant, name, spec) = deployment_spec(a)?;
-    let created_tenant = ensure_tenant(client, &tenant).await?;
-    ensure_namespace(client, &tenant).await?;
-    let w = Api::<TenantDeployment>::namespaced(client.clone(), &tenant.namespace())
-        .create(
-            &PostParams::default(),
-            &TenantDeployment::new(name.as_str(), spec),
-        )
+/// Creates the Tenant (a 409 if it exists, which a read first reports
+/// without a write) and its namespace.
+async fn create_tenant(c: &Client, tenant: &Tenant) -> Result<()> {
+    let api = Api::<TenantCr>::all(c.clone());
+    let exists = api
+        .get_opt(tenant.name.as_str())
         .await
-        .map_err(|e| {
-            api_err(e, |c| {
-                (c == 409).then(|| format!("deployment {name} already exists in tenant {tenant}"))
-            })
+        .with_context(|| format!("cannot read tenant {}", tenant.name))?;
+    if exists.is_some() {
+        return Err(StoreError::TenantExists(tenant.name.clone()).into());
+    }
+    let cr = TenantCr::new(tenant.name.as_str(), tenant_spec(tenant));
+    api.create(&PostParams::default(), &cr)
+        .await
+        .map_err(|e| match e {
+            palisade_operator::kube::Error::Api(s) if s.code == 409 => {
+                StoreError::TenantExists(tenant.name.clone()).into()
+            }
+            e => anyhow::Error::new(e).context(format!("cannot create tenant {}", tenant.name)),
         })?;
-    if format != Format::Table {
-        return print(format, &DeploymentRow::new(&w), || (vec![], vec![]));
-    }
-    if created_tenant {
-        outln!("created tenant {tenant} (namespace {})", tenant.namespace())?;
-    }
-    outln!(
-        "{}",
-        fields(&[
-            ("tenant", tenant.to_string()),
-            ("deployment", name.to_string()),
-            ("subnet", "<pending: the operator allocates it>".into()),
-            ("image", w.spec.image.clone()),
-            ("replicas", w.spec.replicas.to_string()),
-        ])
-    )?;
-    Ok(())
+    ensure_namespace(c, &tenant.name).await
 }
 
-/// `create`'s arguments parsed by the model into the resource's spec.
-fn deployment_spec(a: &CreateArgs) -> Result<(TenantName, DeploymentName, TenantDeploymentSpec)> {
-    let tenant: TenantName = a.tenant.parse()?;
-    let name: DeploymentName = a.deployment.parse()?;
-    let image: Image = a.image.parse()?;
-    let replicas: Replicas = a.replicas.parse()?;
-    let mut ports: Vec<u16> = a
-        .ports
-        .iter()
-        .map(|p| p.parse::<Port>().map(Port::get))
-        .collect::<Result<_, _>>()?;
-    if ports.is_empty() {
-        ports.push(Port::HTTP.get());
+/// Checks a batch against the cluster before the first write: no name
+/// twice, none taken. Returns the tenants to create.
+fn plan_batch(state: &State, batch: &[NewDeployment]) -> Result<BTreeSet<TenantName>> {
+    let mut seen = BTreeSet::new();
+    let mut new_tenants = BTreeSet::new();
+    for d in batch {
+        if !seen.insert((d.tenant.clone(), d.name.clone())) {
+            bail!(
+                "deployment {}/{} appears twice in the batch",
+                d.tenant,
+                d.name
+            );
+        }
+        if let Some(w) = state.workload(&d.tenant, &d.name) {
+            let subnet = w.status.as_ref().and_then(|s| s.subnet.clone());
+            bail!(
+                "deployment {}/{} already exists (subnet {})",
+                d.tenant,
+                d.name,
+                subnet.unwrap_or_else(|| "<pending>".into())
+            );
+        }
+        if state.tenant(&d.tenant).is_none() {
+            new_tenants.insert(d.tenant.clone());
+        }
     }
-    ports.sort_unstable();
-    ports.dedup();
-    let labels = labels(&a.labels)?;
-    let workload = workload_fields(&a.workload.spec()?);
-    let spec = TenantDeploymentSpec {
-        image: image.to_string(),
-        replicas: replicas.get(),
-        ports,
-        labels,
-        ..workload
+    Ok(new_tenants)
+}
+
+async fn create_batch(c: &Client, batch: &[NewDeployment]) -> Result<Vec<CreatedRow>> {
+    let state = State::read(c).await?;
+    let new_tenants = plan_batch(&state, batch)?;
+    for t in &new_tenants {
+        create_tenant(c, &Tenant::with_defaults(t.clone(), crate::state::now())).await?;
+    }
+    let mut out = Vec::new();
+    for d in batch {
+        ensure_namespace(c, &d.tenant).await?;
+        let cr = TenantDeployment::new(d.name.as_str(), workload_spec(d));
+        let created = workloads_api(c, &d.tenant)
+            .create(&PostParams::default(), &cr)
+            .await;
+        let w = match created {
+            Ok(w) => w,
+            Err(e) => {
+                // All or nothing: take back what this batch created.
+                undo(c, &out, &new_tenants).await;
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot create deployment {}/{}", d.tenant, d.name)));
+            }
+        };
+        out.push(CreatedRow {
+            deployment: deployment_row(&w)?,
+            tenant_created: new_tenants.contains(&d.tenant)
+                && !out
+                    .iter()
+                    .any(|o: &CreatedRow| o.deployment.tenant == d.tenant),
+        });
+    }
+    Ok(out)
+}
+
+/// Best effort: deletes what a failed batch created.
+async fn undo(c: &Client, created: &[CreatedRow], tenants: &BTreeSet<TenantName>) {
+    for row in created {
+        let d = &row.deployment;
+        let _ = workloads_api(c, &d.tenant)
+            .delete(d.name.as_str(), &DeleteParams::default())
+            .await;
+    }
+    for t in tenants {
+        let _ = Api::<TenantCr>::all(c.clone())
+            .delete(t.as_str(), &DeleteParams::default())
+            .await;
+    }
+}
+
+/// The rules that name `name`, and the patches that remove them from its
+/// siblings (its own `allowFrom` goes with it).
+fn rules_naming(state: &State, tenant: &TenantName, name: &DeploymentName) -> Vec<AllowRule> {
+    state
+        .rules(Some(tenant))
+        .into_iter()
+        .filter(|r| r.from == *name || r.to == *name)
+        .collect()
+}
+
+async fn delete_workload(
+    c: &Client,
+    tenant: &TenantName,
+    name: &DeploymentName,
+) -> Result<Removal> {
+    let state = State::read(c).await?;
+    state.require_tenant(tenant)?;
+    let w = state.require_workload(tenant, name)?;
+    let subnet = w
+        .status
+        .as_ref()
+        .and_then(|s| s.subnet.as_deref())
+        .and_then(|s| s.parse().ok());
+    let allow_rules = rules_naming(&state, tenant, name);
+    // Siblings forget it first, so a later deployment of the same name
+    // does not inherit its access.
+    for sibling in state.workloads_of(tenant) {
+        if sibling
+            .spec
+            .allow_from
+            .iter()
+            .any(|a| a.deployment == name.as_str())
+        {
+            let kept: Vec<&AllowFrom> = sibling
+                .spec
+                .allow_from
+                .iter()
+                .filter(|a| a.deployment != name.as_str())
+                .collect();
+            patch_workload(c, sibling, allow_from(&kept)).await?;
+        }
+    }
+    let gateways = match w.spec.gateway {
+        GatewayMode::Dedicated => vec![GatewayScope::PerDeployment {
+            tenant: tenant.clone(),
+            deployment: name.clone(),
+        }],
+        _ => Vec::new(),
     };
-    Ok((tenant, name, spec))
-}
-
-/// Creates the tenant with default quotas unless it exists; whether it
-/// was created.
-async fn ensure_tenant(client: &Client, tenant: &TenantName) -> Result<bool> {
-    let created = Api::<Tenant>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Tenant::new(tenant.as_str(), TenantSpec::default()),
-        )
-        .await;
-    match created {
-        Ok(_) => Ok(true),
-        Err(palisade_operator::kube::Error::Api(s)) if s.code == 409 => Ok(false),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot create tenant {tenant}"))),
-    }
-}
-
-/// The resource's fields for a parsed workload spec (everything else default).
-fn workload_fields(w: &palisade_core::WorkloadSpec) -> TenantDeploymentSpec {
-    use palisade_core::model::EnvValue;
-    use palisade_operator::crd::{
-        EnvVarSourceSpec, EnvVarSpec, ScratchSpec, SecretKeyRefSpec, SecurityProfileSpec,
-    };
-    let env = w
-        .env()
-        .iter()
-        .map(|e| match &e.value {
-            EnvValue::Literal(v) => EnvVarSpec {
-                name: e.name.to_string(),
-                value: v.clone(),
-                value_from: None,
-            },
-            EnvValue::SecretKey { secret, key } => EnvVarSpec {
-                name: e.name.to_string(),
-                value: String::new(),
-                value_from: Some(EnvVarSourceSpec {
-                    secret_key_ref: SecretKeyRefSpec {
-                        name: secret.to_string(),
-                        key: key.to_string(),
-                    },
-                }),
-            },
-        })
-        .collect();
-    let scratch = w
-        .scratch()
-        .iter()
-        .map(|s| ScratchSpec {
-            path: s.path.to_string(),
-            size_limit: s.size_limit.map(|m| m.to_string()),
-        })
-        .collect();
-    let security = w.security().map(|p| match p {
-        palisade_core::SecurityProfile::Restricted => SecurityProfileSpec::Restricted,
-        palisade_core::SecurityProfile::Baseline => SecurityProfileSpec::Baseline,
-        palisade_core::SecurityProfile::BaselineReadOnly => SecurityProfileSpec::BaselineReadOnly,
-    });
-    TenantDeploymentSpec {
-        env,
-        command: w.command().to_vec(),
-        args: w.args().to_vec(),
-        scratch,
-        security,
-        ..TenantDeploymentSpec::default()
-    }
-}
-
-/// `stats` with the cluster as store: the operator's pool (from its
-/// ConfigMap) and the SubnetClaims inside it.
-async fn stats(client: &Client, format: Format) -> Result<()> {
-    let claims = Api::<SubnetClaim>::all(client.clone())
-        .list(&ListParams::default())
+    workloads_api(c, tenant)
+        .delete(name.as_str(), &DeleteParams::default())
         .await
-        .map_err(|e| crd_missing(e, "SubnetClaims"))?
-        .items;
-    let pool = operator_pool(client).await?;
-    let stats = ClusterStats::new(pool.as_ref(), &claims);
-    if format != Format::Table {
-        return print(format, &stats, || (vec![], vec![]));
-    }
-    let unknown = || {
-        format!(
-            "unknown (no ConfigMap {}/{})",
-            OPERATOR_CONFIG.0, OPERATOR_CONFIG.1
-        )
-    };
-    let known = |v: Option<String>| v.unwrap_or_else(unknown);
-    outln!(
-        "{}",
-        fields(&[
-            ("pool", known(stats.pool.clone())),
-            (
-                "prefix length",
-                known(stats.prefix_len.map(|l| format!("/{l}")))
-            ),
-            ("capacity", known(stats.capacity.map(|c| c.to_string()))),
-            ("allocated", stats.allocated.to_string()),
-            ("quarantined", stats.quarantined.to_string()),
-            ("free", known(stats.free.map(|f| f.to_string()))),
-            (
-                "utilisation",
-                known(stats.utilisation.map(|u| format!("{:.3e}%", u * 100.0)))
-            ),
-        ])
-    )?;
-    Ok(())
+        .with_context(|| format!("cannot delete deployment {tenant}/{name}"))?;
+    Ok(Removal {
+        deployments: vec![(tenant.clone(), name.clone(), subnet)],
+        allow_rules,
+        gateways,
+    })
 }
 
-/// The pool in the operator's ConfigMap; none without the ConfigMap.
-async fn operator_pool(client: &Client) -> Result<Option<Pool>> {
+async fn delete_tenant(c: &Client, name: &TenantName, cascade: bool) -> Result<Removal> {
+    let state = State::read(c).await?;
+    state.require_tenant(name)?;
+    let rows = state.rows(Some(name));
+    let count = state.workloads_of(name).count();
+    if count > 0 && !cascade {
+        return Err(StoreError::TenantHasDeployments {
+            tenant: name.clone(),
+            count: count as u64,
+        }
+        .into());
+    }
+    let mut gateways: Vec<GatewayScope> = state
+        .gateways()
+        .into_iter()
+        .map(|g| g.scope)
+        .filter(|s| s.tenant() == Some(name))
+        .collect();
+    gateways.sort();
+    Api::<TenantCr>::all(c.clone())
+        .delete(name.as_str(), &DeleteParams::default())
+        .await
+        .with_context(|| format!("cannot delete tenant {name}"))?;
+    Ok(Removal {
+        deployments: rows
+            .into_iter()
+            .map(|d| (d.tenant, d.name, d.subnet))
+            .collect(),
+        allow_rules: state.rules(Some(name)),
+        gateways,
+    })
+}
+
+async fn create_gateway(c: &Client, scope: &GatewayScope) -> Result<()> {
+    let state = State::read(c).await?;
+    let exists = || StoreError::GatewayExists(scope.id()).into();
+    match scope {
+        GatewayScope::Central => bail!(central_unsupported()),
+        GatewayScope::PerTenant { tenant } => {
+            let t = state.require_tenant(tenant)?;
+            if state.has_tenant_gateway(tenant) {
+                return Err(exists());
+            }
+            patch_tenant(c, t, json!({"gateway": true})).await
+        }
+        GatewayScope::PerDeployment { tenant, deployment } => {
+            state.require_tenant(tenant)?;
+            let w = state.require_workload(tenant, deployment)?;
+            match w.spec.gateway {
+                GatewayMode::Dedicated => Err(exists()),
+                GatewayMode::Tenant => {
+                    // The workload asked for the tenant's gateway; the
+                    // Tenant keeps it when the workload's mode changes.
+                    patch_tenant(c, state.require_tenant(tenant)?, json!({"gateway": true}))
+                        .await?;
+                    patch_workload(c, w, json!({"gateway": "dedicated"})).await
+                }
+                GatewayMode::None => patch_workload(c, w, json!({"gateway": "dedicated"})).await,
+            }
+        }
+    }
+}
+
+async fn delete_gateway(c: &Client, scope: &GatewayScope) -> Result<()> {
+    let state = State::read(c).await?;
+    let missing = || StoreError::GatewayNotFound(scope.id()).into();
+    match scope {
+        GatewayScope::Central => bail!(central_unsupported()),
+        GatewayScope::PerTenant { tenant } => {
+            if !state.has_tenant_gateway(tenant) {
+                return Err(missing());
+            }
+            let t = state.require_tenant(tenant)?;
+            if t.spec.gateway {
+                patch_tenant(c, t, json!({"gateway": null})).await?;
+            }
+            for w in state.workloads_of(tenant) {
+                if w.spec.gateway == GatewayMode::Tenant {
+                    patch_workload(c, w, json!({"gateway": "none"})).await?;
+                }
+            }
+            Ok(())
+        }
+        GatewayScope::PerDeployment { tenant, deployment } => {
+            match state.workload(tenant, deployment) {
+                Some(w) if w.spec.gateway == GatewayMode::Dedicated => {
+                    patch_workload(c, w, json!({"gateway": "none"})).await
+                }
+                _ => Err(missing()),
+            }
+        }
+    }
+}
+
+fn central_unsupported() -> String {
+    "--store kubernetes does not support the central gateway: no custom resource holds \
+     platform-wide gateways yet (use per-tenant or per-deployment gateways)"
+        .into()
+}
+
+async fn allow(c: &Client, rule: &AllowRule) -> Result<()> {
+    if rule.from == rule.to {
+        return Err(StoreError::RuleToSelf(format!("{}/{}", rule.tenant, rule.from)).into());
+    }
+    let state = State::read(c).await?;
+    state.require_workload(&rule.tenant, &rule.from)?;
+    let to = state.require_workload(&rule.tenant, &rule.to)?;
+    if state.rules(Some(&rule.tenant)).contains(rule) {
+        return Err(StoreError::RuleExists(rule.to_string()).into());
+    }
+    let mut entries = to.spec.allow_from.clone();
+    entries.push(AllowFrom {
+        deployment: rule.from.to_string(),
+        port: rule.port.map(palisade_core::Port::get),
+    });
+    patch_workload(c, to, allow_from(&entries)).await
+}
+
+async fn disallow(c: &Client, rule: &AllowRule) -> Result<()> {
+    let state = State::read(c).await?;
+    state.require_tenant(&rule.tenant)?;
+    let not_found = || StoreError::RuleNotFound(rule.to_string());
+    let to = state
+        .workload(&rule.tenant, &rule.to)
+        .ok_or_else(not_found)?;
+    let kept: Vec<&AllowFrom> = to
+        .spec
+        .allow_from
+        .iter()
+        .filter(|a| convert::allow_rule(&rule.tenant, &rule.to, a).ok().as_ref() != Some(rule))
+        .collect();
+    if kept.len() == to.spec.allow_from.len() {
+        return Err(not_found().into());
+    }
+    patch_workload(c, to, allow_from(&kept)).await
+}
+
+/// The pool in the operator's ConfigMap, with its quarantine.
+async fn operator_pool(c: &Client) -> Result<Pool> {
     let cm: Api<palisade_operator::k8s_openapi::api::core::v1::ConfigMap> =
-        Api::namespaced(client.clone(), OPERATOR_CONFIG.0);
+        Api::namespaced(c.clone(), OPERATOR_CONFIG.0);
     let data = cm
         .get_opt(OPERATOR_CONFIG.1)
         .await
         .context("cannot read the operator's ConfigMap")?
         .and_then(|c| c.data)
         .unwrap_or_default();
-    Ok(
-        match (data.get("PALISADE_POOL"), data.get("PALISADE_PREFIX_LEN")) {
-            (Some(cidr), len) => {
-                let cidr = Pool::parse_cidr(cidr)?;
-                let len = len.map_or("96", String::as_str).parse()?;
-                Some(Pool::new(cidr, len, std::time::Duration::ZERO)?)
-            }
-            (None, _) => None,
-        },
-    )
+    let (ns, name) = OPERATOR_CONFIG;
+    let cidr = data
+        .get("PALISADE_POOL")
+        .ok_or_else(|| anyhow!("the pool is unknown: no PALISADE_POOL in ConfigMap {ns}/{name}"))?;
+    let cidr = Pool::parse_cidr(cidr)?;
+    let len = data
+        .get("PALISADE_PREFIX_LEN")
+        .map_or("96", String::as_str)
+        .parse()?;
+    let reuse = data
+        .get("PALISADE_REUSE_AFTER")
+        .map_or("0s", String::as_str);
+    let reuse = humantime::parse_duration(reuse)
+        .with_context(|| format!("invalid PALISADE_REUSE_AFTER {reuse:?} in {ns}/{name}"))?;
+    Ok(Pool::new(cidr, len, reuse)?)
 }
 
-/// What `stats -o json` prints with the cluster as store. Fields in name
-/// order: the key order of the JSON object this output was first printed
-/// from. Unknown without the operator's ConfigMap: pool, prefix length,
-/// capacity, free, utilisation.
-#[derive(Serialize)]
-struct ClusterStats {
-    allocated: usize,
-    capacity: Option<u128>,
-    free: Option<u128>,
-    pool: Option<String>,
-    prefix_len: Option<u8>,
-    quarantined: usize,
-    utilisation: Option<f64>,
+async fn claims(c: &Client) -> Result<Vec<SubnetClaim>> {
+    list(Api::<SubnetClaim>::all(c.clone()), "SubnetClaims").await
 }
 
-impl ClusterStats {
-    fn new(pool: Option<&Pool>, claims: &[SubnetClaim]) -> Self {
-        let in_pool: Vec<&SubnetClaim> = claims
+async fn snapshot(c: &Client) -> Result<Snapshot> {
+    let pool = operator_pool(c).await?;
+    let state = State::read(c).await?;
+    let tenants = state
+        .tenants
+        .iter()
+        .filter_map(|t| {
+            tenant_row(t, 0)
+                .inspect_err(|e| tracing::warn!("skipped: {e:#}"))
+                .ok()
+                .map(|r| r.tenant)
+        })
+        .collect();
+    Ok(Snapshot {
+        pool,
+        tenants,
+        deployments: state
+            .rows(None)
             .iter()
-            .filter(|c| match pool {
-                Some(p) => c
-                    .spec
-                    .subnet
-                    .parse()
+            .filter_map(DeploymentRow::deployment)
+            .collect(),
+        gateways: state.gateways(),
+        allow_rules: state.rules(None),
+    })
+}
+
+impl Backend for Kube {
+    fn deferred(&self) -> bool {
+        true
+    }
+
+    fn create_tenant(&mut self, tenant: &Tenant) -> Result<Option<u16>> {
+        self.with(|c| async move { create_tenant(&c, tenant).await })?;
+        // The operator assigns the egress-proxy port.
+        Ok(None)
+    }
+
+    fn delete_tenant(&mut self, name: &TenantName, cascade: bool) -> Result<Removal> {
+        self.with(|c| async move { delete_tenant(&c, name, cascade).await })
+    }
+
+    fn tenants(&mut self) -> Result<Vec<TenantRow>> {
+        let state = self.with(|c| async move { State::read(&c).await })?;
+        Ok(state
+            .tenants
+            .iter()
+            .filter_map(|t| {
+                let name = t.name_any().parse::<TenantName>().ok()?;
+                tenant_row(t, state.workloads_of(&name).count())
+                    .inspect_err(|e| tracing::warn!("skipped: {e:#}"))
                     .ok()
-                    .is_some_and(|s| p.index_of(s).is_ok()),
-                None => true,
             })
-            .collect();
-        // Released claims hold their subnet through its quarantine.
-        let quarantined = in_pool
-            .iter()
-            .filter(|c| c.spec.released_at.is_some())
-            .count();
-        let taken = in_pool.len();
-        let capacity = pool.map(Pool::capacity);
-        // Precision loss above 2^53 does not matter for a percentage.
-        #[allow(clippy::cast_precision_loss)]
-        let utilisation = capacity.map(|c| taken as f64 / c as f64);
-        Self {
-            allocated: taken - quarantined,
-            capacity,
-            free: capacity.map(|c| c - taken as u128),
-            pool: pool.map(|p| p.cidr().to_string()),
-            prefix_len: pool.map(|p| p.subnet_len().get()),
-            quarantined,
-            utilisation,
+            .collect())
+    }
+
+    fn tenant(&mut self, name: &TenantName) -> Result<TenantRow> {
+        let state = self.with(|c| async move { State::read(&c).await })?;
+        let t = state.require_tenant(name)?;
+        tenant_row(t, state.workloads_of(name).count())
+    }
+
+    fn create_deployments(&mut self, batch: &[NewDeployment]) -> Result<Vec<CreatedRow>> {
+        self.with(|c| async move { create_batch(&c, batch).await })
+    }
+
+    fn delete_deployment(&mut self, tenant: &TenantName, name: &DeploymentName) -> Result<Removal> {
+        self.with(|c| async move { delete_workload(&c, tenant, name).await })
+    }
+
+    fn deployments(&mut self, tenant: Option<&TenantName>) -> Result<Vec<DeploymentRow>> {
+        let state = self.with(|c| async move { State::read(&c).await })?;
+        if let Some(t) = tenant {
+            state.require_tenant(t)?;
         }
+        Ok(state.rows(tenant))
+    }
+
+    fn create_gateway(&mut self, scope: &GatewayScope) -> Result<()> {
+        self.with(|c| async move { create_gateway(&c, scope).await })
+    }
+
+    fn delete_gateway(&mut self, scope: &GatewayScope) -> Result<()> {
+        self.with(|c| async move { delete_gateway(&c, scope).await })
+    }
+
+    fn gateways(&mut self) -> Result<Vec<Gateway>> {
+        let state = self.with(|c| async move { State::read(&c).await })?;
+        Ok(state.gateways())
+    }
+
+    fn allow(&mut self, rule: &AllowRule) -> Result<()> {
+        self.with(|c| async move { allow(&c, rule).await })
+    }
+
+    fn disallow(&mut self, rule: &AllowRule) -> Result<()> {
+        self.with(|c| async move { disallow(&c, rule).await })
+    }
+
+    fn allow_rules(&mut self, tenant: Option<&TenantName>) -> Result<Vec<AllowRule>> {
+        let state = self.with(|c| async move { State::read(&c).await })?;
+        if let Some(t) = tenant {
+            state.require_tenant(t)?;
+        }
+        Ok(state.rules(tenant))
+    }
+
+    fn usage(&mut self) -> Result<(Pool, PoolUsage)> {
+        self.with(|c| async move {
+            let claims = claims(&c).await?;
+            let pool = operator_pool(&c).await?;
+            let usage = check::usage(&pool, &claims);
+            Ok((pool, usage))
+        })
+    }
+
+    fn check(&mut self) -> Result<Health> {
+        self.with(|c| async move { check::run(&c).await })
+    }
+
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        self.with(|c| async move { snapshot(&c).await })
     }
 }

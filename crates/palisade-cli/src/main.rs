@@ -1,6 +1,7 @@
 //! The `palisade` binary: parse the command line, open the store, run one
 //! command, print, exit. Also installable as `kubectl-palisade`.
 
+mod backend;
 mod cli;
 mod dashboard_cmds;
 mod kube_cmds;
@@ -75,43 +76,11 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
-/// Picks the handler of `cli`'s command; each is documented where it lives.
+/// Picks the handler of `cli`'s command and the store it works on; each
+/// handler is documented where it lives.
 fn run(cli: Cli) -> Result<ExitCode> {
-    if cli.store == cli::StoreKind::Kubernetes {
-        return kube_store::run(&cli);
-    }
     match &cli.command {
-        Command::Init(a) => store_cmds::init(&cli, a)?,
-        Command::Create(a) => store_cmds::create(&cli, a)?,
-        Command::Delete(a) => store_cmds::delete(&cli, a)?,
-        Command::List(a) => store_cmds::list(&cli, a)?,
-        Command::Stats => store_cmds::stats(&cli)?,
-        Command::Tenant(TenantCommand::Create(a)) | Command::CreateTenant(a) => {
-            store_cmds::tenant_create(&cli, a)?;
-        }
-        Command::Tenant(TenantCommand::Delete { tenant, cascade }) => {
-            store_cmds::tenant_delete(&cli, tenant, *cascade)?;
-        }
-        Command::Tenant(TenantCommand::List) => store_cmds::tenant_list(&cli)?,
-        Command::Tenant(TenantCommand::Show { tenant }) => store_cmds::tenant_show(&cli, tenant)?,
-        Command::Gateway(GatewayCommand::Create(target)) | Command::CreateGateway(target) => {
-            store_cmds::gateway_create(&cli, target)?;
-        }
-        Command::Gateway(GatewayCommand::Delete(target)) => {
-            store_cmds::gateway_delete(&cli, target)?;
-        }
-        Command::Gateway(GatewayCommand::List) => store_cmds::gateway_list(&cli)?,
-        Command::Allow(a) => store_cmds::allow(&cli, a)?,
-        Command::Disallow(a) => store_cmds::disallow(&cli, a)?,
-        Command::Rules(a) => store_cmds::rules(&cli, a)?,
-        Command::Import(a) => store_cmds::import(&cli, a)?,
-        Command::Check => return store_cmds::check(&cli),
-        Command::Render(a) => kube_cmds::render(a, &open(&cli)?.snapshot()?)?,
-        Command::Apply(a) => kube_cmds::apply(a, &open(&cli)?.snapshot()?)?,
         Command::Proxy { args } => return Ok(proxy_cmds::run_proxy(args)),
-        Command::ProxyConfig(a) => proxy_cmds::write_config(a, &open(&cli)?.snapshot()?)?,
-        Command::Lab(a) => return lab_cmds::run(&cli, a),
-        Command::Dashboard(a) => return dashboard_cmds::dashboard(a, state_path(&cli)?),
         Command::EgressCheck(a) => return dashboard_cmds::egress_check(a),
         Command::Completions { shell } => {
             // clap_complete panics on a failed write; write the script ourselves.
@@ -119,7 +88,56 @@ fn run(cli: Cli) -> Result<ExitCode> {
             clap_complete::generate(*shell, &mut Cli::command(), "palisade", &mut script);
             std::io::Write::write_all(&mut std::io::stdout().lock(), &script)
                 .map_err(output::StdoutError)?;
+            return Ok(ExitCode::SUCCESS);
         }
+        _ => {}
+    }
+    if cli.store == cli::StoreKind::Kubernetes {
+        kube_store::refuse_unsupported(&cli.command)?;
+        return run_verb(&mut kube_store::Kube::new()?, &cli);
+    }
+    match &cli.command {
+        Command::Init(a) => store_cmds::init(&cli, a)?,
+        Command::Apply(a) => kube_cmds::apply(a, &open(&cli)?.snapshot()?)?,
+        Command::Lab(a) => return lab_cmds::run(&cli, a),
+        Command::Dashboard(a) => return dashboard_cmds::dashboard(a, state_path(&cli)?),
+        _ => return run_verb(&mut backend::Sqlite::new(&cli), &cli),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The verbs both stores serve, over `b`.
+fn run_verb(b: &mut dyn backend::Backend, cli: &Cli) -> Result<ExitCode> {
+    let format = cli.output;
+    match &cli.command {
+        Command::Create(a) => store_cmds::create(b, format, a)?,
+        Command::Delete(a) => store_cmds::delete(b, a)?,
+        Command::List(a) => store_cmds::list(b, format, a)?,
+        Command::Stats => store_cmds::stats(b, format)?,
+        Command::Tenant(TenantCommand::Create(a)) | Command::CreateTenant(a) => {
+            store_cmds::tenant_create(b, a)?;
+        }
+        Command::Tenant(TenantCommand::Delete { tenant, cascade }) => {
+            store_cmds::tenant_delete(b, tenant, *cascade)?;
+        }
+        Command::Tenant(TenantCommand::List) => store_cmds::tenant_list(b, format)?,
+        Command::Tenant(TenantCommand::Show { tenant }) => {
+            store_cmds::tenant_show(b, format, tenant)?;
+        }
+        Command::Gateway(GatewayCommand::Create(target)) | Command::CreateGateway(target) => {
+            store_cmds::gateway_create(b, target)?;
+        }
+        Command::Gateway(GatewayCommand::Delete(target)) => store_cmds::gateway_delete(b, target)?,
+        Command::Gateway(GatewayCommand::List) => store_cmds::gateway_list(b, format)?,
+        Command::Allow(a) => store_cmds::allow(b, a)?,
+        Command::Disallow(a) => store_cmds::disallow(b, a)?,
+        Command::Rules(a) => store_cmds::rules(b, format, a)?,
+        Command::Import(a) => store_cmds::import(b, a)?,
+        Command::Check => return store_cmds::check(b),
+        Command::Render(a) => kube_cmds::render(a, &b.snapshot()?)?,
+        Command::ProxyConfig(a) => proxy_cmds::write_config(a, &b.snapshot()?)?,
+        // `run` handles the rest before it picks a store.
+        _ => anyhow::bail!("this command does not run on a store"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,20 +1,23 @@
-//! The verbs that work on the SQLite store, one handler each.
+//! The store verbs, one handler each, over either store (a [`Backend`]:
+//! SQLite or the cluster's custom resources).
 //!
-//! Every handler parses its arguments through the model before it opens the
-//! store, so bad input leaves the state untouched; then it makes one store
-//! call and prints. `main`'s dispatch only picks the handler.
+//! Every handler parses its arguments through the model before the backend
+//! touches anything, so bad input leaves the state untouched and gets the
+//! same one-line error on both stores; then it makes one backend call and
+//! prints. `main`'s dispatch only picks the handler and the backend.
 
+use crate::backend::{Backend, DeploymentRow, Removal, Rollout, TenantRow};
 use crate::cli::{
     Cli, CreateArgs, DeploymentRef, GatewayTarget, ImportArgs, InitArgs, ListArgs, RuleArgs,
     TenantCreateArgs,
 };
 use crate::output::{Format, columns, fields, outln, print};
-use crate::state::{deployment_name, labels, now, open, state_path, tenant_name};
+use crate::state::{deployment_name, labels, now, state_path, tenant_name};
 use anyhow::{Context, Result};
 use palisade_core::{
     AllowRule, EgressMode, EgressProfile, GatewayScope, Pool, Quota, SubnetLen, Tenant,
 };
-use palisade_store::{NewDeployment, Removed, Store};
+use palisade_store::{NewDeployment, Store};
 use serde::Serialize;
 use std::io::Read;
 use std::process::ExitCode;
@@ -69,7 +72,7 @@ pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {
 }
 
 /// `palisade create`: a deployment and its subnet (and its tenant, if new).
-pub fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
+pub fn create(b: &mut dyn Backend, format: Format, a: &CreateArgs) -> Result<()> {
     let new = NewDeployment {
         tenant: tenant_name(&a.tenant)?,
         name: deployment_name(&a.deployment)?,
@@ -83,10 +86,13 @@ pub fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
         labels: labels(&a.labels)?,
         workload: a.workload.spec()?,
     };
-    let created = open(cli)?.create_deployment(&new, now())?;
+    let created = b
+        .create_deployments(std::slice::from_ref(&new))?
+        .pop()
+        .context("the store created no deployment")?;
     let d = &created.deployment;
-    if cli.output != Format::Table {
-        return print(cli.output, d, || (vec![], vec![]));
+    if format != Format::Table {
+        return print(format, d, || (vec![], vec![]));
     }
     if created.tenant_created {
         outln!(
@@ -100,7 +106,7 @@ pub fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
         fields(&[
             ("tenant", d.tenant.to_string()),
             ("deployment", d.name.to_string()),
-            ("subnet", d.subnet.to_string()),
+            ("subnet", subnet(d)),
             ("image", d.image.to_string()),
             ("replicas", d.replicas.to_string()),
         ])
@@ -108,36 +114,47 @@ pub fn create(cli: &Cli, a: &CreateArgs) -> Result<()> {
     Ok(())
 }
 
-/// `palisade delete`: a deployment; its subnet is released.
-pub fn delete(cli: &Cli, a: &DeploymentRef) -> Result<()> {
-    let removed = open(cli)?.delete_deployment(
-        &tenant_name(&a.tenant)?,
-        &deployment_name(&a.deployment)?,
-        now(),
-    )?;
-    report_removed(&removed)?;
-    Ok(())
+/// A deployment's subnet, or why there is none yet.
+fn subnet(d: &DeploymentRow) -> String {
+    d.subnet.map_or_else(
+        || "<pending: the operator allocates it>".into(),
+        |s| s.to_string(),
+    )
 }
 
-/// `palisade list`: deployments and their subnets.
-pub fn list(cli: &Cli, a: &ListArgs) -> Result<()> {
+/// `palisade delete`: a deployment; its subnet is released.
+pub fn delete(b: &mut dyn Backend, a: &DeploymentRef) -> Result<()> {
+    let (tenant, name) = (tenant_name(&a.tenant)?, deployment_name(&a.deployment)?);
+    let removed = b.delete_deployment(&tenant, &name)?;
+    report_removed(&removed, b.deferred())
+}
+
+/// `palisade list`: deployments and their subnets (and, from the cluster,
+/// whether the operator reports them ready).
+pub fn list(b: &mut dyn Backend, format: Format, a: &ListArgs) -> Result<()> {
     let tenant = a.tenant.as_deref().map(tenant_name).transpose()?;
-    let deployments = open(cli)?.deployments(tenant.as_ref())?;
-    print(cli.output, &deployments, || {
+    let deployments = b.deployments(tenant.as_ref())?;
+    print(format, &deployments, || {
+        let with_rollout = deployments.iter().any(|d| d.rollout.is_some());
         let rows = deployments
             .iter()
             .map(|d| {
-                vec![
+                let mut row = vec![
                     d.tenant.to_string(),
                     d.name.to_string(),
-                    d.subnet.to_string(),
+                    d.subnet
+                        .map_or_else(|| "<pending>".into(), |s| s.to_string()),
                     d.image.to_string(),
                     d.replicas.to_string(),
                     join(&d.ports),
-                ]
+                ];
+                if with_rollout {
+                    row.push(ready(d.rollout.as_ref()));
+                }
+                row
             })
             .collect();
-        let header = vec![
+        let mut header = vec![
             "TENANT",
             "DEPLOYMENT",
             "SUBNET",
@@ -145,8 +162,15 @@ pub fn list(cli: &Cli, a: &ListArgs) -> Result<()> {
             "REPLICAS",
             "PORTS",
         ];
+        if with_rollout {
+            header.push("READY");
+        }
         (header, rows)
     })
+}
+
+fn ready(r: Option<&Rollout>) -> String {
+    r.map_or_else(|| "-".into(), |r| r.ready.clone())
 }
 
 /// What `palisade stats -o json` prints. Fields in name order: the
@@ -165,11 +189,9 @@ struct Stats {
 }
 
 /// `palisade stats`: pool capacity and utilisation.
-pub fn stats(cli: &Cli) -> Result<()> {
-    let mut store = open(cli)?;
-    let pool = store.pool()?;
-    let usage = store.usage(now())?;
-    if cli.output != Format::Table {
+pub fn stats(b: &mut dyn Backend, format: Format) -> Result<()> {
+    let (pool, usage) = b.usage()?;
+    if format != Format::Table {
         let stats = Stats {
             allocated: usage.allocated,
             capacity: usage.capacity,
@@ -181,7 +203,7 @@ pub fn stats(cli: &Cli) -> Result<()> {
             reuse_after_seconds: pool.reuse_after().as_secs(),
             utilisation: usage.utilisation(),
         };
-        return print(cli.output, &stats, || (vec![], vec![]));
+        return print(format, &stats, || (vec![], vec![]));
     }
     outln!(
         "{}",
@@ -201,7 +223,7 @@ pub fn stats(cli: &Cli) -> Result<()> {
 
 /// `palisade tenant create` (and `create-tenant`): a tenant with its quota,
 /// node pool and egress profile.
-pub fn tenant_create(cli: &Cli, a: &TenantCreateArgs) -> Result<()> {
+pub fn tenant_create(b: &mut dyn Backend, a: &TenantCreateArgs) -> Result<()> {
     let tenant = Tenant {
         name: tenant_name(&a.tenant)?,
         quota: Quota {
@@ -222,45 +244,53 @@ pub fn tenant_create(cli: &Cli, a: &TenantCreateArgs) -> Result<()> {
         labels: labels(&a.labels)?,
         created_at: now(),
     };
-    let port = open(cli)?.create_tenant(&tenant)?;
-    outln!(
-        "created tenant {} (namespace {}, egress-proxy port {port})",
-        tenant.name,
-        tenant.name.namespace()
-    )?;
+    let (name, ns) = (&tenant.name, tenant.name.namespace());
+    match b.create_tenant(&tenant)? {
+        Some(port) => outln!("created tenant {name} (namespace {ns}, egress-proxy port {port})")?,
+        None => outln!("created tenant {name} (namespace {ns})")?,
+    }
     Ok(())
 }
 
 /// `palisade tenant delete`: refused while it has deployments, unless `cascade`.
-pub fn tenant_delete(cli: &Cli, tenant: &str, cascade: bool) -> Result<()> {
+pub fn tenant_delete(b: &mut dyn Backend, tenant: &str, cascade: bool) -> Result<()> {
     let name = tenant_name(tenant)?;
-    let removed = open(cli)?.delete_tenant(&name, cascade, now())?;
-    report_removed(&removed)?;
-    outln!("deleted tenant {name}")?;
+    let removed = b.delete_tenant(&name, cascade)?;
+    report_removed(&removed, b.deferred())?;
+    if b.deferred() {
+        outln!("deleting tenant {name}: the operator deletes its deployments, then its namespace")?;
+    } else {
+        outln!("deleted tenant {name}")?;
+    }
     Ok(())
 }
 
 /// `palisade tenant list`.
-pub fn tenant_list(cli: &Cli) -> Result<()> {
-    let snapshot = open(cli)?.snapshot()?;
-    print(cli.output, &snapshot.tenants, || {
-        let rows = snapshot
-            .tenants
+pub fn tenant_list(b: &mut dyn Backend, format: Format) -> Result<()> {
+    let tenants = b.tenants()?;
+    print(format, &tenants, || {
+        let with_rollout = tenants.iter().any(|t| t.rollout.is_some());
+        let rows = tenants
             .iter()
-            .map(|t| {
-                vec![
+            .map(|row| {
+                let t = &row.tenant;
+                let mut cells = vec![
                     t.name.to_string(),
                     t.name.namespace(),
-                    snapshot.deployments_of(&t.name).count().to_string(),
+                    row.deployments.to_string(),
                     t.quota.cpu.to_string(),
                     t.quota.memory.to_string(),
                     t.quota.pods.to_string(),
                     t.node_pool.as_ref().map_or("-".into(), ToString::to_string),
                     egress(&t.egress),
-                ]
+                ];
+                if with_rollout {
+                    cells.push(ready(row.rollout.as_ref()));
+                }
+                cells
             })
             .collect();
-        let header = vec![
+        let mut header = vec![
             "TENANT",
             "NAMESPACE",
             "DEPLOYMENTS",
@@ -270,21 +300,23 @@ pub fn tenant_list(cli: &Cli) -> Result<()> {
             "NODE POOL",
             "EGRESS",
         ];
+        if with_rollout {
+            header.push("READY");
+        }
         (header, rows)
     })
 }
 
 /// `palisade tenant show`: one tenant with its deployments.
-pub fn tenant_show(cli: &Cli, tenant: &str) -> Result<()> {
+pub fn tenant_show(b: &mut dyn Backend, format: Format, tenant: &str) -> Result<()> {
     let name = tenant_name(tenant)?;
-    let mut store = open(cli)?;
-    let t = store.tenant(&name)?;
-    let deployments = store.deployments(Some(&name))?;
-    if cli.output != Format::Table {
+    let t = b.tenant(&name)?;
+    let deployments = b.deployments(Some(&name))?;
+    if format != Format::Table {
         // Through a JSON value, whose maps sort their keys: the output's
         // key order since the first release.
         let value = serde_json::json!({ "tenant": t, "deployments": deployments });
-        return print(cli.output, &value, || (vec![], vec![]));
+        return print(format, &value, || (vec![], vec![]));
     }
     outln!("{}", fields(&tenant_fields(&t, deployments.len())))?;
     if !deployments.is_empty() {
@@ -293,7 +325,8 @@ pub fn tenant_show(cli: &Cli, tenant: &str) -> Result<()> {
             .map(|d| {
                 vec![
                     d.name.to_string(),
-                    d.subnet.to_string(),
+                    d.subnet
+                        .map_or_else(|| "<pending>".into(), |s| s.to_string()),
                     d.image.to_string(),
                     d.replicas.to_string(),
                 ]
@@ -308,7 +341,8 @@ pub fn tenant_show(cli: &Cli, tenant: &str) -> Result<()> {
 }
 
 /// The `key: value` lines of `tenant show`.
-fn tenant_fields(t: &Tenant, deployments: usize) -> Vec<(&'static str, String)> {
+fn tenant_fields(row: &TenantRow, deployments: usize) -> Vec<(&'static str, String)> {
+    let t = &row.tenant;
     let labels = t
         .labels
         .iter()
@@ -316,7 +350,7 @@ fn tenant_fields(t: &Tenant, deployments: usize) -> Vec<(&'static str, String)> 
         .collect::<Vec<_>>()
         .join(",");
     let platform_default = || "- (platform default)".to_string();
-    vec![
+    let mut out = vec![
         ("tenant", t.name.to_string()),
         ("namespace", t.name.namespace()),
         (
@@ -344,7 +378,15 @@ fn tenant_fields(t: &Tenant, deployments: usize) -> Vec<(&'static str, String)> 
                 .or(t.egress.ip)
                 .map_or_else(platform_default, |ip| ip.to_string()),
         ),
-        ("egress-proxy port", t.proxy_port.to_string()),
+        (
+            "egress-proxy port",
+            // 0: the operator has not assigned one yet.
+            if t.proxy_port == 0 {
+                "<pending>".into()
+            } else {
+                t.proxy_port.to_string()
+            },
+        ),
         (
             "labels",
             if labels.is_empty() {
@@ -354,29 +396,33 @@ fn tenant_fields(t: &Tenant, deployments: usize) -> Vec<(&'static str, String)> 
             },
         ),
         ("deployments", deployments.to_string()),
-    ]
+    ];
+    if let Some(r) = &row.rollout {
+        out.push(("ready", r.ready.clone()));
+    }
+    out
 }
 
 /// `palisade gateway create` (and `create-gateway`).
-pub fn gateway_create(cli: &Cli, target: &GatewayTarget) -> Result<()> {
+pub fn gateway_create(b: &mut dyn Backend, target: &GatewayTarget) -> Result<()> {
     let scope = gateway_scope(target)?;
-    open(cli)?.create_gateway(&scope, now())?;
+    b.create_gateway(&scope)?;
     outln!("created gateway {}", scope.id())?;
     Ok(())
 }
 
 /// `palisade gateway delete`.
-pub fn gateway_delete(cli: &Cli, target: &GatewayTarget) -> Result<()> {
+pub fn gateway_delete(b: &mut dyn Backend, target: &GatewayTarget) -> Result<()> {
     let scope = gateway_scope(target)?;
-    open(cli)?.delete_gateway(&scope, now())?;
+    b.delete_gateway(&scope)?;
     outln!("deleted gateway {}", scope.id())?;
     Ok(())
 }
 
 /// `palisade gateway list`.
-pub fn gateway_list(cli: &Cli) -> Result<()> {
-    let gateways = open(cli)?.gateways()?;
-    print(cli.output, &gateways, || {
+pub fn gateway_list(b: &mut dyn Backend, format: Format) -> Result<()> {
+    let gateways = b.gateways()?;
+    print(format, &gateways, || {
         let rows = gateways
             .iter()
             .map(|g| {
@@ -395,26 +441,26 @@ pub fn gateway_list(cli: &Cli) -> Result<()> {
 }
 
 /// `palisade allow`: one deployment may reach another of its tenant.
-pub fn allow(cli: &Cli, a: &RuleArgs) -> Result<()> {
+pub fn allow(b: &mut dyn Backend, a: &RuleArgs) -> Result<()> {
     let rule = allow_rule(a)?;
-    open(cli)?.allow(&rule, now())?;
+    b.allow(&rule)?;
     outln!("allowed {rule}")?;
     Ok(())
 }
 
 /// `palisade disallow`: remove an allow rule.
-pub fn disallow(cli: &Cli, a: &RuleArgs) -> Result<()> {
+pub fn disallow(b: &mut dyn Backend, a: &RuleArgs) -> Result<()> {
     let rule = allow_rule(a)?;
-    open(cli)?.disallow(&rule, now())?;
+    b.disallow(&rule)?;
     outln!("removed allow rule {rule}")?;
     Ok(())
 }
 
 /// `palisade rules`: the allow rules.
-pub fn rules(cli: &Cli, a: &ListArgs) -> Result<()> {
+pub fn rules(b: &mut dyn Backend, format: Format, a: &ListArgs) -> Result<()> {
     let tenant = a.tenant.as_deref().map(tenant_name).transpose()?;
-    let rules = open(cli)?.allow_rules(tenant.as_ref())?;
-    print(cli.output, &rules, || {
+    let rules = b.allow_rules(tenant.as_ref())?;
+    print(format, &rules, || {
         let rows = rules
             .iter()
             .map(|r| {
@@ -431,7 +477,7 @@ pub fn rules(cli: &Cli, a: &ListArgs) -> Result<()> {
 }
 
 /// `palisade import`: many deployments from a YAML or JSON list, all or nothing.
-pub fn import(cli: &Cli, a: &ImportArgs) -> Result<()> {
+pub fn import(b: &mut dyn Backend, a: &ImportArgs) -> Result<()> {
     let text = if a.file.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -446,7 +492,7 @@ pub fn import(cli: &Cli, a: &ImportArgs) -> Result<()> {
     let batch: Vec<NewDeployment> = serde_yaml_ng::from_str(&text)
         .with_context(|| format!("invalid import file {}", a.file.display()))?;
     let started = Instant::now();
-    let created = open(cli)?.create_deployments(&batch, now())?;
+    let created = b.create_deployments(&batch)?;
     let tenants = created.iter().filter(|c| c.tenant_created).count();
     let secs = started.elapsed().as_secs_f64();
     outln!(
@@ -459,12 +505,9 @@ pub fn import(cli: &Cli, a: &ImportArgs) -> Result<()> {
 }
 
 /// `palisade check`: the store's integrity; failure on any problem.
-pub fn check(cli: &Cli) -> Result<ExitCode> {
-    let mut store = open(cli)?;
-    let problems = store.check()?;
-    if problems.is_empty() {
-        let usage = store.usage(now())?;
-        let tenants = store.tenants()?.len();
+pub fn check(b: &mut dyn Backend) -> Result<ExitCode> {
+    let health = b.check()?;
+    if let Some((tenants, usage)) = health.summary.filter(|_| health.problems.is_empty()) {
         outln!(
             "ok: {} tenants, {} deployments, {} recycled and {} quarantined subnets, no problems",
             tenants,
@@ -474,13 +517,13 @@ pub fn check(cli: &Cli) -> Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    for p in &problems {
+    for p in &health.problems {
         eprintln!("problem: {p}");
     }
     eprintln!(
         "error: {} problem(s) found in {}",
-        problems.len(),
-        store.path().display()
+        health.problems.len(),
+        health.place
     );
     Ok(ExitCode::FAILURE)
 }
@@ -543,14 +586,17 @@ fn allow_rule(a: &RuleArgs) -> Result<AllowRule> {
     })
 }
 
-fn report_removed(removed: &Removed) -> Result<()> {
-    for d in &removed.deployments {
-        outln!(
-            "deleted deployment {}/{}; subnet {} released for recycling",
-            d.tenant,
-            d.name,
-            d.subnet
-        )?;
+fn report_removed(removed: &Removal, deferred: bool) -> Result<()> {
+    for (tenant, name, subnet) in &removed.deployments {
+        match (deferred, subnet) {
+            (false, Some(s)) => {
+                outln!("deleted deployment {tenant}/{name}; subnet {s} released for recycling")?;
+            }
+            (_, Some(s)) => {
+                outln!("deleting deployment {tenant}/{name}; the operator releases subnet {s}")?;
+            }
+            (_, None) => outln!("deleting deployment {tenant}/{name} (no subnet allocated yet)")?,
+        }
     }
     for r in &removed.allow_rules {
         outln!("removed allow rule {r}")?;

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 const GV: &str = "palisade.io/v1alpha1";
+const GATEWAYS: &str = "gateway.networking.k8s.io/v1";
 
 struct Cluster {
     api: FakeApi,
@@ -138,7 +139,7 @@ async fn create_list_stats_delete_through_the_custom_resources() {
     let rows: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_eq!(rows[0]["tenant"], "acme");
-    assert_eq!(rows[0]["deployment"], "web");
+    assert_eq!(rows[0]["name"], "web");
     assert_eq!(rows[0]["subnet"], pool().subnet(0).to_string());
     let table = palisade(&c, &["list"]).await.stdout;
     assert!(table.starts_with("TENANT"), "{table}");
@@ -156,9 +157,14 @@ async fn create_list_stats_delete_through_the_custom_resources() {
     let tenants: Value =
         serde_json::from_str(&palisade(&c, &["tenant", "list", "-o", "json"]).await.stdout)
             .unwrap();
-    assert_eq!(tenants[0]["tenant"], "acme");
-    assert_eq!(tenants[0]["deployments"], 2);
+    assert_eq!(tenants[0]["name"], "acme");
     assert_eq!(tenants[0]["ready"], "True");
+    let table = palisade(&c, &["tenant", "list"]).await.stdout;
+    let acme = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        acme.starts_with("acme  ") && acme.contains(" 2 "),
+        "{table}"
+    );
 
     // stats: the pool from the operator's ConfigMap, the claims counted.
     c.api.insert(
@@ -200,7 +206,7 @@ async fn create_list_stats_delete_through_the_custom_resources() {
     // the operator then deletes the workloads first, then the tenant.
     one_line_error(
         &palisade(&c, &["tenant", "delete", "acme"]).await,
-        "tenant acme has 1 deployments; delete them first or pass --cascade",
+        "tenant acme still has 1 deployment(s); delete them first or pass --cascade",
     );
     let out = palisade(&c, &["tenant", "delete", "acme", "--cascade"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -212,7 +218,7 @@ async fn create_list_stats_delete_through_the_custom_resources() {
     assert!(c.api.all(GV, "subnetclaims").is_empty());
     one_line_error(
         &palisade(&c, &["tenant", "delete", "acme"]).await,
-        "no tenant acme",
+        "tenant acme not found",
     );
 }
 
@@ -236,8 +242,8 @@ async fn bad_input_is_a_one_line_error_and_sends_nothing() {
             &["create", "acme", "web", "nginx", "--port", "0"][..],
             "port",
         ),
-        (&["check"][..], "supports create, delete, list, stats"),
         (&["init", "--pool", "fd00::/48"][..], "PALISADE_POOL"),
+        (&["apply"][..], "the operator applies"),
     ] {
         let out = palisade(&c, args).await;
         one_line_error(&out, needle);
@@ -248,11 +254,11 @@ async fn bad_input_is_a_one_line_error_and_sends_nothing() {
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     one_line_error(
         &palisade(&c, &["create", "acme", "web", "nginx:alpine"]).await,
-        "deployment web already exists in tenant acme",
+        "deployment acme/web already exists (subnet <pending>)",
     );
     one_line_error(
         &palisade(&c, &["delete", "acme", "nope"]).await,
-        "no deployment nope in tenant acme",
+        "deployment acme/nope not found",
     );
 }
 
@@ -275,10 +281,7 @@ async fn an_unreachable_cluster_is_a_clear_error() {
     // kube's client also logs the failed connection; the last line is ours.
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("error: cannot list TenantDeployments"),
-        "{err}"
-    );
+    assert!(last.starts_with("error: cannot list Tenants"), "{err}");
     assert!(last.contains("Connection refused"), "{err}");
 }
 
@@ -289,5 +292,409 @@ async fn missing_crds_say_how_to_install_them() {
     one_line_error(
         &palisade(&c, &["list"]).await,
         "CRDs are not installed (kubectl apply -k deploy/crds)",
+    );
+}
+
+// ---- one model over two stores ----
+
+mod support;
+
+/// The SQLite store with the operator's pool, so both stores hand out the
+/// same subnets in the same order (the core's allocation rule).
+fn sqlite() -> support::Env {
+    let env = support::Env::new();
+    env.run(&[
+        "init",
+        "--pool",
+        "fd00:1234:5678::/48",
+        "--prefix-len",
+        "96",
+    ])
+    .ok();
+    env
+}
+
+/// The operator's ConfigMap, as deploy/ installs it, and the gateways'
+/// namespace of the platform.
+fn operator_config(api: &FakeApi) {
+    api.insert(
+        "v1",
+        "namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "palisade-gateways"}}),
+    );
+    api.insert(
+        "v1",
+        "configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "palisade-operator", "namespace": "palisade-system"},
+               "data": {"PALISADE_POOL": "fd00:1234:5678::/48", "PALISADE_PREFIX_LEN": "96"}}),
+    );
+}
+
+/// Drops what only one store knows: creation times (two runs), the
+/// operator's readiness report (the cluster's), and the egress-proxy port
+/// (SQLite assigns it at once, the operator later).
+fn comparable(mut v: Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for k in ["created_at", "ready", "ready_replicas", "proxy_port"] {
+                    m.remove(k);
+                }
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+/// Runs one write on both stores (the operator reconciling after it) and
+/// asserts both print the same.
+async fn both(c: &Cluster, ctx: &Ctx, db: &support::Env, args: &[&str]) -> String {
+    let local = db.run(args).ok();
+    let out = palisade(c, args).await;
+    assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+    reconcile_all(ctx).await;
+    reconcile_all(ctx).await;
+    assert_eq!(
+        out.stdout, local,
+        "{args:?} prints differently on the two stores"
+    );
+    local
+}
+
+/// Asserts every read verb prints the same rows on both stores.
+async fn same_reads(c: &Cluster, db: &support::Env) {
+    for args in [
+        &["list"][..],
+        &["list", "--tenant", "acme"],
+        &["tenant", "list"],
+        &["tenant", "show", "acme"],
+        &["gateway", "list"],
+        &["rules"],
+        &["rules", "--tenant", "acme"],
+        &["stats"],
+    ] {
+        let mut json = vec!["-o", "json"];
+        json.extend_from_slice(args);
+        let local: Value = serde_json::from_str(&db.run(&json).ok()).unwrap();
+        let out = palisade(c, &json).await;
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        let remote: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(comparable(remote), comparable(local), "{args:?}");
+    }
+    // Tables without a readiness column are byte-equal.
+    for args in [&["gateway", "list"][..], &["rules"], &["stats"]] {
+        assert_eq!(
+            palisade(c, args).await.stdout,
+            db.run(args).ok(),
+            "{args:?}"
+        );
+    }
+    let out = palisade(c, &["check"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, db.run(&["check"]).ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_verb_prints_the_same_rows_on_both_stores() {
+    let c = cluster().await;
+    operator_config(&c.api);
+    let ctx = operator(&c.api);
+    let db = sqlite();
+    let import = db.dir.path().join("import.yaml");
+    std::fs::write(
+        &import,
+        "- {tenant: beta, name: api, image: nginx:alpine, replicas: 2, ports: [8080]}\n\
+         - {tenant: beta, name: worker, image: busybox, ports: [9000], env: [{name: MODE, value: batch}]}\n",
+    )
+    .unwrap();
+    let import = import.to_str().unwrap();
+
+    // tenant create prints the port SQLite assigns; the operator assigns
+    // the cluster's later.
+    db.run(&[
+        "tenant",
+        "create",
+        "acme",
+        "--cpu",
+        "2",
+        "--egress-ip",
+        "10.0.0.5",
+    ])
+    .ok();
+    let out = palisade(
+        &c,
+        &[
+            "tenant",
+            "create",
+            "acme",
+            "--cpu",
+            "2",
+            "--egress-ip",
+            "10.0.0.5",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.stdout, "created tenant acme (namespace tenant-acme)\n",
+        "{}",
+        out.stderr
+    );
+    reconcile_all(&ctx).await;
+    for args in [
+        &[
+            "create",
+            "acme",
+            "web",
+            "nginx:alpine",
+            "2",
+            "--port",
+            "8080",
+            "--label",
+            "team=web",
+        ][..],
+        &[
+            "create",
+            "acme",
+            "db",
+            "postgres:16",
+            "--port",
+            "5432",
+            "--env-from-secret",
+            "PW=pg:password",
+        ],
+        &["allow", "acme", "web", "db", "--port", "5432"],
+        &["allow", "acme", "db", "web"],
+        &["gateway", "create", "per-tenant", "acme"],
+        &["create-gateway", "per-deployment", "acme", "web"],
+    ] {
+        // create's table says "pending" on the cluster; its JSON row is
+        // compared below through list.
+        if args[0] == "create" {
+            db.run(args).ok();
+            let out = palisade(&c, args).await;
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            reconcile_all(&ctx).await;
+        } else {
+            both(&c, &ctx, &db, args).await;
+        }
+    }
+    // The operator renders the gateways from where the CLI put them.
+    let gateway = |name: &str| {
+        c.api
+            .get(GATEWAYS, "gateways", Some("palisade-gateways"), name)
+            .is_some()
+    };
+    assert!(gateway("tenant-acme") && gateway("deployment-acme-web"));
+    db.run(&["import", import]).ok();
+    let out = palisade(&c, &["import", import]).await;
+    assert!(
+        out.stdout
+            .starts_with("imported 2 deployments (1 new tenants)"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    reconcile_all(&ctx).await;
+    reconcile_all(&ctx).await;
+    same_reads(&c, &db).await;
+    // The proxy's config from all tenants: the same sources and egress.
+    let local: Value = serde_yaml_ng::from_str(&db.run(&["proxy-config"]).ok()).unwrap();
+    let out = palisade(&c, &["proxy-config"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let remote: Value = serde_yaml_ng::from_str(&out.stdout).unwrap();
+    let without_ports = |mut v: Value| {
+        for t in v["tenants"].as_array_mut().unwrap() {
+            t.as_object_mut().unwrap().remove("listen_port");
+        }
+        v
+    };
+    assert_eq!(without_ports(remote), without_ports(local));
+
+    // Removals print the same lines, and the reads still agree.
+    for args in [
+        &["disallow", "acme", "db", "web"][..],
+        &["gateway", "delete", "per-tenant", "acme"],
+        &["gateway", "delete", "per-deployment", "acme", "web"],
+    ] {
+        both(&c, &ctx, &db, args).await;
+    }
+    assert!(!gateway("tenant-acme") && !gateway("deployment-acme-web"));
+    same_reads(&c, &db).await;
+    // Deleting db takes both rules naming it on both stores: its own
+    // allowFrom, and the entry in web's (a later db must not inherit it).
+    both(&c, &ctx, &db, &["allow", "acme", "db", "web"]).await;
+    let local = db.run(&["delete", "acme", "db"]).ok();
+    let out = palisade(&c, &["delete", "acme", "db"]).await;
+    let (first, rest) = out.stdout.split_once('\n').unwrap_or_default();
+    assert_eq!(
+        first,
+        format!(
+            "deleting deployment acme/db; the operator releases subnet {}",
+            pool().subnet(1)
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(rest, local.split_once('\n').unwrap_or_default().1);
+    assert_eq!(rest.lines().count(), 2, "{rest}");
+    for _ in 0..3 {
+        reconcile_all(&ctx).await;
+    }
+    same_reads(&c, &db).await;
+    let web = c
+        .api
+        .get(GV, "tenantdeployments", Some("tenant-acme"), "web")
+        .unwrap();
+    assert_eq!(web["spec"].get("allowFrom"), None, "{web}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_to_any_verb_is_refused_before_a_request_and_state_before_a_write() {
+    let c = cluster().await;
+    operator_config(&c.api);
+    let db = sqlite();
+    let bad_import = db.dir.path().join("bad.yaml");
+    std::fs::write(&bad_import, "- {tenant: beta, name: Api, image: nginx}\n").unwrap();
+    let bad_import = bad_import.to_str().unwrap();
+    // Parse errors: the same line on both stores, and not one request.
+    for args in [
+        &["allow", "acme", "web", "Db"][..],
+        &["allow", "acme", "web", "db", "--port", "70000"],
+        &["disallow", "Acme", "web", "db"],
+        &["gateway", "create", "per-tenant", "acme_x"],
+        &["gateway", "delete", "per-deployment", "acme", "we_b"],
+        &["tenant", "show", "ACME"],
+        &["tenant", "create", "acme", "--memory", "lots"],
+        &["rules", "--tenant", "a.b"],
+        &["import", bad_import],
+    ] {
+        let local = db.run(args);
+        let out = palisade(&c, args).await;
+        one_line_error(&out, "invalid");
+        assert_eq!(out.stderr, local.stderr, "{args:?}");
+    }
+    assert!(c.api.log().is_empty(), "{:?}", c.api.log());
+
+    // Refusals that need the state: the store's errors, and no write.
+    let ok = palisade(&c, &["create", "acme", "web", "nginx:alpine"]).await;
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    db.run(&["create", "acme", "web", "nginx:alpine"]).ok();
+    c.api.clear_log();
+    for args in [
+        &["allow", "acme", "web", "db"][..],
+        &["allow", "acme", "web", "web"],
+        &["disallow", "acme", "web", "db"],
+        &["gateway", "delete", "per-tenant", "acme"],
+        &["gateway", "create", "per-deployment", "acme", "db"],
+        &["tenant", "show", "nope"],
+        &["tenant", "create", "acme"],
+        &["delete", "acme", "db"],
+    ] {
+        let local = db.run(args);
+        assert_ne!(local.code, 0, "{args:?}");
+        let out = palisade(&c, args).await;
+        assert_ne!(out.code, 0, "{args:?}");
+        assert_eq!(out.stderr, local.stderr, "{args:?}");
+    }
+    assert!(c.api.writes().is_empty(), "{:?}", c.api.writes());
+
+    // An import naming a taken deployment creates none of its others.
+    let dup = db.dir.path().join("dup.yaml");
+    std::fs::write(
+        &dup,
+        "- {tenant: gamma, name: one, image: nginx}\n- {tenant: acme, name: web, image: nginx}\n",
+    )
+    .unwrap();
+    one_line_error(
+        &palisade(&c, &["import", dup.to_str().unwrap()]).await,
+        "deployment acme/web already exists",
+    );
+    assert!(c.api.writes().is_empty(), "{:?}", c.api.writes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_central_gateway_is_refused_with_the_reason() {
+    let c = cluster().await;
+    one_line_error(
+        &palisade(&c, &["gateway", "create", "central"]).await,
+        "does not support the central gateway",
+    );
+    assert!(c.api.writes().is_empty(), "{:?}", c.api.writes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_leaked_and_duplicate_claims_and_stale_pools() {
+    let c = cluster().await;
+    operator_config(&c.api);
+    let ctx = operator(&c.api);
+    for name in ["web", "db"] {
+        let out = palisade(&c, &["create", "acme", name, "nginx:alpine"]).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        reconcile_all(&ctx).await;
+    }
+    reconcile_all(&ctx).await;
+    let out = palisade(&c, &["check"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "ok: 1 tenants, 2 deployments, 0 recycled and 0 quarantined subnets, no problems\n"
+    );
+
+    let claim = |index: u128, deployment: &str, uid: &str| {
+        let subnet = pool().subnet(index);
+        json!({"apiVersion": GV, "kind": "SubnetClaim",
+               "metadata": {"name": palisade_operator::claim::claim_name(subnet)},
+               "spec": {"subnet": subnet.to_string(), "tenant": "acme",
+                        "namespace": "tenant-acme", "deployment": deployment,
+                        "workloadUid": uid}})
+    };
+    // A claim whose workload is gone, and a second claim of web's.
+    c.api
+        .insert(GV, "subnetclaims", claim(7, "gone", "uid-of-nothing"));
+    let web = c
+        .api
+        .get(GV, "tenantdeployments", Some("tenant-acme"), "web")
+        .unwrap();
+    let web_uid = web["metadata"]["uid"].as_str().unwrap();
+    c.api.insert(GV, "subnetclaims", claim(9, "web", web_uid));
+    // A Cilium pool left behind by a deleted deployment.
+    c.api.insert(
+        "cilium.io/v2alpha1",
+        "ciliumpodippools",
+        json!({"apiVersion": "cilium.io/v2alpha1", "kind": "CiliumPodIPPool",
+               "metadata": {"name": "acme.old", "labels": {"palisade.io/tenant": "acme"}},
+               "spec": {"ipv6": {"cidrs": [pool().subnet(0).to_string()], "maskSize": 112}}}),
+    );
+    c.api.clear_log();
+    let out = palisade(&c, &["check"]).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let problems: Vec<&str> = out.stderr.lines().collect();
+    let has = |needle: &str| {
+        problems
+            .iter()
+            .any(|l| l.starts_with("problem: ") && l.contains(needle))
+    };
+    assert!(has("leaked claim"), "{}", out.stderr);
+    assert!(
+        has("duplicate claims: deployment acme/web holds 2 subnets"),
+        "{}",
+        out.stderr
+    );
+    assert!(has("leaked CiliumPodIPPool acme.old"), "{}", out.stderr);
+    assert!(has("CiliumPodIPPools share"), "{}", out.stderr);
+    assert_eq!(
+        problems.last().copied(),
+        Some("error: 4 problem(s) found in the cluster")
+    );
+    assert!(
+        c.api.writes().is_empty(),
+        "check writes nothing: {:?}",
+        c.api.writes()
     );
 }

@@ -297,6 +297,14 @@ pub fn plan_tenant(
         gateways: Vec::new(),
         allow_rules: Vec::new(),
     };
+    if tenant.spec.gateway {
+        snapshot.gateways.push(Gateway {
+            scope: GatewayScope::PerTenant {
+                tenant: core.name.clone(),
+            },
+            created_at: Timestamp(0),
+        });
+    }
     let mut specs: BTreeMap<String, &TenantDeploymentSpec> = BTreeMap::new();
     let mut generations: BTreeMap<String, i64> = BTreeMap::new();
     let mut sorted: Vec<&TenantDeployment> = workloads

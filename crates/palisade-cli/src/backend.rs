@@ -1,0 +1,326 @@
+//! One model over two stores. Every verb's handler (`store_cmds.rs`) parses
+//! its input through the core model, makes one call on a [`Backend`] and
+//! prints what comes back. The SQLite store ([`Sqlite`]) and the cluster's
+//! custom resources (`kube_store::Kube`) both implement it and return the
+//! same rows, so `--store kubernetes` cannot drift into a second, smaller
+//! product: a verb exists once, with one parser and one printer.
+//!
+//! The trait is synchronous: the cluster implementation owns a
+//! current-thread runtime and blocks on each call, which keeps the
+//! handlers and the SQLite path free of async.
+
+use crate::cli::Cli;
+use crate::state::{now, open};
+use anyhow::{Context, Result};
+use ipnet::Ipv6Net;
+use palisade_core::allocator::{PoolUsage, Timestamp};
+use palisade_core::{
+    AllowRule, Deployment, DeploymentName, Gateway, GatewayScope, Image, Labels, Pool, Port,
+    Replicas, Snapshot, Tenant, TenantName, WorkloadSpec,
+};
+use palisade_store::{NewDeployment, Removed, Store};
+use serde::Serialize;
+
+/// Where state lives, as the verbs need it. Inputs are already parsed by
+/// the model: an implementation only checks what needs the stored state
+/// (existence, uniqueness) and refuses with the store's one-line errors.
+pub trait Backend {
+    /// Whether changes finish later, when the operator reconciles (the
+    /// cluster), rather than when the call returns (SQLite).
+    fn deferred(&self) -> bool;
+    /// Creates a tenant; the egress-proxy port it got, if assigned now.
+    fn create_tenant(&mut self, tenant: &Tenant) -> Result<Option<u16>>;
+    /// Deletes a tenant (with `cascade`, its deployments, rules, gateways).
+    fn delete_tenant(&mut self, name: &TenantName, cascade: bool) -> Result<Removal>;
+    /// Every tenant, by name.
+    fn tenants(&mut self) -> Result<Vec<TenantRow>>;
+    /// One tenant.
+    fn tenant(&mut self, name: &TenantName) -> Result<TenantRow>;
+    /// Creates deployments (and tenants on first use): all or nothing.
+    fn create_deployments(&mut self, batch: &[NewDeployment]) -> Result<Vec<CreatedRow>>;
+    /// Deletes a deployment with the rules and gateway that named it.
+    fn delete_deployment(&mut self, tenant: &TenantName, name: &DeploymentName) -> Result<Removal>;
+    /// Deployments by tenant and name; of one tenant if given.
+    fn deployments(&mut self, tenant: Option<&TenantName>) -> Result<Vec<DeploymentRow>>;
+    /// Adds the gateway of `scope`.
+    fn create_gateway(&mut self, scope: &GatewayScope) -> Result<()>;
+    /// Removes the gateway of `scope`.
+    fn delete_gateway(&mut self, scope: &GatewayScope) -> Result<()>;
+    /// Every gateway, by id.
+    fn gateways(&mut self) -> Result<Vec<Gateway>>;
+    /// Adds an allow rule.
+    fn allow(&mut self, rule: &AllowRule) -> Result<()>;
+    /// Removes an allow rule.
+    fn disallow(&mut self, rule: &AllowRule) -> Result<()>;
+    /// Allow rules by tenant, from, to, port; of one tenant if given.
+    fn allow_rules(&mut self, tenant: Option<&TenantName>) -> Result<Vec<AllowRule>>;
+    /// The pool and how it is used.
+    fn usage(&mut self) -> Result<(Pool, PoolUsage)>;
+    /// Integrity: every problem found, and the counts when there is none.
+    fn check(&mut self) -> Result<Health>;
+    /// Everything, for the compilers (render, proxy-config).
+    fn snapshot(&mut self) -> Result<Snapshot>;
+}
+
+/// One row of `list` (and of `create -o json`, `tenant show`): the stored
+/// deployment, plus what only the cluster knows. Fields in the order of
+/// the core `Deployment` this output was first printed from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeploymentRow {
+    /// Owning tenant.
+    pub tenant: TenantName,
+    /// Unique within the tenant.
+    pub name: DeploymentName,
+    /// What the pods run.
+    pub image: Image,
+    /// How many pods.
+    pub replicas: Replicas,
+    /// Ports, sorted and distinct.
+    pub ports: Vec<Port>,
+    /// None while the operator has not allocated it yet.
+    pub subnet: Option<Ipv6Net>,
+    /// User labels.
+    pub labels: Labels,
+    /// Environment, command, scratch directories and security profile.
+    #[serde(flatten)]
+    pub workload: WorkloadSpec,
+    /// When the deployment was created.
+    pub created_at: Timestamp,
+    /// The operator's report (the cluster only).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// What the operator reports about a deployment or tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rollout {
+    /// The `Ready` condition's status: `True`, `False` or `Unknown`.
+    pub ready: String,
+    /// Pods ready (deployments only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+}
+
+impl From<Deployment> for DeploymentRow {
+    fn from(d: Deployment) -> Self {
+        Self {
+            tenant: d.tenant,
+            name: d.name,
+            image: d.image,
+            replicas: d.replicas,
+            ports: d.ports,
+            subnet: Some(d.subnet),
+            labels: d.labels,
+            workload: d.workload,
+            created_at: d.created_at,
+            rollout: None,
+        }
+    }
+}
+
+impl DeploymentRow {
+    /// The core deployment, once it has a subnet.
+    pub fn deployment(&self) -> Option<Deployment> {
+        Some(Deployment {
+            tenant: self.tenant.clone(),
+            name: self.name.clone(),
+            image: self.image.clone(),
+            replicas: self.replicas,
+            ports: self.ports.clone(),
+            subnet: self.subnet?,
+            labels: self.labels.clone(),
+            workload: self.workload.clone(),
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// One row of `tenant list`: the stored tenant, its deployment count (for
+/// the table) and what only the cluster knows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantRow {
+    /// The tenant.
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// How many deployments it has.
+    #[serde(skip)]
+    pub deployments: usize,
+    /// The operator's report (the cluster only).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// What creating one deployment did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreatedRow {
+    /// The new deployment (its subnet pending on the cluster).
+    pub deployment: DeploymentRow,
+    /// Whether its tenant was created on first use.
+    pub tenant_created: bool,
+}
+
+/// What a delete removed (or, on the cluster, what the operator removes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Removal {
+    /// Deployments with their subnet (none if never allocated).
+    pub deployments: Vec<(TenantName, DeploymentName, Option<Ipv6Net>)>,
+    /// Allow rules that named a removed deployment.
+    pub allow_rules: Vec<AllowRule>,
+    /// Gateways that went with it.
+    pub gateways: Vec<GatewayScope>,
+}
+
+impl From<Removed> for Removal {
+    fn from(r: Removed) -> Self {
+        Self {
+            deployments: r
+                .deployments
+                .into_iter()
+                .map(|d| (d.tenant, d.name, Some(d.subnet)))
+                .collect(),
+            allow_rules: r.allow_rules,
+            gateways: r.gateways,
+        }
+    }
+}
+
+/// What `check` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// Each problem, for a person; empty when sound.
+    pub problems: Vec<String>,
+    /// Tenants counted and the pool's use, when sound.
+    pub summary: Option<(usize, PoolUsage)>,
+    /// What was checked (a file, a cluster).
+    pub place: String,
+}
+
+/// The SQLite store, opened on first use, so a handler's parse errors come
+/// before any file is touched.
+pub struct Sqlite<'a> {
+    cli: &'a Cli,
+    store: Option<Store>,
+}
+
+impl<'a> Sqlite<'a> {
+    /// The store `cli` names (`--state`, else the default location).
+    pub fn new(cli: &'a Cli) -> Self {
+        Self { cli, store: None }
+    }
+
+    fn store(&mut self) -> Result<&mut Store> {
+        if self.store.is_none() {
+            self.store = Some(open(self.cli)?);
+        }
+        self.store
+            .as_mut()
+            .context("the state database is not open")
+    }
+}
+
+impl Backend for Sqlite<'_> {
+    fn deferred(&self) -> bool {
+        false
+    }
+
+    fn create_tenant(&mut self, tenant: &Tenant) -> Result<Option<u16>> {
+        Ok(Some(self.store()?.create_tenant(tenant)?))
+    }
+
+    fn delete_tenant(&mut self, name: &TenantName, cascade: bool) -> Result<Removal> {
+        Ok(self.store()?.delete_tenant(name, cascade, now())?.into())
+    }
+
+    fn tenants(&mut self) -> Result<Vec<TenantRow>> {
+        let snapshot = self.store()?.snapshot()?;
+        Ok(snapshot
+            .tenants
+            .iter()
+            .map(|t| TenantRow {
+                deployments: snapshot.deployments_of(&t.name).count(),
+                tenant: t.clone(),
+                rollout: None,
+            })
+            .collect())
+    }
+
+    fn tenant(&mut self, name: &TenantName) -> Result<TenantRow> {
+        let store = self.store()?;
+        let tenant = store.tenant(name)?;
+        let deployments = store.deployments(Some(name))?.len();
+        Ok(TenantRow {
+            tenant,
+            deployments,
+            rollout: None,
+        })
+    }
+
+    fn create_deployments(&mut self, batch: &[NewDeployment]) -> Result<Vec<CreatedRow>> {
+        let created = self.store()?.create_deployments(batch, now())?;
+        Ok(created
+            .into_iter()
+            .map(|c| CreatedRow {
+                deployment: c.deployment.into(),
+                tenant_created: c.tenant_created,
+            })
+            .collect())
+    }
+
+    fn delete_deployment(&mut self, tenant: &TenantName, name: &DeploymentName) -> Result<Removal> {
+        Ok(self.store()?.delete_deployment(tenant, name, now())?.into())
+    }
+
+    fn deployments(&mut self, tenant: Option<&TenantName>) -> Result<Vec<DeploymentRow>> {
+        let rows = self.store()?.deployments(tenant)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    fn create_gateway(&mut self, scope: &GatewayScope) -> Result<()> {
+        self.store()?.create_gateway(scope, now())?;
+        Ok(())
+    }
+
+    fn delete_gateway(&mut self, scope: &GatewayScope) -> Result<()> {
+        Ok(self.store()?.delete_gateway(scope, now())?)
+    }
+
+    fn gateways(&mut self) -> Result<Vec<Gateway>> {
+        Ok(self.store()?.gateways()?)
+    }
+
+    fn allow(&mut self, rule: &AllowRule) -> Result<()> {
+        Ok(self.store()?.allow(rule, now())?)
+    }
+
+    fn disallow(&mut self, rule: &AllowRule) -> Result<()> {
+        Ok(self.store()?.disallow(rule, now())?)
+    }
+
+    fn allow_rules(&mut self, tenant: Option<&TenantName>) -> Result<Vec<AllowRule>> {
+        Ok(self.store()?.allow_rules(tenant)?)
+    }
+
+    fn usage(&mut self) -> Result<(Pool, PoolUsage)> {
+        let store = self.store()?;
+        Ok((store.pool()?, store.usage(now())?))
+    }
+
+    fn check(&mut self) -> Result<Health> {
+        let store = self.store()?;
+        let problems: Vec<String> = store.check()?.into_iter().map(|p| p.0).collect();
+        let summary = if problems.is_empty() {
+            Some((store.tenants()?.len(), store.usage(now())?))
+        } else {
+            None
+        };
+        Ok(Health {
+            problems,
+            summary,
+            place: store.path().display().to_string(),
+        })
+    }
+
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        Ok(self.store()?.snapshot()?)
+    }
+}
