@@ -38,7 +38,7 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Where state lives: the SQLite database, or the cluster's custom
-    /// resources (create, delete, list, stats, tenant create/delete/list).
+    /// resources (every store verb but init, apply, lab and dashboard).
     #[arg(long, global = true, value_enum, default_value_t = StoreKind::Sqlite)]
     pub store: StoreKind,
 
