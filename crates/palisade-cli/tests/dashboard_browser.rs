@@ -77,14 +77,18 @@ fn dashboard_and_egress_check_in_chromium() {
     st(&["create", "globex", "shop", "shop:2"]);
     st(&["create", "globex", "tmp", "tmp:1"]);
     st(&["delete", "globex", "tmp"]);
-    // A lab report with one disagreement: web reached db, which the model denies.
+    // A lab report with two disagreements: web reached db, which the model
+    // denies (the dataplane differs); the rendered objects let db reach
+    // api, which the model denies (the objects differ, naming the rule).
     let lab = dir.path().join("lab");
     std::fs::create_dir_all(&lab).unwrap();
     std::fs::write(
         lab.join("verify.json"),
         r#"{"generated_at": "2026-11-25T12:00:00Z", "probes": [
           {"from": "acme/api", "to": "acme/db", "port": 5432, "expected": true, "observed": true, "reason": "allow rule"},
-          {"from": "acme/web", "to": "acme/db", "port": 5432, "expected": false, "observed": true, "reason": "default deny"}
+          {"from": "acme/web", "to": "acme/db", "port": 5432, "expected": false, "observed": true, "reason": "default deny"},
+          {"from": "acme/db", "to": "acme/api", "port": 8080, "expected": false, "observed": false, "reason": "default deny",
+           "objects": {"allowed": true, "egress": "allow by CiliumNetworkPolicy tenant-acme/deployment-db spec.egress[0]", "ingress": "allow by CiliumNetworkPolicy tenant-acme/deployment-api spec.ingress[1]"}}
         ]}"#,
     )
     .unwrap();
@@ -154,7 +158,7 @@ fn dashboard_and_egress_check_in_chromium() {
         .env("EXPECT_TENANTS", "2")
         .env("EXPECT_DEPLOYMENTS", "3")
         .env("EXPECT_CELLS", "9")
-        .env("EXPECT_MISMATCHES", "1")
+        .env("EXPECT_DISAGREEMENTS", "2")
         .env("EXPECT_CAPACITY", "281474976710656")
         .env("SCREENSHOT_DIR", &shots)
         .env("WRITABLE_DASHBOARD_URL", &writable.url)
@@ -191,7 +195,43 @@ fn dashboard_and_egress_check_in_chromium() {
             "allowed", "denied", "allowed", // web -> ...
         ]
     );
-    assert_eq!(seen["matrix_mismatches"], 1);
+    assert_eq!(seen["matrix_disagreements"], 2);
+    let agreements: Vec<&str> = seen["matrix_agreements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        agreements,
+        [
+            "unprobed",
+            "agree-allow",
+            "unprobed", // api -> api, db, web
+            "disagree",
+            "unprobed",
+            "unprobed", // db -> ...
+            "unprobed",
+            "disagree",
+            "unprobed", // web -> ...
+        ]
+    );
+    // The page lists each disagreement with the leg that differs, and the
+    // objects' one names the object and rule.
+    let list = seen["matrix_disagreement_list"].as_array().unwrap();
+    let differs: Vec<&str> = list
+        .iter()
+        .map(|l| l["differs"].as_str().unwrap())
+        .collect();
+    assert_eq!(differs, ["objects", "dataplane"], "{list:?}");
+    let objects = list[0]["text"].as_str().unwrap();
+    assert!(
+        objects.contains("acme/db → acme/api port 8080")
+            && objects.contains(
+                "ingress allow by CiliumNetworkPolicy tenant-acme/deployment-api spec.ingress[1]"
+            ),
+        "{objects}"
+    );
 
     // The address the page showed is the one the origin saw: the tenant's
     // egress IP, not the pod's own 127.0.0.1.

@@ -242,7 +242,7 @@ function portVerdicts(p) {
   let s = `${p.port}: model ${p.allowed ? "allows" : "denies"} (${p.reason})`;
   if (p.objects !== null) s += `; objects ${p.objects ? "allow" : "deny"}${p.objects_rule ? ` (${p.objects_rule})` : ""}`;
   if (p.observed !== null) s += `; dataplane ${p.observed ? "open" : "closed"}`;
-  if (p.differs.length) s += ` — DISAGREE: ${p.differs.join(" and ")} ${p.differs.length > 1 ? "differ" : "differs"} from the model`;
+  if (p.differs.length) s += ` — DISAGREE (${p.differs.join(" and ")})`;
   return s;
 }
 
