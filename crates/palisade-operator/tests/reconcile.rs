@@ -685,6 +685,12 @@ async fn with_a_quarantine_a_released_subnet_waits_before_reuse() {
 async fn claims_and_invalid_specs_are_reported_as_events() {
     use kube::runtime::events::{Recorder, Reporter};
     let api = FakeApi::new();
+    // A workload lives in an existing namespace, where its events go.
+    api.insert(
+        "v1",
+        "namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tenant-acme"}}),
+    );
     add_workload(&api, "acme", "web", json!({"image": "nginx:alpine"}));
     let base = ctx(&api);
     let c = Ctx {
