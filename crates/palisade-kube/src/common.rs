@@ -73,17 +73,16 @@ pub(crate) fn service_account(metadata: ObjectMeta) -> ServiceAccount {
     }
 }
 
+/// A `{cpu, memory}` map: requests, limits, a LimitRange's defaults.
+pub(crate) fn cpu_memory(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([("cpu".to_owned(), q(cpu)), ("memory".to_owned(), q(memory))])
+}
+
 /// A container's CPU and memory requests and limits.
 pub(crate) fn resources(r: &Resources) -> ResourceRequirements {
     ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), q(&r.cpu_request)),
-            ("memory".to_owned(), q(&r.memory_request)),
-        ])),
-        limits: Some(BTreeMap::from([
-            ("cpu".to_owned(), q(&r.cpu_limit)),
-            ("memory".to_owned(), q(&r.memory_limit)),
-        ])),
+        requests: Some(cpu_memory(&r.cpu_request, &r.memory_request)),
+        limits: Some(cpu_memory(&r.cpu_limit, &r.memory_limit)),
         ..ResourceRequirements::default()
     }
 }

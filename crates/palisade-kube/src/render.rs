@@ -13,8 +13,8 @@
 
 use crate::Error;
 use crate::common::{
-    Labels, PodTemplate, deployment, labels, match_labels, meta, no_schedule, non_empty, pod_spec,
-    q, resources, service_account, service_port, tcp_port,
+    Labels, PodTemplate, cpu_memory, deployment, labels, match_labels, meta, no_schedule,
+    non_empty, pod_spec, q, resources, service_account, service_port, tcp_port,
 };
 use crate::crds::{
     AllowedRoutes, BackendRef, CiliumEgressGatewayPolicy, CiliumEgressGatewayPolicySpec,
@@ -1325,14 +1325,8 @@ fn limit_range(r: &Resources, ns: &str, own: &Labels) -> LimitRange {
         spec: Some(LimitRangeSpec {
             limits: vec![LimitRangeItem {
                 type_: "Container".into(),
-                default: Some(BTreeMap::from([
-                    ("cpu".to_owned(), q(&r.cpu_limit)),
-                    ("memory".to_owned(), q(&r.memory_limit)),
-                ])),
-                default_request: Some(BTreeMap::from([
-                    ("cpu".to_owned(), q(&r.cpu_request)),
-                    ("memory".to_owned(), q(&r.memory_request)),
-                ])),
+                default: Some(cpu_memory(&r.cpu_limit, &r.memory_limit)),
+                default_request: Some(cpu_memory(&r.cpu_request, &r.memory_request)),
                 ..LimitRangeItem::default()
             }],
         }),
