@@ -5,6 +5,8 @@
 //! its `examples/policies` tree (the files the docs include) and asserts
 //! the outcome the page states.
 
+mod support;
+
 use palisade_kube::eval::{
     ContainerPort, DecisionKind, Endpoint, EvalOptions, Identity, PolicySet, Proto, Unsupported,
 };
@@ -495,35 +497,12 @@ fn seed_hand_written_policies_give_the_described_reachability() {
 
 mod three_way {
     use super::*;
+    use crate::support::model::model_endpoints;
     use palisade_core::policy::{Endpoint as Model, Ports};
-    use palisade_core::{EgressMode, Policy, PolicyOptions, PortProto, Protocol, Snapshot};
+    use palisade_core::{Policy, PolicyOptions, PortProto, Protocol, Snapshot};
     use palisade_kube::eval::RenderedPolicy;
     use palisade_kube::{RenderOptions, fixtures};
     use std::collections::BTreeSet;
-
-    /// The model's endpoints: deployments, gateways, DNS, each proxy
-    /// tenant's proxy, the internet.
-    fn model_endpoints(snap: &Snapshot) -> Vec<Model> {
-        let mut out: Vec<Model> = snap
-            .deployments
-            .iter()
-            .map(|d| Model::deployment(&d.tenant, &d.name))
-            .collect();
-        out.extend(snap.gateways.iter().map(|g| Model::Gateway {
-            scope: g.scope.clone(),
-        }));
-        out.push(Model::ClusterDns);
-        out.extend(
-            snap.tenants
-                .iter()
-                .filter(|t| t.egress.mode == EgressMode::Proxy)
-                .map(|t| Model::EgressProxy {
-                    tenant: t.name.clone(),
-                }),
-        );
-        out.push(Model::Internet);
-        out
-    }
 
     /// Every port a model rule names, every deployment's ports, DNS, the
     /// proxy, HTTP, and ports nothing opens.

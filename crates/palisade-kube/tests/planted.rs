@@ -19,13 +19,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use palisade_core::policy::Endpoint as Model;
-use palisade_core::{EgressMode, Policy, PolicyOptions, PortProto, Protocol, Snapshot};
+use palisade_core::{Policy, PolicyOptions, PortProto, Protocol, Snapshot};
 use palisade_kube::eval::{DecisionKind, Endpoint, Identity, Proto, RenderedPolicy, Verdict};
 use palisade_kube::{RenderOptions, fixtures};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use support::model::model_endpoints;
 
 /// Where a probe goes: a model endpoint, or a platform address the model
 /// has no endpoint for (every tenant pod is denied it).
@@ -94,30 +97,6 @@ fn istio() -> RenderOptions {
         gateway_class: "istio".into(),
         ..RenderOptions::default()
     }
-}
-
-/// The model's endpoints: deployments, gateways, DNS, each proxy tenant's
-/// proxy, the internet.
-fn model_endpoints(snap: &Snapshot) -> Vec<Model> {
-    let mut out: Vec<Model> = snap
-        .deployments
-        .iter()
-        .map(|d| Model::deployment(&d.tenant, &d.name))
-        .collect();
-    out.extend(snap.gateways.iter().map(|g| Model::Gateway {
-        scope: g.scope.clone(),
-    }));
-    out.push(Model::ClusterDns);
-    out.extend(
-        snap.tenants
-            .iter()
-            .filter(|t| t.egress.mode == EgressMode::Proxy)
-            .map(|t| Model::EgressProxy {
-                tenant: t.name.clone(),
-            }),
-    );
-    out.push(Model::Internet);
-    out
 }
 
 /// Every port a deployment serves, DNS, the proxy, HTTP, and ports

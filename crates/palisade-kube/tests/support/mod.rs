@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod model;
+
 use std::path::{Path, PathBuf};
 
 /// Whether this is a CI run, where no test may skip.
