@@ -64,9 +64,6 @@ use palisade_proxy::compile::DomainRules;
 use palisade_proxy::config::DomainPattern;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// Name of the ConfigMap that records which tenant holds which proxy port.
 pub const PORT_LEDGER: &str = "palisade-proxy-ports";
@@ -254,7 +251,7 @@ fn snapshot(
                 core
             }
             (Err(e), _) => {
-                left_out.push((name, e.0));
+                left_out.push((name, desired::explain(&e)));
                 continue;
             }
             (_, Err(e)) => {
@@ -357,35 +354,59 @@ fn dynamic_api(
     }
 }
 
-/// Server-side applies `o` unless the live object carries its hash.
-async fn apply_changed(client: &Client, o: &Object) -> Result<bool, Error> {
-    let api = dynamic_api(client, &o.api_version, &o.kind, o.namespace.as_deref());
-    let want = o
-        .body
+/// What a platform reconcile remembers between passes, so that a pass
+/// whose output did not change makes no request at all.
+#[derive(Debug, Default)]
+pub struct PlatformState {
+    /// The ledger as last read or written.
+    ledger: Option<Ports>,
+    /// Object id → hash the API server is known to hold.
+    live: BTreeMap<String, String>,
+}
+
+impl PlatformState {
+    /// Forgets what is known of the cluster: the next pass reads every
+    /// object again and repairs what was changed behind the operator's back.
+    pub fn forget(&mut self) {
+        *self = Self::default();
+    }
+}
+
+fn hash_of(o: &Object) -> Option<&str> {
+    o.body
         .pointer("/metadata/annotations")
-        .and_then(|a| a.get(HASH_ANNOTATION));
+        .and_then(|a| a.get(HASH_ANNOTATION))
+        .and_then(Value::as_str)
+}
+
+/// Server-side applies `o` unless the API server holds its hash (known
+/// from an earlier pass, else read).
+async fn apply_changed(
+    client: &Client,
+    state: &mut PlatformState,
+    o: &Object,
+) -> Result<bool, Error> {
+    let (id, want) = (o.id(), hash_of(o).unwrap_or_default().to_owned());
+    if state.live.get(&id) == Some(&want) {
+        return Ok(false);
+    }
+    let api = dynamic_api(client, &o.api_version, &o.kind, o.namespace.as_deref());
     let live = api
         .get_opt(&o.name)
         .await
-        .map_err(Error::kube("read", o.id()))?;
-    if let Some(live) = live
-        && live
-            .annotations()
-            .get(HASH_ANNOTATION)
-            .map(|h| json!(h))
-            .as_ref()
-            == want
-    {
-        return Ok(false);
+        .map_err(Error::kube("read", id.clone()))?;
+    let written = live.is_none_or(|l| l.annotations().get(HASH_ANNOTATION) != Some(&want));
+    if written {
+        api.patch(
+            &o.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&o.body),
+        )
+        .await
+        .map_err(Error::kube("apply", id.clone()))?;
     }
-    api.patch(
-        &o.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&o.body),
-    )
-    .await
-    .map_err(Error::kube("apply", o.id()))?;
-    Ok(true)
+    state.live.insert(id, want);
+    Ok(written)
 }
 
 /// Uids in `ledger` whose tenant the API server no longer has.
@@ -411,7 +432,12 @@ async fn released(
 /// Reads the ledger, assigns ports, and writes the ledger back at the
 /// version it was read (a 409 means someone else decided first: the
 /// caller retries with a fresh read).
-async fn allocate_ports(ctx: &Ctx, tenants: &[Tenant]) -> Result<Assignment, Error> {
+async fn allocate_ports(
+    ctx: &Ctx,
+    state: &mut PlatformState,
+    tenants: &[Tenant],
+    namespace: Option<&Object>,
+) -> Result<Assignment, Error> {
     let ns = ctx.config.render.proxy.namespace.clone();
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let current = api
@@ -430,8 +456,13 @@ async fn allocate_ports(ctx: &Ctx, tenants: &[Tenant]) -> Result<Assignment, Err
     let uids: BTreeSet<String> = tenants.iter().filter_map(|t| t.uid()).collect();
     let gone = released(&ctx.client, &ledger, &uids).await?;
     let assignment = assign(&ledger, &live, &gone);
+    state.ledger = Some(ledger);
     if !assignment.changed {
         return Ok(assignment);
+    }
+    // The ledger lives in the proxy's namespace.
+    if let Some(ns) = namespace {
+        apply_changed(&ctx.client, state, ns).await?;
     }
     let mut cm = current.unwrap_or_default();
     cm.metadata.name = Some(PORT_LEDGER.into());
@@ -445,7 +476,12 @@ async fn allocate_ports(ctx: &Ctx, tenants: &[Tenant]) -> Result<Assignment, Err
         Some(_) => api.replace(PORT_LEDGER, &PostParams::default(), &cm).await,
         None => api.create(&PostParams::default(), &cm).await,
     };
-    written.map_err(Error::kube("write", PORT_LEDGER))?;
+    if let Err(e) = written {
+        // Someone else decided first (409), or the write failed: read again.
+        state.ledger = None;
+        return Err(Error::kube("write", PORT_LEDGER)(e));
+    }
+    state.ledger = Some(assignment.ports.clone());
     Ok(assignment)
 }
 
@@ -486,11 +522,30 @@ pub struct PlatformOutcome {
     pub left_out: Vec<(String, String)>,
 }
 
+/// The ports from the ledger this process knows, if it needs no change
+/// (no tenant without a port, no holder missing from `tenants`): then
+/// nothing needs reading.
+fn known_ports(state: &PlatformState, tenants: &[Tenant]) -> Option<Assignment> {
+    let ledger = state.ledger.as_ref()?;
+    let uids: BTreeSet<String> = tenants.iter().filter_map(|t| t.uid()).collect();
+    if ledger.0.values().any(|h| !uids.contains(&h.uid)) {
+        return None;
+    }
+    let live: Vec<&Tenant> = tenants
+        .iter()
+        .filter(|t| t.metadata.deletion_timestamp.is_none())
+        .collect();
+    let a = assign(ledger, &live, &BTreeSet::new());
+    (!a.changed).then_some(a)
+}
+
 /// Renders the platform from every tenant, workload and claim (from the
-/// caches: this makes no LIST) and applies what changed. Call it after
-/// any of them changed; it is idempotent.
+/// caches: this makes no LIST) and applies what changed; a pass whose
+/// result `state` already knows to be live makes no request. Call it
+/// after any of them changed.
 pub async fn reconcile_platform(
     ctx: &Ctx,
+    state: &mut PlatformState,
     tenants: &[Tenant],
     workloads: &[TenantDeployment],
     claims: &[SubnetClaim],
@@ -498,22 +553,23 @@ pub async fn reconcile_platform(
     let render = |ports: &Ports| {
         plan(&ctx.config, tenants, workloads, claims, ports).map_err(Error::Platform)
     };
-    // The ledger lives in the proxy's namespace: apply that first.
-    let first = render(&Ports::default())?;
-    let ns = &ctx.config.render.proxy.namespace;
-    let mut applied = 0;
-    for o in first
-        .objects
-        .iter()
-        .filter(|o| o.kind == "Namespace" && &o.name == ns)
-    {
-        applied += usize::from(apply_changed(&ctx.client, o).await?);
-    }
-    let assignment = allocate_ports(ctx, tenants).await?;
+    let assignment = match known_ports(state, tenants) {
+        Some(a) => a,
+        None => {
+            let first = render(state.ledger.as_ref().unwrap_or(&Ports::default()))?;
+            let ns = &ctx.config.render.proxy.namespace;
+            let namespace = first
+                .objects
+                .iter()
+                .find(|o| o.kind == "Namespace" && &o.name == ns);
+            allocate_ports(ctx, state, tenants, namespace).await?
+        }
+    };
     record_ports(ctx, tenants, &assignment.ports).await?;
     let plan = render(&assignment.ports)?;
+    let mut applied = 0;
     for o in &plan.objects {
-        applied += usize::from(apply_changed(&ctx.client, o).await?);
+        applied += usize::from(apply_changed(&ctx.client, state, o).await?);
     }
     let mut left_out = plan.left_out;
     left_out.extend(assignment.conflicts);
@@ -523,82 +579,76 @@ pub async fn reconcile_platform(
     Ok(PlatformOutcome { applied, left_out })
 }
 
-/// How often [`run`] compares the caches with what the platform was last
-/// rendered from: changes within it are rendered once.
-const POLL: Duration = Duration::from_secs(1);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::TenantSpec;
 
-/// What the platform is rendered from, in one number: every tenant's,
-/// workload's and claim's uid and resourceVersion.
-fn fingerprint(ctx: &Ctx) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    let mut add = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        (&meta.uid, &meta.resource_version).hash(&mut h);
-    };
-    ctx.caches
-        .tenants
-        .state()
-        .iter()
-        .for_each(|t| add(&t.metadata));
-    ctx.caches
-        .workloads
-        .state()
-        .iter()
-        .for_each(|w| add(&w.metadata));
-    ctx.caches
-        .claims
-        .state()
-        .iter()
-        .for_each(|c| add(&c.metadata));
-    h.finish()
-}
-
-/// `e` and its causes, each once.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out = format!("{out}: {c}");
-        cause = c.source();
+    fn tenant(name: &str, port: Option<u16>) -> Tenant {
+        let mut t = Tenant::new(
+            name,
+            TenantSpec {
+                proxy_port: port,
+                ..TenantSpec::default()
+            },
+        );
+        t.metadata.uid = Some(format!("uid-{name}"));
+        t
     }
-    out
-}
 
-fn owned<K: Clone>(items: Vec<Arc<K>>) -> Vec<K> {
-    items.iter().map(|i| (**i).clone()).collect()
-}
+    fn ports(a: &Assignment) -> Vec<(u16, &str)> {
+        a.ports
+            .0
+            .iter()
+            .map(|(p, h)| (*p, h.tenant.as_str()))
+            .collect()
+    }
 
-/// Keeps the platform reconciled from the caches (start it once they are
-/// synced; it runs until dropped): after any tenant, workload or claim
-/// changed, and once per resync (drift repair). Failures back off with
-/// jitter ([`crate::status::backoff_delay`]).
-pub async fn run(ctx: Arc<Ctx>) {
-    let mut done: Option<(u64, Instant)> = None;
-    let mut failures = 0u32;
-    loop {
-        let key = fingerprint(&ctx);
-        let due = done.is_none_or(|(k, at)| k != key || at.elapsed() >= ctx.config.resync);
-        if due {
-            let tenants = owned(ctx.caches.tenants.state());
-            let workloads = owned(ctx.caches.workloads.state());
-            let claims = owned(ctx.caches.claims.state());
-            match reconcile_platform(&ctx, &tenants, &workloads, &claims).await {
-                Ok(o) => {
-                    if o.applied > 0 {
-                        tracing::info!(applied = o.applied, "platform reconciled");
-                    }
-                    done = Some((key, Instant::now()));
-                    failures = 0;
-                }
-                Err(e) => {
-                    failures += 1;
-                    let random = std::collections::hash_map::RandomState::new().hash_one(failures);
-                    let delay = crate::status::backoff_delay(failures, random);
-                    tracing::error!(error = %chain(&e), retry_in = ?delay, "platform reconcile failed");
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-            }
-        }
-        tokio::time::sleep(POLL).await;
+    #[test]
+    fn ports_stay_with_their_tenant_and_new_ones_take_the_lowest_free() {
+        let (a, b, c) = (tenant("a", None), tenant("b", None), tenant("c", None));
+        let first = assign(&Ports::default(), &[&b, &a], &BTreeSet::new());
+        assert_eq!(ports(&first), [(20000, "a"), (20001, "b")]);
+        assert!(first.changed);
+        // a's tenant is gone: its port is free again, b keeps its own.
+        let gone = BTreeSet::from(["uid-a".to_owned()]);
+        let next = assign(&first.ports, &[&b, &c], &gone);
+        assert_eq!(ports(&next), [(20000, "c"), (20001, "b")]);
+        // Nothing new: nothing to write.
+        assert!(!assign(&next.ports, &[&b, &c], &BTreeSet::new()).changed);
+        // A missing tenant that is not known to be gone keeps its port.
+        let kept = assign(&next.ports, &[&b], &BTreeSet::new());
+        assert_eq!(ports(&kept), [(20000, "c"), (20001, "b")]);
+    }
+
+    #[test]
+    fn a_users_port_is_claimed_if_free_and_a_taken_one_is_a_conflict() {
+        let a = tenant("a", None);
+        let b = tenant("b", Some(20000));
+        let first = assign(&Ports::default(), &[&a], &BTreeSet::new());
+        let next = assign(&first.ports, &[&a, &b], &BTreeSet::new());
+        assert_eq!(ports(&next), [(20000, "a")]);
+        assert_eq!(next.conflicts.len(), 1);
+        assert!(
+            next.conflicts[0].1.contains("tenant \"a\"'s"),
+            "{:?}",
+            next.conflicts
+        );
+        // Moving to a free port moves the tenant's entry.
+        let b = tenant("b", Some(20005));
+        let moved = assign(&next.ports, &[&a, &b], &BTreeSet::new());
+        assert_eq!(ports(&moved), [(20000, "a"), (20005, "b")]);
+        let b = tenant("b", Some(20006));
+        let again = assign(&moved.ports, &[&a, &b], &BTreeSet::new());
+        assert_eq!(ports(&again), [(20000, "a"), (20006, "b")]);
+    }
+
+    #[test]
+    fn the_ledger_round_trips_through_config_map_data() {
+        let a = tenant("a", None);
+        let p = assign(&Ports::default(), &[&a], &BTreeSet::new()).ports;
+        let data = p.to_data();
+        assert_eq!(data["20000"], "a uid-a");
+        assert_eq!(Ports::from_data(&data), p);
     }
 }
