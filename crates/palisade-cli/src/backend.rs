@@ -18,8 +18,10 @@ use palisade_core::{
     AllowRule, Deployment, DeploymentName, Gateway, GatewayScope, Image, Labels, Pool, Port,
     Replicas, Snapshot, Tenant, TenantName, WorkloadSpec,
 };
+use palisade_proxy::compile::DomainRules;
 use palisade_store::{NewDeployment, Removed, Store};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Where state lives, as the verbs need it. Inputs are already parsed by
 /// the model: an implementation only checks what needs the stored state
@@ -60,6 +62,9 @@ pub trait Backend {
     fn check(&mut self) -> Result<Health>;
     /// Everything, for the compilers (render, proxy-config).
     fn snapshot(&mut self) -> Result<Snapshot>;
+    /// Each tenant's egress-proxy destination domain rules, which the
+    /// model does not hold (none on SQLite).
+    fn domain_rules(&mut self) -> Result<BTreeMap<TenantName, DomainRules>>;
 }
 
 /// One row of `list` (and of `create -o json`, `tenant show`): the stored
@@ -322,5 +327,9 @@ impl Backend for Sqlite<'_> {
 
     fn snapshot(&mut self) -> Result<Snapshot> {
         Ok(self.store()?.snapshot()?)
+    }
+
+    fn domain_rules(&mut self) -> Result<BTreeMap<TenantName, DomainRules>> {
+        Ok(BTreeMap::new())
     }
 }

@@ -33,6 +33,7 @@ use palisade_core::{
 use palisade_operator::crd::{AllowFrom, GatewayMode, SubnetClaim, TenantDeployment};
 use palisade_operator::kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use palisade_operator::kube::{Client, ResourceExt};
+use palisade_proxy::compile::DomainRules;
 use palisade_store::{NewDeployment, StoreError};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -739,5 +740,22 @@ impl Backend for Kube {
 
     fn snapshot(&mut self) -> Result<Snapshot> {
         self.with(|c| async move { snapshot(&c).await })
+    }
+
+    fn domain_rules(&mut self) -> Result<BTreeMap<TenantName, DomainRules>> {
+        let state = self.with(|c| async move { State::read(&c).await })?;
+        Ok(state
+            .tenants
+            .iter()
+            .filter_map(|t| {
+                let name = t.name_any().parse().ok()?;
+                let e = &t.spec.egress;
+                let rules = DomainRules {
+                    allow: e.allowed_domains.clone(),
+                    deny: e.denied_domains.clone(),
+                };
+                Some((name, rules))
+            })
+            .collect())
     }
 }

@@ -135,7 +135,9 @@ fn run_verb(b: &mut dyn backend::Backend, cli: &Cli) -> Result<ExitCode> {
         Command::Import(a) => store_cmds::import(b, a)?,
         Command::Check => return store_cmds::check(b),
         Command::Render(a) => kube_cmds::render(a, &b.snapshot()?)?,
-        Command::ProxyConfig(a) => proxy_cmds::write_config(a, &b.snapshot()?)?,
+        Command::ProxyConfig(a) => {
+            proxy_cmds::write_config(a, &b.snapshot()?, b.domain_rules()?)?;
+        }
         // `run` handles the rest before it picks a store.
         _ => anyhow::bail!("this command does not run on a store"),
     }

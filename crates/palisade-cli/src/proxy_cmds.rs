@@ -6,9 +6,10 @@
 //! address — travels through its YAML config, which this module writes.
 
 use anyhow::{Context, Result};
-use palisade_core::Snapshot;
-use palisade_proxy::compile::{self, CompileOptions};
+use palisade_core::{Snapshot, TenantName};
+use palisade_proxy::compile::{self, CompileOptions, DomainRules};
 use palisade_proxy::config::ProxyConfig;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,8 +43,14 @@ pub fn run_proxy(args: &[String]) -> ExitCode {
 
 /// The proxy configuration for `snapshot` with the flags' listeners,
 /// cluster ranges and default egress: [`palisade_proxy::compile::config`],
-/// the one compiler the lab, `palisade render` and the operator use too.
-pub fn proxy_config(args: &ProxyConfigArgs, snapshot: &Snapshot) -> Result<ProxyConfig> {
+/// the one compiler the lab, `palisade render` and the operator use too;
+/// `domains` are the tenants' destination rules (the cluster's `Tenant`
+/// resources hold them, the SQLite store none).
+pub fn proxy_config(
+    args: &ProxyConfigArgs,
+    snapshot: &Snapshot,
+    domains: BTreeMap<TenantName, DomainRules>,
+) -> Result<ProxyConfig> {
     let options = CompileOptions {
         base: ProxyConfig {
             listen: args.listen,
@@ -52,14 +59,19 @@ pub fn proxy_config(args: &ProxyConfigArgs, snapshot: &Snapshot) -> Result<Proxy
             default_egress: compile::egress(args.default_egress.iter().copied()),
             ..ProxyConfig::default()
         },
+        domains,
         ..CompileOptions::default()
     };
     Ok(compile::config(snapshot, &options)?)
 }
 
 /// Runs `palisade proxy-config`.
-pub fn write_config(args: &ProxyConfigArgs, snapshot: &Snapshot) -> Result<()> {
-    let yaml = proxy_config(args, snapshot)?
+pub fn write_config(
+    args: &ProxyConfigArgs,
+    snapshot: &Snapshot,
+    domains: BTreeMap<TenantName, DomainRules>,
+) -> Result<()> {
+    let yaml = proxy_config(args, snapshot, domains)?
         .to_yaml()
         .context("failed to serialise the proxy config")?;
     match &args.out {
@@ -97,7 +109,7 @@ mod tests {
         snapshot.tenants[0].proxy_port = 20000;
         snapshot.tenants[1].proxy_port = 0; // from a store before ports
         let args = Args::parse_from(["x"]).config;
-        let yaml = proxy_config(&args, &snapshot)
+        let yaml = proxy_config(&args, &snapshot, BTreeMap::new())
             .and_then(|c| Ok(c.to_yaml()?))
             .unwrap_or_default();
         let back = ProxyConfig::from_yaml(&yaml).unwrap_or_default();

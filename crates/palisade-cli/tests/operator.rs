@@ -698,3 +698,40 @@ async fn check_finds_leaked_and_duplicate_claims_and_stale_pools() {
         c.api.writes()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_config_from_the_cluster_carries_each_tenants_domain_rules() {
+    let c = cluster().await;
+    operator_config(&c.api);
+    let ctx = operator(&c.api);
+    let out = palisade(&c, &["create", "acme", "web", "nginx:alpine"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    reconcile_all(&ctx).await;
+    reconcile_all(&ctx).await;
+    // What a user writes into the Tenant (no CLI flag sets it).
+    let set_domains = |allow: &str| {
+        let mut t = c.api.get(GV, "tenants", None, "acme").unwrap();
+        t["spec"]["egress"]["allowedDomains"] = json!([allow]);
+        t["spec"]["egress"]["deniedDomains"] = json!(["evil.example.com"]);
+        c.api.insert(GV, "tenants", t);
+    };
+    set_domains("*.stripe.com");
+    let out = palisade(&c, &["proxy-config"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let config: Value = serde_yaml_ng::from_str(&out.stdout).unwrap();
+    let acme = &config["tenants"][0];
+    assert_eq!(acme["name"], "acme", "{config}");
+    assert_eq!(acme["allow_domains"], json!(["*.stripe.com"]), "{config}");
+    assert_eq!(
+        acme["deny_domains"],
+        json!(["evil.example.com"]),
+        "{config}"
+    );
+    assert_eq!(acme["sources"][0]["prefix"], pool().subnet(0).to_string());
+    // A rule the proxy could not load is refused, naming the tenant.
+    set_domains("not a domain");
+    one_line_error(
+        &palisade(&c, &["proxy-config"]).await,
+        "invalid domain rule of tenant acme",
+    );
+}
