@@ -24,6 +24,13 @@ use std::collections::BTreeMap;
 /// Label on every object Palisade renders; `apply` prunes by it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "palisade");
 
+/// The node label the installer sets once `runsc` is registered; the
+/// `gvisor` RuntimeClass selects it (`scheduling.nodeSelector`), so no
+/// sandboxed pod lands on a node that cannot run it. Here rather than in
+/// `cluster`, which writes it, so that `render`, which selects it, does not
+/// import `cluster` (which imports `render`'s node-pool names).
+pub const GVISOR_READY_LABEL: (&str, &str) = ("palisade.io/gvisor", "ready");
+
 /// Labels or annotations of an object.
 pub(crate) type Labels = BTreeMap<String, String>;
 

@@ -831,7 +831,7 @@ impl Cx<'_> {
     }
 
     fn platform(&self) -> Result<Vec<Object>, Error> {
-        let (key, value) = crate::cluster::GVISOR_READY_LABEL;
+        let (key, value) = crate::common::GVISOR_READY_LABEL;
         let mut out = vec![Object::new(&RuntimeClass {
             metadata: meta(&self.options.runtime_class, None, &labels([MANAGED_BY])),
             handler: "runsc".into(),

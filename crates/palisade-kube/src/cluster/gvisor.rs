@@ -15,10 +15,7 @@
 use super::ClusterError;
 use serde_json::{Value, json};
 
-/// The node label the installer sets once `runsc` is registered; the
-/// `gvisor` RuntimeClass selects it (`scheduling.nodeSelector`), so no
-/// sandboxed pod lands on a node that cannot run it.
-pub const GVISOR_READY_LABEL: (&str, &str) = ("palisade.io/gvisor", "ready");
+pub use crate::common::GVISOR_READY_LABEL;
 
 /// The containerd shim type of `runsc` (gVisor containerd configuration docs).
 pub const RUNSC_RUNTIME_TYPE: &str = "io.containerd.runsc.v1";
