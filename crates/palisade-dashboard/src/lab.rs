@@ -6,11 +6,8 @@
 //! what the policy model says. Its schema is the lab's own type
 //! ([`FileReport`], declared once in `palisade_lab::verify`).
 
-pub use palisade_lab::verify::{FileProbe, FileReport, ObjectsVerdict};
+pub use palisade_lab::verify::{FileProbe, FileReport, ObjectsVerdict, VERIFY_FILE};
 use std::path::{Path, PathBuf};
-
-/// File name of the report inside the lab directory.
-pub const VERIFY_FILE: &str = "verify.json";
 
 /// Why a report could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -298,7 +298,7 @@ impl Lab {
 
     /// Where `verify` writes its last report.
     pub fn verify_path(&self) -> PathBuf {
-        self.dir.join("verify.json")
+        self.dir.join(crate::verify::VERIFY_FILE)
     }
 
     fn log_path(&self, netns: &str) -> PathBuf {

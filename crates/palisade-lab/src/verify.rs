@@ -188,6 +188,9 @@ impl Report {
     }
 }
 
+/// The file name of [`FileReport`] in the lab directory.
+pub const VERIFY_FILE: &str = "verify.json";
+
 /// `<lab dir>/verify.json`: the last `verify`, one record per probe with
 /// its three verdicts (model, objects, dataplane). The dashboard reads the
 /// file with this type, so its schema is declared once.
