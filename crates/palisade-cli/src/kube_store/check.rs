@@ -119,7 +119,7 @@ fn claim_problems(pool: &Pool, claims: &[SubnetClaim]) -> Vec<String> {
                 "claim {name} holds subnet {s}, not the one its name encodes"
             )),
             Some(s) if pool.index_of(s).is_err() => out.push(format!(
-                "claim {name}: subnet {s} is not a /{} of pool {}",
+                "claim {name}: subnet {s} is not a {} of pool {}",
                 pool.subnet_len(),
                 pool.cidr()
             )),
@@ -216,4 +216,113 @@ fn pool_problems(workloads: &[TenantDeployment], pools: &[(String, Vec<String>)]
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use palisade_operator::claim::claim_name;
+    use palisade_operator::crd::{SubnetClaimSpec, TenantDeploymentSpec, TenantDeploymentStatus};
+    use palisade_operator::testing::example_pool;
+
+    fn claim(index: u128, uid: &str, released: bool) -> SubnetClaim {
+        let subnet = example_pool().subnet(index);
+        SubnetClaim::new(
+            &claim_name(subnet),
+            SubnetClaimSpec {
+                subnet: subnet.to_string(),
+                tenant: "acme".into(),
+                namespace: "tenant-acme".into(),
+                deployment: uid.trim_start_matches("uid-").into(),
+                workload_uid: uid.into(),
+                released_at: released.then(|| "2026-01-01T00:00:00Z".into()),
+            },
+        )
+    }
+
+    fn workload(name: &str, subnet: Option<u128>) -> TenantDeployment {
+        let mut w = TenantDeployment::new(name, TenantDeploymentSpec::default());
+        w.metadata.namespace = Some("tenant-acme".into());
+        w.metadata.uid = Some(format!("uid-{name}"));
+        w.status = Some(TenantDeploymentStatus {
+            subnet: subnet.map(|i| example_pool().subnet(i).to_string()),
+            ..TenantDeploymentStatus::default()
+        });
+        w
+    }
+
+    #[test]
+    fn usage_counts_gaps_below_the_highest_claim_as_recycled() {
+        // Indices 0 and 3 live, 1 released (quarantined), 2 free.
+        let claims = [
+            claim(0, "uid-a", false),
+            claim(1, "uid-b", true),
+            claim(3, "uid-c", false),
+        ];
+        let u = usage(&example_pool(), &claims);
+        assert_eq!(
+            (u.allocated, u.quarantined, u.recycled_available),
+            (2, 1, 1)
+        );
+        assert_eq!(u.never_used, example_pool().capacity() - 4);
+    }
+
+    #[test]
+    fn a_sound_cluster_has_no_problems() {
+        let claims = [claim(0, "uid-web", false), claim(1, "uid-db", false)];
+        let workloads = [workload("web", Some(0)), workload("db", Some(1))];
+        let pools = [
+            (
+                "acme.web".to_owned(),
+                vec![example_pool().subnet(0).to_string()],
+            ),
+            (
+                "acme.db".to_owned(),
+                vec![example_pool().subnet(1).to_string()],
+            ),
+        ];
+        assert_eq!(
+            problems(&example_pool(), &claims, &workloads, &pools),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn each_inconsistency_is_one_line() {
+        let mut renamed = claim(4, "uid-x", false);
+        renamed.metadata.name = Some(claim_name(example_pool().subnet(5)));
+        let mut outside = claim(0, "uid-y", false);
+        outside.spec.subnet = "fd99::/96".into();
+        outside.metadata.name = Some(claim_name("fd99::/96".parse().unwrap()));
+        let claims = [claim(0, "uid-web", false), renamed, outside];
+        // db reports web's subnet, and no claim of its own holds it.
+        let workloads = [workload("web", Some(0)), workload("db", Some(0))];
+        let pools = [(
+            "acme.web".to_owned(),
+            vec![example_pool().subnet(2).to_string()],
+        )];
+        let found = problems(&example_pool(), &claims, &workloads, &pools);
+        let has = |needle: &str| found.iter().any(|p| p.contains(needle));
+        assert!(has("not the one its name encodes"), "{found:#?}");
+        assert!(
+            has("is not a /96 of pool fd00:1234:5678::/48"),
+            "{found:#?}"
+        );
+        assert!(
+            has("deployment acme/db reports subnet fd00:1234:5678::/96, but no claim"),
+            "{found:#?}"
+        );
+        assert!(
+            has("is reported by 2 deployments: acme/web, acme/db"),
+            "{found:#?}"
+        );
+        assert!(
+            has(
+                "CiliumPodIPPool acme.web has fd00:1234:5678::2:0:0/96, but deployment acme/web holds"
+            ),
+            "{found:#?}"
+        );
+    }
 }
