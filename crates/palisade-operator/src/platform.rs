@@ -464,17 +464,35 @@ async fn allocate_ports(
     if let Some(ns) = namespace {
         apply_changed(&ctx.client, state, ns).await?;
     }
-    let mut cm = current.unwrap_or_default();
-    cm.metadata.name = Some(PORT_LEDGER.into());
-    cm.metadata.namespace = Some(ns);
-    cm.metadata
-        .labels
-        .get_or_insert_default()
-        .insert(MANAGED_BY.0.into(), MANAGED_BY_OPERATOR.into());
-    cm.data = Some(assignment.ports.to_data());
-    let written = match cm.metadata.resource_version {
-        Some(_) => api.replace(PORT_LEDGER, &PostParams::default(), &cm).await,
-        None => api.create(&PostParams::default(), &cm).await,
+    let data = assignment.ports.to_data();
+    let written = match current.and_then(|c| c.metadata.resource_version) {
+        // At the version read: a JSON patch whose `test` fails is refused.
+        Some(rv) => {
+            let patch: json_patch::Patch = serde_json::from_value(json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+                {"op": "add", "path": "/data", "value": data}
+            ]))
+            .map_err(|e| Error::Config(format!("proxy port ledger patch: {e}")))?;
+            api.patch(
+                PORT_LEDGER,
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch),
+            )
+            .await
+            .map(drop)
+        }
+        // None yet: of two creates, the API server refuses the second (409).
+        None => {
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some(PORT_LEDGER.into());
+            cm.metadata.namespace = Some(ns);
+            cm.metadata.labels = Some(BTreeMap::from([(
+                MANAGED_BY.0.to_owned(),
+                MANAGED_BY_OPERATOR.to_owned(),
+            )]));
+            cm.data = Some(data);
+            api.create(&PostParams::default(), &cm).await.map(drop)
+        }
     };
     if let Err(e) = written {
         // Someone else decided first (409), or the write failed: read again.
@@ -501,13 +519,22 @@ async fn record_ports(ctx: &Ctx, tenants: &[Tenant], ports: &Ports) -> Result<()
             {"op": "add", "path": "/spec/proxyPort", "value": port}
         ]))
         .map_err(|e| Error::Config(format!("proxy port patch: {e}")))?;
-        api.patch(
-            &t.name_any(),
-            &PatchParams::default(),
-            &Patch::Json::<()>(patch),
-        )
-        .await
-        .map_err(Error::kube("record the proxy port of", t.name_any()))?;
+        match api
+            .patch(
+                &t.name_any(),
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Changed since this copy (the cache is behind): the change
+            // brings the tenant back here.
+            Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => {
+                tracing::debug!(tenant = %t.name_any(), reason = %s.message, "proxy port not recorded yet");
+            }
+            Err(e) => return Err(Error::kube("record the proxy port of", t.name_any())(e)),
+        }
     }
     Ok(())
 }

@@ -297,3 +297,41 @@ async fn the_platform_objects_are_valid_kubernetes_1_31_to_1_34_objects() {
         }
     }
 }
+
+/// Two operators (a leader and a stale one), each with a cache that holds
+/// one of two new tenants, allocate at once: whichever writes the ledger
+/// second is refused (409) and decides again from a fresh read, so the
+/// tenants never share a port.
+#[tokio::test]
+async fn two_operators_allocating_at_once_never_give_one_port_twice() {
+    let api = FakeApi::new();
+    api.add_tenant("a");
+    api.add_tenant("b");
+    let (c1, c2) = (ctx(&api), ctx(&api));
+    let (a, b) = (vec![tenant(&c1, "a").await], vec![tenant(&c1, "b").await]);
+    let (mut s1, mut s2) = (PlatformState::default(), PlatformState::default());
+    let mut refused = 0;
+    for _ in 0..5 {
+        let (r1, r2) = tokio::join!(
+            platform::reconcile_platform(&c1, &mut s1, &a, &[], &[]),
+            platform::reconcile_platform(&c2, &mut s2, &b, &[], &[]),
+        );
+        refused += usize::from(r1.is_err()) + usize::from(r2.is_err());
+        if r1.is_ok() && r2.is_ok() {
+            break;
+        }
+    }
+    let (pa, pb) = (
+        tenant(&c1, "a").await.spec.proxy_port,
+        tenant(&c1, "b").await.spec.proxy_port,
+    );
+    assert!(pa.is_some() && pb.is_some() && pa != pb, "{pa:?} {pb:?}");
+    let ledger = Api::<ConfigMap>::namespaced(c1.client.clone(), "palisade-system")
+        .get(PORT_LEDGER)
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    eprintln!("ledger writes refused and retried: {refused}");
+}
