@@ -79,6 +79,9 @@ pub struct Triggers {
     pub workloads: UnboundedSender<ObjectRef<TenantDeployment>>,
     /// The claim controller's queue.
     pub claims: UnboundedSender<ObjectRef<SubnetClaim>>,
+    /// The platform's queue ([`crate::platform`]): its objects are
+    /// rendered from every tenant, workload and claim at once.
+    pub platform: UnboundedSender<()>,
 }
 
 impl Triggers {
@@ -94,6 +97,10 @@ impl Triggers {
 
     fn claim(&self, name: &str) {
         let _ = self.claims.unbounded_send(ObjectRef::new(name));
+    }
+
+    fn platform(&self) {
+        let _ = self.platform.unbounded_send(());
     }
 }
 
@@ -385,6 +392,9 @@ impl Caches {
                 move |c| {
                     if let Some(t) = &t {
                         t.tenant(&c.object().name_any());
+                        if c.spec_changed() {
+                            t.platform();
+                        }
                     }
                 },
             ),
@@ -630,6 +640,7 @@ fn workload_triggers(
         let ns = w.namespace().unwrap_or_default();
         t.workload(&ns, &w.name_any());
         if c.spec_changed() {
+            t.platform();
             if let Some(tenant) = ns.strip_prefix(crate::desired::NAMESPACE_PREFIX) {
                 t.tenant(tenant);
             }
@@ -654,6 +665,7 @@ fn claim_triggers(
         let claim = c.object();
         t.claim(&claim.name_any());
         if c.spec_changed() {
+            t.platform();
             // A deleted claim is repaired by its workload at once.
             t.workload(&claim.spec.namespace, &claim.spec.deployment);
             t.tenant(&claim.spec.tenant);

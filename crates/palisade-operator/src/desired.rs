@@ -53,15 +53,72 @@ pub const WORKLOAD_UID_LABEL: &str = "palisade.io/workload-uid";
 /// Prefix of tenant namespaces (the core's `TenantName::namespace`).
 pub const NAMESPACE_PREFIX: &str = "tenant-";
 
-/// A spec the operator cannot act on, with the model's explanation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SpecError(pub String);
+/// A spec the operator cannot act on: which field, and why (the model's
+/// error as the source). Conditions and events carry the whole chain
+/// ([`explain`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpecError {
+    /// A field the model refuses (`field` is its path in the resource,
+    /// e.g. `spec.quota.cpu`).
+    #[error("invalid {field}")]
+    Field {
+        /// The field's path.
+        field: String,
+        /// The model's reason.
+        #[source]
+        source: ModelError,
+    },
+    /// The namespace does not name a tenant.
+    #[error("namespace {namespace:?} is not a tenant namespace (tenant-<name>)")]
+    NotTenantNamespace {
+        /// The namespace.
+        namespace: String,
+    },
+    /// An address field that is not an IP address.
+    #[error("invalid {field} {value:?}")]
+    Address {
+        /// The field's path.
+        field: &'static str,
+        /// What it holds.
+        value: String,
+        /// The parser's reason.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// A proxy port outside the proxy's range.
+    #[error("invalid spec.proxyPort {port}: must be between {min} and {max}")]
+    ProxyPort {
+        /// The port.
+        port: u16,
+        /// The lowest allowed.
+        min: u16,
+        /// The highest allowed.
+        max: u16,
+    },
+    /// An environment variable name a container refuses.
+    #[error("invalid env name {name:?}: letters, digits and _, not starting with a digit")]
+    EnvName {
+        /// The name.
+        name: String,
+    },
+    /// The renderer refused the tenant.
+    #[error("cannot render the tenant")]
+    Render(#[source] std::sync::Arc<palisade_kube::Error>),
+}
 
-impl From<ModelError> for SpecError {
-    fn from(e: ModelError) -> Self {
-        Self(e.to_string())
+/// Equal when they say the same (the renderer's error has no equality).
+impl PartialEq for SpecError {
+    fn eq(&self, other: &Self) -> bool {
+        explain(self) == explain(other)
     }
+}
+
+impl Eq for SpecError {}
+
+/// The model's error for `field`.
+fn at(field: impl Into<String>) -> impl FnOnce(ModelError) -> SpecError {
+    let field = field.into();
+    move |source| SpecError::Field { field, source }
 }
 
 /// An error's message followed by each of its causes (`: `-separated),
@@ -79,58 +136,71 @@ pub fn explain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The tenant a workload's namespace belongs to (`tenant-<name>`).
 pub fn tenant_of_namespace(namespace: &str) -> Result<TenantName, SpecError> {
-    let name = namespace.strip_prefix(NAMESPACE_PREFIX).ok_or_else(|| {
-        SpecError(format!(
-            "namespace {namespace:?} is not a tenant namespace (tenant-<name>)"
-        ))
-    })?;
-    Ok(name.parse()?)
+    let name =
+        namespace
+            .strip_prefix(NAMESPACE_PREFIX)
+            .ok_or_else(|| SpecError::NotTenantNamespace {
+                namespace: namespace.to_owned(),
+            })?;
+    name.parse().map_err(at("metadata.namespace"))
 }
 
 fn labels(map: &BTreeMap<String, String>) -> Result<Labels, SpecError> {
     map.iter()
-        .map(|(k, v)| parse_label(&format!("{k}={v}")).map_err(SpecError::from))
+        .map(|(k, v)| parse_label(&format!("{k}={v}")).map_err(at(format!("spec.labels.{k}"))))
         .collect()
 }
 
 /// The core's tenant for a `Tenant` resource.
 pub fn core_tenant(name: &str, spec: &TenantSpec) -> Result<palisade_core::Tenant, SpecError> {
-    let name: TenantName = name.parse()?;
+    let name: TenantName = name.parse().map_err(at("metadata.name"))?;
     let ip = match &spec.egress.ip {
-        Some(ip) => Some(
-            ip.parse()
-                .map_err(|_| SpecError(format!("invalid egress ip {ip:?}: not an IP address")))?,
-        ),
+        Some(ip) => Some(ip.parse().map_err(|source| SpecError::Address {
+            field: "spec.egress.ip",
+            value: ip.clone(),
+            source,
+        })?),
         None => None,
     };
     let public_ip = match &spec.egress.public_ip {
-        Some(ip) => Some(ip.parse().map_err(|_| {
-            SpecError(format!("invalid egress publicIp {ip:?}: not an IP address"))
+        Some(ip) => Some(ip.parse().map_err(|source| SpecError::Address {
+            field: "spec.egress.publicIp",
+            value: ip.clone(),
+            source,
         })?),
         None => None,
     };
     let proxy_port = match spec.proxy_port {
         Some(p) if !palisade_core::PROXY_PORTS.contains(&p) => {
-            return Err(SpecError(format!(
-                "invalid proxyPort {p}: must be between {} and {}",
-                palisade_core::PROXY_PORTS.start(),
-                palisade_core::PROXY_PORTS.end()
-            )));
+            return Err(SpecError::ProxyPort {
+                port: p,
+                min: *palisade_core::PROXY_PORTS.start(),
+                max: *palisade_core::PROXY_PORTS.end(),
+            });
         }
         // 0: not assigned yet.
         p => p.unwrap_or(0),
     };
     Ok(palisade_core::Tenant {
         quota: Quota {
-            cpu: spec.quota.cpu.parse::<Cpu>()?,
-            memory: spec.quota.memory.parse::<Memory>()?,
+            cpu: spec
+                .quota
+                .cpu
+                .parse::<Cpu>()
+                .map_err(at("spec.quota.cpu"))?,
+            memory: spec
+                .quota
+                .memory
+                .parse::<Memory>()
+                .map_err(at("spec.quota.memory"))?,
             pods: spec.quota.pods,
         },
         node_pool: spec
             .node_pool
             .as_deref()
             .map(str::parse::<NodePoolName>)
-            .transpose()?,
+            .transpose()
+            .map_err(at("spec.nodePool"))?,
         egress: EgressProfile {
             mode: match spec.egress.mode {
                 EgressModeSpec::Proxy => EgressMode::Proxy,
@@ -164,36 +234,53 @@ pub fn core_deployment(
         .ports
         .iter()
         .map(|p| p.to_string().parse::<Port>())
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(at("spec.ports"))?;
     ports.sort();
     ports.dedup();
     for e in &spec.env {
         if !is_env_name(&e.name) {
-            return Err(SpecError(format!(
-                "invalid env name {:?}: letters, digits and _, not starting with a digit",
-                e.name
-            )));
+            return Err(SpecError::EnvName {
+                name: e.name.clone(),
+            });
         }
     }
     if let Some(r) = &spec.resources {
-        for cpu in [&r.cpu_request, &r.cpu_limit].into_iter().flatten() {
-            cpu.parse::<Cpu>()?;
+        for (field, cpu) in [("cpuRequest", &r.cpu_request), ("cpuLimit", &r.cpu_limit)] {
+            if let Some(cpu) = cpu {
+                cpu.parse::<Cpu>()
+                    .map_err(at(format!("spec.resources.{field}")))?;
+            }
         }
-        for mem in [&r.memory_request, &r.memory_limit].into_iter().flatten() {
-            mem.parse::<Memory>()?;
+        for (field, mem) in [
+            ("memoryRequest", &r.memory_request),
+            ("memoryLimit", &r.memory_limit),
+        ] {
+            if let Some(mem) = mem {
+                mem.parse::<Memory>()
+                    .map_err(at(format!("spec.resources.{field}")))?;
+            }
         }
     }
     for a in &spec.allow_from {
-        a.deployment.parse::<DeploymentName>()?;
+        a.deployment
+            .parse::<DeploymentName>()
+            .map_err(at("spec.allowFrom.deployment"))?;
         if let Some(p) = a.port {
-            p.to_string().parse::<Port>()?;
+            p.to_string()
+                .parse::<Port>()
+                .map_err(at("spec.allowFrom.port"))?;
         }
     }
     Ok(Deployment {
         tenant: tenant.clone(),
-        name: name.parse()?,
-        image: spec.image.parse::<Image>()?,
-        replicas: spec.replicas.to_string().parse::<Replicas>()?,
+        name: name.parse().map_err(at("metadata.name"))?,
+        image: spec.image.parse::<Image>().map_err(at("spec.image"))?,
+        replicas: spec
+            .replicas
+            .to_string()
+            .parse::<Replicas>()
+            .map_err(at("spec.replicas"))?,
         ports,
         subnet,
         labels: labels(&spec.labels)?,
@@ -221,7 +308,8 @@ fn workload_spec(spec: &TenantDeploymentSpec) -> Result<WorkloadSpec, SpecError>
                 },
             })
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(at("spec.env"))?;
     let scratch = spec
         .scratch
         .iter()
@@ -231,19 +319,21 @@ fn workload_spec(spec: &TenantDeploymentSpec) -> Result<WorkloadSpec, SpecError>
                 size_limit: s.size_limit.as_deref().map(str::parse).transpose()?,
             })
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .map_err(at("spec.scratch"))?;
     let security = spec.security.map(|s| match s {
         S::Restricted => SecurityProfile::Restricted,
         S::Baseline => SecurityProfile::Baseline,
         S::BaselineReadOnly => SecurityProfile::BaselineReadOnly,
     });
-    Ok(WorkloadSpec::new(
+    WorkloadSpec::new(
         env,
         spec.command.clone(),
         spec.args.clone(),
         scratch,
         security,
-    )?)
+    )
+    .map_err(at("spec"))
 }
 
 /// The subnet of a workload: the claim carrying its uid (the lowest if,
@@ -346,7 +436,7 @@ pub fn plan_tenant(
                 generations.insert(name.clone(), w.metadata.generation.unwrap_or(0));
                 plan.rendered.push(name);
             }
-            Err(e) => plan.invalid.push((name, e.0)),
+            Err(e) => plan.invalid.push((name, explain(&e))),
         }
     }
     // Allow rules between rendered workloads; a rule naming a workload
@@ -371,7 +461,7 @@ pub fn plan_tenant(
         }
     }
     let rendered = palisade_kube::render(&snapshot, options)
-        .map_err(|e| SpecError(format!("cannot render: {e}")))?;
+        .map_err(|e| SpecError::Render(std::sync::Arc::new(e)))?;
     let owner = owner_reference(tenant);
     for t in rendered.tenants {
         let mut objects = t.objects;
@@ -626,7 +716,7 @@ pub fn tenant_status(
     s.namespace = Some(format!("{NAMESPACE_PREFIX}{name}"));
     s.observed_generation = generation;
     let c = match plan {
-        Err(e) => condition("Ready", false, "InvalidSpec", e.0.clone(), generation),
+        Err(e) => condition("Ready", false, "InvalidSpec", explain(e), generation),
         Ok(p) => {
             s.deployment_count = u32::try_from(p.rendered.len()).unwrap_or(u32::MAX);
             let mut problems = Vec::new();
@@ -707,7 +797,7 @@ impl Blocked {
     /// The condition message.
     pub fn message(&self) -> String {
         match self {
-            Blocked::InvalidSpec(e) => e.0.clone(),
+            Blocked::InvalidSpec(e) => explain(e),
             Blocked::TenantMissing(t) => {
                 format!("no Tenant {t}: create it (palisade --store kubernetes tenant create {t})")
             }
@@ -1070,9 +1160,17 @@ mod tests {
         let mut t = tenant();
         t.spec.quota.memory = "lots".into();
         let err = plan_tenant(&pool(), &RenderOptions::default(), &t, &[], &[]).unwrap_err();
-        assert!(err.0.contains("memory"), "{err}");
+        assert_eq!(err.to_string(), "invalid spec.quota.memory");
         let s = tenant_status(None, "acme", Some(1), &Err(err), "t0");
         assert_eq!(s.conditions[0].reason, "InvalidSpec");
+        // The condition carries the field and the model's reason.
+        assert!(
+            s.conditions[0]
+                .message
+                .starts_with("invalid spec.quota.memory: "),
+            "{}",
+            s.conditions[0].message
+        );
         assert_eq!(s.deployment_count, 0);
     }
 
@@ -1087,12 +1185,10 @@ mod tests {
             value: String::new(),
             value_from: None,
         }];
-        assert!(
-            core_deployment(&t, "web", &s, net)
-                .unwrap_err()
-                .0
-                .contains("env name")
-        );
+        assert!(matches!(
+            core_deployment(&t, "web", &s, net).unwrap_err(),
+            SpecError::EnvName { name } if name == "1BAD"
+        ));
         s.env.clear();
         s.resources = Some(ResourcesSpec {
             memory_limit: Some("a lot".into()),
@@ -1248,7 +1344,7 @@ mod tests {
         let full = workload_status(None, Some(1), Ok(None), 0, 2, "t1");
         assert_eq!(ready(&full).reason, "PoolExhausted");
         assert_eq!(full.subnet, None);
-        let bad = Blocked::InvalidSpec(SpecError("invalid image".into()));
+        let bad = Blocked::InvalidSpec(SpecError::EnvName { name: "1X".into() });
         assert_eq!(
             ready(&workload_status(None, Some(1), Err(&bad), 0, 2, "t1")).reason,
             "InvalidSpec"

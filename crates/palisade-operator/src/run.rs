@@ -204,6 +204,77 @@ fn queue<K: kube::Resource>(
 
 type Shutdown = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
 
+/// How long the platform controller collects changes before it renders:
+/// its objects depend on every tenant, so a burst of changes (a start, a
+/// batch of new workloads) makes one render, not one per change.
+const PLATFORM_DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// The platform's controller ([`crate::platform`]): one key (the platform
+/// is rendered from all tenants at once), triggered by the caches when a
+/// tenant, workload or claim changes, debounced, retried with backoff.
+async fn platform_controller(ctx: Arc<Ctx>, rx: mpsc::UnboundedReceiver<()>, shutdown: Shutdown) {
+    const KEY: &str = "platform";
+    let rx = rx.take_until(shutdown);
+    futures::pin_mut!(rx);
+    let mut retry: Option<Duration> = None;
+    let mut state = crate::platform::PlatformState::default();
+    loop {
+        let next = match retry {
+            Some(delay) => tokio::time::timeout(delay, rx.next())
+                .await
+                .unwrap_or(Some(())),
+            None => rx.next().await,
+        };
+        if next.is_none() {
+            return;
+        }
+        // Trailing debounce: what arrives meanwhile is part of this render.
+        tokio::time::sleep(PLATFORM_DEBOUNCE).await;
+        while let Some(Some(())) = rx.next().now_or_never() {}
+        let tenants: Vec<Tenant> = ctx
+            .caches
+            .tenants
+            .state()
+            .iter()
+            .map(|t| (**t).clone())
+            .collect();
+        let workloads: Vec<TenantDeployment> = ctx
+            .caches
+            .workloads
+            .state()
+            .iter()
+            .map(|w| (**w).clone())
+            .collect();
+        let claims: Vec<SubnetClaim> = ctx
+            .caches
+            .claims
+            .state()
+            .iter()
+            .map(|c| (**c).clone())
+            .collect();
+        let start = Instant::now();
+        let result =
+            crate::platform::reconcile_platform(&ctx, &mut state, &tenants, &workloads, &claims)
+                .await;
+        ctx.metrics
+            .observe(KEY, start.elapsed().as_secs_f64(), result.is_ok());
+        retry = match result {
+            Ok(outcome) => {
+                ctx.succeeded(KEY);
+                if outcome.applied > 0 {
+                    tracing::info!(applied = outcome.applied, "platform reconciled");
+                }
+                None
+            }
+            Err(e) => {
+                let delay = ctx.failed(KEY, desired::explain(&e));
+                tracing::warn!(error = %desired::explain(&e), retry_in = ?delay, "platform reconcile failed");
+                Some(delay)
+            }
+        };
+    }
+}
+
 /// Runs the three controllers (tenants, workloads, claims) and the
 /// watches that feed them until the future is dropped; marks `health`
 /// ready once every cache is synced. Returns only if a controller or a
@@ -223,10 +294,12 @@ pub async fn controllers_until(
     let (tenant_tx, tenant_rx) = mpsc::unbounded();
     let (workload_tx, workload_rx) = mpsc::unbounded();
     let (claim_tx, claim_rx) = mpsc::unbounded();
+    let (platform_tx, platform_rx) = mpsc::unbounded();
     let triggers = Triggers {
         tenants: tenant_tx,
         workloads: workload_tx,
         claims: claim_tx,
+        platform: platform_tx,
     };
     let caches = ctx.caches.clone();
     let client = ctx.client.clone();
@@ -279,10 +352,12 @@ pub async fn controllers_until(
                 claim_config(),
             )
             .for_each(|r| log_result("claim", r));
+            let platform = platform_controller(ctx.clone(), platform_rx, shutdown.clone());
             let (_, which, rest) = futures::future::select_all([
                 tenants.map(|()| "tenant").boxed(),
                 workloads.map(|()| "workload").boxed(),
                 claims.map(|()| "claim").boxed(),
+                platform.map(|()| "platform").boxed(),
             ])
             .await;
             futures::future::join_all(rest).await;

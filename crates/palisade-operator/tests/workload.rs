@@ -10,7 +10,7 @@ use palisade_operator::crd::{
     EgressSpec, EnvVarSourceSpec, EnvVarSpec, ScratchSpec, SecretKeyRefSpec, SecurityProfileSpec,
     TenantDeploymentSpec, TenantSpec,
 };
-use palisade_operator::desired::{core_deployment, core_tenant};
+use palisade_operator::desired::{SpecError, core_deployment, core_tenant, explain};
 
 fn postgres() -> TenantDeploymentSpec {
     TenantDeploymentSpec {
@@ -65,22 +65,56 @@ fn workload_fields_of_a_tenant_deployment_reach_the_model() {
     assert_eq!(w.security(), Some(SecurityProfile::BaselineReadOnly));
 }
 
+/// The field a spec error names and its cause's message; the error's own
+/// message says only which field failed (the cause is its source).
+fn field_and_cause(e: &SpecError) -> (String, String) {
+    use std::error::Error as _;
+    match e {
+        SpecError::Field { field, source } => {
+            assert_eq!(e.to_string(), format!("invalid {field}"));
+            assert!(e.source().is_some());
+            (field.clone(), source.to_string())
+        }
+        other => panic!("not a field error: {other:?}"),
+    }
+}
+
 #[test]
-fn bad_workload_fields_are_invalid_specs_naming_the_value() {
+fn bad_workload_fields_are_invalid_specs_naming_the_field_with_the_model_error_as_source() {
     let t: TenantName = "acme".parse().unwrap();
     let net = "fd00::/96".parse().unwrap();
     let mut s = postgres();
     s.scratch[0].path = "var/run".into();
-    let e = core_deployment(&t, "db", &s, net).unwrap_err();
-    assert!(e.0.contains("invalid scratch path \"var/run\""), "{e}");
+    let (field, cause) = field_and_cause(&core_deployment(&t, "db", &s, net).unwrap_err());
+    assert_eq!(field, "spec.scratch");
+    assert!(
+        cause.contains("invalid scratch path \"var/run\""),
+        "{cause}"
+    );
     let mut s = postgres();
     s.env[1].value_from.as_mut().unwrap().secret_key_ref.name = "DB".into();
-    let e = core_deployment(&t, "db", &s, net).unwrap_err();
-    assert!(e.0.contains("invalid secret name \"DB\""), "{e}");
+    let (field, cause) = field_and_cause(&core_deployment(&t, "db", &s, net).unwrap_err());
+    assert_eq!(field, "spec.env");
+    assert!(cause.contains("invalid secret name \"DB\""), "{cause}");
     let mut s = postgres();
     s.env[1].name = "HTTPS_PROXY".into();
     let e = core_deployment(&t, "db", &s, net).unwrap_err();
-    assert!(e.0.contains("\"HTTPS_PROXY\": is set by Palisade"), "{e}");
+    let (field, cause) = field_and_cause(&e);
+    assert_eq!(field, "spec.env");
+    assert!(
+        cause.contains("\"HTTPS_PROXY\": is set by Palisade"),
+        "{cause}"
+    );
+    // What a condition or event carries: the field, then the cause.
+    assert!(
+        explain(&e).starts_with("invalid spec.env: ") && explain(&e).contains("HTTPS_PROXY"),
+        "{}",
+        explain(&e)
+    );
+    let mut s = postgres();
+    s.image = "Not An Image".into();
+    let (field, _) = field_and_cause(&core_deployment(&t, "db", &s, net).unwrap_err());
+    assert_eq!(field, "spec.image");
 }
 
 #[test]
@@ -109,11 +143,14 @@ fn a_tenant_resource_carries_both_egress_addresses_and_its_proxy_port() {
         proxy_port: Some(3128),
         ..TenantSpec::default()
     };
+    let e = core_tenant("big", &bad).unwrap_err();
     assert!(
-        core_tenant("big", &bad)
-            .unwrap_err()
-            .0
-            .contains("invalid proxyPort 3128")
+        matches!(e, SpecError::ProxyPort { port: 3128, .. }),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().starts_with("invalid spec.proxyPort 3128"),
+        "{e}"
     );
     let bad = TenantSpec {
         egress: EgressSpec {
@@ -122,10 +159,17 @@ fn a_tenant_resource_carries_both_egress_addresses_and_its_proxy_port() {
         },
         ..TenantSpec::default()
     };
+    let e = core_tenant("big", &bad).unwrap_err();
+    assert_eq!(e.to_string(), "invalid spec.egress.publicIp \"elastic\"");
+    assert!(matches!(
+        &e,
+        SpecError::Address {
+            field: "spec.egress.publicIp",
+            ..
+        }
+    ));
     assert!(
-        core_tenant("big", &bad)
-            .unwrap_err()
-            .0
-            .contains("publicIp \"elastic\"")
+        std::error::Error::source(&e).is_some(),
+        "the parser's reason is the source"
     );
 }
