@@ -134,18 +134,7 @@ pub fn main_as(inv: Invocation, args: &[String]) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::HashPassword => return hash_password(inv),
-        Command::Check(path) => {
-            return match ProxyConfig::load(&path) {
-                Ok(c) => {
-                    println!("{}: ok ({} tenants)", path.display(), c.tenants.len());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    inv.error(format_args!("{}: {}", path.display(), Chain(&e)));
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            };
-        }
+        Command::Check(path) => return check(inv, &path),
         Command::Run(path, workers) => (path, workers.unwrap_or_else(available_cores)),
     };
     let config = match ProxyConfig::load(&path) {
@@ -177,6 +166,20 @@ pub fn main_as(inv: Invocation, args: &[String]) -> ExitCode {
             tracing::error!(error = %format!("{e:#}"), "proxy failed");
             inv.error(format_args!("{e:#}"));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `check --config FILE`: loads and validates the file, binds nothing.
+fn check(inv: Invocation, path: &std::path::Path) -> ExitCode {
+    match ProxyConfig::load(path) {
+        Ok(c) => {
+            println!("{}: ok ({} tenants)", path.display(), c.tenants.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            inv.error(format_args!("{}: {}", path.display(), Chain(&e)));
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }
