@@ -104,6 +104,16 @@ async fn at_rest_the_controllers_make_no_list_and_no_write_and_still_see_changes
     .await;
     settled(&api, Duration::from_millis(500)).await;
     let warm = api.log();
+    let count = |log: &[String], f: &dyn Fn(&str) -> bool| log.iter().filter(|l| f(l)).count();
+    println!(
+        "start: {} LISTs, {} watches, {} GETs of one object, {} writes",
+        count(&warm, &|l| is_list(l)),
+        count(&warm, &|l| is_watch(l)),
+        count(&warm, &|l| l.starts_with("GET ")
+            && !is_list(l)
+            && !is_watch(l)),
+        count(&warm, &|l| !l.starts_with("GET ")),
+    );
     assert!(
         warm.iter().any(|l| is_list(l)),
         "the start lists every kind once: {warm:?}"
@@ -112,6 +122,7 @@ async fn at_rest_the_controllers_make_no_list_and_no_write_and_still_see_changes
     api.clear_log();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rest = api.log();
+    println!("at rest for 3 s: {} requests", rest.len());
     let not_watches: Vec<&String> = rest.iter().filter(|l| !is_watch(l)).collect();
     assert!(
         not_watches.is_empty(),
