@@ -346,45 +346,62 @@ fn plan_batch(state: &State, batch: &[NewDeployment]) -> Result<BTreeSet<TenantN
 async fn create_batch(c: &Client, batch: &[NewDeployment]) -> Result<Vec<CreatedRow>> {
     let state = State::read(c).await?;
     let new_tenants = plan_batch(&state, batch)?;
-    for t in &new_tenants {
-        create_tenant(c, &Tenant::with_defaults(t.clone(), crate::state::now())).await?;
+    let mut done = Done::default();
+    match write_batch(c, batch, &new_tenants, &mut done).await {
+        Ok(()) => Ok(done.rows),
+        Err(e) => {
+            // All or nothing: take back what this batch created.
+            undo(c, &done).await;
+            Err(e)
+        }
     }
-    let mut out = Vec::new();
+}
+
+/// What a batch has created so far.
+#[derive(Default)]
+struct Done {
+    tenants: Vec<TenantName>,
+    rows: Vec<CreatedRow>,
+}
+
+async fn write_batch(
+    c: &Client,
+    batch: &[NewDeployment],
+    new_tenants: &BTreeSet<TenantName>,
+    done: &mut Done,
+) -> Result<()> {
+    for t in new_tenants {
+        create_tenant(c, &Tenant::with_defaults(t.clone(), crate::state::now())).await?;
+        done.tenants.push(t.clone());
+    }
+    let tenants: BTreeSet<&TenantName> = batch.iter().map(|d| &d.tenant).collect();
+    for t in tenants.into_iter().filter(|t| !new_tenants.contains(*t)) {
+        ensure_namespace(c, t).await?;
+    }
     for d in batch {
-        ensure_namespace(c, &d.tenant).await?;
         let cr = TenantDeployment::new(d.name.as_str(), workload_spec(d));
-        let created = workloads_api(c, &d.tenant)
+        let w = workloads_api(c, &d.tenant)
             .create(&PostParams::default(), &cr)
-            .await;
-        let w = match created {
-            Ok(w) => w,
-            Err(e) => {
-                // All or nothing: take back what this batch created.
-                undo(c, &out, &new_tenants).await;
-                return Err(anyhow::Error::new(e)
-                    .context(format!("cannot create deployment {}/{}", d.tenant, d.name)));
-            }
-        };
-        out.push(CreatedRow {
+            .await
+            .with_context(|| format!("cannot create deployment {}/{}", d.tenant, d.name))?;
+        let first_of_tenant = !done.rows.iter().any(|o| o.deployment.tenant == d.tenant);
+        done.rows.push(CreatedRow {
             deployment: deployment_row(&w)?,
-            tenant_created: new_tenants.contains(&d.tenant)
-                && !out
-                    .iter()
-                    .any(|o: &CreatedRow| o.deployment.tenant == d.tenant),
+            tenant_created: new_tenants.contains(&d.tenant) && first_of_tenant,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Best effort: deletes what a failed batch created.
-async fn undo(c: &Client, created: &[CreatedRow], tenants: &BTreeSet<TenantName>) {
-    for row in created {
+async fn undo(c: &Client, done: &Done) {
+    for row in &done.rows {
         let d = &row.deployment;
         let _ = workloads_api(c, &d.tenant)
             .delete(d.name.as_str(), &DeleteParams::default())
             .await;
     }
-    for t in tenants {
+    for t in &done.tenants {
         let _ = Api::<TenantCr>::all(c.clone())
             .delete(t.as_str(), &DeleteParams::default())
             .await;

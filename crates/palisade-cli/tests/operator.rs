@@ -735,3 +735,24 @@ async fn proxy_config_from_the_cluster_carries_each_tenants_domain_rules() {
         "invalid domain rule of tenant acme",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_the_api_refuses_halfway_leaves_nothing_behind() {
+    let c = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("batch.yaml");
+    std::fs::write(
+        &file,
+        "- {tenant: gamma, name: one, image: nginx}\n- {tenant: gamma, name: two, image: nginx}\n",
+    )
+    .unwrap();
+    // As an admission webhook would refuse the second.
+    c.api
+        .reject("tenantdeployments", "two", 403, "denied by policy");
+    one_line_error(
+        &palisade(&c, &["import", file.to_str().unwrap()]).await,
+        "cannot create deployment gamma/two",
+    );
+    assert!(c.api.all(GV, "tenantdeployments").is_empty());
+    assert!(c.api.get(GV, "tenants", None, "gamma").is_none());
+}
