@@ -756,3 +756,38 @@ async fn an_import_the_api_refuses_halfway_leaves_nothing_behind() {
     assert!(c.api.all(GV, "tenantdeployments").is_empty());
     assert!(c.api.get(GV, "tenants", None, "gamma").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_compiles_the_clusters_state_as_it_compiles_sqlites() {
+    let c = cluster().await;
+    operator_config(&c.api);
+    let ctx = operator(&c.api);
+    let db = sqlite();
+    for args in [
+        &["create", "acme", "web", "nginx:alpine", "--port", "8080"][..],
+        &["create", "acme", "db", "postgres:16", "--port", "5432"],
+    ] {
+        db.run(args).ok();
+        assert_eq!(palisade(&c, args).await.code, 0);
+        reconcile_all(&ctx).await;
+    }
+    both(&c, &ctx, &db, &["allow", "acme", "web", "db"]).await;
+    let args = [
+        "render",
+        "--stdout",
+        "--no-proxy-deployment",
+        "--proxy-address",
+        "10.0.0.1",
+    ];
+    let local = db.run(&args).ok();
+    let out = palisade(&c, &args).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The tenant's egress-proxy port is SQLite's at once (20000) and the
+    // operator's later: until then its pods use the shared listener.
+    assert!(
+        out.stdout.contains(&pool().subnet(1).to_string()),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.stdout, local.replace("\"20000\"", "\"3128\""));
+}
