@@ -335,3 +335,89 @@ async fn two_operators_allocating_at_once_never_give_one_port_twice() {
     assert_eq!(ledger.len(), 2, "{ledger:?}");
     eprintln!("ledger writes refused and retried: {refused}");
 }
+
+/// The real `palisade-operator run` binary against the in-memory API
+/// server over TCP (with watches): the proxy's ConfigMap appears with the
+/// tenant's subnet, port and egress IP, and the tenant's own policy lets
+/// its pods reach that proxy on the egress nodes on that port, as
+/// `palisade render` renders an in-cluster proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_binary_writes_the_proxy_config_and_tenants_reach_it_on_the_egress_nodes() {
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let api = FakeApi::new();
+    seed_002(&api);
+    let (addr, server) = api.serve_tcp().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, FakeApi::kubeconfig(addr)).unwrap();
+    let _child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_palisade-operator"))
+            .args([
+                "run",
+                "--pool",
+                "fd00:1234:5678::/48",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--identity", "replica-1"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAMESPACE", "palisade-system")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let config = || {
+        let cm = api.get(
+            "v1",
+            "configmaps",
+            Some("palisade-system"),
+            "palisade-proxy",
+        )?;
+        let config = ProxyConfig::from_yaml(cm["data"]["proxy.yaml"].as_str()?).ok()?;
+        let acme = config.tenants.iter().find(|t| t.name.as_str() == "acme")?;
+        (!acme.sources.is_empty()).then(|| acme.clone())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let acme = loop {
+        if let Some(acme) = config() {
+            break acme;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no proxy config with acme's subnet"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(acme.listen_port, Some(20000));
+    assert_eq!(acme.egress.ipv4, Some(EGRESS_IP.parse().unwrap()));
+    let policy = loop {
+        let p = api
+            .all("cilium.io/v2", "ciliumnetworkpolicies")
+            .into_iter()
+            .find(|p| {
+                p.pointer("/metadata/namespace") == Some(&json!("tenant-acme"))
+                    && p.to_string().contains("toNodes")
+                    // Rendered again once the operator wrote the port
+                    // into the tenant's spec (the shared port until then).
+                    && p.to_string().contains("\"20000\"")
+            });
+        if let Some(p) = p {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no acme policy to the egress nodes on port 20000"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let text = policy.to_string();
+    assert!(text.contains("palisade.io/egress-proxy"), "{text}");
+    server.abort();
+}

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use palisade_core::Pool;
-use palisade_kube::{PolicyFlavour, RenderOptions};
+use palisade_kube::{InClusterProxy, PolicyFlavour, ProxyOptions, RenderOptions};
 use palisade_operator::run::{RunOptions, run};
 use palisade_operator::{Config, crd};
 use std::net::SocketAddr;
@@ -95,6 +95,13 @@ fn config(a: &RunArgs) -> Result<Config, String> {
         pool,
         render: RenderOptions {
             policy,
+            // The operator runs the egress proxy in the cluster (its
+            // config is the platform's: `platform.rs`), so tenants reach
+            // it on the egress nodes, as `palisade render` renders it.
+            proxy: ProxyOptions {
+                in_cluster: Some(InClusterProxy::new(String::new())),
+                ..ProxyOptions::default()
+            },
             ..RenderOptions::default()
         },
         gc_grace: duration("gc-grace", &a.gc_grace)?,
