@@ -336,6 +336,25 @@ impl Caches {
         }
     }
 
+    /// Completes when every kind's first LIST has ended (listed, not
+    /// served, or failed): once watches are established, the operator's
+    /// own writes come back as events instead of slipping between a LIST
+    /// and its watch.
+    pub async fn settled(&self) {
+        loop {
+            let pending = {
+                let states = lock(&self.states);
+                self.kinds()
+                    .iter()
+                    .any(|k| matches!(states.get(k), None | Some(KindState::Syncing)))
+            };
+            if !pending {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// The metadata of the operator's objects of every tenant kind,
     /// with their (apiVersion, kind).
     pub fn owned_metas(&self) -> Vec<(String, String, ObjectMeta)> {

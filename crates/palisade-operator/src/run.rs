@@ -310,6 +310,7 @@ pub async fn controllers_until(
             // Act only on a complete picture: a tenant reconciled before
             // the workloads and claims are listed would prune them.
             ctx.caches.core_synced().await;
+            ctx.caches.settled().await;
             let tenants = applier(
                 |t: Arc<Tenant>, ctx: Arc<Ctx>| {
                     let c = ctx.clone();
