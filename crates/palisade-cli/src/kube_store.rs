@@ -81,9 +81,10 @@ impl Kube {
         let client = match &self.client {
             Some(c) => c.clone(),
             None => {
-                let c = self.rt.block_on(Client::try_default()).map_err(|e| {
-                    anyhow!("cannot connect to the cluster (check $KUBECONFIG): {e}")
-                })?;
+                let c = self
+                    .rt
+                    .block_on(Client::try_default())
+                    .context("cannot connect to the cluster (check $KUBECONFIG)")?;
                 self.client.insert(c).clone()
             }
         };
@@ -408,8 +409,7 @@ async fn undo(c: &Client, done: &Done) {
     }
 }
 
-/// The rules that name `name`, and the patches that remove them from its
-/// siblings (its own `allowFrom` goes with it).
+/// The allow rules that name `name`, from it or to it.
 fn rules_naming(state: &State, tenant: &TenantName, name: &DeploymentName) -> Vec<AllowRule> {
     state
         .rules(Some(tenant))
