@@ -49,13 +49,15 @@ struct RunArgs {
     /// Health and metrics endpoints.
     #[arg(long, env = "PALISADE_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
-    /// Delete a claim whose workload is gone after this long.
+    /// Release a claim whose workload is gone after this long.
     #[arg(long, env = "PALISADE_GC_GRACE", default_value = "10m")]
     gc_grace: String,
-    /// How often to look for orphaned claims.
+    /// How soon to look again at a claim whose subnet is still in use
+    /// (besides the pool's and pods' deletion events).
     #[arg(long, env = "PALISADE_GC_INTERVAL", default_value = "5m")]
     gc_interval: String,
-    /// Re-check every object this often.
+    /// Reconcile every object at least this often (reads the caches;
+    /// writes only what changed).
     #[arg(long, env = "PALISADE_RESYNC", default_value = "10m")]
     resync: String,
     /// Namespace of the leader-election Lease.
