@@ -518,7 +518,7 @@ async fn report_tenant(
     let (applied, pruned) = (outcome.applied, outcome.pruned);
     match plan {
         Err(e) => {
-            tracing::warn!(tenant = %name, error = %e, "invalid tenant");
+            tracing::warn!(tenant = %name, error = %desired::explain(e), "invalid tenant");
             publish(
                 ctx,
                 tenant,
@@ -615,7 +615,7 @@ async fn apply_tenant(ctx: &Ctx, tenant: &Tenant, plan: &desired::Plan) -> Outco
                 }
                 Err(e) => outcome.refused.push(Refusal {
                     object: l.id(),
-                    message: e.to_string(),
+                    message: desired::explain(&e),
                 }),
             }
         }

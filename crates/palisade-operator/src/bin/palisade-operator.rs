@@ -170,7 +170,8 @@ fn main() -> ExitCode {
                     palisade_operator::run::signal(),
                 )
                 .await
-                .map_err(|e| e.to_string())
+                // The error, then its causes (they are not in its message).
+                .map_err(|e| palisade_operator::desired::explain(&e))
             });
             match result {
                 Ok(()) => ExitCode::SUCCESS,
