@@ -228,6 +228,15 @@ fn snapshot(
         allow_rules: Vec::new(),
     };
     let (mut domains, mut left_out) = (BTreeMap::new(), Vec::new());
+    // Claims by workload uid: `subnet_for` over all claims per workload
+    // would be quadratic (10,000 workloads: 10^8 comparisons).
+    let mut claims_of: BTreeMap<&str, Vec<SubnetClaim>> = BTreeMap::new();
+    for c in claims {
+        claims_of
+            .entry(c.spec.workload_uid.as_str())
+            .or_default()
+            .push(c.clone());
+    }
     let mut by_ns: BTreeMap<&str, Vec<&TenantDeployment>> = BTreeMap::new();
     for w in workloads {
         if w.metadata.deletion_timestamp.is_none() {
@@ -276,7 +285,11 @@ fn snapshot(
         for w in mine {
             // A workload waiting for its subnet, or with an invalid spec,
             // has no pods yet; its tenant's status says why.
-            let Some(subnet) = subnet_for(&w.uid().unwrap_or_default(), claims) else {
+            let uid = w.uid().unwrap_or_default();
+            let Some(subnet) = claims_of
+                .get(uid.as_str())
+                .and_then(|c| subnet_for(&uid, c))
+            else {
                 continue;
             };
             if let Ok(d) = core_deployment(&core.name, &w.name_any(), &w.spec, subnet) {
