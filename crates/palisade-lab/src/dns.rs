@@ -27,8 +27,9 @@ use tokio::net::UdpSocket;
 /// families; A queries get the IPv4 ones, AAAA the IPv6 ones).
 pub type Names = BTreeMap<String, Vec<IpAddr>>;
 
-/// Time-to-live of every answer, as CoreDNS's kubernetes plugin's default
-/// (`ttl` defaults to 5 seconds): lab names change on `lab sync`.
+/// Time-to-live of every answer: the default of CoreDNS's kubernetes
+/// plugin (`ttl`, "The default is 5 seconds", coredns.io/plugins/kubernetes;
+/// kubeadm's Corefile raises it to 30). Lab names change on `lab sync`.
 pub const TTL: u32 = 5;
 
 /// The largest reply without EDNS (RFC 1035 §4.2.1).
