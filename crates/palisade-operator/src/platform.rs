@@ -684,6 +684,27 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_with_a_bad_domain_rule_is_left_out_and_the_others_served() {
+        let mut bad = tenant("bad", None);
+        bad.spec.egress.denied_domains = vec!["not a domain".into()];
+        let good = tenant("good", None);
+        let config = crate::testing::example_config();
+        let p = plan(&config, &[bad, good], &[], &[], &Ports::default()).unwrap();
+        assert_eq!(p.left_out.len(), 1);
+        assert_eq!(p.left_out[0].0, "bad");
+        assert!(
+            p.left_out[0].1.contains("\"not a domain\""),
+            "{:?}",
+            p.left_out
+        );
+        let cm = p.objects.iter().find(|o| o.kind == "ConfigMap").unwrap();
+        let yaml = cm.body["data"]["proxy.yaml"].as_str().unwrap();
+        let proxy = palisade_proxy::ProxyConfig::from_yaml(yaml).unwrap();
+        let names: Vec<&str> = proxy.tenants.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["good"]);
+    }
+
+    #[test]
     fn the_ledger_round_trips_through_config_map_data() {
         let a = tenant("a", None);
         let p = assign(&Ports::default(), &[&a], &BTreeSet::new()).ports;
