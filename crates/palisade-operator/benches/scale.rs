@@ -102,8 +102,13 @@ fn with_subnet(api: &FakeApi) -> usize {
     })
 }
 
+/// Workloads' Deployments (the platform's egress proxy is not one).
 fn deployments(api: &FakeApi) -> usize {
-    api.count("apps/v1", "deployments", |_| true)
+    api.count("apps/v1", "deployments", |d| {
+        d.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .is_some_and(|ns| ns.starts_with("tenant-"))
+    })
 }
 
 fn peak_rss_mib() -> Option<f64> {
