@@ -3,11 +3,11 @@
 //! 1. `lab up` for 20 deployments x 3 replicas (60 pods), and `lab down`.
 //! 2. `verify` of the full matrix of that lab (60 x 59 pod pairs plus
 //!    egress and gateway probes: 3,600+ probes).
-//! Everything runs from the rendered objects, as `palisade lab` does.
-//!
 //! 3. Per-packet cost: the pod-to-pod request rate (a new connection per
 //!    request, so every request crosses the ruleset's lookups) with 10
 //!    deployments configured versus 5,000, the same two pods running.
+//!
+//! Everything runs from the rendered objects, as `palisade lab` does.
 //!
 //! Needs the `palisade` binary (it runs the workloads and probe agents):
 //! `cargo build --release -p palisade-cli && cargo bench -p palisade-lab --bench lab`

@@ -9,7 +9,7 @@ use palisade_core::model::{
     Deployment, DeploymentName, EgressMode, EgressProfile, Gateway, GatewayScope, Image, Labels,
     Port, Quota, Replicas, Tenant, TenantName,
 };
-use palisade_core::policy::{Endpoint, Policy, PortProto};
+use palisade_core::policy::{Policy, PortProto};
 use palisade_core::{AllowRule, Pool, Snapshot, SubnetLen};
 use palisade_lab::apply::{LabState, Running};
 use palisade_lab::plan::{self, ECHO_ADDR, LabOptions, PROXY_ADDR, Runtime};
