@@ -448,14 +448,16 @@ pub struct SubnetClaimSpec {
     pub deployment: String,
     /// The workload's uid: a re-created workload of the same name is a
     /// different claimant.
-    #[schemars(length(min = 1))]
+    // Bounded, as every string a CEL rule reads, so the API server's cost
+    // estimate stays small.
+    #[schemars(length(min = 1, max = 128))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("a claim's workloadUid is immutable"))]
     pub workload_uid: String,
     /// When the workload was deleted (RFC 3339), if the pool quarantines
     /// released subnets: the claim then keeps the subnet out of circulation
     /// until garbage collection deletes it `reuseAfter` later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
+    #[schemars(length(max = 64), extend("format" = "date-time"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("a claim's releasedAt is immutable once set"))]
     pub released_at: Option<String>,
 }
