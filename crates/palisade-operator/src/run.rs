@@ -219,11 +219,19 @@ async fn platform_controller(ctx: Arc<Ctx>, rx: mpsc::UnboundedReceiver<()>, shu
     let mut retry: Option<Duration> = None;
     let mut state = crate::platform::PlatformState::default();
     loop {
-        let next = match retry {
-            Some(delay) => tokio::time::timeout(delay, rx.next())
-                .await
-                .unwrap_or(Some(())),
-            None => rx.next().await,
+        // The platform's objects are not watched: at each resync the
+        // remembered hashes are dropped, so the next pass reads every
+        // object back (single GETs) and repairs what was edited or deleted
+        // behind the operator's back.
+        let wait = retry.unwrap_or(ctx.config.resync);
+        let next = match tokio::time::timeout(wait, rx.next()).await {
+            Ok(next) => next,
+            Err(_elapsed) => {
+                if retry.is_none() {
+                    state.forget();
+                }
+                Some(())
+            }
         };
         if next.is_none() {
             return;

@@ -153,3 +153,49 @@ async fn at_rest_the_controllers_make_no_list_and_no_write_and_still_see_changes
     operator.abort();
     server.abort();
 }
+
+/// The platform's objects are not watched, so what is deleted behind the
+/// operator's back comes back at the next resync (single GETs, no LIST).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_platform_object_is_restored_at_the_next_resync() {
+    let api = FakeApi::new();
+    api.add_tenant("acme");
+    api.add_workload(
+        "acme",
+        "web",
+        json!({"image": "nginx:alpine", "ports": [80]}),
+    );
+    let (addr, server) = api.serve_tcp().await.unwrap();
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
+            .unwrap();
+    let mut config = example_config();
+    config.resync = Duration::from_secs(2);
+    let ctx = Arc::new(Ctx::new(client, config));
+    let health = Arc::new(Health::default());
+    let operator = tokio::spawn(controllers(ctx, health.clone()));
+    let proxy_cm = |api: &FakeApi| {
+        api.get(
+            "v1",
+            "configmaps",
+            Some("palisade-system"),
+            "palisade-proxy",
+        )
+    };
+
+    eventually("the proxy's ConfigMap", || proxy_cm(&api).is_some()).await;
+    settled(&api, Duration::from_millis(500)).await;
+    api.delete(
+        "v1",
+        "configmaps",
+        Some("palisade-system"),
+        "palisade-proxy",
+    );
+    assert!(proxy_cm(&api).is_none());
+    api.clear_log();
+    eventually("the ConfigMap restored", || proxy_cm(&api).is_some()).await;
+    let lists: Vec<String> = api.log().into_iter().filter(|l| is_list(l)).collect();
+    assert!(lists.is_empty(), "the repair needs no LIST: {lists:?}");
+    operator.abort();
+    server.abort();
+}
