@@ -6,10 +6,9 @@
 //! the model's one-line explanation rather than clap's usage dump.
 
 use crate::output::Format;
-use crate::proxy_cmds::ProxyConfigArgs;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use palisade_core::Port;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 /// Palisade: isolated tenants on a shared Kubernetes cluster: per-deployment
@@ -688,4 +687,24 @@ pub enum StoreKind {
     Sqlite,
     /// The cluster's API server ($KUBECONFIG), via the operator's custom resources.
     Kubernetes,
+}
+
+/// Arguments of `palisade proxy-config`.
+#[derive(Debug, clap::Args)]
+pub struct ProxyConfigArgs {
+    /// Write the config here instead of stdout (atomically, so a running proxy reloads a whole file).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Address the proxy listens on.
+    #[arg(long, default_value = "0.0.0.0:3128")]
+    pub listen: SocketAddr,
+    /// Address of the proxy's admin listener (/metrics, /healthz).
+    #[arg(long, default_value = "127.0.0.1:9128")]
+    pub admin_listen: SocketAddr,
+    /// Cluster pod/service CIDR no tenant may reach (repeatable).
+    #[arg(long = "cluster-deny", value_name = "CIDR")]
+    pub cluster_deny: Vec<ipnet::IpNet>,
+    /// Default egress source address for tenants without one (repeatable: one IPv4, one IPv6).
+    #[arg(long = "default-egress", value_name = "IP")]
+    pub default_egress: Vec<IpAddr>,
 }

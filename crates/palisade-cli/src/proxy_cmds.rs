@@ -5,34 +5,13 @@
 //! prefix belongs to which tenant and deployment, and each tenant's egress
 //! address — travels through its YAML config, which this module writes.
 
+use crate::cli::ProxyConfigArgs;
 use anyhow::{Context, Result};
 use palisade_core::{Snapshot, TenantName};
 use palisade_proxy::compile::{self, CompileOptions, DomainRules};
 use palisade_proxy::config::ProxyConfig;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Arguments of `palisade proxy-config`.
-#[derive(Debug, clap::Args)]
-pub struct ProxyConfigArgs {
-    /// Write the config here instead of stdout (atomically, so a running proxy reloads a whole file).
-    #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
-    /// Address the proxy listens on.
-    #[arg(long, default_value = "0.0.0.0:3128")]
-    pub listen: SocketAddr,
-    /// Address of the proxy's admin listener (/metrics, /healthz).
-    #[arg(long, default_value = "127.0.0.1:9128")]
-    pub admin_listen: SocketAddr,
-    /// Cluster pod/service CIDR no tenant may reach (repeatable).
-    #[arg(long = "cluster-deny", value_name = "CIDR")]
-    pub cluster_deny: Vec<ipnet::IpNet>,
-    /// Default egress source address for tenants without one (repeatable: one IPv4, one IPv6).
-    #[arg(long = "default-egress", value_name = "IP")]
-    pub default_egress: Vec<IpAddr>,
-}
 
 /// Runs the egress proxy with the given arguments (`--config FILE`, `check`,
 /// `hash-password`); exits 64 on a bad config, as `palisade-proxy` does, and
