@@ -47,7 +47,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use palisade_kube::render::{MANAGED_BY, TENANT_LABEL};
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,6 +147,103 @@ impl<K: Resource> Change<'_, K> {
     }
 }
 
+/// Claim names by workload uid, by workload (`namespace/name`) and by
+/// tenant, kept beside the claim store from its watch events: a lookup
+/// filtering the whole store would make each workload's reconcile linear
+/// in the claims, and a cold start with n workloads quadratic.
+#[derive(Debug, Default)]
+struct ClaimIndex {
+    by_uid: HashMap<String, BTreeSet<String>>,
+    by_workload: HashMap<String, BTreeSet<String>>,
+    by_tenant: HashMap<String, BTreeSet<String>>,
+}
+
+impl ClaimIndex {
+    fn keys(c: &SubnetClaim) -> [(String, By); 3] {
+        [
+            (c.spec.workload_uid.clone(), By::Uid),
+            (
+                workload_key(&c.spec.namespace, &c.spec.deployment),
+                By::Workload,
+            ),
+            (c.spec.tenant.clone(), By::Tenant),
+        ]
+    }
+
+    fn map(&mut self, which: By) -> &mut HashMap<String, BTreeSet<String>> {
+        match which {
+            By::Uid => &mut self.by_uid,
+            By::Workload => &mut self.by_workload,
+            By::Tenant => &mut self.by_tenant,
+        }
+    }
+
+    fn insert(&mut self, c: &SubnetClaim) {
+        for (key, which) in Self::keys(c) {
+            self.map(which).entry(key).or_default().insert(c.name_any());
+        }
+    }
+
+    fn remove(&mut self, c: &SubnetClaim) {
+        for (key, which) in Self::keys(c) {
+            let map = self.map(which);
+            if let Some(names) = map.get_mut(&key) {
+                names.remove(&c.name_any());
+                if names.is_empty() {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn update(&mut self, change: &Change<'_, SubnetClaim>) {
+        match change {
+            // Insert first: a claim whose keys did not change never
+            // leaves the index.
+            Change::Applied { old, new } => {
+                self.insert(new);
+                if let Some(old) = old.as_deref().filter(|o| Self::keys(o) != Self::keys(new)) {
+                    self.remove(old);
+                }
+            }
+            Change::Deleted(c) => self.remove(c),
+        }
+    }
+}
+
+/// The keys of [`ClaimIndex`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum By {
+    Uid,
+    Workload,
+    Tenant,
+}
+
+fn workload_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// The claims of the store whose names `index` lists under `key`, in
+/// name order; `keep` guards against an index a moment behind the store.
+fn indexed(
+    store: &Store<SubnetClaim>,
+    index: &Mutex<ClaimIndex>,
+    which: By,
+    key: &str,
+    keep: impl Fn(&SubnetClaim) -> bool,
+) -> Vec<Arc<SubnetClaim>> {
+    let names: Vec<String> = lock(index)
+        .map(which)
+        .get(key)
+        .map(|n| n.iter().cloned().collect())
+        .unwrap_or_default();
+    names
+        .iter()
+        .filter_map(|n| store.get(&ObjectRef::new(n)))
+        .filter(|c| keep(c))
+        .collect()
+}
+
 /// A watched kind's writer, shared by the watcher task and
 /// [`Caches::refresh`].
 type Shared<K> = Arc<Mutex<Writer<K>>>;
@@ -176,6 +273,7 @@ pub struct Caches {
     pub pools: Store<DynamicObject>,
     pool_resource: ApiResource,
     meta: Vec<MetaKind>,
+    claim_index: Arc<Mutex<ClaimIndex>>,
     writers: Writers,
     states: States,
     watched: Arc<AtomicBool>,
@@ -262,6 +360,7 @@ impl Caches {
             pools,
             pool_resource,
             meta,
+            claim_index: Arc::default(),
             writers: Writers {
                 tenants: tw,
                 workloads: ww,
@@ -273,6 +372,29 @@ impl Caches {
             states: States::default(),
             watched: Arc::default(),
         }
+    }
+
+    /// The cached claims carrying workload uid `uid`, in name order.
+    pub fn claims_of_uid(&self, uid: &str) -> Vec<Arc<SubnetClaim>> {
+        indexed(&self.claims, &self.claim_index, By::Uid, uid, |c| {
+            c.spec.workload_uid == uid
+        })
+    }
+
+    /// The cached claims of the workload `namespace/name` (of any uid), in
+    /// name order.
+    pub fn claims_of_workload(&self, namespace: &str, name: &str) -> Vec<Arc<SubnetClaim>> {
+        let key = workload_key(namespace, name);
+        indexed(&self.claims, &self.claim_index, By::Workload, &key, |c| {
+            c.spec.namespace == namespace && c.spec.deployment == name
+        })
+    }
+
+    /// The cached claims of tenant `tenant`, in name order.
+    pub fn claims_of_tenant(&self, tenant: &str) -> Vec<Arc<SubnetClaim>> {
+        indexed(&self.claims, &self.claim_index, By::Tenant, tenant, |c| {
+            c.spec.tenant == tenant
+        })
     }
 
     /// Whether watchers keep the stores current (else reconciles call
@@ -423,7 +545,7 @@ impl Caches {
                 watcher::Config::default(),
                 &self.writers.workloads,
                 (),
-                workload_triggers(triggers.clone(), self.claims.clone()),
+                workload_triggers(triggers.clone(), self.clone()),
             ),
             self.feed(
                 "SubnetClaim",
@@ -431,7 +553,7 @@ impl Caches {
                 watcher::Config::default(),
                 &self.writers.claims,
                 (),
-                claim_triggers(triggers.clone()),
+                claim_triggers(triggers.clone(), self.claim_index.clone()),
             ),
             self.feed(
                 "Deployment",
@@ -447,7 +569,7 @@ impl Caches {
                 watcher::Config::default().labels(DEPLOYMENT_LABEL),
                 &self.writers.pods,
                 (),
-                pod_triggers(triggers.clone(), self.claims.clone()),
+                pod_triggers(triggers.clone(), self.clone()),
             ),
             self.feed(
                 POOL_KIND,
@@ -455,7 +577,7 @@ impl Caches {
                 managed_selector(),
                 &self.writers.pools,
                 self.pool_resource.clone(),
-                pool_triggers(triggers.clone(), self.claims.clone()),
+                pool_triggers(triggers.clone(), self.clone()),
             ),
         ];
         for m in &self.meta {
@@ -651,7 +773,7 @@ fn tenant_owner(meta: &ObjectMeta) -> Option<String> {
 
 fn workload_triggers(
     triggers: Option<Triggers>,
-    claims: Store<SubnetClaim>,
+    caches: Caches,
 ) -> impl Fn(Change<'_, TenantDeployment>) + Send + Sync + 'static {
     move |c| {
         let Some(t) = &triggers else { return };
@@ -665,11 +787,7 @@ fn workload_triggers(
             }
             // A workload going away: its claims are the claim controller's.
             let uid = w.uid().unwrap_or_default();
-            for claim in claims
-                .state()
-                .iter()
-                .filter(|cl| cl.spec.workload_uid == uid)
-            {
+            for claim in caches.claims_of_uid(&uid) {
                 t.claim(&claim.name_any());
             }
         }
@@ -678,8 +796,10 @@ fn workload_triggers(
 
 fn claim_triggers(
     triggers: Option<Triggers>,
+    index: Arc<Mutex<ClaimIndex>>,
 ) -> impl Fn(Change<'_, SubnetClaim>) + Send + Sync + 'static {
     move |c| {
+        lock(&index).update(&c);
         let Some(t) = &triggers else { return };
         let claim = c.object();
         t.claim(&claim.name_any());
@@ -708,19 +828,9 @@ fn deployment_triggers(
     }
 }
 
-/// Claims of the workload `namespace/deployment`.
-fn claims_of(claims: &Store<SubnetClaim>, namespace: &str, deployment: &str) -> Vec<String> {
-    claims
-        .state()
-        .iter()
-        .filter(|c| c.spec.namespace == namespace && c.spec.deployment == deployment)
-        .map(|c| c.name_any())
-        .collect()
-}
-
 fn pod_triggers(
     triggers: Option<Triggers>,
-    claims: Store<SubnetClaim>,
+    caches: Caches,
 ) -> impl Fn(Change<'_, Pod>) + Send + Sync + 'static {
     move |c| {
         let Some(t) = &triggers else { return };
@@ -739,8 +849,8 @@ fn pod_triggers(
         // A release waits for the workload's pods: wake it when one goes.
         if finished {
             t.workload(&ns, deployment);
-            for claim in claims_of(&claims, &ns, deployment) {
-                t.claim(&claim);
+            for claim in caches.claims_of_workload(&ns, deployment) {
+                t.claim(&claim.name_any());
             }
         }
     }
@@ -748,7 +858,7 @@ fn pod_triggers(
 
 fn pool_triggers(
     triggers: Option<Triggers>,
-    claims: Store<SubnetClaim>,
+    caches: Caches,
 ) -> impl Fn(Change<'_, DynamicObject>) + Send + Sync + 'static {
     move |c| {
         let Some(t) = &triggers else { return };
@@ -765,9 +875,85 @@ fn pool_triggers(
         {
             let ns = format!("{}{tenant}", crate::desired::NAMESPACE_PREFIX);
             t.workload(&ns, deployment);
-            for claim in claims_of(&claims, &ns, deployment) {
-                t.claim(&claim);
+            for claim in caches.claims_of_workload(&ns, deployment) {
+                t.claim(&claim.name_any());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::SubnetClaimSpec;
+
+    fn claim(name: &str, uid: &str, deployment: &str) -> SubnetClaim {
+        SubnetClaim::new(
+            name,
+            SubnetClaimSpec {
+                subnet: String::new(),
+                tenant: "acme".into(),
+                namespace: "tenant-acme".into(),
+                deployment: deployment.into(),
+                workload_uid: uid.into(),
+                released_at: None,
+            },
+        )
+    }
+
+    fn names(claims: &[Arc<SubnetClaim>]) -> Vec<String> {
+        claims.iter().map(|c| c.name_any()).collect()
+    }
+
+    /// Feeds `events` to the claim store the way its watcher does.
+    fn feed(caches: &Caches, events: Vec<Event<SubnetClaim>>) {
+        let on_change = claim_triggers(None, caches.claim_index.clone());
+        for e in events {
+            apply(&caches.writers.claims, &(), &e, &on_change);
+        }
+    }
+
+    #[test]
+    fn claim_lookups_follow_watch_events_and_relists() {
+        let caches = Caches::new();
+        feed(
+            &caches,
+            vec![
+                Event::Init,
+                Event::InitApply(claim("a", "u1", "web")),
+                Event::InitApply(claim("b", "u1", "web")),
+                Event::InitApply(claim("c", "u2", "db")),
+                Event::InitDone,
+            ],
+        );
+        assert_eq!(names(&caches.claims_of_uid("u1")), ["a", "b"]);
+        assert_eq!(
+            names(&caches.claims_of_workload("tenant-acme", "db")),
+            ["c"]
+        );
+        assert_eq!(names(&caches.claims_of_tenant("acme")), ["a", "b", "c"]);
+        // A deletion, and a claim edited onto another workload.
+        feed(
+            &caches,
+            vec![
+                Event::Delete(claim("a", "u1", "web")),
+                Event::Apply(claim("b", "u3", "api")),
+            ],
+        );
+        assert!(caches.claims_of_uid("u1").is_empty());
+        assert_eq!(names(&caches.claims_of_uid("u3")), ["b"]);
+        assert!(caches.claims_of_workload("tenant-acme", "web").is_empty());
+        // A relist that no longer has `b` (deleted while the watch was down).
+        feed(
+            &caches,
+            vec![
+                Event::Init,
+                Event::InitApply(claim("c", "u2", "db")),
+                Event::InitDone,
+            ],
+        );
+        assert!(caches.claims_of_uid("u3").is_empty());
+        assert_eq!(names(&caches.claims_of_tenant("acme")), ["c"]);
+        assert!(lock(&caches.claim_index).by_workload.len() == 1);
     }
 }

@@ -27,7 +27,7 @@ use palisade_kube::render::{MANAGED_BY, TENANT_LABEL};
 use palisade_kube::{Object, RenderOptions};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 /// Field manager of every server-side apply.
@@ -402,9 +402,19 @@ pub fn plan_tenant(
         .filter(|w| w.metadata.deletion_timestamp.is_none())
         .collect();
     sorted.sort_by_key(|w| w.name_any());
+    // Claims by workload uid: `subnet_for` over all claims per workload
+    // would be quadratic in a tenant's workloads.
+    let mut held: HashMap<&str, Vec<SubnetClaim>> = HashMap::new();
+    for c in claims {
+        held.entry(&c.spec.workload_uid)
+            .or_default()
+            .push(c.clone());
+    }
     for w in sorted {
         let name = w.name_any();
-        let Some(subnet) = subnet_for(&w.uid().unwrap_or_default(), claims) else {
+        let uid = w.uid().unwrap_or_default();
+        let mine = held.get(uid.as_str()).map_or(&[][..], Vec::as_slice);
+        let Some(subnet) = subnet_for(&uid, mine) else {
             plan.pending.push(name);
             continue;
         };

@@ -191,6 +191,40 @@ impl Ctx {
         out
     }
 
+    /// What [`Ctx::claims`] holds for workload uid `uid`, from the
+    /// claim index instead of a scan of every claim.
+    fn claims_of_uid(&self, uid: &str) -> Vec<Arc<SubnetClaim>> {
+        self.with_reserved(self.caches.claims_of_uid(uid), |c| {
+            c.spec.workload_uid == uid
+        })
+    }
+
+    /// What [`Ctx::claims`] holds for tenant `tenant`, from the claim index.
+    fn claims_of_tenant(&self, tenant: &str) -> Vec<Arc<SubnetClaim>> {
+        self.with_reserved(self.caches.claims_of_tenant(tenant), |c| {
+            c.spec.tenant == tenant
+        })
+    }
+
+    /// `cached` and this process's reservations that `keep` selects and
+    /// `cached` lacks.
+    fn with_reserved(
+        &self,
+        mut cached: Vec<Arc<SubnetClaim>>,
+        keep: impl Fn(&SubnetClaim) -> bool,
+    ) -> Vec<Arc<SubnetClaim>> {
+        let names: HashSet<String> = cached.iter().map(|c| c.name_any()).collect();
+        cached.extend(
+            lock(&self.reserved)
+                .iter()
+                .filter(|(name, (c, at))| {
+                    keep(c) && !names.contains(*name) && at.elapsed() < RESERVATION_TTL
+                })
+                .map(|(_, (c, _))| Arc::new(c.clone())),
+        );
+        cached
+    }
+
     fn reserve(&self, claim: SubnetClaim) {
         lock(&self.reserved).insert(claim.name_any(), (claim, Instant::now()));
     }
@@ -462,9 +496,8 @@ async fn apply_tenant_pass(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Error> 
     let now = now_rfc3339();
     let workloads = workloads_of(ctx, &name);
     let claims: Vec<SubnetClaim> = ctx
-        .claims()
+        .claims_of_tenant(&name)
         .iter()
-        .filter(|c| c.spec.tenant == name)
         .map(|c| (**c).clone())
         .collect();
     let plan = desired::plan_tenant(
@@ -884,9 +917,8 @@ pub async fn reconcile_workload(w: &TenantDeployment, ctx: &Ctx) -> Result<Actio
 
 /// The claims of the workload `uid` (cached or just created).
 fn held_by(ctx: &Ctx, uid: &str) -> Vec<SubnetClaim> {
-    ctx.claims()
+    ctx.claims_of_uid(uid)
         .iter()
-        .filter(|c| c.spec.workload_uid == uid)
         .map(|c| (**c).clone())
         .collect()
 }
