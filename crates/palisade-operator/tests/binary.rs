@@ -59,36 +59,32 @@ fn workload(name: &str) -> Value {
            "spec": {"image": "nginx:alpine", "ports": [80]}})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_binary_leads_reconciles_serves_metrics_and_stops_on_sigterm() {
-    let api = FakeApi::new();
+/// Runs `palisade-operator run` against `api` with `extra` arguments;
+/// returns the child (killed if the test fails half-way), its stderr
+/// lines and the API server's task.
+async fn start(
+    api: &FakeApi,
+    extra: &[&str],
+) -> (
+    KillOnDrop,
+    mpsc::Receiver<String>,
+    tokio::task::JoinHandle<()>,
+) {
     let (addr, server) = api.serve_tcp().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, FakeApi::kubeconfig(addr)).unwrap();
-    api.insert(
-        GV,
-        "tenants",
-        json!({"apiVersion": GV, "kind": "Tenant", "metadata": {"name": "acme"}, "spec": {}}),
-    );
-    api.insert(GV, "tenantdeployments", workload("web"));
-
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args([
             "run",
             "--pool",
             "fd00:1234:5678::/48",
             "--listen",
             "127.0.0.1:0",
-        ])
-        .args([
-            "--resync",
-            "30s",
-            "--gc-interval",
-            "1s",
             "--identity",
             "replica-1",
         ])
+        .args(extra)
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAMESPACE", "palisade-system")
         .env("PALISADE_LOG", "info")
@@ -96,29 +92,57 @@ async fn the_operator_binary_leads_reconciles_serves_metrics_and_stops_on_sigter
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Killed if the test fails half-way.
-    let mut child = KillOnDrop(child);
-    let child = &mut child.0;
     let (tx, rx) = mpsc::channel::<String>();
     let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
+    std::thread::spawn(move || {
+        let _keep = dir;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
                 break;
             }
         }
     });
-    // The bound port comes from the structured log.
-    let listen = loop {
+    (KillOnDrop(child), rx, server)
+}
+
+/// The bound address of the health and metrics server, from the
+/// structured log.
+fn listen_addr(rx: &mpsc::Receiver<String>) -> String {
+    loop {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("no listen log line");
         let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
         if let Some(l) = v["fields"]["listen"].as_str() {
-            break l.to_owned();
+            return l.to_owned();
         }
-    };
+    }
+}
 
+/// The child's exit code once it exits within `within` (-1: killed by a
+/// signal); fails with `what` otherwise.
+async fn exit_code(child: &mut std::process::Child, within: Duration, what: &str) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        assert!(start.elapsed() < within, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_binary_leads_reconciles_serves_metrics_and_stops_on_sigterm() {
+    let api = FakeApi::new();
+    api.insert(
+        GV,
+        "tenants",
+        json!({"apiVersion": GV, "kind": "Tenant", "metadata": {"name": "acme"}, "spec": {}}),
+    );
+    api.insert(GV, "tenantdeployments", workload("web"));
+    let (mut child, rx, server) = start(&api, &["--resync", "30s", "--gc-interval", "1s"]).await;
+    let listen = listen_addr(&rx);
     eventually("the claim and the rendered Deployment", || {
         !api.all(GV, "subnetclaims").is_empty()
             && api
@@ -159,78 +183,16 @@ async fn the_operator_binary_leads_reconciles_serves_metrics_and_stops_on_sigter
         "{metrics}"
     );
 
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "did not exit on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(status.success(), "{status}");
-    drop(rx);
-    let _ = reader.join();
+    let code = exit_code(
+        &mut child.0,
+        Duration::from_secs(15),
+        "did not exit on SIGTERM",
+    )
+    .await;
+    assert_eq!(code, 0);
     server.abort();
-}
-
-/// Runs `palisade-operator run` (no leader election) against `api`;
-/// returns the child and its stderr lines.
-async fn start(
-    api: &FakeApi,
-    extra: &[&str],
-) -> (
-    KillOnDrop,
-    mpsc::Receiver<String>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (addr, server) = api.serve_tcp().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, FakeApi::kubeconfig(addr)).unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "run",
-            "--pool",
-            "fd00:1234:5678::/48",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--no-leader-election", "--identity", "replica-1"])
-        .args(extra)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAMESPACE", "palisade-system")
-        .env("PALISADE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        let _keep = dir;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (KillOnDrop(child), rx, server)
-}
-
-async fn exit_code(child: &mut std::process::Child, within: Duration) -> i32 {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code().unwrap_or(-1);
-        }
-        assert!(start.elapsed() < within, "still running");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 // Issue 14 fault 8: settings come from the ConfigMap as environment, which
@@ -245,17 +207,9 @@ async fn a_changed_configmap_makes_the_operator_exit_for_a_restart() {
                "data": {"PALISADE_POOL": "fd00:1234:5678::/48", "PALISADE_REUSE_AFTER": reuse}})
     };
     api.insert("v1", "configmaps", cm("0s"));
-    let (mut child, rx, server) = start(&api, &[]).await;
+    let (mut child, rx, server) = start(&api, &["--no-leader-election"]).await;
     // Up and watching: the health endpoint answers.
-    let listen = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("no listen line");
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if let Some(l) = v["fields"]["listen"].as_str() {
-            break l.to_owned();
-        }
-    };
+    let listen = listen_addr(&rx);
     eventually("readiness", || http_get(&listen, "/readyz").0 == 200).await;
     // An unrelated ConfigMap change does nothing; ours ends the process.
     api.insert("v1", "configmaps", cm("0s"));
@@ -265,7 +219,7 @@ async fn a_changed_configmap_makes_the_operator_exit_for_a_restart() {
         "exited on an unchanged ConfigMap"
     );
     api.insert("v1", "configmaps", cm("1h"));
-    let code = exit_code(&mut child.0, Duration::from_secs(15)).await;
+    let code = exit_code(&mut child.0, Duration::from_secs(15), "still running").await;
     assert_ne!(code, 0);
     let log: Vec<String> = rx.try_iter().collect();
     assert!(
@@ -289,8 +243,9 @@ async fn a_pool_that_overlaps_live_claims_of_another_size_is_refused_at_start() 
                "spec": {"subnet": "fd00:1234:5678::/96", "tenant": "acme",
                         "namespace": "tenant-acme", "deployment": "web", "workloadUid": "u"}}),
     );
-    let (mut child, rx, server) = start(&api, &["--prefix-len", "112"]).await;
-    let code = exit_code(&mut child.0, Duration::from_secs(15)).await;
+    let (mut child, rx, server) =
+        start(&api, &["--no-leader-election", "--prefix-len", "112"]).await;
+    let code = exit_code(&mut child.0, Duration::from_secs(15), "still running").await;
     assert_ne!(code, 0);
     let log: Vec<String> = rx.iter().collect();
     assert!(
