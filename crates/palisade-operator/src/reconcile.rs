@@ -288,6 +288,10 @@ fn dynamic_api(
     }
 }
 
+fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.labels.as_ref()?.get(key).map(String::as_str)
+}
+
 /// The cached objects the operator owns for `tenant`, with their cached
 /// versions by id, and the kinds whose cache cannot be trusted (never
 /// listed, or the LIST failed). Labels only narrow: an object counts as
@@ -312,15 +316,12 @@ pub fn owned_live(
         })
         .collect();
     let (mut out, mut versions) = (Vec::new(), HashMap::new());
-    for (api_version, kind, meta) in caches.owned_metas() {
-        let labels = meta.labels.as_ref();
-        let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
-        if label(MANAGED_BY.0) != Some(MANAGED_BY_OPERATOR)
-            || label(TENANT_LABEL) != Some(tenant)
-            || !controlled_by(&meta, tenant_uid)
-        {
-            continue;
-        }
+    let ours = |meta: &ObjectMeta| {
+        label(meta, MANAGED_BY.0) == Some(MANAGED_BY_OPERATOR)
+            && label(meta, TENANT_LABEL) == Some(tenant)
+            && controlled_by(meta, tenant_uid)
+    };
+    for (api_version, kind, meta) in caches.owned_metas(ours) {
         let live = Live {
             api_version,
             kind,
@@ -332,7 +333,7 @@ pub fn owned_live(
                 .and_then(|a| a.get(desired::HASH_ANNOTATION))
                 .cloned(),
             deleting: meta.deletion_timestamp.is_some(),
-            workload: label(desired::DEPLOYMENT_LABEL).map(str::to_owned),
+            workload: label(&meta, desired::DEPLOYMENT_LABEL).map(str::to_owned),
         };
         if let Some(v) = version(&meta) {
             versions.insert(live.id(), v);
