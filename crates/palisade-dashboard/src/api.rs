@@ -3,6 +3,7 @@
 use crate::auth::layer::Gate;
 use crate::auth::{Access, Caller};
 use crate::error::ApiError;
+use crate::error::error_chain;
 use crate::matrix::{self, LabState};
 use crate::{Config, MAX_MATRIX, audit, auth, egress, lab, security, views};
 use axum::extract::rejection::JsonRejection;
@@ -410,21 +411,6 @@ async fn egress_page(State(s): Shared, Extension(who): Who) -> ApiResult {
         m.insert("source".into(), json!(url));
     }
     Ok(Json(v))
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
 }
 
 fn require_writes(s: &AppState) -> ApiResult<()> {

@@ -9,7 +9,7 @@
 //! shows the answer, the time it took and, on failure, what most likely
 //! went wrong.
 
-use crate::api::error_chain;
+use crate::error::error_chain;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};

@@ -296,11 +296,6 @@ impl Lab {
         self.dir.join("runsc")
     }
 
-    /// Where `verify` writes its last report.
-    pub fn verify_path(&self) -> PathBuf {
-        self.dir.join(crate::verify::VERIFY_FILE)
-    }
-
     fn log_path(&self, netns: &str) -> PathBuf {
         self.dir.join("logs").join(format!("{netns}.log"))
     }

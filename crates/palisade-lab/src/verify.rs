@@ -191,6 +191,13 @@ impl Report {
 /// The file name of [`FileReport`] in the lab directory.
 pub const VERIFY_FILE: &str = "verify.json";
 
+impl Lab {
+    /// Where `verify` writes its last report.
+    pub fn verify_path(&self) -> std::path::PathBuf {
+        self.dir.join(VERIFY_FILE)
+    }
+}
+
 /// `<lab dir>/verify.json`: the last `verify`, one record per probe with
 /// its three verdicts (model, objects, dataplane). The dashboard reads the
 /// file with this type, so its schema is declared once.

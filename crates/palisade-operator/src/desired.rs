@@ -932,6 +932,15 @@ pub fn claim_labels(tenant: &str, deployment: &str, uid: &str) -> BTreeMap<Strin
     ])
 }
 
+/// The kinds a tenant's objects can have, as (apiVersion, kind,
+/// namespaced), dependants first (the prune order): what `palisade apply`
+/// prunes, less the platform's and Flux's kinds.
+pub fn tenant_kinds() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+    palisade_kube::apply::KINDS
+        .into_iter()
+        .filter(|(_, kind, _)| !matches!(*kind, "RuntimeClass" | "GitRepository" | "Kustomization"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

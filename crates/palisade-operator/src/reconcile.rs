@@ -261,15 +261,6 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
-/// The kinds a tenant's objects can have, as (apiVersion, kind,
-/// namespaced), dependants first (the prune order): what `palisade apply`
-/// prunes, less the platform's and Flux's kinds.
-pub fn tenant_kinds() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
-    palisade_kube::apply::KINDS
-        .into_iter()
-        .filter(|(_, kind, _)| !matches!(*kind, "RuntimeClass" | "GitRepository" | "Kustomization"))
-}
-
 fn resource(api_version: &str, kind: &str) -> ApiResource {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
@@ -309,7 +300,7 @@ pub fn owned_live(
     let failed: Vec<Refusal> = caches
         .untrusted()
         .into_iter()
-        .filter(|(kind, _)| tenant_kinds().any(|(_, k, _)| k == kind))
+        .filter(|(kind, _)| desired::tenant_kinds().any(|(_, k, _)| k == kind))
         .map(|(kind, message)| Refusal {
             object: format!("{kind} (list)"),
             message,
@@ -321,7 +312,7 @@ pub fn owned_live(
             && label(meta, TENANT_LABEL) == Some(tenant)
             && controlled_by(meta, tenant_uid)
     };
-    for (api_version, kind, meta) in caches.owned_metas(ours) {
+    for (api_version, kind, meta) in caches.owned_metas(tenant, ours) {
         let live = Live {
             api_version,
             kind,

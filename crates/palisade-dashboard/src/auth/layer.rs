@@ -65,7 +65,7 @@ async fn resolve(gate: &Gate, headers: &HeaderMap, write: bool) -> Result<Caller
                 "the bearer token was not accepted; log in again",
             )),
             Err(e) => {
-                let message = crate::api::error_chain(&e);
+                let message = crate::error::error_chain(&e);
                 tracing::warn!(error = %message, "authentication failed");
                 Err(Refusal::Unavailable(message))
             }
