@@ -14,7 +14,7 @@ use crate::{LabError, Result};
 use ipnet::Ipv6Net;
 use palisade_core::Snapshot;
 use palisade_kube::RenderOptions;
-use palisade_kube::eval::{ContainerPort, Endpoint, Identity, Proto};
+use palisade_kube::eval::{ContainerPort, Endpoint, Identity, Proto, container_ports};
 use palisade_kube::options::InClusterProxy;
 use palisade_kube::render::{DEPLOYMENT_LABEL, IP_POOL_ANNOTATION, TENANT_LABEL};
 use serde_json::Value;
@@ -141,7 +141,7 @@ pub fn deployments(objects: &[Value]) -> Result<Vec<RenderedDeployment>> {
             image: str_at(d, "/spec/template/spec/containers/0/image")
                 .unwrap_or_default()
                 .into(),
-            ports: container_ports(d),
+            ports: container_ports(d.pointer("/spec/template").unwrap_or(&Value::Null)),
             subnet: pool_subnet(d, &pools, &name)?,
             labels,
         });
@@ -173,30 +173,6 @@ fn pool_subnet(d: &Value, pools: &BTreeMap<&str, &Value>, name: &str) -> Result<
             "CiliumPodIPPool {pool}: {cidr:?} is not an IPv6 CIDR"
         ))
     })
-}
-
-fn container_ports(d: &Value) -> Vec<ContainerPort> {
-    let containers = d
-        .pointer("/spec/template/spec/containers")
-        .and_then(Value::as_array);
-    containers
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.get("ports")?.as_array())
-        .flatten()
-        .filter_map(|p| {
-            let proto = match p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") {
-                "UDP" => Proto::Udp,
-                "SCTP" => Proto::Sctp,
-                _ => Proto::Tcp,
-            };
-            Some(ContainerPort {
-                name: p.get("name").and_then(Value::as_str).map(str::to_owned),
-                port: u16::try_from(p.get("containerPort")?.as_u64()?).ok()?,
-                proto,
-            })
-        })
-        .collect()
 }
 
 /// Each rendered Namespace's labels (Cilium adds them to its pods'

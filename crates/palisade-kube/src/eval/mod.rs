@@ -37,7 +37,7 @@ pub use endpoint::{ContainerPort, Endpoint, Identity, IdentityOptions, Proto, en
 pub use labels::{Label, Selector};
 pub use model::{INTERNET_PROBE, RenderedPolicy};
 pub use rule::Dir;
-pub use workloads::{gateway_pods, pods_from_manifests};
+pub use workloads::{container_ports, gateway_pods, pods_from_manifests};
 
 use rule::{PeerRule, PeerView, Rule, Subject};
 use serde::Serialize;

@@ -80,7 +80,9 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn container_ports(pod: &Value) -> Vec<ContainerPort> {
+/// The container ports of a pod, or of a pod template (a Deployment's
+/// `spec.template`): both keep their containers under `spec.containers`.
+pub fn container_ports(pod: &Value) -> Vec<ContainerPort> {
     let containers = pod.pointer("/spec/containers").and_then(Value::as_array);
     containers
         .into_iter()
