@@ -367,7 +367,8 @@ where
     (w.as_reader(), Arc::new(Mutex::new(w)))
 }
 
-fn resource(api_version: &str, kind: &str) -> ApiResource {
+/// The API resource of a kind, by apiVersion and kind.
+pub(crate) fn resource(api_version: &str, kind: &str) -> ApiResource {
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
 }

@@ -50,11 +50,10 @@ use crate::desired::{
     self, FIELD_MANAGER, HASH_ANNOTATION, MANAGED_BY_OPERATOR, NAMESPACE_PREFIX, core_deployment,
     core_tenant, subnet_for,
 };
-use crate::reconcile::Ctx;
+use crate::reconcile::{Ctx, dynamic_api};
 use crate::{Config, Error};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use palisade_core::allocator::Timestamp;
 use palisade_core::{Gateway, GatewayScope, PROXY_PORTS, Snapshot, TenantName};
@@ -351,20 +350,6 @@ pub fn plan(
     let mut objects = Renderer::new(&snapshot, &options).platform()?;
     objects.iter_mut().for_each(finish);
     Ok(PlatformPlan { objects, left_out })
-}
-
-fn dynamic_api(
-    client: &Client,
-    api_version: &str,
-    kind: &str,
-    ns: Option<&str>,
-) -> Api<DynamicObject> {
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-    match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    }
 }
 
 /// What a platform reconcile remembers between passes, so that a pass

@@ -23,7 +23,6 @@ use futures::TryFutureExt;
 use ipnet::Ipv6Net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, finalizer};
@@ -261,18 +260,14 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
-fn resource(api_version: &str, kind: &str) -> ApiResource {
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
-}
-
-fn dynamic_api(
+/// The API of any kind, by apiVersion and kind.
+pub(crate) fn dynamic_api(
     client: &Client,
     api_version: &str,
     kind: &str,
     ns: Option<&str>,
 ) -> Api<DynamicObject> {
-    let ar = resource(api_version, kind);
+    let ar = crate::cache::resource(api_version, kind);
     match ns {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
@@ -812,14 +807,7 @@ pub async fn allocate(
     spec: &SubnetClaimSpec,
     metrics: &Metrics,
 ) -> Result<Option<Ipv6Net>, Error> {
-    let names: Vec<String> = Api::<SubnetClaim>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list", "subnet claims"))?
-        .items
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
+    let names = claim_names(client).await?;
     pool_conflicts(pool, &names)?;
     let mut ledger = ClaimLedger::from_names(pool, names.iter().map(String::as_str));
     Ok(claim_first_free(client, pool, spec, &mut ledger, metrics)
@@ -1347,15 +1335,20 @@ pub async fn collect_garbage(ctx: &Ctx) -> Result<Vec<String>, Error> {
 /// settings changed while subnets are in use: a /112 could be handed out
 /// inside a live /96). Run before the controllers start.
 pub async fn check_pool(client: &Client, pool: &Pool) -> Result<(), Error> {
-    let names: Vec<String> = Api::<SubnetClaim>::all(client.clone())
+    pool_conflicts(pool, &claim_names(client).await?)
+}
+
+/// Every subnet claim's name, from one metadata LIST (a claim's name is
+/// its subnet).
+async fn claim_names(client: &Client) -> Result<Vec<String>, Error> {
+    Ok(Api::<SubnetClaim>::all(client.clone())
         .list_metadata(&ListParams::default())
         .await
         .map_err(Error::kube("list", "subnet claims"))?
         .items
         .iter()
         .map(ResourceExt::name_any)
-        .collect();
-    pool_conflicts(pool, &names)
+        .collect())
 }
 
 fn pool_conflicts(pool: &Pool, names: &[String]) -> Result<(), Error> {
