@@ -105,6 +105,9 @@ struct State {
     compacted: u64,
     /// Server-side apply field owners, per object.
     owners: BTreeMap<Key, ssa::Owners>,
+    /// Deployments roll out as soon as their spec changes
+    /// ([`FakeApi::roll_out_deployments`]).
+    roll_out: bool,
 }
 
 /// The pool the operator's tests and benchmarks use: `fd00:1234:5678::/48`
@@ -318,6 +321,57 @@ impl FakeApi {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// From now on every Deployment rolls out as soon as it is created or
+    /// its spec changes, as the Deployment controller and the kubelet would
+    /// make it with pods that start at once: a second change (its own
+    /// resourceVersion, a MODIFIED event) writes `status` with
+    /// `observedGeneration` = `metadata.generation` and `replicas`,
+    /// `updatedReplicas`, `readyReplicas` and `availableReplicas` =
+    /// `spec.replicas` (default 1), the fields kstatus and `kubectl rollout
+    /// status` read (Kubernetes API reference, `DeploymentStatus`:
+    /// "observedGeneration: The generation observed by the deployment
+    /// controller", "updatedReplicas: ... pods targeted by this deployment
+    /// that have the desired template spec"). Without it a Deployment
+    /// never gets a status, as in a cluster without controller-manager,
+    /// and an operator that polls until its workloads are ready polls
+    /// forever (the scale benchmark needs workloads that come up).
+    pub fn roll_out_deployments(&self) {
+        self.lock().roll_out = true;
+    }
+
+    /// The Deployment controller's status write after a change of `k`
+    /// (see [`FakeApi::roll_out_deployments`]).
+    fn roll_out(&self, st: &mut State, k: &Key) {
+        if !st.roll_out || k.0 != "apps/v1" || k.1 != "deployments" {
+            return;
+        }
+        let Some(mut obj) = st.objects.get(k).cloned() else {
+            return;
+        };
+        let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64);
+        let seen = obj
+            .pointer("/status/observedGeneration")
+            .and_then(Value::as_i64);
+        if seen == generation || obj.pointer("/metadata/deletionTimestamp").is_some() {
+            return;
+        }
+        let replicas = obj
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        if let Some(m) = obj.as_object_mut() {
+            m.insert(
+                "status".into(),
+                json!({"observedGeneration": generation, "replicas": replicas,
+                       "updatedReplicas": replicas, "readyReplicas": replicas,
+                       "availableReplicas": replicas}),
+            );
+        }
+        Self::bump(st, &mut obj, false);
+        self.emit(st, k, "MODIFIED", &obj);
+        st.objects.insert(k.clone(), obj);
+    }
+
     /// Makes every request for `plural` answer 404, as when its CRD is not
     /// installed.
     pub fn without_kind(&self, plural: &str) {
@@ -418,7 +472,8 @@ impl FakeApi {
             "ADDED"
         };
         self.emit(&mut st, &key, kind, &obj);
-        st.objects.insert(key, obj);
+        st.objects.insert(key.clone(), obj);
+        self.roll_out(&mut st, &key);
     }
 
     /// Stores a `Tenant` named `name` with an empty spec.
@@ -894,6 +949,7 @@ impl FakeApi {
                 }
                 self.emit(&mut st, &key(&name), "ADDED", &obj);
                 st.objects.insert(key(&name), obj.clone());
+                self.roll_out(&mut st, &key(&name));
                 (StatusCode::CREATED, obj)
             }
             (&Method::PATCH, Some(name)) => {
@@ -925,7 +981,8 @@ impl FakeApi {
                             meta.insert("namespace".into(), json!(ns));
                         }
                         self.emit(&mut st, &k, "ADDED", &obj);
-                        st.objects.insert(k, obj.clone());
+                        st.objects.insert(k.clone(), obj.clone());
+                        self.roll_out(&mut st, &k);
                         return (StatusCode::CREATED, obj);
                     }
                     (None, _) => {
@@ -1006,7 +1063,8 @@ impl FakeApi {
                     self.remove(&mut st, &k);
                 } else {
                     self.emit(&mut st, &k, "MODIFIED", &obj);
-                    st.objects.insert(k, obj.clone());
+                    st.objects.insert(k.clone(), obj.clone());
+                    self.roll_out(&mut st, &k);
                 }
                 (StatusCode::OK, obj)
             }

@@ -299,3 +299,69 @@ async fn watches_resume_from_a_resource_version_and_a_compacted_one_is_gone() {
     }
     server.abort();
 }
+
+fn deployment(image: &str, replicas: i32) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": image}]}}}}))
+    .unwrap()
+}
+
+// Kubernetes API reference, DeploymentStatus
+// (https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/deployment-v1/#DeploymentStatus):
+// "observedGeneration: The generation observed by the deployment
+// controller", "updatedReplicas: Total number of non-terminated pods
+// targeted by this deployment that have the desired template spec". The
+// controller writes them after the user's change, as a change of its own.
+// Without a Deployment controller (the default here) nothing writes them.
+#[tokio::test]
+async fn deployments_roll_out_in_a_change_of_their_own_when_asked() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    for roll_out in [false, true] {
+        let api = FakeApi::new();
+        if roll_out {
+            api.roll_out_deployments();
+        }
+        let deployments: Api<Deployment> = Api::namespaced(api.client(), "default");
+        let apply = PatchParams::apply("t");
+        let created = deployments
+            .patch("web", &apply, &Patch::Apply(deployment("nginx:1", 2)))
+            .await
+            .unwrap();
+        assert!(
+            created.status.is_none(),
+            "the user's own write has no status"
+        );
+        let status = |d: &Deployment| {
+            d.status.as_ref().map(|s| {
+                (
+                    s.observed_generation,
+                    s.updated_replicas,
+                    s.ready_replicas,
+                    s.available_replicas,
+                )
+            })
+        };
+        let live = deployments.get("web").await.unwrap();
+        if !roll_out {
+            assert_eq!(status(&live), None);
+            continue;
+        }
+        assert_eq!(status(&live), Some((Some(1), Some(2), Some(2), Some(2))));
+        let rv = |d: &Deployment| d.metadata.resource_version.clone().unwrap();
+        assert_ne!(
+            rv(&live),
+            rv(&created),
+            "the rollout is a change of its own"
+        );
+        deployments
+            .patch("web", &apply, &Patch::Apply(deployment("nginx:2", 3)))
+            .await
+            .unwrap();
+        let live = deployments.get("web").await.unwrap();
+        assert_eq!(live.metadata.generation, Some(2));
+        assert_eq!(status(&live), Some((Some(2), Some(3), Some(3), Some(3))));
+    }
+}
