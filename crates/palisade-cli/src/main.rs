@@ -1,11 +1,9 @@
 //! The `palisade` binary: parse the command line, open the store, run one
 //! command, print, exit. Also installable as `kubectl-palisade`.
 
-mod backend;
 mod cli;
 mod dashboard_cmds;
 mod kube_cmds;
-mod kube_store;
 mod lab_cmds;
 mod output;
 mod proxy_cmds;
@@ -93,21 +91,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         _ => {}
     }
     if cli.store == cli::StoreKind::Kubernetes {
-        kube_store::refuse_unsupported(&cli.command)?;
-        return run_verb(&mut kube_store::Kube::new()?, &cli);
+        store_cmds::refuse_unsupported(&cli.command)?;
+        return run_verb(&mut palisade_backend::kube::Kube::new()?, &cli);
     }
     match &cli.command {
         Command::Init(a) => store_cmds::init(&cli, a)?,
         Command::Apply(a) => kube_cmds::apply(a, &open(&cli)?.snapshot()?)?,
         Command::Lab(a) => return lab_cmds::run(&cli, a),
         Command::Dashboard(a) => return dashboard_cmds::dashboard(a, state_path(&cli)?),
-        _ => return run_verb(&mut backend::Sqlite::new(&cli), &cli),
+        _ => return run_verb(&mut palisade_backend::Sqlite::new(|| open(&cli)), &cli),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The verbs both stores serve, over `b`.
-fn run_verb(b: &mut dyn backend::Backend, cli: &Cli) -> Result<ExitCode> {
+fn run_verb(b: &mut dyn palisade_backend::Backend, cli: &Cli) -> Result<ExitCode> {
     let format = cli.output;
     match &cli.command {
         Command::Create(a) => store_cmds::create(b, format, a)?,

@@ -5,21 +5,12 @@
 
 use crate::cli::Cli;
 use anyhow::{Result, anyhow};
-use palisade_core::allocator::Timestamp;
 use palisade_core::model::parse_label;
 use palisade_core::{DeploymentName, Labels, TenantName};
 use palisade_store::Store;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Now, in the store's seconds.
-pub fn now() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-}
+pub use palisade_backend::now;
 
 /// The state database: --state, else the default location.
 pub fn state_path(cli: &Cli) -> Result<PathBuf> {

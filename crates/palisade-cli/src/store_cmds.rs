@@ -6,14 +6,14 @@
 //! same one-line error on both stores; then it makes one backend call and
 //! prints. `main`'s dispatch only picks the handler and the backend.
 
-use crate::backend::{Backend, DeploymentRow, Removal, Rollout, TenantRow};
 use crate::cli::{
-    Cli, CreateArgs, DeploymentRef, GatewayTarget, ImportArgs, InitArgs, ListArgs, RuleArgs,
-    TenantCreateArgs,
+    Cli, Command, CreateArgs, DeploymentRef, GatewayTarget, ImportArgs, InitArgs, ListArgs,
+    RuleArgs, TenantCreateArgs,
 };
 use crate::output::{Format, columns, fields, outln, print};
 use crate::state::{deployment_name, labels, now, state_path, tenant_name};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use palisade_backend::{Backend, DeploymentRow, Removal, Rollout, TenantRow};
 use palisade_core::{
     AllowRule, EgressMode, EgressProfile, GatewayScope, Pool, Quota, SubnetLen, Tenant,
 };
@@ -22,6 +22,20 @@ use serde::Serialize;
 use std::io::Read;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+/// Refuses, with the reason, what `--store kubernetes` cannot serve.
+pub fn refuse_unsupported(cmd: &Command) -> Result<()> {
+    let what = match cmd {
+        Command::Init(_) => {
+            "init: the pool is the operator's setting (PALISADE_POOL in its ConfigMap)"
+        }
+        Command::Apply(_) => "apply: the operator applies what the custom resources describe",
+        Command::Lab(_) => "lab: the lab runs the SQLite store's state on this host",
+        Command::Dashboard(_) => "dashboard: it reads the SQLite store",
+        _ => return Ok(()),
+    };
+    bail!("--store kubernetes does not support {what}")
+}
 
 /// `palisade init`: set up the subnet pool.
 pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {

@@ -6,7 +6,7 @@
 //! a line of the report; `problems` is pure so each rule is unit-tested.
 
 use super::{State, claims, operator_pool};
-use crate::backend::Health;
+use crate::Health;
 use anyhow::Result;
 use ipnet::Ipv6Net;
 use palisade_core::Pool;

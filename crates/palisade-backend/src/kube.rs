@@ -22,8 +22,7 @@
 mod check;
 mod convert;
 
-use crate::backend::{Backend, CreatedRow, DeploymentRow, Health, Removal, TenantRow};
-use crate::cli::Command;
+use crate::{Backend, CreatedRow, DeploymentRow, Health, Removal, TenantRow};
 use anyhow::{Context, Result, anyhow, bail};
 use convert::{TenantCr, deployment_row, tenant_row, tenant_spec, workload_spec};
 use palisade_core::allocator::PoolUsage;
@@ -43,24 +42,18 @@ const OPERATOR_CONFIG: (&str, &str) = ("palisade-system", "palisade-operator");
 /// Field manager of what the CLI writes.
 const FIELD_MANAGER: &str = "palisade-cli";
 
-/// Refuses, with the reason, what the cluster cannot serve.
-pub fn refuse_unsupported(cmd: &Command) -> Result<()> {
-    let what = match cmd {
-        Command::Init(_) => {
-            "init: the pool is the operator's setting (PALISADE_POOL in its ConfigMap)"
-        }
-        Command::Apply(_) => "apply: the operator applies what the custom resources describe",
-        Command::Lab(_) => "lab: the lab runs the SQLite store's state on this host",
-        Command::Dashboard(_) => "dashboard: it reads the SQLite store",
-        _ => return Ok(()),
-    };
-    bail!("--store kubernetes does not support {what}")
-}
-
 /// The cluster from `$KUBECONFIG` (or in-cluster), connected on first use.
 pub struct Kube {
     rt: tokio::runtime::Runtime,
     client: Option<Client>,
+}
+
+impl std::fmt::Debug for Kube {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kube")
+            .field("connected", &self.client.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Kube {
@@ -372,7 +365,7 @@ async fn write_batch(
     done: &mut Done,
 ) -> Result<()> {
     for t in new_tenants {
-        create_tenant(c, &Tenant::with_defaults(t.clone(), crate::state::now())).await?;
+        create_tenant(c, &Tenant::with_defaults(t.clone(), crate::now())).await?;
         done.tenants.push(t.clone());
     }
     let tenants: BTreeSet<&TenantName> = batch.iter().map(|d| &d.tenant).collect();

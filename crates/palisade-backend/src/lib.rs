@@ -1,16 +1,17 @@
-//! One model over two stores. Every verb's handler (`store_cmds.rs`) parses
-//! its input through the core model, makes one call on a [`Backend`] and
-//! prints what comes back. The SQLite store ([`Sqlite`]) and the cluster's
-//! custom resources (`kube_store::Kube`) both implement it and return the
-//! same rows, so `--store kubernetes` cannot drift into a second, smaller
-//! product: a verb exists once, with one parser and one printer.
+//! One model over two stores. Every CLI verb's handler (the CLI's
+//! `store_cmds.rs`) and the dashboard parse their input through the core
+//! model, make one call on a [`Backend`] and show what comes back. The
+//! SQLite store ([`Sqlite`]) and the cluster's custom resources
+//! ([`kube::Kube`]) both implement it and return the same rows, so
+//! `--store kubernetes` cannot drift into a second, smaller product: a
+//! verb exists once, with one parser and one printer.
 //!
 //! The trait is synchronous: the cluster implementation owns a
 //! current-thread runtime and blocks on each call, which keeps the
 //! handlers and the SQLite path free of async.
 
-use crate::cli::Cli;
-use crate::state::{now, open};
+pub mod kube;
+
 use anyhow::{Context, Result};
 use ipnet::Ipv6Net;
 use palisade_core::allocator::{PoolUsage, Timestamp};
@@ -22,6 +23,16 @@ use palisade_proxy::compile::DomainRules;
 use palisade_store::{NewDeployment, Removed, Store};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now, in the store's seconds.
+pub fn now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
 
 /// Where state lives, as the verbs need it. Inputs are already parsed by
 /// the model: an implementation only checks what needs the stored state
@@ -200,22 +211,41 @@ pub struct Health {
     pub place: String,
 }
 
+/// How [`Sqlite`] opens its store, when first needed.
+type Opener<'a> = Box<dyn FnMut() -> Result<Store> + Send + 'a>;
+
 /// The SQLite store, opened on first use, so a handler's parse errors come
 /// before any file is touched.
 pub struct Sqlite<'a> {
-    cli: &'a Cli,
+    open: Opener<'a>,
     store: Option<Store>,
 }
 
+impl std::fmt::Debug for Sqlite<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sqlite")
+            .field("open", &self.store.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Sqlite<'a> {
-    /// The store `cli` names (`--state`, else the default location).
-    pub fn new(cli: &'a Cli) -> Self {
-        Self { cli, store: None }
+    /// The store `open` opens, on first use (its error comes then).
+    pub fn new(open: impl FnMut() -> Result<Store> + Send + 'a) -> Self {
+        Self {
+            open: Box::new(open),
+            store: None,
+        }
+    }
+
+    /// The store at `path`.
+    pub fn at(path: std::path::PathBuf) -> Sqlite<'static> {
+        Sqlite::new(move || Ok(Store::open(&path)?))
     }
 
     fn store(&mut self) -> Result<&mut Store> {
         if self.store.is_none() {
-            self.store = Some(open(self.cli)?);
+            self.store = Some((self.open)()?);
         }
         self.store
             .as_mut()

@@ -2,10 +2,10 @@
 //! go through the model's parsers again (an object someone edited with
 //! kubectl may hold anything); writes keep the model's canonical spelling.
 
-use crate::backend::{DeploymentRow, Rollout, TenantRow};
+use crate::{DeploymentRow, Rollout, TenantRow};
 use anyhow::{Context, Result};
 use palisade_core::allocator::Timestamp;
-use palisade_core::model::{EnvValue, EnvVar, ScratchVolume};
+use palisade_core::model::{EnvValue, EnvVar, ScratchVolume, parse_label};
 use palisade_core::{
     AllowRule, DeploymentName, EgressMode, Port, Replicas, SecurityProfile, Tenant, TenantName,
     WorkloadSpec,
@@ -76,12 +76,11 @@ fn deployment_row_in(tenant: TenantName, w: &TenantDeployment) -> Result<Deploym
             .and_then(|st| st.subnet.as_deref())
             .map(str::parse)
             .transpose()?,
-        labels: crate::state::labels(
-            &s.labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>(),
-        )?,
+        labels: s
+            .labels
+            .iter()
+            .map(|(k, v)| parse_label(&format!("{k}={v}")))
+            .collect::<Result<_, _>>()?,
         workload: workload(s)?,
         created_at: created(w),
         rollout: Some(Rollout {
