@@ -467,11 +467,45 @@ pub struct SubnetClaimSpec {
 /// ([`crate::claim::claim_name`]).
 pub const CLAIM_NAME_RULE: &str = "self.metadata.name == (self.spec.subnet.startsWith('::') ? '0' + self.spec.subnet : self.spec.subnet).replace(':', '-').replace('/', '-')";
 
+/// The name of the one [`Platform`] object.
+pub const PLATFORM_NAME: &str = "palisade";
+
+/// Platform-wide settings: what the SQLite store keeps for every tenant
+/// at once and no tenant owns (today the central gateway, `palisade
+/// gateway add --central`). Cluster-scoped and one object named
+/// `palisade` (CEL on `metadata.name`, which Kubernetes lets root rules
+/// read), because what it stands for exists once per cluster; no object,
+/// or `centralGateway: false`, means no central gateway.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[kube(
+    group = "palisade.io",
+    version = "v1alpha1",
+    kind = "Platform",
+    plural = "platforms",
+    shortname = "pplatform",
+    category = "palisade",
+    printcolumn = r#"{"name":"Central-Gateway","type":"boolean","jsonPath":".spec.centralGateway"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name == 'palisade'").message("the platform's settings are one object, named 'palisade'")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformSpec {
+    /// One gateway in front of every tenant's workloads (with ports), in
+    /// the gateways' namespace, serving `<deployment>.<tenant>.<domain>`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub central_gateway: bool,
+}
+
 /// The CRDs, in the order they are installed.
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
-    vec![Tenant::crd(), TenantDeployment::crd(), SubnetClaim::crd()]
+    vec![
+        Tenant::crd(),
+        TenantDeployment::crd(),
+        SubnetClaim::crd(),
+        Platform::crd(),
+    ]
 }
 
 /// The committed files under `deploy/crds/`: (file name, YAML).

@@ -447,6 +447,37 @@ fn a_claims_name_is_its_subnet_and_its_holder_never_changes() {
 }
 
 #[test]
+fn the_platform_is_one_object_named_palisade() {
+    check(
+        "Platform",
+        vec![
+            create(object(
+                "Platform",
+                "palisade",
+                json!({"centralGateway": true}),
+            )),
+            create(object("Platform", "palisade", json!({}))),
+        ],
+        vec![
+            // A second settings object would leave the central gateway
+            // ambiguous.
+            (
+                create(object("Platform", "other", json!({"centralGateway": true}))),
+                "one object, named 'palisade'",
+            ),
+            (
+                create(object(
+                    "Platform",
+                    "palisade",
+                    json!({"centralGateway": "yes"}),
+                )),
+                "centralGateway",
+            ),
+        ],
+    );
+}
+
+#[test]
 fn list_types_are_ones_the_api_server_accepts() {
     // https://kubernetes.io/docs/reference/using-api/server-side-apply/#merge-strategy
     // and the structural-schema rules: a `map` list's keys are required
