@@ -95,12 +95,14 @@ fn assert_path(report: &Value, from: &str, to: &str, kind: &str, expected: bool)
     }
 }
 
-/// The AAAA answers cluster DNS gives `name`, asked from namespace `netns`.
-fn dig(netns: &str, name: &str) -> String {
+/// The AAAA answers cluster DNS gives `name`, asked from namespace `netns`
+/// (over TCP with `+tcp` in `extra`).
+fn dig(netns: &str, name: &str, extra: &[&str]) -> String {
     let out = std::process::Command::new("ip")
         .args([
             "netns", "exec", netns, "dig", "+short", "+time=2", "+tries=1",
         ])
+        .args(extra)
         .args(["@fd70:1ab::53", name, "AAAA"])
         .output()
         .unwrap();
@@ -387,15 +389,23 @@ fn the_seed_scenario_end_to_end() {
         true,
     );
     assert_eq!(netns_list().matches(&prefix).count(), 4 + 1 + 6);
-    // Cluster DNS answers new-app's name over UDP, through the rules.
-    let dig = dig(
-        &format!("{prefix}p.test-tenant.backend.0"),
-        "new-app.tenant-test-tenant.svc.cluster.local",
-    );
+    // Cluster DNS answers new-app's name over UDP and over TCP, through
+    // the rules (the rendered DNS rule lists 53/UDP and 53/TCP).
+    let backend = format!("{prefix}p.test-tenant.backend.0");
+    let name = "new-app.tenant-test-tenant.svc.cluster.local";
+    let (udp, tcp) = (dig(&backend, name, &[]), dig(&backend, name, &["+tcp"]));
     assert!(
-        dig.trim()
+        udp.trim()
             .starts_with(frontend_subnet.split("::").next().unwrap()),
-        "{dig}"
+        "{udp}"
+    );
+    assert_eq!(tcp, udp);
+    // verify's cluster-DNS probe is a DNS question over TCP.
+    let dns = probes(&report, "test-tenant/backend", "cluster-dns", "direct");
+    assert!(
+        dns.iter()
+            .all(|p| p["detail"].as_str().unwrap().starts_with("DNS over TCP: ")),
+        "{dns:?}"
     );
 
     // Down leaves nothing: namespaces, rules, processes. Twice is fine.

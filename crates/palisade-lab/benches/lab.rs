@@ -214,6 +214,7 @@ fn load(lab: &Lab, netns: &str, target: SocketAddr) -> LoadResult {
             addr: target,
             proxy: None,
             host: target.to_string(),
+            dns: None,
         }],
         load: Some(Load {
             concurrency: 8,

@@ -5,10 +5,19 @@
 //! those rules for real, something must answer on port 53 inside the lab's
 //! `kube-system` namespace, with the lab's names, as CoreDNS would on a
 //! cluster. This is that responder: authoritative for exactly the names it is
-//! given, UDP only, A and AAAA only. Anything else gets the answer an
-//! authoritative server gives for data it does not hold (RFC 1035 §4.1.1,
-//! RFC 2308): NXDOMAIN for unknown names, an empty NOERROR ("NODATA") for a
-//! known name without records of the asked type.
+//! given, A and AAAA only. Anything else gets the answer an authoritative
+//! server gives for data it does not hold (RFC 1035 §4.1.1, RFC 2308):
+//! NXDOMAIN for unknown names, an empty NOERROR ("NODATA") for a known name
+//! without records of the asked type.
+//!
+//! It answers over UDP and TCP, as RFC 7766 §5 requires of every DNS
+//! server ("All general-purpose DNS implementations MUST support both UDP
+//! and TCP transport"): a UDP answer longer than the client can take goes
+//! out truncated with TC set (RFC 1035 §4.2.1), and the client asks again
+//! over TCP, where each message carries a two-byte length prefix (RFC 1035
+//! §4.2.2) and a connection may carry many queries (RFC 7766 §6.2.1). A
+//! Service with more than a few dozen pods has no complete UDP answer, so
+//! without TCP its clients would see no addresses at all.
 //!
 //! The wire format is hickory-proto's; this module only decides answers.
 //! Names match case-insensitively (RFC 4343) and with or without the final
@@ -21,7 +30,10 @@ use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
-use tokio::net::UdpSocket;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 /// The names the responder answers for: name → its addresses (both
 /// families; A queries get the IPv4 ones, AAAA the IPv6 ones).
@@ -34,6 +46,14 @@ pub const TTL: u32 = 5;
 
 /// The largest reply without EDNS (RFC 1035 §4.2.1).
 const PLAIN_UDP_LIMIT: usize = 512;
+
+/// The largest message the two-byte length prefix of TCP can carry
+/// (RFC 1035 §4.2.2).
+const TCP_LIMIT: usize = u16::MAX as usize;
+
+/// How long an idle TCP connection is kept: RFC 7766 §6.2.3 recommends
+/// timeouts "on the order of seconds".
+pub const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// Answers DNS queries on `socket` from `names` until `shutdown` completes.
 ///
@@ -63,6 +83,57 @@ pub async fn serve(
     }
 }
 
+/// Answers DNS over TCP on `listener` from `names` until `shutdown`
+/// completes: each connection may carry any number of length-prefixed
+/// queries, answered in order, and is closed after [`TCP_IDLE`] without
+/// one, on a malformed frame, or when the client closes it. Returns an
+/// error only when accepting fails.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    names: Names,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let zone = Arc::new(Zone::new(names));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => accepted?,
+        };
+        let zone = zone.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection(stream, &zone).await {
+                tracing::debug!(%peer, %error, "DNS over TCP connection ended");
+            }
+        });
+    }
+}
+
+/// One TCP connection: length-prefixed queries in, length-prefixed
+/// answers out (RFC 1035 §4.2.2), until the client closes or idles.
+async fn connection(mut stream: TcpStream, zone: &Zone) -> std::io::Result<()> {
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            Ok(Ok(len)) => usize::from(len),
+            // The client closed between messages, or went quiet.
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        };
+        let mut query = vec![0u8; len];
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let Some(reply) = zone.reply_with_limit(&query, TCP_LIMIT) else {
+            return Ok(());
+        };
+        let mut frame = Vec::with_capacity(reply.len() + 2);
+        frame.extend_from_slice(&u16::try_from(reply.len()).unwrap_or(u16::MAX).to_be_bytes());
+        frame.extend_from_slice(&reply);
+        stream.write_all(&frame).await?;
+    }
+}
+
 /// The names, normalised for lookup.
 #[derive(Debug, Clone, Default)]
 pub struct Zone {
@@ -82,19 +153,30 @@ impl Zone {
         zone
     }
 
-    /// The reply to one datagram, or `None` when it is too short to carry a
-    /// message id (nothing can be answered to it).
+    /// The reply to one UDP datagram, or `None` when it is too short to
+    /// carry a message id (nothing can be answered to it). It fits in 512
+    /// bytes, or the size the client's EDNS record offers (RFC 6891 §6.2.3).
     pub fn reply(&self, datagram: &[u8]) -> Option<Vec<u8>> {
-        let Ok(query) = Message::from_vec(datagram) else {
-            let id = u16::from_be_bytes([*datagram.first()?, *datagram.get(1)?]);
+        let limit = Message::from_vec(datagram)
+            .ok()
+            .map_or(PLAIN_UDP_LIMIT, |q| {
+                q.edns.as_ref().map_or(PLAIN_UDP_LIMIT, |e| {
+                    usize::from(e.max_payload()).max(PLAIN_UDP_LIMIT)
+                })
+            });
+        self.reply_with_limit(datagram, limit)
+    }
+
+    /// The reply to one message, truncated (TC set) when longer than
+    /// `limit` bytes; `None` when it is too short to carry a message id.
+    pub fn reply_with_limit(&self, message: &[u8], limit: usize) -> Option<Vec<u8>> {
+        let Ok(query) = Message::from_vec(message) else {
+            let id = u16::from_be_bytes([*message.first()?, *message.get(1)?]);
             return encode(
                 Message::error_msg(id, OpCode::Query, ResponseCode::FormErr),
                 0,
             );
         };
-        let limit = query.edns.as_ref().map_or(PLAIN_UDP_LIMIT, |e| {
-            usize::from(e.max_payload()).max(PLAIN_UDP_LIMIT)
-        });
         encode(self.answer(&query), limit)
     }
 
@@ -238,5 +320,15 @@ mod tests {
         let m = ask(&zone, "big", RecordType::AAAA);
         assert!(m.metadata.truncation);
         assert!(m.answers.is_empty());
+        // Over TCP the same answer is whole.
+        let mut q = Message::query();
+        q.add_query(Query::query(
+            Name::from_ascii("big").unwrap(),
+            RecordType::AAAA,
+        ));
+        let tcp = zone.reply_with_limit(&q.to_vec().unwrap(), TCP_LIMIT);
+        let m = Message::from_vec(&tcp.unwrap()).unwrap();
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 64);
     }
 }

@@ -15,6 +15,7 @@
 //!   namespaces (pod workload, internet echo, gateway reverse proxy, probe
 //!   agent).
 
+pub mod agents;
 pub mod apply;
 pub mod dns;
 pub mod nft;

@@ -61,8 +61,8 @@ pub enum Workload {
     },
     /// The internet echo origin: answers with the caller's address.
     Echo,
-    /// Cluster DNS's stand-in: [`crate::dns::serve`] on UDP at every
-    /// listen address, and an echo on TCP there (what the probes reach).
+    /// Cluster DNS's stand-in: [`crate::dns::serve`] on UDP and
+    /// [`crate::dns::serve_tcp`] on TCP at every listen address.
     Dns {
         /// A JSON file of the names it answers for ([`crate::dns::Names`]):
         /// thousands of names do not fit on a command line.
@@ -96,13 +96,21 @@ pub async fn serve(workload: Workload, listen: Vec<SocketAddr>) -> std::io::Resu
         let names: crate::dns::Names = serde_json::from_str(&text)?;
         for addr in &listen {
             let socket = tokio::net::UdpSocket::bind(addr).await?;
-            let names = names.clone();
+            let listener = TcpListener::bind(addr).await?;
+            let (udp, tcp) = (names.clone(), names.clone());
             tasks.spawn(async move {
-                if let Err(e) = crate::dns::serve(socket, names, std::future::pending()).await {
-                    tracing::error!(error = %e, "the DNS stand-in stopped");
+                if let Err(e) = crate::dns::serve(socket, udp, std::future::pending()).await {
+                    tracing::error!(error = %e, "the DNS stand-in stopped (UDP)");
+                }
+            });
+            tasks.spawn(async move {
+                if let Err(e) = crate::dns::serve_tcp(listener, tcp, std::future::pending()).await {
+                    tracing::error!(error = %e, "the DNS stand-in stopped (TCP)");
                 }
             });
         }
+        while tasks.join_next().await.is_some() {}
+        return Ok(());
     }
     for addr in listen {
         let listener = TcpListener::bind(addr).await?;
@@ -163,7 +171,8 @@ async fn handle(
             pod,
         } => answer("pod", Some(tenant), Some(deployment), Some(pod)),
         Workload::Echo => answer("internet-echo", None, None, None),
-        Workload::Dns { .. } => answer("cluster-dns", None, None, None),
+        // Served by `crate::dns`, never over HTTP.
+        Workload::Dns { .. } => json_response(StatusCode::NOT_FOUND, String::new()),
         Workload::Gateway { routes } => {
             let host = req
                 .headers()
@@ -263,6 +272,53 @@ pub async fn http_get(
         .map_err(ProbeFailure::Http)
 }
 
+/// What a DNS probe asks cluster DNS: the name of the cluster DNS Service
+/// as kubeadm and EKS name it. The lab's stand-in answers for the rendered
+/// Services only, so its answer is NXDOMAIN; any DNS answer shows the path
+/// is open.
+pub const DNS_PROBE_NAME: &str = "kube-dns.kube-system.svc.cluster.local";
+
+/// Asks `name` (AAAA) of the DNS server at `addr` over TCP (RFC 1035
+/// §4.2.2: a two-byte length, then the message) and describes the answer:
+/// (its response code, `DNS over TCP: NOERROR, 3 records`).
+pub async fn dns_over_tcp(
+    addr: SocketAddr,
+    name: &str,
+    timeout: Duration,
+) -> Result<(u16, String), ProbeFailure> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ProbeFailure::Connect(format!("timed out after {timeout:?}")))?
+        .map_err(|e| ProbeFailure::Connect(e.to_string()))?;
+    let exchange = async {
+        let name = Name::from_ascii(name).map_err(|e| e.to_string())?;
+        let mut query = Message::query();
+        query.add_query(Query::query(name, RecordType::AAAA));
+        let bytes = query.to_vec().map_err(|e| e.to_string())?;
+        let len = u16::try_from(bytes.len()).map_err(|e| e.to_string())?;
+        let mut frame = len.to_be_bytes().to_vec();
+        frame.extend_from_slice(&bytes);
+        stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+        let len = stream.read_u16().await.map_err(|e| e.to_string())?;
+        let mut reply = vec![0u8; usize::from(len)];
+        stream
+            .read_exact(&mut reply)
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = Message::from_vec(&reply).map_err(|e| e.to_string())?;
+        let code = reply.metadata.response_code;
+        let said = format!("DNS over TCP: {code}, {} records", reply.answers.len());
+        Ok::<_, String>((u16::from(code), said))
+    };
+    tokio::time::timeout(timeout * 2, exchange)
+        .await
+        .map_err(|_| ProbeFailure::Http(format!("no DNS answer within {:?}", timeout * 2)))?
+        .map_err(|e| ProbeFailure::Http(format!("no DNS answer: {e}")))
+}
+
 /// One request a probe agent makes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProbeRequest {
@@ -274,6 +330,9 @@ pub struct ProbeRequest {
     pub proxy: Option<SocketAddr>,
     /// The `Host` header.
     pub host: String,
+    /// Instead of an HTTP request: ask this name over DNS over TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
 }
 
 /// A probe agent's answer.
@@ -290,7 +349,10 @@ pub async fn run_probes(requests: Vec<ProbeRequest>, timeout: Duration) -> Vec<P
     let mut set = tokio::task::JoinSet::new();
     for r in requests {
         set.spawn(async move {
-            let outcome = http_get(r.addr, r.proxy, &r.host, "/", timeout).await;
+            let outcome = match &r.dns {
+                Some(name) => dns_over_tcp(r.addr, name, timeout).await,
+                None => http_get(r.addr, r.proxy, &r.host, "/", timeout).await,
+            };
             ProbeResult { id: r.id, outcome }
         });
     }

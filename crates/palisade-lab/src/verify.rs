@@ -14,12 +14,12 @@
 //! [`manifest_matrix`] evaluates hand-written manifests the same way, for a
 //! pre-merge check without a lab.
 
-use crate::apply::{Lab, LabState, Progress, run as run_cmd};
+use crate::apply::{Lab, LabState, Progress};
 use crate::plan::{
     APISERVER_ADDR, APISERVER_PORT, DNS_ADDR, DNS_PORT, ECHO_ADDR, HTTP_PORT, METADATA_ADDR,
     PROXY_ADDR, PodPlan,
 };
-use crate::serve::{Answer, ProbeBatch, ProbeFailure, ProbeRequest, ProbeResult};
+use crate::serve::{Answer, DNS_PROBE_NAME, ProbeFailure, ProbeRequest};
 use crate::{LabError, Result};
 use palisade_core::policy::{Endpoint, Policy, PortProto};
 use palisade_core::{DeploymentName, Port, TenantName};
@@ -29,8 +29,6 @@ use palisade_kube::eval::{
 };
 use serde_json::Value;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How a probe reaches its target.
@@ -496,6 +494,10 @@ pub fn judge(probe: &Probe, outcome: &Result<(u16, String), ProbeFailure>) -> Ou
                             a.pod.as_deref().unwrap_or(&a.role),
                             a.caller
                         ),
+                        // A DNS probe's agent describes the DNS answer.
+                        None if probe.to == Target::Model(Endpoint::ClusterDns) => {
+                            body.trim().to_owned()
+                        }
                         None => format!("HTTP {status}"),
                     },
                 ),
@@ -680,85 +682,27 @@ fn measure(
     phase: &str,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Vec<Outcome>> {
-    let mut by_ns: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut batches: Vec<crate::agents::Batch> = Vec::new();
     for (i, p) in probes.iter().enumerate() {
-        match by_ns.last_mut() {
-            Some((ns, ids)) if *ns == p.netns => ids.push(i),
-            _ => by_ns.push((p.netns.clone(), vec![i])),
+        let request = ProbeRequest {
+            id: i,
+            addr: p.addr,
+            proxy: p.proxy,
+            host: p.host.clone().unwrap_or_else(|| p.addr.to_string()),
+            // Cluster DNS answers DNS on TCP 53: the probe asks it a question.
+            dns: (p.to == Target::Model(Endpoint::ClusterDns)).then(|| DNS_PROBE_NAME.to_owned()),
+        };
+        match batches.last_mut() {
+            Some((ns, requests)) if *ns == p.netns => requests.push(request),
+            _ => batches.push((p.netns.clone(), vec![request])),
         }
     }
-    progress(Progress::Phase {
-        name: phase.into(),
-        total: by_ns.len() as u64,
-    });
-    let results: Mutex<Vec<Option<Measured>>> = Mutex::new(vec![None; probes.len()]);
-    let next = AtomicUsize::new(0);
-    let errors: Mutex<Vec<LabError>> = Mutex::new(Vec::new());
-    let exe = lab.exe.to_string_lossy().into_owned();
-    std::thread::scope(|s| {
-        for _ in 0..parallel.max(1) {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((ns, ids)) = by_ns.get(k) else {
-                        break;
-                    };
-                    let batch = ProbeBatch {
-                        timeout_ms: timeout.as_millis() as u64,
-                        load: None,
-                        requests: ids
-                            .iter()
-                            .map(|&i| ProbeRequest {
-                                id: i,
-                                addr: probes[i].addr,
-                                proxy: probes[i].proxy,
-                                host: probes[i]
-                                    .host
-                                    .clone()
-                                    .unwrap_or_else(|| probes[i].addr.to_string()),
-                            })
-                            .collect(),
-                    };
-                    let input = match serde_json::to_string(&batch) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            if let Ok(mut errs) = errors.lock() {
-                                errs.push(LabError::json("probe batch")(e));
-                            }
-                            continue;
-                        }
-                    };
-                    match run_cmd(
-                        "ip",
-                        &["netns", "exec", ns, &exe, "lab", "__probe"],
-                        Some(&input),
-                    ) {
-                        Ok(out) => {
-                            if let Ok(mut res) = results.lock() {
-                                for line in out.lines() {
-                                    if let Ok(r) = serde_json::from_str::<ProbeResult>(line)
-                                        && let Some(slot) = res.get_mut(r.id)
-                                    {
-                                        *slot = Some(r.outcome);
-                                    }
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            if let Ok(mut errs) = errors.lock() {
-                                errs.push(e);
-                            }
-                        }
-                    }
-                    progress(Progress::Tick(format!("{ns}: {} probes", ids.len())));
-                }
-            });
+    let mut results: Vec<Option<Measured>> = vec![None; probes.len()];
+    for r in crate::agents::run(lab, &batches, timeout, parallel, phase, progress)? {
+        if let Some(slot) = results.get_mut(r.id) {
+            *slot = Some(r.outcome);
         }
-    });
-    if let Some(e) = errors.into_inner().ok().and_then(|mut v| v.pop()) {
-        return Err(e);
     }
-    let results = results.into_inner().unwrap_or_default();
     Ok(probes
         .iter()
         .zip(results)
