@@ -183,13 +183,15 @@ impl Ports {
         }
     }
 
-    /// TCP on each of `ports`, or every port when `ports` is empty (a
-    /// deployment that declares no ports may serve on any).
-    fn tcp_or_any(ports: &[Port]) -> Self {
-        if ports.is_empty() {
-            Ports::Any
-        } else {
-            Ports::Only(ports.iter().map(|p| PortProto::tcp(*p)).collect())
+    /// TCP on the first of `ports`, or every port when `ports` is empty (a
+    /// deployment that declares no ports may serve on any). A gateway's
+    /// route sends to the deployment's first port only
+    /// (`palisade_kube::render`: one HTTPRoute backend per gateway), so
+    /// that is all the gateway reaches.
+    fn first_tcp_or_any(ports: &[Port]) -> Self {
+        match ports.first() {
+            Some(p) => Ports::Only([PortProto::tcp(*p)].into()),
+            None => Ports::Any,
         }
     }
 }
@@ -419,7 +421,7 @@ impl Policy {
                         scope: g.scope.clone(),
                     },
                     to: Endpoint::deployment(&d.tenant, &d.name),
-                    ports: Ports::tcp_or_any(&d.ports),
+                    ports: Ports::first_tcp_or_any(&d.ports),
                     reason: Reason::Gateway {
                         scope: g.scope.clone(),
                     },
@@ -738,6 +740,24 @@ mod tests {
                 .allowed(&web, &other, PortProto::tcp(p(3128)))
                 .allowed
         );
+    }
+
+    /// The renderer routes a gateway to a deployment's first port only
+    /// (one HTTPRoute backend), so a second port is not the gateway's.
+    #[test]
+    fn a_gateway_reaches_only_the_port_its_route_serves() {
+        let mut snap = seed();
+        snap.deployments[1].ports = vec![p(5432), p(9187)];
+        let central = GatewayScope::Central;
+        snap.gateways = vec![Gateway {
+            scope: central.clone(),
+            created_at: Timestamp(0),
+        }];
+        let policy = Policy::compile(&snap);
+        let gw = Endpoint::Gateway { scope: central };
+        let db = e("acme-corp", "db");
+        assert!(policy.allowed(&gw, &db, PortProto::tcp(p(5432))).allowed);
+        assert!(!policy.allowed(&gw, &db, PortProto::tcp(p(9187))).allowed);
     }
 
     #[test]

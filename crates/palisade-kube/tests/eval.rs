@@ -592,26 +592,63 @@ mod three_way {
     /// `Policy::allowed` says, for every pair of the seed's endpoints with
     /// a deployment on one side, on every port either names.
     ///
-    /// Known disagreement (reported, to be fixed in the model or the
-    /// renderer): with the `cilium` gateway class every Gateway's traffic
-    /// leaves the same Envoy with the one `ingress` identity, so a tenant
+    /// With the `cilium` gateway class every Gateway's traffic leaves the
+    /// same Envoy with the one `ingress` identity, so at L3/L4 a tenant
     /// policy that admits its own gateway (`fromEntities: [ingress]`)
-    /// admits every Gateway's traffic. The model lets only the gateways
-    /// fronting a deployment reach it; at L3/L4 the objects cannot tell
-    /// them apart (route attachment, an L7 matter, is all that separates
-    /// them). The list below is exactly those flows; any other difference,
-    /// or the fix, changes it.
+    /// admits every Gateway's traffic; the HTTPRoutes attached to each
+    /// Gateway are what separate them, and the objects' verdict reads them
+    /// (`SHARED_ENVOY` lists the flows only the routes deny).
     #[test]
-    fn rendered_seed_objects_agree_with_the_model_but_for_the_shared_envoy_identity() {
+    fn rendered_seed_objects_agree_with_the_model() {
         let d = disagreements(&fixtures::seed(), &RenderOptions::default());
-        let found: Vec<&str> = d.keys().map(String::as_str).collect();
         let lines: Vec<String> = d.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        assert_eq!(found, SHARED_ENVOY, "disagreements:\n{}", lines.join("\n"));
+        assert!(d.is_empty(), "disagreements:\n{}", lines.join("\n"));
+    }
+
+    /// The flows the shared `ingress` identity lets through at L3/L4 are
+    /// denied at L7: no HTTPRoute attached to that Gateway sends there,
+    /// and the verdict names the nearest route and why it does not count.
+    #[test]
+    fn the_shared_envoy_identity_is_separated_by_the_routes() {
+        let snap = fixtures::seed();
+        let Ok(objects) = RenderedPolicy::new(&snap, &RenderOptions::default()) else {
+            panic!("the seed renders")
+        };
+        let eps = model_endpoints(&snap);
+        for flow in SHARED_ENVOY {
+            let (from, rest) = flow.split_once(" -> ").unwrap_or_default();
+            let (to, port) = rest.split_once(' ').unwrap_or_default();
+            let find = |n: &str| eps.iter().find(|e| e.to_string() == n).cloned();
+            let (Some(from), Some(to)) = (find(from), find(to)) else {
+                panic!("{flow}: unknown endpoint")
+            };
+            let port: u16 = port.trim_end_matches("/TCP").parse().unwrap_or_default();
+            let pp = PortProto::tcp(port.try_into().unwrap_or(palisade_core::Port::HTTP));
+            let Some(v) = objects.verdict(&from, &to, pp) else {
+                panic!("{flow}: no verdict")
+            };
+            assert!(
+                v.egress.allows() && v.ingress.allows(),
+                "{flow}: L3/L4 {v:?}"
+            );
+            let Some(route) = v.route.as_ref() else {
+                panic!("{flow}: no L7 decision")
+            };
+            assert!(!v.allowed && !route.allowed, "{flow}: {route}");
+            assert!(
+                route
+                    .to_string()
+                    .starts_with("not reachable at L7: HTTPRoute tenant-")
+                    && route
+                        .to_string()
+                        .contains("has no parentRef to Gateway palisade-gateways/"),
+                "{flow}: {route}"
+            );
+        }
     }
 
     /// The same check when the renderer emits both kinds: Cilium enforces
-    /// both, an allow in either suffices, so only the shared Envoy identity
-    /// differs.
+    /// both, an allow in either suffices.
     #[test]
     fn both_flavours_agree_with_the_model() {
         let o = RenderOptions {
@@ -619,8 +656,7 @@ mod three_way {
             ..RenderOptions::default()
         };
         let d = disagreements(&fixtures::seed(), &o);
-        let found: Vec<&str> = d.keys().map(String::as_str).collect();
-        assert_eq!(found, SHARED_ENVOY, "{d:#?}");
+        assert!(d.is_empty(), "{d:#?}");
     }
 
     /// Plain `NetworkPolicy` objects cannot name Cilium's `ingress`
@@ -653,28 +689,25 @@ mod three_way {
     ];
 
     /// The same check for the proxy on egress nodes (reached with
-    /// `toNodes`, which needs `nodeSelectorLabels`): only the shared Envoy
-    /// identity differs.
+    /// `toNodes`, which needs `nodeSelectorLabels`).
     #[test]
     fn proxy_on_egress_nodes_agrees_with_the_model() {
         let mut nodes = RenderOptions::default();
         nodes.proxy.in_cluster = Some(palisade_kube::InClusterProxy::new(String::new()));
         let d = disagreements(&fixtures::seed(), &nodes);
-        let found: Vec<&str> = d.keys().map(String::as_str).collect();
-        assert_eq!(found, SHARED_ENVOY, "{d:#?}");
+        assert!(d.is_empty(), "{d:#?}");
     }
 
     /// A proxy outside the cluster (reached by CIDR, seed 002) is a world
     /// address to Cilium, so a tenant allowed the world (egress-gateway
     /// mode) would reach it on every port, and through another tenant's
     /// listener leave as that tenant. Its address is in that tenant's
-    /// `egressDeny`: only the shared Envoy identity differs.
+    /// `egressDeny`.
     #[test]
     fn proxy_outside_the_cluster_is_denied_to_world_tenants() {
         let mut outside = RenderOptions::default();
         outside.proxy.address = "192.0.2.10".into();
         let d = disagreements(&fixtures::seed(), &outside);
-        let found: Vec<&str> = d.keys().map(String::as_str).collect();
-        assert_eq!(found, SHARED_ENVOY, "{d:#?}");
+        assert!(d.is_empty(), "{d:#?}");
     }
 }

@@ -11,11 +11,13 @@
 //!
 //! Two gateway classes are used. With `cilium`, every Gateway is Cilium's
 //! Envoy with the one `ingress` identity, whose egress no policy restricts,
-//! so a wrong tenant-side ingress grant is visible from it; the unmodified
-//! objects differ from the model only on the six flows `tests/eval.rs`
-//! documents (the shared Envoy identity). With another class (`istio`
-//! here), gateways are pods selected by the GEP-1762 name label, and the
-//! unmodified objects agree with the model everywhere.
+//! so a wrong tenant-side ingress grant is visible from it; what keeps one
+//! tenant's gateway from another tenant's pods there is the Gateway API
+//! objects (route attachment and ReferenceGrants), which the objects'
+//! verdict reads as its L7 layer, so faults in them are caught too. With
+//! another class (`istio` here), gateways are pods selected by the
+//! GEP-1762 name label. With either, the unmodified objects agree with the
+//! model everywhere.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -23,7 +25,7 @@ mod support;
 
 use palisade_core::policy::Endpoint as Model;
 use palisade_core::{Policy, PolicyOptions, PortProto, Protocol, Snapshot};
-use palisade_kube::eval::{DecisionKind, Endpoint, Identity, Proto, RenderedPolicy, Verdict};
+use palisade_kube::eval::{Endpoint, Identity, Proto, RenderedPolicy, Verdict};
 use palisade_kube::{RenderOptions, fixtures};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,12 +71,17 @@ struct Disagreement {
 }
 
 impl Disagreement {
-    /// Both directions' decisions, as `lab verify` prints them.
+    /// Both directions' decisions, as `lab verify` prints them, and the
+    /// route decision of a gateway's flow.
     fn decisions(&self) -> String {
-        format!(
+        let mut out = format!(
             "egress {}; ingress {}",
             self.objects.egress, self.objects.ingress
-        )
+        );
+        if let Some(r) = &self.objects.route {
+            out.push_str(&format!("; {r}"));
+        }
+        out
     }
 }
 
@@ -231,7 +238,7 @@ fn disagreements(options: &RenderOptions, objects: &[Value]) -> BTreeMap<String,
 /// The disagreements `plant` adds to the seed rendered with `options`.
 fn planted(
     options: &RenderOptions,
-    plant: impl FnOnce(&mut [Value]),
+    plant: impl FnOnce(&mut Vec<Value>),
 ) -> Vec<(String, Disagreement)> {
     let (_, mut objects) = seed(options);
     let before = disagreements(options, &objects);
@@ -289,47 +296,68 @@ fn assert_caught(found: &[(String, Disagreement)], flow: &str, names: &str) {
     }
 }
 
-/// The control: nothing planted, nothing reported. With label-selected
-/// gateways the objects agree with the model on every probe, platform
-/// denies included; with Cilium's Envoy the only disagreements are gateway
-/// → deployment flows the shared `ingress` identity lets through
-/// (`tests/eval.rs` lists them), decided by a `fromEntities: [ingress]`
-/// rule.
+/// The control: nothing planted, nothing reported, platform denies
+/// included, with label-selected gateways and with Cilium's Envoy (whose
+/// shared `ingress` identity the routes separate, `tests/eval.rs`).
 #[test]
 fn the_unmodified_render_agrees_with_the_model() {
-    let (_, objects) = seed(&istio());
-    let d = disagreements(&istio(), &objects);
-    assert!(d.is_empty(), "{d:#?}");
-    let cilium = RenderOptions::default();
-    let d = disagreements(&cilium, &seed(&cilium).1);
-    assert_eq!(d.len(), 6, "{d:#?}");
-    for (k, v) in &d {
-        assert!(k.starts_with("gateway/"), "{k}");
-        assert!(!v.model.0 && v.objects.allowed, "{k}: {v:?}");
-        assert_eq!(v.objects.ingress.kind, DecisionKind::Allow, "{k}");
-        assert_eq!(v.objects.ingress.section, Some("ingress"), "{k}");
+    for options in [istio(), RenderOptions::default()] {
+        let (_, objects) = seed(&options);
+        let d = disagreements(&options, &objects);
+        assert!(d.is_empty(), "{}: {d:#?}", options.gateway_class);
     }
 }
 
-/// Fault (a): `deployment-web-frontend`'s endpointSelector also matches
-/// api-backend's pods, so api-backend inherits web-frontend's ingress
-/// grant to the gateways on 80. Cilium's docs ("Endpoint Selector"): a
-/// rule applies to every endpoint its endpointSelector matches.
+/// Fault (a): `deployment-database`'s endpointSelector matches
+/// api-backend's pods instead of the database's, so the database keeps
+/// only the tenant's default deny and the allowed api-backend → database
+/// on 5432 is dropped. Cilium's docs ("Endpoint Selector"): a rule applies
+/// to every endpoint its endpointSelector matches, and to no other.
+///
+/// The flavour where web-frontend's policy also selects api-backend opens
+/// api-backend's port 80 to the gateways' `ingress` identity at L3/L4, but
+/// no HTTPRoute sends a gateway's traffic there, so no flow changes: the
+/// objects' verdict shows the L3/L4 allow and the L7 denial.
 #[test]
 fn a_selector_matching_another_deployments_pods_is_caught() {
     let found = planted(&RenderOptions::default(), |objects| {
-        let p = cnp(objects, "tenant-acme-corp", "deployment-web-frontend");
-        p["spec"]["endpointSelector"] = json!({"matchExpressions": [{
-            "key": "palisade.io/deployment",
-            "operator": "In",
-            "values": ["web-frontend", "api-backend"],
-        }]});
+        let p = cnp(objects, "tenant-acme-corp", "deployment-database");
+        p["spec"]["endpointSelector"] = json!({"matchLabels": {
+            "palisade.io/deployment": "api-backend",
+        }});
     });
     assert_caught(
         &found,
-        "gateway/central -> acme-corp/api-backend 80/TCP",
-        "allow by CiliumNetworkPolicy tenant-acme-corp/deployment-web-frontend spec.ingress[1]",
+        "acme-corp/api-backend -> acme-corp/database 5432/TCP",
+        "default-deny by CiliumNetworkPolicy tenant-acme-corp/default-deny",
     );
+
+    let options = RenderOptions::default();
+    let (snap, mut objects) = seed(&options);
+    let p = cnp(&mut objects, "tenant-acme-corp", "deployment-web-frontend");
+    p["spec"]["endpointSelector"] = json!({"matchExpressions": [{
+        "key": "palisade.io/deployment",
+        "operator": "In",
+        "values": ["web-frontend", "api-backend"],
+    }]});
+    let rendered = RenderedPolicy::from_objects(&snap, &options, &objects);
+    let probe = Probe {
+        from: Model::Gateway {
+            scope: palisade_core::GatewayScope::Central,
+        },
+        to: Target::Model(Model::deployment(
+            &"acme-corp".parse().unwrap(),
+            &"api-backend".parse().unwrap(),
+        )),
+        port: PortProto::tcp(80.try_into().unwrap()),
+    };
+    let v = objects_verdict(&rendered, &probe);
+    assert_eq!(
+        v.ingress.to_string(),
+        "allow by CiliumNetworkPolicy tenant-acme-corp/deployment-web-frontend spec.ingress[1]"
+    );
+    let route = v.route.expect("a gateway's flow has a route decision");
+    assert!(!v.allowed && !route.allowed, "{route}");
 }
 
 /// Fault (b): a tenant workload carries the label a gateway's policy
@@ -343,7 +371,7 @@ fn a_tenant_workload_carrying_a_gateway_label_is_caught() {
     // The gateway's policy, clusterwide: its endpointSelector
     // (`gateway.networking.k8s.io/gateway-name: central`) now matches pods
     // in every namespace, not only in palisade-gateways.
-    let clusterwide = |objects: &mut [Value]| {
+    let clusterwide = |objects: &mut Vec<Value>| {
         let p = cnp(objects, "palisade-gateways", "gateway-central");
         p["kind"] = json!("CiliumClusterwideNetworkPolicy");
         p["metadata"].as_object_mut().unwrap().remove("namespace");
@@ -377,7 +405,7 @@ fn a_tenant_workload_carrying_a_gateway_label_is_caught() {
 #[test]
 fn a_missing_metadata_deny_for_a_world_egress_tenant_is_caught() {
     let drop_metadata = |ns: &'static str| {
-        move |objects: &mut [Value]| {
+        move |objects: &mut Vec<Value>| {
             let p = cnp(objects, ns, "default-deny");
             let denies = p["spec"]["egressDeny"].as_array_mut().unwrap();
             denies.retain(|r| r.get("toCIDR").is_none());
@@ -430,4 +458,111 @@ fn an_allow_rule_without_its_port_is_caught() {
              ingress allow by CiliumNetworkPolicy tenant-acme-corp/deployment-database spec.ingress[0]",
         );
     }
+}
+
+/// The seed's rendered HTTPRoute `central-api-backend` (tenant-acme-corp),
+/// copied into big-corp's namespace, attached to big-corp's own gateway,
+/// with its backend still acme-corp's Service: what a tenant could write,
+/// or a renderer bug could emit.
+fn stolen_route(objects: &[Value]) -> Value {
+    let mut r = objects
+        .iter()
+        .find(|o| o["kind"] == "HTTPRoute" && o["metadata"]["name"] == "central-api-backend")
+        .cloned()
+        .expect("the seed routes api-backend through the central gateway");
+    r["metadata"]["namespace"] = json!("tenant-big-corp");
+    r["metadata"]["name"] = json!("stolen");
+    r["spec"]["parentRefs"] =
+        json!([{"name": "tenant-big-corp", "namespace": "palisade-gateways"}]);
+    r["spec"]["hostnames"] = json!(["api.big-corp.apps.example.com"]);
+    r["spec"]["rules"][0]["backendRefs"][0]["namespace"] = json!("tenant-acme-corp");
+    r
+}
+
+/// Fault (e): big-corp's route sends its gateway's traffic to acme-corp's
+/// api-backend, and a ReferenceGrant in tenant-acme-corp lets HTTPRoutes
+/// from tenant-big-corp reference Services there. Gateway API
+/// (ReferenceGrant, GEP-709): a cross-namespace backendRef is valid only
+/// with such a grant in the referent's namespace; with it, Cilium's Envoy
+/// for big-corp's Gateway forwards to acme-corp's pods, and the shared
+/// `ingress` identity lets the packets through. The same route without
+/// the grant changes nothing: the grant is the fault's trigger.
+#[test]
+fn a_cross_tenant_backend_with_a_reference_grant_is_caught() {
+    let cilium = RenderOptions::default();
+    let alone = planted(&cilium, |objects| {
+        let r = stolen_route(objects);
+        objects.push(r);
+    });
+    assert!(
+        alone
+            .iter()
+            .all(|(k, _)| !k.starts_with("gateway/big-corp")),
+        "{}",
+        report(&alone)
+    );
+
+    let found = planted(&cilium, |objects| {
+        let r = stolen_route(objects);
+        objects.push(r);
+        objects.push(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "ReferenceGrant",
+            "metadata": {"name": "let-big-corp-in", "namespace": "tenant-acme-corp"},
+            "spec": {
+                "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                          "namespace": "tenant-big-corp"}],
+                "to": [{"group": "", "kind": "Service"}],
+            },
+        }));
+    });
+    assert_caught(
+        &found,
+        "gateway/big-corp -> acme-corp/api-backend 8080/TCP",
+        "routed by HTTPRoute tenant-big-corp/stolen spec.rules[0].backendRefs[0] attached to \
+         Gateway palisade-gateways/tenant-big-corp spec.listeners[0] (http, allowedRoutes from \
+         Selector), across namespaces by ReferenceGrant tenant-acme-corp/let-big-corp-in \
+         spec.from[0] spec.to[0]",
+    );
+}
+
+/// Fault (f): big-corp's Gateway admits routes from every namespace
+/// (`allowedRoutes.namespaces.from: All`), so a route acme-corp writes
+/// naming big-corp's Gateway attaches to it, and big-corp's gateway
+/// forwards to acme-corp's pods. Gateway API (`allowedRoutes`, guide
+/// "Cross-Namespace routing"): `All` admits routes from all namespaces;
+/// the rendered `Selector` admits only the tenant's own, so the same route
+/// under the unmodified Gateway changes nothing.
+#[test]
+fn a_gateway_admitting_routes_from_all_namespaces_is_caught() {
+    let cilium = RenderOptions::default();
+    // acme-corp's own route to its api-backend, naming big-corp's Gateway.
+    let foreign = |objects: &mut Vec<Value>| {
+        let mut r = stolen_route(objects);
+        r["metadata"]["namespace"] = json!("tenant-acme-corp");
+        r["spec"]["rules"][0]["backendRefs"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("namespace");
+        objects.push(r);
+    };
+    let alone = planted(&cilium, foreign);
+    assert!(alone.is_empty(), "{}", report(&alone));
+
+    let found = planted(&cilium, |objects| {
+        foreign(objects);
+        let gw = object(
+            objects,
+            "Gateway",
+            Some("palisade-gateways"),
+            "tenant-big-corp",
+        );
+        gw["spec"]["listeners"][0]["allowedRoutes"] = json!({"namespaces": {"from": "All"}});
+    });
+    assert_caught(
+        &found,
+        "gateway/big-corp -> acme-corp/api-backend 8080/TCP",
+        "attached to Gateway palisade-gateways/tenant-big-corp spec.listeners[0] (http, \
+         allowedRoutes from All)",
+    );
 }

@@ -25,17 +25,21 @@
 
 mod compile;
 mod endpoint;
+mod gateway_api;
 mod labels;
 mod model;
 mod netpol;
 mod parse;
+mod reach;
 mod rule;
 mod workloads;
 
 pub use compile::{ANY_PROTOCOLS, Compiled, DirPolicy, Grant, PortRange};
 pub use endpoint::{ContainerPort, Endpoint, Identity, IdentityOptions, Proto, entity_selectors};
+pub use gateway_api::GatewayApi;
 pub use labels::{Label, Selector};
 pub use model::{INTERNET_PROBE, RenderedPolicy};
+pub use reach::{AttachedRoute, BackendTarget, RouteDecision, hostnames_intersect};
 pub use rule::Dir;
 pub use workloads::{container_ports, gateway_pods, pods_from_manifests};
 
@@ -198,12 +202,17 @@ impl fmt::Display for Decision {
 /// The answer for one flow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
-    /// Whether both directions let it through.
+    /// Whether both directions let it through (and, from a gateway, a
+    /// route sends it).
     pub allowed: bool,
     /// The sender's egress decision.
     pub egress: Decision,
     /// The receiver's ingress decision.
     pub ingress: Decision,
+    /// From a gateway: whether a route attached to it sends the traffic
+    /// (the L7 layer, [`RouteDecision`]); `None` for other senders.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteDecision>,
 }
 
 /// Policy objects, parsed and indexed by namespace.
@@ -351,6 +360,7 @@ impl PolicySet {
             allowed: egress.allows() && ingress.allows(),
             egress,
             ingress,
+            route: None,
         }
     }
 

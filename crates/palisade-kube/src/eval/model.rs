@@ -1,15 +1,22 @@
 //! The objects `render` ships for a snapshot, evaluated for the policy
 //! model's endpoints: the second of the three verdicts `lab verify` and the
 //! tests compare (model, objects, packets).
+//!
+//! A flow from a gateway is judged twice: by the policies at L3/L4, and by
+//! the Gateway API objects at L7 (a route attached to that Gateway must
+//! send the traffic, [`GatewayApi::reach`]). Cilium's gateways share one
+//! `ingress` identity, so for them the routes are the only thing that keeps
+//! one tenant's gateway away from another tenant's pods.
 
 use super::endpoint::{Endpoint, Identity};
+use super::gateway_api::GatewayApi;
 use super::labels::Label;
 use super::workloads::{gateway_pods, pods_from_manifests};
 use super::{EvalOptions, PolicySet, Proto, Unsupported, Verdict};
 use crate::options::RenderOptions;
 use crate::render::{DEPLOYMENT_LABEL, TENANT_LABEL};
 use palisade_core::policy::{Endpoint as ModelEndpoint, PortProto};
-use palisade_core::{EgressMode, Snapshot};
+use palisade_core::{EgressMode, GatewayScope, Snapshot};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +32,10 @@ pub struct RenderedPolicy {
     /// Each model endpoint's cluster endpoint and its identity labels,
     /// computed once (a verdict used to recompute both sides' labels).
     endpoints: BTreeMap<ModelEndpoint, (Endpoint, Vec<Label>)>,
+    /// The Gateway API objects (the L7 layer of gateway flows).
+    api: GatewayApi,
+    /// Each gateway scope's Gateway object: (namespace, name).
+    gateways: BTreeMap<GatewayScope, (String, String)>,
 }
 
 impl RenderedPolicy {
@@ -53,7 +64,16 @@ impl RenderedPolicy {
         // palisade_kube::cluster turns on `nodeSelectorLabels` exactly when
         // the proxy runs on egress nodes.
         eo.identity.node_selector_labels = options.proxy.in_cluster.is_some();
-        let (set, unsupported) = PolicySet::from_objects_with(objects, eo);
+        let (set, mut unsupported) = PolicySet::from_objects_with(objects, eo);
+        let api = GatewayApi::from_objects(objects, &mut unsupported);
+        let gateways = snapshot
+            .gateways
+            .iter()
+            .map(|g| {
+                let (name, ns) = crate::render::gateway_object(&g.scope, options);
+                (g.scope.clone(), (ns, name))
+            })
+            .collect();
         let endpoints = endpoints(snapshot, options, objects)
             .into_iter()
             .map(|(m, ep)| {
@@ -65,11 +85,14 @@ impl RenderedPolicy {
             set,
             unsupported,
             endpoints,
+            api,
+            gateways,
         }
     }
 
     /// What Cilium would do with `from` → `to` on `port`, or `None` when an
-    /// endpoint has no counterpart in the objects.
+    /// endpoint has no counterpart in the objects. From a gateway, a route
+    /// attached to its Gateway object must also send the traffic.
     pub fn verdict(
         &self,
         from: &ModelEndpoint,
@@ -77,12 +100,30 @@ impl RenderedPolicy {
         port: PortProto,
     ) -> Option<Verdict> {
         let (f, t) = (self.endpoints.get(from)?, self.endpoints.get(to)?);
-        Some(self.set.verdict_labeled(
-            (&f.0, &f.1),
-            (&t.0, &t.1),
-            port.port.get(),
-            Proto::from(port.protocol),
-        ))
+        let (port, proto) = (port.port.get(), Proto::from(port.protocol));
+        let mut v = self
+            .set
+            .verdict_labeled((&f.0, &f.1), (&t.0, &t.1), port, proto);
+        if let ModelEndpoint::Gateway { scope } = from
+            && let Some((ns, name)) = self.gateways.get(scope)
+        {
+            let route = self.api.reach(ns, name, &t.0, port, proto);
+            v.allowed &= route.allowed;
+            v.route = Some(route);
+        }
+        Some(v)
+    }
+
+    /// The Gateway API objects read.
+    pub fn gateway_api(&self) -> &GatewayApi {
+        &self.api
+    }
+
+    /// The Gateway object (namespace, name) of a gateway scope.
+    pub fn gateway_object(&self, scope: &GatewayScope) -> Option<(&str, &str)> {
+        self.gateways
+            .get(scope)
+            .map(|(ns, name)| (ns.as_str(), name.as_str()))
     }
 
     /// The cluster endpoint of a model endpoint.
