@@ -14,7 +14,12 @@
 //! Where the free lists live is a [`Ledger`]'s business: [`MemoryLedger`]
 //! keeps them in bit sets, the SQLite store in indexed tables. Both go
 //! through [`allocate`] and [`release`], so they cannot disagree on which
-//! subnet comes next.
+//! subnet comes next. [`HoldLedger`] serves stores that learn of holders
+//! one change at a time (the operator's watch events).
+
+mod holds;
+
+pub use holds::HoldLedger;
 
 use crate::bitset::MinBitSet;
 use crate::pool::Pool;

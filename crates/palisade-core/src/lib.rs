@@ -19,7 +19,7 @@ pub mod policy;
 pub mod pool;
 pub mod snapshot;
 
-pub use allocator::{Ledger, MemoryLedger, SubnetIndex, Timestamp};
+pub use allocator::{HoldLedger, Ledger, MemoryLedger, SubnetIndex, Timestamp};
 pub use model::{
     Cpu, Deployment, DeploymentName, EgressMode, EgressProfile, Gateway, GatewayScope, Image,
     LabelKey, LabelValue, Labels, Memory, ModelError, NodePoolName, PROXY_PORTS, Port, Quota,
