@@ -30,7 +30,8 @@
 //! [`crate::reconcile::Ctx::new`]), [`Caches::refresh`] runs every watcher
 //! only up to the end of its initial LIST.
 
-use crate::crd::{SubnetClaim, Tenant, TenantDeployment};
+use crate::Error;
+use crate::crd::{Platform, SubnetClaim, Tenant, TenantDeployment};
 use crate::desired::{DEPLOYMENT_LABEL, MANAGED_BY_OPERATOR};
 use futures::channel::mpsc::UnboundedSender;
 use futures::future::BoxFuture;
@@ -331,6 +332,8 @@ pub struct Caches {
     pub pods: Store<Pod>,
     /// The operator's `CiliumPodIPPool`s.
     pub pools: Store<DynamicObject>,
+    /// The platform's settings ([`crate::crd::Platform`], one object).
+    pub platforms: Store<Platform>,
     pool_resource: ApiResource,
     meta: Vec<MetaKind>,
     claim_index: Arc<Mutex<ClaimIndex>>,
@@ -356,6 +359,7 @@ struct Writers {
     deployments: Shared<K8sDeployment>,
     pods: Shared<Pod>,
     pools: Shared<DynamicObject>,
+    platforms: Shared<Platform>,
 }
 
 fn shared<K>(dyntype: K::DynamicType) -> (Store<K>, Shared<K>)
@@ -379,6 +383,16 @@ fn managed_selector() -> watcher::Config {
 
 /// The kind of the operator's pools.
 const POOL_KIND: &str = "CiliumPodIPPool";
+/// The kind of the platform's settings.
+const PLATFORM_KIND: &str = "Platform";
+
+fn platform_incomplete(message: String) -> Error {
+    Error::CacheIncomplete {
+        object: "the platform".into(),
+        kind: PLATFORM_KIND.into(),
+        message,
+    }
+}
 
 impl Default for Caches {
     fn default() -> Self {
@@ -401,6 +415,7 @@ impl Caches {
                 |(v, k, _)| resource(v, k),
             );
         let (pools, pool_w) = shared(pool_resource.clone());
+        let (platforms, platform_w) = shared(());
         let meta = crate::desired::tenant_kinds()
             .filter(|(_, k, _)| !matches!(*k, "Deployment" | POOL_KIND))
             .map(|(v, k, _)| {
@@ -417,6 +432,7 @@ impl Caches {
             deployments,
             pods,
             pools,
+            platforms,
             pool_resource,
             meta,
             claim_index: Arc::default(),
@@ -428,6 +444,7 @@ impl Caches {
                 deployments: dw,
                 pods: pw,
                 pools: pool_w,
+                platforms: platform_w,
             },
             states: States::default(),
             watched: Arc::default(),
@@ -493,6 +510,7 @@ impl Caches {
             "Deployment",
             "Pod",
             POOL_KIND,
+            PLATFORM_KIND,
         ]
         .map(str::to_owned)
         .into();
@@ -631,6 +649,7 @@ impl Caches {
                 ),
             ),
         ];
+        feeds.push(self.platform_feed(client, triggers.clone()));
         for m in &self.meta {
             let t = triggers.clone();
             feeds.push(self.feed(
@@ -657,6 +676,45 @@ impl Caches {
             lock(&self.states).clear();
         }
         feeds
+    }
+
+    /// The platform's settings, read by the platform pass and by every
+    /// tenant's (the central gateway's routes and policies): `None` when
+    /// there are none (no object, or the CRD is not installed), an error
+    /// while the store is not complete, since acting then would prune
+    /// what a later view still wants.
+    pub fn platform(&self) -> Result<Option<Arc<Platform>>, Error> {
+        match self.state(PLATFORM_KIND) {
+            KindState::Synced => Ok(self
+                .platforms
+                .get(&ObjectRef::new(crate::crd::PLATFORM_NAME))),
+            KindState::Missing => Ok(None),
+            KindState::Syncing => Err(platform_incomplete("not listed yet".into())),
+            KindState::Failed(why) => Err(platform_incomplete(why)),
+        }
+    }
+
+    /// Feeds the platform store; a settings change concerns the platform
+    /// and every tenant.
+    fn platform_feed(&self, client: &Client, t: Option<Triggers>) -> BoxFuture<'static, ()> {
+        let tenants = self.tenants.clone();
+        self.feed(
+            PLATFORM_KIND,
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            &self.writers.platforms,
+            (),
+            move |c: Change<'_, Platform>| {
+                if let Some(t) = &t
+                    && c.spec_changed()
+                {
+                    t.platform();
+                    for tenant in tenants.state() {
+                        t.tenant(&tenant.name_any());
+                    }
+                }
+            },
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

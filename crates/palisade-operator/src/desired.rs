@@ -11,7 +11,7 @@
 
 use crate::claim::subnet_of;
 use crate::crd::{
-    Condition, EgressModeSpec, GatewayMode, SubnetClaim, Tenant, TenantDeployment,
+    Condition, EgressModeSpec, GatewayMode, PlatformSpec, SubnetClaim, Tenant, TenantDeployment,
     TenantDeploymentSpec, TenantDeploymentStatus, TenantSpec, TenantStatus,
 };
 use ipnet::Ipv6Net;
@@ -365,13 +365,29 @@ pub struct Plan {
 }
 
 /// The desired objects of `tenant` with its `workloads` (those in its
-/// namespace) and the `claims` carrying its label.
+/// namespace) and the `claims` carrying its label, without platform-wide
+/// settings.
 pub fn plan_tenant(
     pool: &Pool,
     options: &RenderOptions,
     tenant: &Tenant,
     workloads: &[TenantDeployment],
     claims: &[SubnetClaim],
+) -> Result<Plan, SpecError> {
+    plan_tenant_under(pool, options, tenant, workloads, claims, None)
+}
+
+/// [`plan_tenant`] under the platform's settings: with the central
+/// gateway, each workload with a port also gets its route to it and the
+/// policy rules letting it in (`palisade render` puts those with the
+/// tenant too).
+pub fn plan_tenant_under(
+    pool: &Pool,
+    options: &RenderOptions,
+    tenant: &Tenant,
+    workloads: &[TenantDeployment],
+    claims: &[SubnetClaim],
+    platform: Option<&PlatformSpec>,
 ) -> Result<Plan, SpecError> {
     let core = core_tenant(&tenant.name_any(), &tenant.spec)?;
     let mut plan = Plan {
@@ -387,6 +403,13 @@ pub fn plan_tenant(
         gateways: Vec::new(),
         allow_rules: Vec::new(),
     };
+    // Central first: the renderer keeps the snapshot's order.
+    if platform.is_some_and(|p| p.central_gateway) {
+        snapshot.gateways.push(Gateway {
+            scope: GatewayScope::Central,
+            created_at: Timestamp(0),
+        });
+    }
     if tenant.spec.gateway {
         snapshot.gateways.push(Gateway {
             scope: GatewayScope::PerTenant {

@@ -36,22 +36,46 @@
 //! back to the pool only when its tenant is gone from the API server (a
 //! GET answers 404 or another uid), never because a list missed it.
 //!
+//! # The central gateway
+//!
+//! The one gateway in front of every tenant is a platform-wide setting, so
+//! it lives in the [`crate::crd::Platform`] object (`centralGateway`), not
+//! in any tenant. Its Gateway (and, for gateway classes with pods, their
+//! policies) is rendered here, with the platform, as `palisade render`
+//! puts it in `base/platform/`; its HTTPRoutes and the rules letting it
+//! reach each workload are the tenant's objects
+//! (`desired::plan_tenant_under`). The routes attach across namespaces
+//! because the Gateway's listener allows routes from namespaces carrying
+//! the tenant label (`allowedRoutes.namespaces.from: Selector`, Gateway
+//! API "Cross-Namespace routing",
+//! <https://gateway-api.sigs.k8s.io/guides/multiple-ns/>), no
+//! ReferenceGrant needed for a parentRef.
+//!
 //! # Pruning
 //!
-//! Nothing here is deleted. The platform's objects have no owner a
-//! garbage collector or a prune could go by (they are cluster-wide, most
-//! of them cluster-scoped), and the set only shrinks when the operator's
-//! flags change or the last gateway goes; an object that looks like ours
-//! by its labels may be someone's copy. The egress proxy stays, serving
-//! the tenants there are (possibly none).
+//! The platform's objects have no owner a garbage collector or a
+//! label-selected prune could go by (they are cluster-wide, most of them
+//! cluster-scoped), and an object that looks like ours by its labels may
+//! be someone's copy. So only what this operator created, recorded with its
+//! uid in an inventory, is deleted once no longer rendered (the central
+//! gateway after `gateway remove --central`, the gateways' namespace when
+//! the last gateway goes): see [`inventory`]. With Cilium's gateway class,
+//! what Cilium generates for a Gateway (its `cilium-gateway-<name>`
+//! CiliumEnvoyConfig and Service) carries a controller owner reference to
+//! the Gateway (Cilium operator `pkg/gateway-api` translation), so the
+//! garbage collector removes it with the Gateway. The egress proxy stays,
+//! serving the tenants there are (possibly none).
 
-use crate::crd::{GatewayMode, SubnetClaim, Tenant, TenantDeployment};
+pub mod inventory;
+
+use crate::crd::{GatewayMode, PlatformSpec, SubnetClaim, Tenant, TenantDeployment};
 use crate::desired::{
     self, FIELD_MANAGER, HASH_ANNOTATION, MANAGED_BY_OPERATOR, NAMESPACE_PREFIX, core_deployment,
     core_tenant, subnet_for,
 };
 use crate::reconcile::{Ctx, dynamic_api};
 use crate::{Config, Error};
+use inventory::{INVENTORY, Inventory, Seen};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -214,6 +238,7 @@ fn snapshot(
     workloads: &[TenantDeployment],
     claims: &[SubnetClaim],
     ports: &Ports,
+    platform: Option<&PlatformSpec>,
 ) -> (
     Snapshot,
     BTreeMap<TenantName, DomainRules>,
@@ -226,6 +251,12 @@ fn snapshot(
         gateways: Vec::new(),
         allow_rules: Vec::new(),
     };
+    if platform.is_some_and(|p| p.central_gateway) {
+        s.gateways.push(Gateway {
+            scope: GatewayScope::Central,
+            created_at: Timestamp(0),
+        });
+    }
     let (mut domains, mut left_out) = (BTreeMap::new(), Vec::new());
     // Claims by workload uid: `subnet_for` over all claims per workload
     // would be quadratic (10,000 workloads: 10^8 comparisons).
@@ -336,15 +367,17 @@ fn render_options(config: &Config, proxy_config: String) -> RenderOptions {
 }
 
 /// The platform's objects from every tenant, workload and claim, with the
-/// proxy ports of `ports`.
+/// proxy ports of `ports`, under the platform's settings.
 pub fn plan(
     config: &Config,
     tenants: &[Tenant],
     workloads: &[TenantDeployment],
     claims: &[SubnetClaim],
     ports: &Ports,
+    platform: Option<&PlatformSpec>,
 ) -> Result<PlatformPlan, palisade_kube::Error> {
-    let (snapshot, domains, left_out) = snapshot(config, tenants, workloads, claims, ports);
+    let (snapshot, domains, left_out) =
+        snapshot(config, tenants, workloads, claims, ports, platform);
     let proxy_config = palisade_kube::proxy_config::yaml(&snapshot, &config.render, domains)?;
     let options = render_options(config, proxy_config);
     let mut objects = Renderer::new(&snapshot, &options).platform()?;
@@ -360,6 +393,8 @@ pub struct PlatformState {
     ledger: Option<Ports>,
     /// Object id → hash the API server is known to hold.
     live: BTreeMap<String, String>,
+    /// The inventory as last read or written, with its resourceVersion.
+    inventory: Option<(Inventory, Option<String>)>,
 }
 
 impl PlatformState {
@@ -377,34 +412,58 @@ fn hash_of(o: &Object) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// What [`apply_changed`] did.
+#[derive(Debug, Default)]
+struct Applied {
+    /// Whether it wrote.
+    written: bool,
+    /// The live object's uid, and whether the write created it, when it
+    /// was read (not known from an earlier pass).
+    seen: Option<Seen>,
+}
+
 /// Server-side applies `o` unless the API server holds its hash (known
 /// from an earlier pass, else read).
 async fn apply_changed(
     client: &Client,
     state: &mut PlatformState,
     o: &Object,
-) -> Result<bool, Error> {
+) -> Result<Applied, Error> {
     let (id, want) = (o.id(), hash_of(o).unwrap_or_default().to_owned());
     if state.live.get(&id) == Some(&want) {
-        return Ok(false);
+        return Ok(Applied::default());
     }
     let api = dynamic_api(client, &o.api_version, &o.kind, o.namespace.as_deref());
     let live = api
         .get_opt(&o.name)
         .await
         .map_err(Error::kube("read", id.clone()))?;
+    let created = live.is_none();
+    let mut uid = live.as_ref().and_then(ResourceExt::uid);
     let written = live.is_none_or(|l| l.annotations().get(HASH_ANNOTATION) != Some(&want));
     if written {
-        api.patch(
-            &o.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&o.body),
-        )
-        .await
-        .map_err(Error::kube("apply", id.clone()))?;
+        let now = api
+            .patch(
+                &o.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&o.body),
+            )
+            .await
+            .map_err(Error::kube("apply", id.clone()))?;
+        uid = now.uid();
     }
     state.live.insert(id, want);
-    Ok(written)
+    let seen = uid.map(|uid| Seen {
+        entry: inventory::Entry {
+            api_version: o.api_version.clone(),
+            kind: o.kind.clone(),
+            namespace: o.namespace.clone(),
+            name: o.name.clone(),
+            uid,
+        },
+        created,
+    });
+    Ok(Applied { written, seen })
 }
 
 /// Uids in `ledger` whose tenant the API server no longer has.
@@ -460,45 +519,54 @@ async fn allocate_ports(
     }
     // The ledger lives in the proxy's namespace.
     if let Some(ns) = namespace {
+        // The ledger's (and the inventory's) namespace is never pruned.
         apply_changed(&ctx.client, state, ns).await?;
     }
-    let data = assignment.ports.to_data();
-    let written = match current.and_then(|c| c.metadata.resource_version) {
-        // At the version read: a JSON patch whose `test` fails is refused.
+    let rv = current.and_then(|c| c.metadata.resource_version);
+    if let Err(e) = write_at(&api, &ns, PORT_LEDGER, rv, assignment.ports.to_data()).await {
+        // Someone else decided first (409), or the write failed: read again.
+        state.ledger = None;
+        return Err(e);
+    }
+    state.ledger = Some(assignment.ports.clone());
+    Ok(assignment)
+}
+
+/// Writes `data` into the ConfigMap `ns/name` at the `resourceVersion` it
+/// was read at (`None`: it did not exist). Of two writers deciding from
+/// the same read, the API server accepts one and refuses the other 409 (a
+/// JSON patch whose `test` fails, or a second create), which then reads
+/// again and decides again. Returns what the API server holds.
+async fn write_at(
+    api: &Api<ConfigMap>,
+    ns: &str,
+    name: &str,
+    rv: Option<String>,
+    data: BTreeMap<String, String>,
+) -> Result<ConfigMap, Error> {
+    match rv {
         Some(rv) => {
             let patch: json_patch::Patch = serde_json::from_value(json!([
                 {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
                 {"op": "add", "path": "/data", "value": data}
             ]))
-            .map_err(|e| Error::Config(format!("proxy port ledger patch: {e}")))?;
-            api.patch(
-                PORT_LEDGER,
-                &PatchParams::default(),
-                &Patch::Json::<()>(patch),
-            )
-            .await
-            .map(drop)
+            .map_err(|e| Error::Config(format!("{name} patch: {e}")))?;
+            api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+                .await
         }
-        // None yet: of two creates, the API server refuses the second (409).
         None => {
             let mut cm = ConfigMap::default();
-            cm.metadata.name = Some(PORT_LEDGER.into());
-            cm.metadata.namespace = Some(ns);
+            cm.metadata.name = Some(name.into());
+            cm.metadata.namespace = Some(ns.into());
             cm.metadata.labels = Some(BTreeMap::from([(
                 MANAGED_BY.0.to_owned(),
                 MANAGED_BY_OPERATOR.to_owned(),
             )]));
             cm.data = Some(data);
-            api.create(&PostParams::default(), &cm).await.map(drop)
+            api.create(&PostParams::default(), &cm).await
         }
-    };
-    if let Err(e) = written {
-        // Someone else decided first (409), or the write failed: read again.
-        state.ledger = None;
-        return Err(Error::kube("write", PORT_LEDGER)(e));
     }
-    state.ledger = Some(assignment.ports.clone());
-    Ok(assignment)
+    .map_err(Error::kube("write", name.to_owned()))
 }
 
 /// Writes each tenant's port into its `spec.proxyPort` where unset,
@@ -542,6 +610,8 @@ async fn record_ports(ctx: &Ctx, tenants: &[Tenant], ports: &Ports) -> Result<()
 pub struct PlatformOutcome {
     /// Objects written (the others were up to date).
     pub applied: usize,
+    /// Objects deleted: created by the operator, no longer rendered.
+    pub pruned: usize,
     /// Tenants the proxy does not serve, or serves without a port of its
     /// own, with the reason.
     pub left_out: Vec<(String, String)>,
@@ -564,19 +634,37 @@ fn known_ports(state: &PlatformState, tenants: &[Tenant]) -> Option<Assignment> 
     (!a.changed).then_some(a)
 }
 
-/// Renders the platform from every tenant, workload and claim (from the
-/// caches: this makes no LIST) and applies what changed; a pass whose
-/// result `state` already knows to be live makes no request. Call it
-/// after any of them changed.
+/// What a pass is rendered from: every tenant, workload and claim (from
+/// the caches: this makes no LIST) and the platform's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// Every tenant.
+    pub tenants: &'a [Tenant],
+    /// Every workload.
+    pub workloads: &'a [TenantDeployment],
+    /// Every claim.
+    pub claims: &'a [SubnetClaim],
+    /// The [`crate::crd::Platform`]'s spec, if there is one.
+    pub platform: Option<&'a PlatformSpec>,
+}
+
+/// Renders the platform from `inputs`, applies what changed and prunes
+/// what it created and no longer renders; a pass whose result `state`
+/// already knows to be live makes no request. Call it after any input
+/// changed.
 pub async fn reconcile_platform(
     ctx: &Ctx,
     state: &mut PlatformState,
-    tenants: &[Tenant],
-    workloads: &[TenantDeployment],
-    claims: &[SubnetClaim],
+    inputs: Inputs<'_>,
 ) -> Result<PlatformOutcome, Error> {
+    let Inputs {
+        tenants,
+        workloads,
+        claims,
+        platform,
+    } = inputs;
     let render = |ports: &Ports| {
-        plan(&ctx.config, tenants, workloads, claims, ports).map_err(Error::Platform)
+        plan(&ctx.config, tenants, workloads, claims, ports, platform).map_err(Error::Platform)
     };
     let assignment = match known_ports(state, tenants) {
         Some(a) => a,
@@ -592,16 +680,73 @@ pub async fn reconcile_platform(
     };
     record_ports(ctx, tenants, &assignment.ports).await?;
     let plan = render(&assignment.ports)?;
-    let mut applied = 0;
+    let (mut applied, mut seen) = (0, Vec::new());
     for o in &plan.objects {
-        applied += usize::from(apply_changed(&ctx.client, state, o).await?);
+        let a = apply_changed(&ctx.client, state, o).await?;
+        applied += usize::from(a.written);
+        seen.extend(a.seen);
     }
+    let pruned = prune(ctx, state, &plan.objects, &seen).await?;
     let mut left_out = plan.left_out;
     left_out.extend(assignment.conflicts);
     for (tenant, reason) in &left_out {
         tracing::warn!(tenant, reason, "not served by the egress proxy as asked");
     }
-    Ok(PlatformOutcome { applied, left_out })
+    Ok(PlatformOutcome {
+        applied,
+        pruned,
+        left_out,
+    })
+}
+
+/// Reads the inventory (unless known) with its resourceVersion.
+async fn read_inventory(api: &Api<ConfigMap>) -> Result<(Inventory, Option<String>), Error> {
+    let cm = api
+        .get_opt(INVENTORY)
+        .await
+        .map_err(Error::kube("read", INVENTORY))?;
+    let rv = cm
+        .as_ref()
+        .and_then(|c| c.metadata.resource_version.clone());
+    let data = cm.and_then(|c| c.data).unwrap_or_default();
+    Ok((Inventory::from_data(&data), rv))
+}
+
+/// Records what this pass created, deletes (uid precondition) what the
+/// inventory holds and `objects` no longer has, and writes the inventory
+/// back at the version read. Nothing to record or delete: no request.
+async fn prune(
+    ctx: &Ctx,
+    state: &mut PlatformState,
+    objects: &[Object],
+    seen: &[Seen],
+) -> Result<usize, Error> {
+    let ns = ctx.config.render.proxy.namespace.clone();
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let (recorded, rv) = match state.inventory.take() {
+        Some(known) => known,
+        None => read_inventory(&api).await?,
+    };
+    let desired: BTreeSet<String> = objects.iter().map(Object::id).collect();
+    let decision = inventory::decide(&recorded, &desired, seen, &ns);
+    if decision.prune.is_empty() && decision.keep == recorded {
+        state.inventory = Some((recorded, rv));
+        return Ok(0);
+    }
+    let (mut keep, mut failure, mut pruned) = (decision.keep, None, 0);
+    for e in &decision.prune {
+        state.live.remove(&e.id());
+        match inventory::delete(&ctx.client, e).await {
+            Ok(deleted) => pruned += usize::from(deleted),
+            Err(err) => {
+                keep.0.insert(e.id(), e.clone());
+                failure.get_or_insert(err);
+            }
+        }
+    }
+    let written = write_at(&api, &ns, INVENTORY, rv, keep.to_data()).await?;
+    state.inventory = Some((keep, written.metadata.resource_version));
+    failure.map_or(Ok(pruned), Err)
 }
 
 #[cfg(test)]
@@ -674,7 +819,7 @@ mod tests {
         bad.spec.egress.denied_domains = vec!["not a domain".into()];
         let good = tenant("good", None);
         let config = crate::testing::example_config();
-        let p = plan(&config, &[bad, good], &[], &[], &Ports::default()).unwrap();
+        let p = plan(&config, &[bad, good], &[], &[], &Ports::default(), None).unwrap();
         assert_eq!(p.left_out.len(), 1);
         assert_eq!(p.left_out[0].0, "bad");
         assert!(

@@ -487,12 +487,14 @@ async fn apply_tenant_pass(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Error> 
         .iter()
         .map(|c| (**c).clone())
         .collect();
-    let plan = desired::plan_tenant(
+    let platform = ctx.caches.platform()?;
+    let plan = desired::plan_tenant_under(
         &ctx.config.pool,
         &ctx.config.render,
         tenant,
         &workloads,
         &claims,
+        platform.as_deref().map(|p| &p.spec),
     );
     let mut outcome = Outcome::default();
     if let Ok(plan) = &plan {

@@ -261,16 +261,29 @@ async fn platform_controller(ctx: Arc<Ctx>, rx: mpsc::UnboundedReceiver<()>, shu
             .map(|c| (**c).clone())
             .collect();
         let start = Instant::now();
-        let result =
-            crate::platform::reconcile_platform(&ctx, &mut state, &tenants, &workloads, &claims)
-                .await;
+        let result = match ctx.caches.platform() {
+            Ok(platform) => {
+                let inputs = crate::platform::Inputs {
+                    tenants: &tenants,
+                    workloads: &workloads,
+                    claims: &claims,
+                    platform: platform.as_deref().map(|p| &p.spec),
+                };
+                crate::platform::reconcile_platform(&ctx, &mut state, inputs).await
+            }
+            Err(e) => Err(e),
+        };
         ctx.metrics
             .observe(KEY, start.elapsed().as_secs_f64(), result.is_ok());
         retry = match result {
             Ok(outcome) => {
                 ctx.succeeded(KEY);
-                if outcome.applied > 0 {
-                    tracing::info!(applied = outcome.applied, "platform reconciled");
+                if outcome.applied + outcome.pruned > 0 {
+                    tracing::info!(
+                        applied = outcome.applied,
+                        pruned = outcome.pruned,
+                        "platform reconciled"
+                    );
                 }
                 None
             }

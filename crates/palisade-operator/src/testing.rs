@@ -822,6 +822,35 @@ impl FakeApi {
         }
     }
 
+    /// A DELETE's `DeleteOptions.preconditions` (`uid`,
+    /// `resourceVersion`) that `obj` does not meet: a 409 Conflict, as the
+    /// API server's storage answers ("Precondition failed: UID in
+    /// precondition: ..., UID in object meta: ...", k8s.io/apiserver
+    /// `pkg/storage/etcd3/store.go` `checkPreconditions`).
+    fn delete_refusal(obj: &Value, options: &Value) -> Option<(StatusCode, Value)> {
+        let pre = options.get("preconditions")?;
+        for (field, at) in [
+            ("uid", "/metadata/uid"),
+            ("resourceVersion", "/metadata/resourceVersion"),
+        ] {
+            let (Some(want), have) = (pre.get(field).and_then(Value::as_str), obj.pointer(at))
+            else {
+                continue;
+            };
+            if have.and_then(Value::as_str) != Some(want) {
+                return Some(status(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Precondition failed: {field} in precondition: {want}, {field} in object meta: {}",
+                        have.and_then(Value::as_str).unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
     /// Answers one request.
     pub fn handle(
         &self,
@@ -1068,10 +1097,16 @@ impl FakeApi {
                 }
                 (StatusCode::OK, obj)
             }
-            (&Method::DELETE, Some(name)) => match self.delete_key(&mut st, &key(name)) {
-                Some(obj) => (StatusCode::OK, obj),
-                None => status(404, "NotFound", &format!("{} {name:?} not found", t.plural)),
-            },
+            (&Method::DELETE, Some(name)) => {
+                let current = st.objects.get(&key(name));
+                if let Some(refusal) = current.and_then(|o| Self::delete_refusal(o, &body)) {
+                    return refusal;
+                }
+                match self.delete_key(&mut st, &key(name)) {
+                    Some(obj) => (StatusCode::OK, obj),
+                    None => status(404, "NotFound", &format!("{} {name:?} not found", t.plural)),
+                }
+            }
             _ => status(
                 405,
                 "MethodNotAllowed",

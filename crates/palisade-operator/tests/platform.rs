@@ -11,10 +11,12 @@ mod common;
 #[path = "../../palisade-kube/tests/support/mod.rs"]
 mod kube_support;
 
-use common::{ctx, reconcile_workload, tenant};
+use common::{ctx, reconcile_tenant, reconcile_workload, tenant};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
-use palisade_operator::crd::{API_VERSION, SubnetClaim, Tenant, TenantDeployment};
+use palisade_operator::crd::{
+    API_VERSION, PLATFORM_NAME, Platform, SubnetClaim, Tenant, TenantDeployment,
+};
 use palisade_operator::platform::{self, PORT_LEDGER, PlatformState};
 use palisade_operator::reconcile::Ctx;
 use palisade_operator::testing::FakeApi;
@@ -61,7 +63,12 @@ fn seed_002(api: &FakeApi) {
     workload("big", "db");
 }
 
-type Inputs = (Vec<Tenant>, Vec<TenantDeployment>, Vec<SubnetClaim>);
+type Inputs = (
+    Vec<Tenant>,
+    Vec<TenantDeployment>,
+    Vec<SubnetClaim>,
+    Option<Platform>,
+);
 
 /// What the operator's caches would hold.
 async fn inputs(c: &Ctx) -> Inputs {
@@ -78,11 +85,21 @@ async fn inputs(c: &Ctx) -> Inputs {
         .list(&lp)
         .await
         .unwrap();
-    (tenants.items, workloads.items, claims.items)
+    let platform = Api::<Platform>::all(c.client.clone())
+        .get_opt(PLATFORM_NAME)
+        .await
+        .unwrap();
+    (tenants.items, workloads.items, claims.items, platform)
 }
 
 async fn reconcile(c: &Ctx, state: &mut PlatformState, i: &Inputs) -> platform::PlatformOutcome {
-    platform::reconcile_platform(c, state, &i.0, &i.1, &i.2)
+    let inputs = platform::Inputs {
+        tenants: &i.0,
+        workloads: &i.1,
+        claims: &i.2,
+        platform: i.3.as_ref().map(|p| &p.spec),
+    };
+    platform::reconcile_platform(c, state, inputs)
         .await
         .unwrap()
 }
@@ -298,6 +315,16 @@ async fn the_platform_objects_are_valid_kubernetes_1_31_to_1_34_objects() {
     }
 }
 
+/// Inputs of tenants alone.
+fn only(tenants: &[Tenant]) -> platform::Inputs<'_> {
+    platform::Inputs {
+        tenants,
+        workloads: &[],
+        claims: &[],
+        platform: None,
+    }
+}
+
 /// Two operators (a leader and a stale one), each with a cache that holds
 /// one of two new tenants, allocate at once: whichever writes the ledger
 /// second is refused (409) and decides again from a fresh read, so the
@@ -313,8 +340,8 @@ async fn two_operators_allocating_at_once_never_give_one_port_twice() {
     let mut refused = 0;
     for _ in 0..5 {
         let (r1, r2) = tokio::join!(
-            platform::reconcile_platform(&c1, &mut s1, &a, &[], &[]),
-            platform::reconcile_platform(&c2, &mut s2, &b, &[], &[]),
+            platform::reconcile_platform(&c1, &mut s1, only(&a)),
+            platform::reconcile_platform(&c2, &mut s2, only(&b)),
         );
         refused += usize::from(r1.is_err()) + usize::from(r2.is_err());
         if r1.is_ok() && r2.is_ok() {
@@ -420,4 +447,177 @@ async fn the_operator_binary_writes_the_proxy_config_and_tenants_reach_it_on_the
     let text = policy.to_string();
     assert!(text.contains("palisade.io/egress-proxy"), "{text}");
     server.abort();
+}
+
+const GATEWAYS: &str = "gateway.networking.k8s.io/v1";
+
+/// Turns the central gateway on or off, as `palisade gateway add/remove
+/// --central --store kubernetes` does.
+fn central(api: &FakeApi, on: bool) {
+    api.insert(
+        API_VERSION,
+        "platforms",
+        json!({"apiVersion": API_VERSION, "kind": "Platform",
+               "metadata": {"name": PLATFORM_NAME}, "spec": {"centralGateway": on}}),
+    );
+}
+
+/// The object's uid in the API server, if it exists.
+fn uid(api: &FakeApi, gv: &str, plural: &str, ns: Option<&str>, name: &str) -> Option<String> {
+    api.get(gv, plural, ns, name)
+        .and_then(|o| o["metadata"]["uid"].as_str().map(str::to_owned))
+}
+
+/// A copy of the central gateway someone made, with the operator's labels.
+fn look_alike(api: &FakeApi, ns: &str, name: &str) {
+    api.insert(
+        GATEWAYS,
+        "gateways",
+        json!({"apiVersion": GATEWAYS, "kind": "Gateway",
+               "metadata": {"name": name, "namespace": ns,
+                            "labels": {"app.kubernetes.io/managed-by": "palisade-operator"}},
+               "spec": {"gatewayClassName": "cilium", "listeners": []}}),
+    );
+}
+
+/// With the Platform object asking for it, the platform pass applies the
+/// central Gateway and each tenant pass its routes to it; after `gateway
+/// remove --central` both go, the Gateway by the platform's inventory (it
+/// was created by the operator, and is deleted with its uid as a
+/// precondition), the routes by the tenant's owner uid. Copies carrying
+/// the operator's labels stay, and a pass with nothing new makes no
+/// request.
+#[tokio::test]
+async fn removing_the_central_gateway_deletes_what_the_operator_created_and_only_that() {
+    let api = FakeApi::new();
+    seed_002(&api);
+    let c = ctx(&api);
+    reconcile_workload(&c, "acme", "egress-check").await;
+    reconcile_workload(&c, "big", "db").await;
+    central(&api, true);
+    let mut state = PlatformState::default();
+    platform(&c, &mut state).await;
+    reconcile_tenant(&c, "big").await;
+    let gw = || {
+        uid(
+            &api,
+            GATEWAYS,
+            "gateways",
+            Some("palisade-gateways"),
+            "central",
+        )
+    };
+    let route = || {
+        uid(
+            &api,
+            GATEWAYS,
+            "httproutes",
+            Some("tenant-big"),
+            "central-db",
+        )
+    };
+    assert!(gw().is_some() && route().is_some());
+    look_alike(&api, "palisade-gateways", "central-copy");
+    look_alike(&api, "default", "central");
+
+    central(&api, false);
+    let outcome = platform(&c, &mut state).await;
+    reconcile_tenant(&c, "big").await;
+    assert_eq!(outcome.pruned, 1);
+    assert_eq!((gw(), route()), (None, None));
+    // acme's own gateway still needs the gateways' namespace.
+    assert!(uid(&api, "v1", "namespaces", None, "palisade-gateways").is_some());
+    for (ns, name) in [
+        ("palisade-gateways", "central-copy"),
+        ("default", "central"),
+    ] {
+        assert!(
+            uid(&api, GATEWAYS, "gateways", Some(ns), name).is_some(),
+            "{ns}/{name}"
+        );
+    }
+    let now = inputs(&c).await;
+    api.clear_log();
+    assert_eq!(reconcile(&c, &mut state, &now).await.pruned, 0);
+    assert!(api.log().is_empty(), "{:?}", api.log());
+}
+
+/// An object of a recorded name that someone else deleted and made
+/// again (a new uid) is not the operator's: the DELETE's uid precondition
+/// fails (409) and it stays.
+#[tokio::test]
+async fn an_object_re_created_by_someone_else_is_not_deleted() {
+    let api = FakeApi::new();
+    // Its own gateway keeps the gateways' namespace.
+    api.insert(
+        API_VERSION,
+        "tenants",
+        json!({"apiVersion": API_VERSION, "kind": "Tenant",
+               "metadata": {"name": "a"}, "spec": {"gateway": true}}),
+    );
+    let c = ctx(&api);
+    central(&api, true);
+    let mut state = PlatformState::default();
+    platform(&c, &mut state).await;
+    let gw = || {
+        uid(
+            &api,
+            GATEWAYS,
+            "gateways",
+            Some("palisade-gateways"),
+            "central",
+        )
+    };
+    let first = gw().unwrap();
+    api.delete(GATEWAYS, "gateways", Some("palisade-gateways"), "central");
+    look_alike(&api, "palisade-gateways", "central");
+    let theirs = gw().unwrap();
+    assert_ne!(first, theirs);
+
+    central(&api, false);
+    api.clear_log();
+    let outcome = platform(&c, &mut state).await;
+    assert_eq!(outcome.pruned, 0);
+    assert_eq!(gw(), Some(theirs));
+    // It was asked, with the recorded uid, and refused.
+    let deletes: Vec<String> = api
+        .writes()
+        .into_iter()
+        .filter(|w| w.starts_with("DELETE"))
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+}
+
+/// With the last gateway gone, the gateways' namespace the operator
+/// created goes too, after what is in it.
+#[tokio::test]
+async fn the_gateways_namespace_goes_with_the_last_gateway() {
+    let api = FakeApi::new();
+    api.add_tenant("a");
+    let c = ctx(&api);
+    central(&api, true);
+    let mut state = PlatformState::default();
+    platform(&c, &mut state).await;
+    let ns = || uid(&api, "v1", "namespaces", None, "palisade-gateways");
+    assert!(ns().is_some());
+
+    central(&api, false);
+    api.clear_log();
+    let outcome = platform(&c, &mut state).await;
+    assert_eq!(outcome.pruned, 2);
+    let deletes: Vec<String> = api
+        .writes()
+        .into_iter()
+        .filter(|w| w.starts_with("DELETE"))
+        .collect();
+    assert_eq!(deletes.len(), 2, "{deletes:?}");
+    assert!(deletes[0].contains("/gateways/central"), "{deletes:?}");
+    assert!(
+        deletes[1].contains("/namespaces/palisade-gateways"),
+        "{deletes:?}"
+    );
+    assert_eq!(ns(), None);
+    // Nothing is left to record or delete: the inventory says so once.
+    let fresh = platform(&c, &mut PlatformState::default()).await;
+    assert_eq!((fresh.applied, fresh.pruned), (0, 0));
 }
