@@ -576,11 +576,18 @@ pub enum LabCommand {
         /// Print every probe, not only a summary per pair of endpoints.
         #[arg(long)]
         all: bool,
-        /// Instead of probing the lab: evaluate the Cilium policies in these
-        /// manifests (a file, or a directory of .yaml/.yml/.json files) on the
-        /// workloads they define, and print the reachability matrix.
+        /// Instead of probing the store's lab: run the workloads these
+        /// manifests define (a file, or a directory of .yaml/.yml/.json
+        /// files) as lab pods behind their Cilium policies, send packets, and
+        /// print the reachability matrix (the objects' verdict beside what
+        /// the packets did; exit 1 where they differ). Runs its own lab and
+        /// takes it down; needs root.
         #[arg(long, value_name = "PATH")]
         manifests: Option<std::path::PathBuf>,
+        /// With --manifests: evaluate the policies only, no lab, no packets
+        /// (needs no root).
+        #[arg(long, requires = "manifests")]
+        objects_only: bool,
     },
     /// What runs: pods with their address, runtime and process.
     Status,

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use palisade_core::policy::{Policy, PolicyOptions};
 use palisade_lab::apply::{self, Lab};
 use palisade_lab::progress::Reporter;
-use palisade_lab::{Runtime, verify};
+use palisade_lab::{Runtime, manifests, verify};
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -55,9 +55,12 @@ pub fn run(cli: &Cli, args: &LabArgs) -> Result<ExitCode> {
             parallel,
             all,
             manifests,
+            objects_only,
         } => {
+            let timeout = parse_timeout(timeout)?;
             if let Some(path) = manifests {
-                return verify_manifests(cli.output, path);
+                let packets = (!*objects_only).then_some((timeout, *parallel));
+                return verify_manifests(cli.output, path, packets, &reporter);
             }
             return verify_lab(cli, timeout, *parallel, *all, &reporter);
         }
@@ -115,16 +118,11 @@ fn sync(cli: &Cli, reporter: &Reporter) -> Result<()> {
 /// rendered Cilium objects); failure on any mismatch.
 fn verify_lab(
     cli: &Cli,
-    timeout: &str,
+    timeout: Duration,
     parallel: usize,
     all: bool,
     reporter: &Reporter,
 ) -> Result<ExitCode> {
-    let timeout = humantime::parse_duration(timeout)
-        .with_context(|| format!("invalid --timeout {timeout:?} (try 1500ms, 2s)"))?;
-    if timeout.is_zero() || timeout > Duration::from_secs(60) {
-        bail!("--timeout must be between 1ms and 60s");
-    }
     apply::check_host()?;
     let lab = lab(cli)?;
     let state = lab.require()?;
@@ -170,6 +168,16 @@ fn verify_lab(
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--timeout`, between 1ms and 60s.
+fn parse_timeout(timeout: &str) -> Result<Duration> {
+    let parsed = humantime::parse_duration(timeout)
+        .with_context(|| format!("invalid --timeout {timeout:?} (try 1500ms, 2s)"))?;
+    if parsed.is_zero() || parsed > Duration::from_secs(60) {
+        bail!("--timeout must be between 1ms and 60s");
+    }
+    Ok(parsed)
 }
 
 /// One disagreeing probe, for the error line.
@@ -366,43 +374,95 @@ fn down(cli: &Cli, all: bool, reporter: &Reporter) -> Result<()> {
     Ok(())
 }
 
-/// `lab verify --manifests`: the evaluator's matrix for hand-written
-/// policies; what it cannot model is printed as a warning.
-fn verify_manifests(format: Format, path: &std::path::Path) -> Result<ExitCode> {
+/// `lab verify --manifests`: the manifests' workloads as lab pods behind
+/// their policies, the matrix measured with packets (`packets`: timeout and
+/// parallel agents) or, without, the evaluator's verdicts alone; what the
+/// evaluator or the lab cannot model is printed as a warning. Exit 1 where
+/// packets and objects disagree.
+fn verify_manifests(
+    format: Format,
+    path: &std::path::Path,
+    packets: Option<(Duration, usize)>,
+    reporter: &Reporter,
+) -> Result<ExitCode> {
     let objects = read_manifests(path)?;
-    let report = verify::manifest_matrix(&objects);
+    let plan = manifests::plan(&objects, "pl-manifests-")
+        .with_context(|| format!("cannot run the manifests in {}", path.display()))?;
+    let report = match packets {
+        None => plan.report,
+        Some((timeout, parallel)) => {
+            apply::check_host().context(
+                "sending packets needs a lab (`--objects-only` evaluates the manifests without one)",
+            )?;
+            let report = run_manifests(&objects, timeout, parallel, reporter);
+            reporter.finish();
+            report?
+        }
+    };
     for u in &report.unsupported {
         eprintln!("warning: not evaluated: {u}");
     }
-    if report.workloads.is_empty() {
-        bail!(
-            "no workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, Pod) in {}",
-            path.display()
-        );
+    for n in report.notes.iter().filter(|_| report.packets) {
+        eprintln!("note: not modelled by the lab: {n}");
     }
     print(format, &report, || {
-        let rows = report
-            .cells
-            .iter()
-            .map(|c| {
-                let proto = serde_json::to_value(c.protocol).ok();
-                let proto = proto.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
-                vec![
-                    c.from.clone(),
-                    c.to.clone(),
-                    format!("{}/{proto}", c.port),
-                    verdict(c.verdict.allowed).into(),
-                    c.verdict.egress.clone(),
-                    c.verdict.ingress.clone(),
-                ]
-            })
-            .collect();
-        (
-            vec!["FROM", "TO", "PORT", "VERDICT", "EGRESS", "INGRESS"],
-            rows,
-        )
+        let header = vec![
+            "FROM", "TO", "PORT", "OBJECTS", "PACKETS", "RESULT", "EGRESS", "INGRESS",
+        ];
+        (header, report.cells.iter().map(manifest_cells).collect())
     })?;
+    let bad: Vec<_> = report.mismatches().collect();
+    if let Some(first) = bad.first() {
+        eprintln!(
+            "error: {} of {} cells: the packets disagree with the objects; first: {} -> {} port {}: objects say {}, packets {}",
+            bad.len(),
+            report.cells.len(),
+            first.from,
+            first.to,
+            first.port,
+            verdict(first.verdict.allowed),
+            first.detail.as_deref().unwrap_or_default()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the manifests' lab in a directory of its own (its own lab id, so
+/// it never meets the store's lab or another run), removed afterwards.
+fn run_manifests(
+    objects: &[serde_json::Value],
+    timeout: Duration,
+    parallel: usize,
+    reporter: &Reporter,
+) -> Result<manifests::ManifestReport> {
+    let exe = std::env::current_exe().context("cannot find the palisade binary")?;
+    let dir = std::env::temp_dir().join(format!("palisade-manifests-{}", std::process::id()));
+    let lab = Lab { dir, exe };
+    let plan = manifests::plan(objects, &lab.prefix())?;
+    let report = manifests::run(&lab, plan, timeout, parallel, &|p| reporter.event(p));
+    let _ = std::fs::remove_dir_all(&lab.dir);
+    Ok(report?)
+}
+
+/// One cell's row of the table.
+fn manifest_cells(c: &manifests::Cell) -> Vec<String> {
+    let proto = serde_json::to_value(c.protocol).ok();
+    let proto = proto.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
+    let (packets, result) = match (c.observed, c.ok) {
+        (Some(seen), Some(ok)) => (verdict(seen), if ok { "ok" } else { "MISMATCH" }),
+        _ => ("-", "not probed"),
+    };
+    vec![
+        c.from.clone(),
+        c.to.clone(),
+        format!("{}/{proto}", c.port),
+        verdict(c.verdict.allowed).into(),
+        packets.into(),
+        result.into(),
+        c.verdict.egress.clone(),
+        c.verdict.ingress.clone(),
+    ]
 }
 
 /// Every document of `path` (a file, or the .yaml/.yml/.json files of a

@@ -1,5 +1,8 @@
-//! `palisade lab verify --manifests`: the evaluator's reachability matrix
-//! for hand-written manifests, through the real binary (no lab, no root).
+//! `palisade lab verify --manifests`: the reachability matrix of
+//! hand-written manifests, through the real binary — the evaluator's alone
+//! (`--objects-only`: no lab, no root), and measured with packets in a lab
+//! of their own (real network namespaces, nftables and workloads; needs
+//! Linux and root, else `SKIPPED: <why>`, and a failure under `CI=true`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,7 +38,14 @@ fn manifests_directory_gives_the_matrix_the_policies_describe() {
     std::fs::write(dir.join("workloads.yaml"), WORKLOADS).unwrap();
     std::fs::write(dir.join("policies.yml"), POLICIES).unwrap();
     std::fs::write(dir.join("notes.txt"), "not a manifest").unwrap();
-    let out = env.json(&["lab", "verify", "--manifests", dir.to_str().unwrap()]);
+    let out = env.json(&[
+        "lab",
+        "verify",
+        "--objects-only",
+        "--manifests",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out["packets"], false);
     let cells = &out["cells"];
     assert!(allowed(cells, "t/gw", "t/web"));
     assert!(allowed(cells, "t/api", "t/db"));
@@ -47,7 +57,13 @@ fn manifests_directory_gives_the_matrix_the_policies_describe() {
         "api-backend is selected by nothing"
     );
     let table = env
-        .run(&["lab", "verify", "--manifests", dir.to_str().unwrap()])
+        .run(&[
+            "lab",
+            "verify",
+            "--objects-only",
+            "--manifests",
+            dir.to_str().unwrap(),
+        ])
         .ok();
     assert!(
         table
@@ -63,7 +79,8 @@ fn unmodelled_rules_are_warned_about() {
     let file = env.dir.path().join("all.yaml");
     let fqdn = "---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: fqdn, namespace: t}\nspec:\n  endpointSelector: {}\n  egress: [{toFQDNs: [{matchName: example.com}]}]\n";
     std::fs::write(&file, format!("{WORKLOADS}{fqdn}")).unwrap();
-    let run = env.run(&["lab", "verify", "--manifests", file.to_str().unwrap()]);
+    let file = file.to_str().unwrap();
+    let run = env.run(&["lab", "verify", "--objects-only", "--manifests", file]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stderr
@@ -78,12 +95,175 @@ fn bad_manifests_are_refused_with_the_reason() {
     let env = Env::new();
     let empty = env.dir.path().join("policies.yaml");
     std::fs::write(&empty, POLICIES).unwrap();
-    env.run(&["lab", "verify", "--manifests", empty.to_str().unwrap()])
-        .fails_with("no workloads");
-    let broken = env.dir.path().join("broken.yaml");
-    std::fs::write(&broken, "kind: [unclosed").unwrap();
-    env.run(&["lab", "verify", "--manifests", broken.to_str().unwrap()])
-        .fails_with("is not valid YAML");
-    env.run(&["lab", "verify", "--manifests", "/nonexistent/m.yaml"])
-        .fails_with("cannot read");
+    // Refused before any lab is made, with or without packets.
+    for mode in ["--objects-only", "--all"] {
+        let verify = |path: &str| env.run(&["lab", "verify", mode, "--manifests", path]);
+        verify(empty.to_str().unwrap()).fails_with("no workloads");
+        let broken = env.dir.path().join("broken.yaml");
+        std::fs::write(&broken, "kind: [unclosed").unwrap();
+        verify(broken.to_str().unwrap()).fails_with("is not valid YAML");
+        verify("/nonexistent/m.yaml").fails_with("cannot read");
+    }
+    // clap's usage error: `--objects-only` needs `--manifests`.
+    let alone = env.run(&["lab", "verify", "--objects-only"]);
+    assert_eq!(alone.code, 2, "{}", alone.stderr);
+    assert!(alone.stderr.contains("--manifests"), "{}", alone.stderr);
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether a lab can run here; prints SKIPPED (and fails in CI) if not.
+fn can_run() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    });
+    let tools = ["ip", "nft"]
+        .iter()
+        .find(|tool| std::process::Command::new(tool).arg("-V").output().is_err());
+    let why = if !cfg!(target_os = "linux") {
+        Some("the lab needs Linux".to_owned())
+    } else if !root {
+        Some("the lab needs root (network namespaces, nftables)".to_owned())
+    } else {
+        tools.map(|t| format!("`{t}` is not installed"))
+    };
+    match why {
+        None => true,
+        Some(why) => {
+            eprintln!("SKIPPED: {why}");
+            assert!(!in_ci(), "CI=true but the lab cannot run: {why}");
+            false
+        }
+    }
+}
+
+/// One more hand-written policy: web-frontend may reach the database on
+/// 5432/TCP (and on nothing else).
+const EXTRA: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: allow-web-to-db\n  namespace: t\nspec:\n  endpointSelector:\n    matchLabels:\n      deployment: database\n  ingress:\n    - fromEndpoints:\n        - matchLabels:\n            deployment: web-frontend\n      toPorts:\n        - ports:\n            - port: \"5432\"\n              protocol: TCP\n";
+
+/// What the hand-written policies describe, read with Cilium's default
+/// enforcement mode: "If any rule selects an Endpoint and the rule has an
+/// ingress section, the endpoint goes into default deny at ingress" (docs
+/// "Policy Enforcement Modes", docs.cilium.io/en/stable/security/policy/intro/).
+/// The policies select web-frontend (`t/web`) and database (`t/db`), so
+/// those accept only what a rule allows — not even their own other replica —
+/// while `t/api`, `t/gw` and the world, selected by nothing, stay open both
+/// ways. `opened` lists the (from, to) flows the rules allow.
+fn described(opened: &[(&str, &str)], from: &str, to: &str) -> bool {
+    let selected = ["t/web", "t/db"];
+    !selected.contains(&to) || opened.contains(&(from, to))
+}
+
+/// Runs `lab verify --manifests dir` with packets and checks every cell
+/// against [`described`]: the objects' verdict, and what the packets did.
+fn check_on_packets(env: &Env, dir: &std::path::Path, opened: &[(&str, &str)]) -> Value {
+    let run = env.run(&[
+        "-o",
+        "json",
+        "lab",
+        "verify",
+        "--manifests",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let out: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(out["packets"], true);
+    let cells = out["cells"].as_array().unwrap();
+    // 4 workloads and the world to 4 workloads' one port, 4 to the world.
+    assert_eq!(cells.len(), 5 * 4 + 4);
+    for c in cells {
+        let (from, to) = (c["from"].as_str().unwrap(), c["to"].as_str().unwrap());
+        let want = described(opened, from, to);
+        assert_eq!(c["verdict"]["allowed"], want, "objects: {c}");
+        assert_eq!(c["observed"], want, "packets: {c}");
+        assert_eq!(c["ok"], true, "{c}");
+    }
+    out
+}
+
+fn seed_dir(env: &Env) -> std::path::PathBuf {
+    let dir = env.dir.path().join("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("workloads.yaml"), WORKLOADS).unwrap();
+    std::fs::write(dir.join("policies.yaml"), POLICIES).unwrap();
+    dir
+}
+
+/// `ip netns list`.
+fn netns_list() -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn seed_policies_on_packets_give_the_reachability_they_describe() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    let dir = seed_dir(&env);
+    let out = check_on_packets(&env, &dir, &[("t/gw", "t/web"), ("t/api", "t/db")]);
+    // The deciding rule is named beside the packets.
+    let gw = out["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["from"] == "t/gw" && c["to"] == "t/web")
+        .unwrap();
+    assert_eq!(
+        gw["verdict"]["ingress"],
+        "allow by CiliumNetworkPolicy t/allow-gateway spec.ingress[0]"
+    );
+    assert!(
+        gw["detail"].as_str().unwrap().contains("web-0 answered"),
+        "{gw}"
+    );
+    // The table names each cell's packets beside the objects; the lab ran
+    // in a directory of its own under TMPDIR, and both are gone afterwards.
+    let tmp = env.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let run = env
+        .cmd()
+        .env("TMPDIR", &tmp)
+        .args(["lab", "verify", "--manifests", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let table = String::from_utf8_lossy(&run.stdout);
+    // `down` lists the namespaces it removed (`pl-<id>-internet`, ...).
+    let prefix = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_suffix("internet"))
+        .unwrap_or_else(|| panic!("no namespace named in {stderr}"));
+    assert!(prefix.starts_with("pl-"), "{prefix}");
+    assert!(!netns_list().contains(prefix), "{}", netns_list());
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("t/api") && l.contains(" t/db "))
+        .unwrap();
+    assert_eq!(
+        row.split_whitespace().take(6).collect::<Vec<_>>(),
+        ["t/api", "t/db", "5432/tcp", "allowed", "allowed", "ok"],
+        "{table}"
+    );
+}
+
+#[test]
+fn an_extra_hand_written_policy_opens_exactly_its_flow() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    let dir = seed_dir(&env);
+    std::fs::write(dir.join("extra.yaml"), EXTRA).unwrap();
+    let opened = [("t/gw", "t/web"), ("t/api", "t/db"), ("t/web", "t/db")];
+    check_on_packets(&env, &dir, &opened);
 }

@@ -693,14 +693,66 @@ impl Lab {
     }
 
     fn apply_ruleset(&self, plan: &Plan) -> Result<()> {
-        let path = self.write_file("ruleset.nft", &plan.ruleset)?;
+        self.load_ruleset(&plan.infra.router, &plan.ruleset)
+    }
+
+    /// Writes `ruleset` to `<lab dir>/ruleset.nft` and loads it into the
+    /// router's namespace in one `nft -f` transaction.
+    fn load_ruleset(&self, router: &str, ruleset: &str) -> Result<()> {
+        let path = self.write_file("ruleset.nft", ruleset)?;
         let path = path.to_string_lossy().into_owned();
-        run(
-            "ip",
-            &["netns", "exec", &plan.infra.router, "nft", "-f", &path],
-            None,
-        )?;
+        run("ip", &["netns", "exec", router, "nft", "-f", &path], None)?;
         Ok(())
+    }
+
+    /// A lab of bare pods (plain processes) behind `ruleset`, with the
+    /// internet echo origin answering on ports 80 and 443 as the world:
+    /// what `lab verify --manifests` runs. No proxy, gateways or other
+    /// stand-ins, and no `state.json`: the caller measures and takes it
+    /// down again ([`Lab::down`] finds it by prefix).
+    pub fn up_bare(
+        &self,
+        infra: &InfraNames,
+        ruleset: &str,
+        pods: &[PodPlan],
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<()> {
+        check_host()?;
+        self.down(&|_| {})?;
+        std::fs::create_dir_all(self.dir.join("logs")).map_err(LabError::io(format!(
+            "cannot create {}",
+            self.dir.display()
+        )))?;
+        self.add_router(infra)?;
+        let echo_veth = veth_name(&infra.internet);
+        let mut attach: Vec<Attach<'_>> =
+            vec![(infra.internet.as_str(), echo_veth.as_str(), plan::ECHO_ADDR)];
+        attach.extend(
+            pods.iter()
+                .map(|p| (p.netns.as_str(), p.veth.as_str(), p.addr)),
+        );
+        self.attach_namespaces(&infra.router, &attach, progress)?;
+        self.load_ruleset(&infra.router, ruleset)?;
+        let ports = [HTTP_PORT, 443];
+        let listen = ports.map(|p| SocketAddr::new(IpAddr::V6(plan::ECHO_ADDR), p));
+        let echo = self.spawn(
+            &infra.internet,
+            Runtime::Plain,
+            &Workload::Echo,
+            &listen,
+            &[],
+        )?;
+        progress(Progress::Phase {
+            name: "workloads".into(),
+            total: pods.len() as u64,
+        });
+        let mut started = Vec::new();
+        for p in pods {
+            let pid = self.spawn(&p.netns, p.runtime, &pod_workload(p), &pod_listen(p), &[])?;
+            started.push((p.clone(), pid));
+        }
+        self.wait_pods(started, &[], progress)?;
+        self.wait_ready("the internet echo", echo, &ports, Duration::from_secs(10))
     }
 
     fn start_proxy(&self, plan: &Plan) -> Result<u32> {

@@ -18,6 +18,7 @@
 pub mod agents;
 pub mod apply;
 pub mod dns;
+pub mod manifests;
 pub mod nft;
 pub mod plan;
 pub mod progress;
