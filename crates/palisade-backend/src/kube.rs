@@ -22,8 +22,10 @@
 mod check;
 mod convert;
 
-use crate::{Backend, CreatedRow, DeploymentRow, Health, Removal, TenantRow};
-use anyhow::{Context, Result, anyhow, bail};
+use crate::{
+    Backend, BackendError, CreatedRow, DeploymentRow, Health, NoHistory, Removal, TenantRow,
+};
+use anyhow::{Context, Result, bail};
 use convert::{TenantCr, deployment_row, tenant_row, tenant_spec, workload_spec};
 use palisade_core::allocator::PoolUsage;
 use palisade_core::{
@@ -33,7 +35,7 @@ use palisade_operator::crd::{AllowFrom, GatewayMode, SubnetClaim, TenantDeployme
 use palisade_operator::kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use palisade_operator::kube::{Client, ResourceExt};
 use palisade_proxy::compile::DomainRules;
-use palisade_store::{NewDeployment, StoreError};
+use palisade_store::{Event, NewDeployment, ObjectCounts, StoreError, TenantUsage};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -224,10 +226,7 @@ where
 fn crd_missing(e: palisade_operator::kube::Error, kind: &str) -> anyhow::Error {
     let missing = matches!(&e, palisade_operator::kube::Error::Api(s) if s.code == 404);
     if missing {
-        anyhow!(
-            "cannot list {kind}: the operator's CRDs are not installed \
-             (kubectl apply -k deploy/crds)"
-        )
+        BackendError::CrdsMissing { kind: kind.into() }.into()
     } else {
         anyhow::Error::new(e).context(format!("cannot list {kind}"))
     }
@@ -315,20 +314,19 @@ fn plan_batch(state: &State, batch: &[NewDeployment]) -> Result<BTreeSet<TenantN
     let mut new_tenants = BTreeSet::new();
     for d in batch {
         if !seen.insert((d.tenant.clone(), d.name.clone())) {
-            bail!(
-                "deployment {}/{} appears twice in the batch",
-                d.tenant,
-                d.name
-            );
+            return Err(BackendError::DuplicateInBatch {
+                tenant: d.tenant.clone(),
+                name: d.name.clone(),
+            }
+            .into());
         }
         if let Some(w) = state.workload(&d.tenant, &d.name) {
-            let subnet = w.status.as_ref().and_then(|s| s.subnet.clone());
-            bail!(
-                "deployment {}/{} already exists (subnet {})",
-                d.tenant,
-                d.name,
-                subnet.unwrap_or_else(|| "<pending>".into())
-            );
+            return Err(BackendError::DeploymentExists {
+                tenant: d.tenant.clone(),
+                name: d.name.clone(),
+                subnet: w.status.as_ref().and_then(|s| s.subnet.clone()),
+            }
+            .into());
         }
         if state.tenant(&d.tenant).is_none() {
             new_tenants.insert(d.tenant.clone());
@@ -611,7 +609,10 @@ async fn operator_pool(c: &Client) -> Result<Pool> {
     let (ns, name) = OPERATOR_CONFIG;
     let cidr = data
         .get("PALISADE_POOL")
-        .ok_or_else(|| anyhow!("the pool is unknown: no PALISADE_POOL in ConfigMap {ns}/{name}"))?;
+        .ok_or_else(|| BackendError::PoolUnknown {
+            namespace: ns.into(),
+            name: name.into(),
+        })?;
     let cidr = Pool::parse_cidr(cidr)?;
     let len = data
         .get("PALISADE_PREFIX_LEN")
@@ -658,6 +659,39 @@ async fn snapshot(c: &Client) -> Result<Snapshot> {
 impl Backend for Kube {
     fn deferred(&self) -> bool {
         true
+    }
+
+    fn tenant_usage(&mut self) -> Result<Vec<TenantUsage>> {
+        let state = self.with(|c| async move { State::read(&c).await })?;
+        let rows = state.rows(None);
+        Ok(state
+            .tenants
+            .iter()
+            .filter_map(|t| {
+                tenant_row(t, 0)
+                    .inspect_err(|e| tracing::warn!("skipped: {e:#}"))
+                    .ok()
+            })
+            .map(|row| crate::usage_of(row.tenant, &rows))
+            .collect())
+    }
+
+    fn object_counts(&mut self) -> Result<ObjectCounts> {
+        let state = self.with(|c| async move { State::read(&c).await })?;
+        Ok(ObjectCounts {
+            tenants: state.tenants.len() as u64,
+            deployments: state.rows(None).len() as u64,
+            gateways: state.gateways().len() as u64,
+            allow_rules: state.rules(None).len() as u64,
+        })
+    }
+
+    fn history(&mut self, _limit: usize) -> Result<Result<Vec<Event>, NoHistory>> {
+        Ok(Err(NoHistory(
+            "the cluster keeps no history of allocations: its custom resources hold the \
+             current state only (the SQLite store records each change)"
+                .into(),
+        )))
     }
 
     fn create_tenant(&mut self, tenant: &Tenant) -> Result<Option<u16>> {

@@ -10,7 +10,12 @@
 //! current-thread runtime and blocks on each call, which keeps the
 //! handlers and the SQLite path free of async.
 
+mod error;
 pub mod kube;
+mod thread;
+
+pub use error::BackendError;
+pub use thread::BackendThread;
 
 use anyhow::{Context, Result};
 use ipnet::Ipv6Net;
@@ -20,7 +25,7 @@ use palisade_core::{
     Replicas, Snapshot, Tenant, TenantName, WorkloadSpec,
 };
 use palisade_proxy::compile::DomainRules;
-use palisade_store::{NewDeployment, Removed, Store};
+use palisade_store::{Event, NewDeployment, ObjectCounts, Removed, Store, TenantUsage};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -76,6 +81,87 @@ pub trait Backend {
     /// Each tenant's egress-proxy destination domain rules, which the
     /// model does not hold (none on SQLite).
     fn domain_rules(&mut self) -> Result<BTreeMap<TenantName, DomainRules>>;
+
+    /// Every tenant, by name, with its deployment count (pending ones
+    /// too) and their replicas.
+    fn tenant_usage(&mut self) -> Result<Vec<TenantUsage>> {
+        let deployments = self.deployments(None)?;
+        Ok(self
+            .tenants()?
+            .into_iter()
+            .map(|row| usage_of(row.tenant, &deployments))
+            .collect())
+    }
+
+    /// One tenant's part of the state: it, its deployments that have a
+    /// subnet, its rules, its gateways and the central one. The
+    /// isolation verdicts between its deployments are those of the whole.
+    fn tenant_snapshot(&mut self, name: &TenantName) -> Result<Snapshot> {
+        self.tenant(name)?;
+        Ok(scope_snapshot(self.snapshot()?, name))
+    }
+
+    /// How many objects of each kind there are (pending deployments too).
+    fn object_counts(&mut self) -> Result<ObjectCounts> {
+        Ok(ObjectCounts {
+            tenants: self.tenants()?.len() as u64,
+            deployments: self.deployments(None)?.len() as u64,
+            gateways: self.gateways()?.len() as u64,
+            allow_rules: self.allow_rules(None)?.len() as u64,
+        })
+    }
+
+    /// The last `limit` changes, oldest first; `Err(reason)` inside when
+    /// this store keeps no history.
+    fn history(&mut self, limit: usize) -> Result<Result<Vec<Event>, NoHistory>> {
+        let _ = limit;
+        Ok(Err(NoHistory(
+            "this store keeps no history of changes".into(),
+        )))
+    }
+}
+
+/// Why a store cannot answer [`Backend::history`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoHistory(pub String);
+
+/// `tenant`'s totals over `deployments` (of every tenant).
+pub fn usage_of(tenant: Tenant, deployments: &[DeploymentRow]) -> TenantUsage {
+    let mine = deployments.iter().filter(|d| d.tenant == tenant.name);
+    let (count, replicas) = mine.fold((0, 0), |(n, r), d| (n + 1, r + u64::from(d.replicas.get())));
+    TenantUsage {
+        tenant,
+        deployments: count,
+        replicas,
+    }
+}
+
+/// The part of `all` that concerns `name`, as the SQLite store's
+/// `tenant_snapshot` cuts it.
+pub fn scope_snapshot(all: Snapshot, name: &TenantName) -> Snapshot {
+    Snapshot {
+        pool: all.pool,
+        tenants: all
+            .tenants
+            .into_iter()
+            .filter(|t| t.name == *name)
+            .collect(),
+        deployments: all
+            .deployments
+            .into_iter()
+            .filter(|d| d.tenant == *name)
+            .collect(),
+        gateways: all
+            .gateways
+            .into_iter()
+            .filter(|g| matches!(g.scope, GatewayScope::Central) || g.scope.tenant() == Some(name))
+            .collect(),
+        allow_rules: all
+            .allow_rules
+            .into_iter()
+            .filter(|r| r.tenant == *name)
+            .collect(),
+    }
 }
 
 /// One row of `list` (and of `create -o json`, `tenant show`): the stored
@@ -361,5 +447,21 @@ impl Backend for Sqlite<'_> {
 
     fn domain_rules(&mut self) -> Result<BTreeMap<TenantName, DomainRules>> {
         Ok(BTreeMap::new())
+    }
+
+    fn tenant_usage(&mut self) -> Result<Vec<TenantUsage>> {
+        Ok(self.store()?.tenant_usage()?)
+    }
+
+    fn tenant_snapshot(&mut self, name: &TenantName) -> Result<Snapshot> {
+        Ok(self.store()?.tenant_snapshot(name)?)
+    }
+
+    fn object_counts(&mut self) -> Result<ObjectCounts> {
+        Ok(self.store()?.object_counts()?)
+    }
+
+    fn history(&mut self, limit: usize) -> Result<Result<Vec<Event>, NoHistory>> {
+        Ok(Ok(self.store()?.history(limit)?))
     }
 }

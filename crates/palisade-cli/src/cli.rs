@@ -37,7 +37,7 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Where state lives: the SQLite database, or the cluster's custom
-    /// resources (every store verb but init, apply, lab and dashboard).
+    /// resources (every store verb but init, apply and lab).
     #[arg(long, global = true, value_enum, default_value_t = StoreKind::Sqlite)]
     pub store: StoreKind,
 

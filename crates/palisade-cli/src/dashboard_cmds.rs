@@ -8,6 +8,8 @@
 use crate::cli::{DashboardArgs, EgressCheckArgs};
 use crate::output::outln;
 use anyhow::{Context, Result, anyhow};
+use palisade_backend::kube::Kube;
+use palisade_backend::{Backend, BackendThread};
 use palisade_dashboard::egress_check::{self, CheckConfig};
 use palisade_dashboard::{
     AuditLog, Config, KubeAuthenticator, TokenFile, check_exposure, listen_addr,
@@ -25,21 +27,35 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("failed to start the async runtime")
 }
 
-/// Runs `palisade dashboard` over the store at `state`.
-pub fn dashboard(a: &DashboardArgs, state: PathBuf) -> Result<ExitCode> {
+/// Runs `palisade dashboard` over the SQLite store at `state`, or, without
+/// one, over the cluster (`--store kubernetes`).
+pub fn dashboard(a: &DashboardArgs, state: Option<PathBuf>) -> Result<ExitCode> {
     if let Some(url) = &a.proxy_metrics {
         palisade_dashboard::validate_metrics_url(url).map_err(|e| anyhow!(e))?;
     }
-    // Fail now rather than on the first page view; the store is then opened per request.
-    Store::open(&state)?.pool()?;
+    // Fail now rather than on the first page view.
+    let mut config = match state {
+        Some(state) => {
+            // The store is then opened per request.
+            Store::open(&state)?.pool()?;
+            Config::new(state)
+        }
+        None => {
+            // Reachable, CRDs installed, the operator's pool readable.
+            let mut kube = Kube::new()?;
+            kube.snapshot()?;
+            let thread = BackendThread::spawn(kube)
+                .context("failed to start the cluster backend's thread")?;
+            Config::kubernetes(thread)
+        }
+    };
     let addr = listen_addr(a.listen);
-    let mut config = Config::new(state);
     config.allow_writes = a.allow_writes;
     config.public_read = a.public_read;
     config.loopback_host_only = addr.ip().is_loopback();
     config.proxy_metrics = a.proxy_metrics.clone();
     if let Some(dir) = &a.lab_dir {
-        config.lab_dir = dir.clone();
+        config.lab_dir = Some(dir.clone());
     }
     if let Some(path) = &a.token_file {
         config.auth = Some(Arc::new(TokenFile::load(path)?));

@@ -92,13 +92,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     if cli.store == cli::StoreKind::Kubernetes {
         store_cmds::refuse_unsupported(&cli.command)?;
+        if let Command::Dashboard(a) = &cli.command {
+            return dashboard_cmds::dashboard(a, None);
+        }
         return run_verb(&mut palisade_backend::kube::Kube::new()?, &cli);
     }
     match &cli.command {
         Command::Init(a) => store_cmds::init(&cli, a)?,
         Command::Apply(a) => kube_cmds::apply(a, &open(&cli)?.snapshot()?)?,
         Command::Lab(a) => return lab_cmds::run(&cli, a),
-        Command::Dashboard(a) => return dashboard_cmds::dashboard(a, state_path(&cli)?),
+        Command::Dashboard(a) => return dashboard_cmds::dashboard(a, Some(state_path(&cli)?)),
         _ => return run_verb(&mut palisade_backend::Sqlite::new(|| open(&cli)), &cli),
     }
     Ok(ExitCode::SUCCESS)

@@ -31,7 +31,6 @@ pub fn refuse_unsupported(cmd: &Command) -> Result<()> {
         }
         Command::Apply(_) => "apply: the operator applies what the custom resources describe",
         Command::Lab(_) => "lab: the lab runs the SQLite store's state on this host",
-        Command::Dashboard(_) => "dashboard: it reads the SQLite store",
         _ => return Ok(()),
     };
     bail!("--store kubernetes does not support {what}")

@@ -122,7 +122,10 @@ function poolChart(s) {
   return [svg, legend];
 }
 
-function historyChart(points) {
+function historyChart(history) {
+  // The cluster keeps no history: say so rather than draw nothing.
+  if (history.unavailable) return h("p", { class: "muted", id: "history-chart", "data-unavailable": "true" }, `No allocation history: ${history.unavailable}.`);
+  const points = history.points;
   if (points.length < 2) return h("p", { class: "muted", id: "history-chart" }, "Not enough allocation history yet.");
   const W = 800, H = 160, P = 30;
   const t0 = points[0].at, t1 = points[points.length - 1].at;
@@ -162,7 +165,7 @@ async function overview(config) {
       `, ${pct(stats.utilisation)} allocated`, stats.reuse_after_secs ? `, released subnets quarantined ${stats.reuse_after_secs}s` : ""),
     poolChart(stats),
     h("h2", {}, "Allocations over time"),
-    historyChart(history.points),
+    historyChart(history),
     h("h2", {}, "Tenants"),
     tenants.tenants.length === 0 ? h("p", { class: "muted" }, "No tenants yet: palisade create TENANT NAME IMAGE") :
       h("table", { id: "tenants" }, h("thead", {}, h("tr", {}, ["Tenant", "Namespace", "Deployments", "Replicas", "Quota", "Node pool", "Egress"].map(c => h("th", {}, c)))), h("tbody", {}, rows)));
@@ -184,7 +187,7 @@ async function tenantPage(name, config) {
   document.title = `Palisade: ${name}`;
   const t = await api("/api/tenants/" + encodeURIComponent(name));
   const deps = t.deployment_list.map(d => h("tr", { "data-deployment": d.name },
-    h("td", {}, d.name), h("td", { class: "mono" }, d.subnet), h("td", { class: "mono" }, d.image),
+    h("td", {}, d.name), h("td", { class: "mono", "data-pending": d.subnet === null ? "true" : null }, d.subnet ?? "pending (the operator allocates it)"), h("td", { class: "mono" }, d.image),
     h("td", { class: "num" }, d.replicas), h("td", {}, d.ports.join(", ")), h("td", {}, d.node_pool || "—"),
     h("td", {}, d.egress_mode), h("td", { class: "mono" }, d.egress_ip || "platform default"),
     config.allow_writes ? h("td", {}, h("button", { class: "secondary", onclick: () => removeDeployment(name, d.name) }, "Delete")) : null));

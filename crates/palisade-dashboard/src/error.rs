@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use palisade_backend::BackendError;
 use palisade_store::StoreError;
 
 /// The `code` of an error response, kept in the response's extensions for
@@ -48,6 +49,30 @@ impl ApiError {
     /// 500 for a failure inside the dashboard.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// What a backend call failed with: the store's own errors keep their
+    /// codes (on both stores); anything else is the store failing, and on
+    /// the `cluster` a 502, since the API server behind it did.
+    pub fn from_backend(e: anyhow::Error, cluster: bool) -> Self {
+        let e = match e.downcast::<StoreError>() {
+            Ok(e) => return e.into(),
+            Err(e) => e,
+        };
+        let (status, code) = match e.downcast_ref::<BackendError>() {
+            Some(BackendError::CrdsMissing { .. } | BackendError::PoolUnknown { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "not_initialised")
+            }
+            Some(BackendError::DeploymentExists { .. }) => {
+                (StatusCode::CONFLICT, "deployment_exists")
+            }
+            Some(BackendError::DuplicateInBatch { .. }) => {
+                (StatusCode::BAD_REQUEST, "invalid_body")
+            }
+            None if cluster => (StatusCode::BAD_GATEWAY, "cluster_error"),
+            None => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+        };
+        Self::new(status, code, format!("{e:#}"))
     }
 }
 

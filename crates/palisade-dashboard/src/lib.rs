@@ -7,9 +7,15 @@
 //! shell embedded in the binary that renders the JSON API behind it, so the
 //! API is exactly what the pages show and nothing is fetched from outside.
 //!
-//! The store is opened per request in a blocking task and read in one
+//! Every page reads (and the write endpoints write) through the one
+//! [`palisade_backend::Backend`] the CLI's verbs use, so the dashboard shows
+//! the SQLite store or the cluster's custom resources with the same rows.
+//! SQLite is opened per request in a blocking task and each read is one
 //! short deferred transaction: in WAL mode that never blocks the CLI's
-//! writers, and the dashboard holds no connection between requests.
+//! writers, and the dashboard holds no connection between requests. The
+//! cluster backend lives on a thread of its own
+//! ([`palisade_backend::BackendThread`]), since it blocks on a runtime of
+//! its own, which tokio forbids inside the server's.
 //!
 //! The store holds every tenant, so the API is guarded as a whole: off
 //! loopback it needs an authenticator ([`auth`]) unless reads are made
@@ -38,6 +44,7 @@ pub use audit::AuditLog;
 pub use auth::{Access, Authenticator, Caller, Identity, KubeAuthenticator, TokenFile};
 pub use error::ApiError;
 
+use palisade_backend::BackendThread;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,17 +55,27 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCA
 /// Largest matrix served without a tenant filter (deployments per side).
 pub const MAX_MATRIX: usize = 100;
 
+/// Where the dashboard's state lives.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The SQLite state database at this path.
+    Sqlite(PathBuf),
+    /// The cluster's custom resources, through the cluster backend.
+    Kubernetes(BackendThread),
+}
+
 /// How the dashboard runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The state database.
-    pub state: PathBuf,
+    /// Where the state lives.
+    pub store: Source,
     /// Serve the create/delete endpoints.
     pub allow_writes: bool,
     /// The proxy's `/metrics` URL, if the egress page should show it.
     pub proxy_metrics: Option<String>,
-    /// Where the lab writes `verify.json`.
-    pub lab_dir: PathBuf,
+    /// Where the lab writes `verify.json` (none: the matrix shows no lab
+    /// results).
+    pub lab_dir: Option<PathBuf>,
     /// Answer only requests whose `Host` is a loopback name (set when
     /// listening on loopback; defeats DNS rebinding).
     pub loopback_host_only: bool,
@@ -75,9 +92,19 @@ pub struct Config {
 impl Config {
     /// A read-only dashboard over `state`, with the lab directory next to it.
     pub fn new(state: PathBuf) -> Self {
-        let lab_dir = default_lab_dir(&state);
+        let lab_dir = Some(default_lab_dir(&state));
+        Self::over(Source::Sqlite(state), lab_dir)
+    }
+
+    /// A read-only dashboard over the cluster `backend` serves; the lab
+    /// (which runs the SQLite state on one host) is not consulted.
+    pub fn kubernetes(backend: BackendThread) -> Self {
+        Self::over(Source::Kubernetes(backend), None)
+    }
+
+    fn over(store: Source, lab_dir: Option<PathBuf>) -> Self {
         Self {
-            state,
+            store,
             allow_writes: false,
             proxy_metrics: None,
             lab_dir,

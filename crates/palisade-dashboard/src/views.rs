@@ -5,8 +5,9 @@
 //! without silently changing what scripts reading the API see. Pure: no
 //! I/O, no clock.
 
+use palisade_backend::DeploymentRow;
 use palisade_core::allocator::PoolUsage;
-use palisade_core::{AllowRule, Deployment, Pool, Snapshot, Tenant, TenantName};
+use palisade_core::{AllowRule, Gateway, Pool, Tenant};
 use palisade_store::{Event, ObjectCounts, TenantUsage};
 use serde::Serialize;
 
@@ -49,8 +50,9 @@ pub struct QuotaView {
 pub struct DeploymentView {
     /// Deployment name.
     pub name: String,
-    /// Its IPv6 subnet.
-    pub subnet: String,
+    /// Its IPv6 subnet; `null` while the operator has not allocated it
+    /// (the cluster only).
+    pub subnet: Option<String>,
     /// Container image.
     pub image: String,
     /// Pod count.
@@ -67,6 +69,10 @@ pub struct DeploymentView {
     pub labels: Vec<String>,
     /// Unix seconds.
     pub created_at: u64,
+    /// The operator's `Ready` condition: `True`, `False` or `Unknown`
+    /// (the cluster only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
 }
 
 /// `/api/tenants/{tenant}`.
@@ -174,10 +180,11 @@ pub fn tenants(usage: &[TenantUsage]) -> Vec<TenantSummary> {
         .collect()
 }
 
-fn deployment_view(tenant: &Tenant, d: &Deployment) -> DeploymentView {
+/// A deployment of `tenant` on its page.
+pub fn deployment_view(tenant: &Tenant, d: &DeploymentRow) -> DeploymentView {
     DeploymentView {
         name: d.name.to_string(),
-        subnet: d.subnet.to_string(),
+        subnet: d.subnet.map(|s| s.to_string()),
         image: d.image.to_string(),
         replicas: d.replicas.get(),
         ports: d.ports.iter().map(|p| p.get()).collect(),
@@ -186,6 +193,7 @@ fn deployment_view(tenant: &Tenant, d: &Deployment) -> DeploymentView {
         egress_ip: egress_ip(tenant),
         labels: labels(&d.labels),
         created_at: d.created_at.0,
+        ready: d.rollout.as_ref().map(|r| r.ready.clone()),
     }
 }
 
@@ -197,12 +205,16 @@ fn rule_view(r: &AllowRule) -> RuleView {
     }
 }
 
-/// The tenant page, or `None` if `name` is not a tenant of `snapshot`.
-pub fn tenant_detail(snapshot: &Snapshot, name: &TenantName) -> Option<TenantDetail> {
-    let tenant = snapshot.tenant(name)?;
-    let deployments: Vec<&Deployment> = snapshot.deployments_of(name).collect();
-    let gateways = snapshot
-        .gateways
+/// The page of `tenant` from its `deployments` (pending ones too), every
+/// gateway and its allow rules.
+pub fn tenant_detail(
+    tenant: &Tenant,
+    deployments: &[DeploymentRow],
+    gateways: &[Gateway],
+    rules: &[AllowRule],
+) -> TenantDetail {
+    let name = &tenant.name;
+    let gateways = gateways
         .iter()
         .filter(|g| {
             deployments.iter().any(|d| g.scope.fronts(name, &d.name))
@@ -214,7 +226,7 @@ pub fn tenant_detail(snapshot: &Snapshot, name: &TenantName) -> Option<TenantDet
         .iter()
         .map(|d| u64::from(d.replicas.get()))
         .sum();
-    Some(TenantDetail {
+    TenantDetail {
         summary: tenant_summary(tenant, deployments.len() as u64, replicas),
         labels: labels(&tenant.labels),
         deployment_list: deployments
@@ -222,13 +234,12 @@ pub fn tenant_detail(snapshot: &Snapshot, name: &TenantName) -> Option<TenantDet
             .map(|d| deployment_view(tenant, d))
             .collect(),
         gateways,
-        allow_rules: snapshot
-            .allow_rules
+        allow_rules: rules
             .iter()
             .filter(|r| &r.tenant == name)
             .map(rule_view)
             .collect(),
-    })
+    }
 }
 
 /// `/api/stats` from the pool, its exact counts and the object counts.

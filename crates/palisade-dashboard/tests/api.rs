@@ -81,7 +81,8 @@ fn fixture() -> Fixture {
 fn app(f: &Fixture, writes: bool, metrics: Option<String>) -> Router {
     let mut c = f.config();
     assert_eq!(
-        c.lab_dir, f.lab,
+        c.lab_dir,
+        Some(f.lab.clone()),
         "lab dir defaults to lab/ beside the state"
     );
     c.allow_writes = writes;

@@ -149,15 +149,26 @@ pub fn free_port() -> u16 {
 
 /// GET/POST over a fresh connection; (status, body).
 pub fn http(method: &str, url: &str) -> (u16, String) {
+    http_body(method, url, "")
+}
+
+/// `method url` with a JSON `body` (none if empty); (status, body).
+pub fn http_body(method: &str, url: &str, body: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
     let mut s = TcpStream::connect(host).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let kind = if body.is_empty() {
+        String::new()
+    } else {
+        "content-type: application/json\r\n".to_owned()
+    };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\n{kind}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = Vec::new();
