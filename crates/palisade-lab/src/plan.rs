@@ -18,7 +18,9 @@ use ipnet::Ipv6Net;
 use palisade_core::model::EgressMode;
 use palisade_core::policy::{Endpoint, PolicyOptions, gateway_label};
 use palisade_core::{GatewayScope, Snapshot};
-use palisade_kube::eval::{self, EvalOptions, Identity, PolicySet, Proto};
+use palisade_kube::eval::{
+    self, AttachedRoute, EvalOptions, GatewayApi, Identity, PolicySet, Proto,
+};
 use palisade_proxy::compile::{self, CompileOptions};
 use palisade_proxy::config::{HumanDuration, ProxyConfig};
 use serde_json::Value;
@@ -163,11 +165,12 @@ pub struct PodPlan {
     pub workload: palisade_core::WorkloadSpec,
 }
 
-/// One host → backends route of a gateway.
+/// One host → backends route of a gateway, from a rendered HTTPRoute.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct GatewayRoute {
-    /// `<deployment>.<tenant>` (the `Host` header), also served under the
-    /// path prefix `/<tenant>/<deployment>/`.
+    /// The HTTPRoute's host name, `<deployment>.<tenant>.<domain>` as
+    /// rendered (the `Host` header), also served under the path prefix
+    /// `/<tenant>/<deployment>/`.
     pub host: String,
     /// The deployment this route reaches.
     pub target: String,
@@ -294,10 +297,15 @@ pub fn plan(snapshot: &Snapshot, objects: &[Value], options: &LabOptions) -> Res
     let deployments = rendered::deployments(objects)?;
     check_size(&deployments, options)?;
     let pods = pods(snapshot, &deployments, options)?;
-    let gateways = gateways(snapshot, &pods, &prefix);
+    let mut unsupported = Vec::new();
+    let api = GatewayApi::from_objects(objects, &mut unsupported);
+    let gateways = gateways(snapshot, &api, &deployments, &pods, &prefix);
     let egress = egress(snapshot);
     let lab_endpoints = lab_endpoints(objects, &deployments, &gateways, &egress);
-    let (ruleset, notes) = rules(objects, &lab_endpoints, &deployments, &egress);
+    let (snat, snat_notes) = snat(objects, &deployments, &egress)?;
+    let (ruleset, mut notes) = rules(objects, &lab_endpoints, snat);
+    notes.extend(unsupported.iter().map(ToString::to_string));
+    notes.extend(snat_notes);
     let infra = InfraNames::new(&prefix);
     let dns_names = rendered::dns_names(objects, &deployments, |d| {
         pods.iter()
@@ -403,10 +411,18 @@ fn pods(
     Ok(out)
 }
 
-/// One namespace per gateway of the store, routing to the pods of the
-/// deployments it fronts.
-fn gateways(snapshot: &Snapshot, pods: &[PodPlan], prefix: &str) -> Vec<GatewayPlan> {
+/// One namespace per gateway of the store, serving what the rendered
+/// HTTPRoutes attached to its Gateway object send to (see
+/// [`gateway_routes`]).
+fn gateways(
+    snapshot: &Snapshot,
+    api: &GatewayApi,
+    deployments: &[RenderedDeployment],
+    pods: &[PodPlan],
+    prefix: &str,
+) -> Vec<GatewayPlan> {
     let gw_base = Ipv6Addr::from(u128::from(SERVICE_PREFIX) | (1u128 << 64));
+    let options = rendered::render_options();
     let mut out = Vec::new();
     for g in &snapshot.gateways {
         if g.scope
@@ -417,43 +433,53 @@ fn gateways(snapshot: &Snapshot, pods: &[PodPlan], prefix: &str) -> Vec<GatewayP
         }
         let label = gateway_label(&g.scope);
         let netns = format!("{prefix}g.{}", label.replace('/', "."));
+        let (name, ns) = palisade_kube::render::gateway_object(&g.scope, &options);
         out.push(GatewayPlan {
             display: format!("gateway/{label}"),
             veth: veth_name(&netns),
             netns,
             addr: with_low32(gw_base, hash32(&label)),
-            routes: gateway_routes(snapshot, &g.scope, pods),
+            routes: gateway_routes(&api.attached(&ns, &name), deployments, pods),
             scope: g.scope.clone(),
         });
     }
     out
 }
 
+/// The routes a gateway's Envoy would serve: for every HTTPRoute attached
+/// to its Gateway ([`GatewayApi::attached`]: parentRef, `allowedRoutes`,
+/// host names, ReferenceGrants) and each of its host names, the pods of
+/// the deployments its backends' Services select, on the Service's target
+/// port. A route whose backends select no deployment serves nothing.
 fn gateway_routes(
-    snapshot: &Snapshot,
-    scope: &GatewayScope,
+    attached: &[AttachedRoute],
+    deployments: &[RenderedDeployment],
     pods: &[PodPlan],
 ) -> Vec<GatewayRoute> {
-    snapshot
-        .deployments
-        .iter()
-        .filter(|d| scope.fronts(&d.tenant, &d.name))
-        .map(|d| {
-            let mine: Vec<&PodPlan> = pods
+    let mut out = Vec::new();
+    for route in attached {
+        for b in &route.backends {
+            for d in deployments
                 .iter()
-                .filter(|p| p.tenant == d.tenant.as_str() && p.deployment == d.name.as_str())
-                .collect();
-            let port = mine.first().map_or(DEFAULT_PORT, |p| p.ports[0]);
-            GatewayRoute {
-                host: format!("{}.{}", d.name, d.tenant),
-                target: format!("{}/{}", d.tenant, d.name),
-                backends: mine
+                .filter(|d| b.selects(&d.namespace, &d.labels))
+            {
+                let Some(port) = b.port_on(&d.ports) else {
+                    continue;
+                };
+                let backends: Vec<SocketAddr> = pods
                     .iter()
+                    .filter(|p| p.tenant == d.tenant && p.deployment == d.deployment)
                     .map(|p| SocketAddr::new(IpAddr::V6(p.addr), port))
-                    .collect(),
+                    .collect();
+                out.extend(route.hostnames.iter().map(|host| GatewayRoute {
+                    host: host.clone(),
+                    target: format!("{}/{}", d.tenant, d.deployment),
+                    backends: backends.clone(),
+                }));
             }
-        })
-        .collect()
+        }
+    }
+    out
 }
 
 /// Each tenant's egress address: its stored IPv6 one, else one derived
@@ -624,8 +650,7 @@ fn eval_options() -> EvalOptions {
 fn rules(
     objects: &[Value],
     eps: &[LabEndpoint],
-    deployments: &[RenderedDeployment],
-    egress: &[TenantEgress],
+    snat: Vec<(Ipv6Net, Ipv6Addr)>,
 ) -> (String, Vec<String>) {
     let (set, unsupported) = PolicySet::from_objects_with(objects, eval_options());
     let identities: Vec<eval::Endpoint> = eps.iter().map(|e| e.identity.clone()).collect();
@@ -652,23 +677,64 @@ fn rules(
             .filter(|e| e.identity.identity == Identity::World)
             .flat_map(|e| e.nets.iter().copied())
             .collect(),
-        snat: snat(deployments, egress),
+        snat,
     };
     (nft::ruleset(&input), notes)
 }
 
-/// Tenants leaving through an egress gateway are SNATed to their address.
-fn snat(deployments: &[RenderedDeployment], egress: &[TenantEgress]) -> Vec<(Ipv6Net, Ipv6Addr)> {
-    egress
-        .iter()
-        .filter(|e| e.mode == EgressMode::CiliumEgressGateway)
-        .flat_map(|e| {
+/// The SNAT of the rendered `CiliumEgressGatewayPolicy` objects: the
+/// subnet of every deployment a policy selects, to the policy's
+/// `egressIP` when it is IPv6, else to the lab's egress address of the
+/// tenant the policy is labelled with (the rendered policies carry no
+/// address: the lab's are IPv6, which Cilium's egress gateway does not
+/// take, and without `egressIP` Cilium uses the gateway node's own
+/// address, which the lab's proxy namespace plays). Cilium applies a
+/// policy to traffic towards its `destinationCIDRs` that leaves the
+/// cluster ("Egress Gateway", Cilium 1.17/1.18 docs); the lab models
+/// policies towards every address (`0.0.0.0/0` stands for the IPv6-only
+/// lab's world), and notes the others as not modelled.
+fn snat(
+    objects: &[Value],
+    deployments: &[RenderedDeployment],
+    egress: &[TenantEgress],
+) -> Result<(Vec<(Ipv6Net, Ipv6Addr)>, Vec<String>)> {
+    let ns_labels = rendered::namespace_labels(objects);
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    for p in rendered::egress_gateway_policies(objects)? {
+        let object = format!("CiliumEgressGatewayPolicy {}", p.name);
+        if !p.to_everywhere() {
+            notes.push(format!(
+                "{object}: destinationCIDRs {:?}: the lab SNATs only policies towards every address",
+                p.destination_cidrs
+            ));
+            continue;
+        }
+        let tenant_ip = || {
+            let t = p.tenant.as_deref()?;
+            egress.iter().find(|e| e.tenant == t).map(|e| e.ip)
+        };
+        let ip = match p.egress_ip {
+            Some(IpAddr::V6(ip)) => ip,
+            _ => match tenant_ip() {
+                Some(ip) => ip,
+                None => {
+                    notes.push(format!("{object}: no IPv6 egressIP and no tenant label"));
+                    continue;
+                }
+            },
+        };
+        let empty = BTreeMap::new();
+        out.extend(
             deployments
                 .iter()
-                .filter(move |d| d.tenant == e.tenant)
-                .map(move |d| (d.subnet, e.ip))
-        })
-        .collect()
+                .filter(|d| p.selects(d, ns_labels.get(&d.namespace).unwrap_or(&empty)))
+                .map(|d| (d.subnet, ip)),
+        );
+    }
+    out.sort_unstable();
+    out.dedup_by_key(|(net, _)| *net);
+    Ok((out, notes))
 }
 
 /// The proxy's config: [`palisade_proxy::compile::config`], as `palisade

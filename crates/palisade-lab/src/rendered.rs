@@ -14,7 +14,10 @@ use crate::{LabError, Result};
 use ipnet::Ipv6Net;
 use palisade_core::Snapshot;
 use palisade_kube::RenderOptions;
-use palisade_kube::eval::{ContainerPort, Endpoint, Identity, Proto, container_ports};
+use palisade_kube::eval::{
+    ContainerPort, Endpoint, Identity, Label, Proto, RawSelector, SOURCE_K8S, Selector,
+    container_ports,
+};
 use palisade_kube::options::InClusterProxy;
 use palisade_kube::render::{DEPLOYMENT_LABEL, IP_POOL_ANNOTATION, TENANT_LABEL};
 use serde_json::Value;
@@ -253,4 +256,123 @@ pub fn dns_names<'a>(
         }
     }
     out
+}
+
+/// A rendered `CiliumEgressGatewayPolicy`: which pods it SNATs, towards
+/// where, and to which address. Fields as in the CRD pinned in
+/// /work/shared/schemas/cilium (v1.17.17 and v1.18.11; 1.18 adds
+/// `egressGateways`, which "if this field has any entries the contents of
+/// the egressGateway field will be ignored").
+#[derive(Debug, Clone)]
+pub struct EgressGatewayPolicy {
+    /// Its name (the policy is cluster-scoped).
+    pub name: String,
+    /// Its `palisade.io/tenant` label: whose egress address it stands for.
+    pub tenant: Option<String>,
+    /// `spec.selectors`: (namespaceSelector, podSelector) pairs.
+    selectors: Vec<(Option<Selector>, Option<Selector>)>,
+    /// `spec.destinationCIDRs`.
+    pub destination_cidrs: Vec<String>,
+    /// The gateway's `egressIP`, if set.
+    pub egress_ip: Option<std::net::IpAddr>,
+}
+
+impl EgressGatewayPolicy {
+    /// Whether the policy selects the pods of `d` (in a namespace with
+    /// `ns_labels`): some entry of `selectors` whose namespaceSelector
+    /// matches the namespace's labels and whose podSelector matches the
+    /// pod's identity labels (its labels and `io.kubernetes.pod.namespace`,
+    /// as the CRD's docs example selects a namespace with); a selector
+    /// left out constrains nothing ("if present but empty, it selects
+    /// all").
+    pub fn selects(&self, d: &RenderedDeployment, ns_labels: &BTreeMap<String, String>) -> bool {
+        let k8s = |m: &BTreeMap<String, String>| -> Vec<Label> {
+            m.iter()
+                .map(|(k, v)| Label::new(SOURCE_K8S, k, v))
+                .collect()
+        };
+        let mut ns = k8s(ns_labels);
+        ns.push(Label::new(
+            SOURCE_K8S,
+            "kubernetes.io/metadata.name",
+            &d.namespace,
+        ));
+        let mut pod = k8s(&d.labels);
+        pod.push(Label::new(
+            SOURCE_K8S,
+            "io.kubernetes.pod.namespace",
+            &d.namespace,
+        ));
+        self.selectors.iter().any(|(n, p)| {
+            n.as_ref().is_none_or(|s| s.matches(&ns)) && p.as_ref().is_none_or(|s| s.matches(&pod))
+        })
+    }
+
+    /// Whether the destinations cover every address (`0.0.0.0/0` or `::/0`).
+    pub fn to_everywhere(&self) -> bool {
+        self.destination_cidrs
+            .iter()
+            .any(|c| c == "0.0.0.0/0" || c == "::/0")
+    }
+}
+
+/// The rendered `CiliumEgressGatewayPolicy` objects; one that cannot be
+/// read is an error (the API server would refuse it).
+pub fn egress_gateway_policies(objects: &[Value]) -> Result<Vec<EgressGatewayPolicy>> {
+    of_kind(objects, "CiliumEgressGatewayPolicy")
+        .map(|p| {
+            let name = str_at(p, "/metadata/name").unwrap_or_default().to_owned();
+            let bad = |what: String| {
+                LabError::Objects(format!("CiliumEgressGatewayPolicy {name}: {what}"))
+            };
+            let selector = |v: Option<&Value>| -> Result<Option<Selector>> {
+                let Some(v) = v else { return Ok(None) };
+                let raw: RawSelector =
+                    serde_json::from_value(v.clone()).map_err(|e| bad(e.to_string()))?;
+                Selector::parse(&raw).map(Some).map_err(bad)
+            };
+            let selectors = p
+                .pointer("/spec/selectors")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    Ok((
+                        selector(s.get("namespaceSelector"))?,
+                        selector(s.get("podSelector"))?,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            let gateway = p
+                .pointer("/spec/egressGateways/0")
+                .or_else(|| p.pointer("/spec/egressGateway"));
+            let egress_ip = match gateway
+                .and_then(|g| g.get("egressIP"))
+                .and_then(Value::as_str)
+            {
+                Some(ip) => Some(
+                    ip.parse()
+                        .map_err(|_| bad(format!("egressIP {ip:?} is not an address")))?,
+                ),
+                None => None,
+            };
+            Ok(EgressGatewayPolicy {
+                tenant: str_at(
+                    p,
+                    &format!("/metadata/labels/{}", TENANT_LABEL.replace('/', "~1")),
+                )
+                .map(str::to_owned),
+                destination_cidrs: p
+                    .pointer("/spec/destinationCIDRs")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect(),
+                name,
+                selectors,
+                egress_ip,
+            })
+        })
+        .collect()
 }

@@ -180,10 +180,27 @@ async fn handle(
                 .and_then(|h| h.to_str().ok())
                 .map(|h| h.split(':').next().unwrap_or(h).to_string())
                 .unwrap_or_default();
+            // Absolute form (`GET http://[pod]:port/`): verify asks the
+            // gateway to open a connection to one backend, which it does
+            // only if one of its routes sends there, as Envoy opens
+            // connections only to its routes' backends.
+            if let Some(authority) = req.uri().authority() {
+                let target = authority.as_str().parse::<SocketAddr>().ok();
+                return match target.filter(|t| routes.iter().any(|(_, b)| b.contains(t))) {
+                    Some(backend) => relay(backend, authority.as_str()).await,
+                    None => json_response(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "{{\"error\":\"not reachable at L7: no route of this gateway sends to {authority}\"}}\n"
+                        ),
+                    ),
+                };
+            }
             let path = req.uri().path().to_string();
             let route = routes.iter().find(|(h, _)| *h == host).or_else(|| {
                 routes.iter().find(|(h, _)| {
-                    let mut parts = h.splitn(2, '.');
+                    // `<deployment>.<tenant>[.<domain>]`
+                    let mut parts = h.split('.');
                     let (d, t) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
                     path.starts_with(&format!("/{t}/{d}/")) || path == format!("/{t}/{d}")
                 })
@@ -195,17 +212,27 @@ async fn handle(
                 );
             };
             let backend = backends[rr.fetch_add(1, Ordering::Relaxed) % backends.len()];
-            match http_get(backend, None, &host, "/", Duration::from_secs(2)).await {
-                Ok((status, body)) => {
-                    let mut r = json_response(StatusCode::OK, body);
-                    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                    r
-                }
-                Err(e) => json_response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("{{\"error\":\"{backend}: {e}\"}}\n"),
-                ),
-            }
+            relay(backend, &host).await
+        }
+    }
+}
+
+/// Forwards a GET to `backend`; a backend it cannot connect to is a 503,
+/// one that does not answer HTTP a 502 (Envoy's "upstream connect error"
+/// and bad-gateway answers).
+async fn relay(backend: SocketAddr, host: &str) -> Response<Full<Bytes>> {
+    match http_get(backend, None, host, "/", Duration::from_secs(2)).await {
+        Ok((status, body)) => {
+            let mut r = json_response(StatusCode::OK, body);
+            *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            r
+        }
+        Err(e) => {
+            let status = match e {
+                ProbeFailure::Connect(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ProbeFailure::Http(_) => StatusCode::BAD_GATEWAY,
+            };
+            json_response(status, format!("{{\"error\":\"{backend}: {e}\"}}\n"))
         }
     }
 }

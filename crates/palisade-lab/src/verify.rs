@@ -128,11 +128,18 @@ pub struct ObjectsVerdict {
     pub ingress: String,
 }
 
+/// A gateway's route decision is its sending side at L7, so it is kept
+/// with the egress decision (`no-policy; not reachable at L7: ...`): the
+/// schema of `verify.json` stays the same for the dashboard.
 impl From<Verdict> for ObjectsVerdict {
     fn from(v: Verdict) -> Self {
+        let egress = match &v.route {
+            Some(route) => format!("{}; {route}", v.egress),
+            None => v.egress.to_string(),
+        };
         Self {
             allowed: v.allowed,
-            egress: v.egress.to_string(),
+            egress,
             ingress: v.ingress.to_string(),
         }
     }
@@ -286,9 +293,12 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
     let mut out = Vec::new();
     let echo = SocketAddr::new(IpAddr::V6(ECHO_ADDR), HTTP_PORT);
     let proxy = SocketAddr::new(IpAddr::V6(PROXY_ADDR), state.proxy_port);
+    // `relay`: a gateway's probes are asked of the gateway's stand-in,
+    // which opens the connection only where one of its routes sends.
     let to_pods = |from: &Endpoint,
                    netns: &str,
                    from_pod: Option<&str>,
+                   relay: Option<SocketAddr>,
                    out: &mut Vec<Probe>|
      -> Result<()> {
         for dst in state.pods.iter().map(|r| &r.spec) {
@@ -307,7 +317,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
                     kind: ProbeKind::Direct,
                     netns: netns.to_string(),
                     addr: SocketAddr::new(IpAddr::V6(dst.addr), port),
-                    proxy: None,
+                    proxy: relay,
                     host: None,
                     expected: v.allowed,
                     reason: v.reason.to_string(),
@@ -321,7 +331,7 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
     };
     for src in state.pods.iter().map(|r| &r.spec) {
         let from = endpoint_of(src)?;
-        to_pods(&from, &src.netns, Some(&src.name), &mut out)?;
+        to_pods(&from, &src.netns, Some(&src.name), None, &mut out)?;
         let egress_ip = state
             .egress
             .iter()
@@ -372,7 +382,8 @@ pub fn expectations(state: &LabState, policy: &Policy) -> Result<Vec<Probe>> {
         let from = Endpoint::Gateway {
             scope: g.scope.clone(),
         };
-        to_pods(&from, &g.netns, None, &mut out)?;
+        let relay = SocketAddr::new(IpAddr::V6(g.addr), HTTP_PORT);
+        to_pods(&from, &g.netns, None, Some(relay), &mut out)?;
     }
     // Ingress as a user sees it: from the internet, through each gateway,
     // to every deployment it routes.
@@ -484,6 +495,19 @@ pub fn judge(probe: &Probe, outcome: &Result<(u16, String), ProbeFailure>) -> Ou
                         _ => format!("gateway answered {status}: {}", body.trim()),
                     };
                     (reached, None, detail)
+                }
+                // A gateway's probe, asked of its stand-in: 404 is no
+                // route, 503 no connection (see `serve::Workload::Gateway`).
+                ProbeKind::Direct if probe.proxy.is_some() && !(200..300).contains(status) => {
+                    let error = serde_json::from_str::<serde_json::Value>(body.trim())
+                        .ok()
+                        .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+                        .unwrap_or_else(|| body.trim().to_owned());
+                    match *status {
+                        404 => (false, None, error),
+                        503 => (false, None, format!("blocked ({error})")),
+                        _ => (true, None, format!("gateway answered {status}: {error}")),
+                    }
                 }
                 ProbeKind::Direct => (
                     true,

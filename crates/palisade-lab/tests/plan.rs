@@ -136,9 +136,22 @@ fn names_carry_the_lab_prefix_and_addresses_come_from_the_subnets() {
         vec![80],
         "no declared port: the workload serves 80"
     );
-    // The central gateway routes every deployment to its pods.
+    // The central gateway serves what its rendered HTTPRoutes send to:
+    // api and db (each on its first port); the renderer routes no
+    // deployment without a declared port.
     assert_eq!(p.gateways.len(), 1);
-    assert_eq!(p.gateways[0].routes.len(), 4);
+    let routes: Vec<(&str, &str, u16)> = p.gateways[0]
+        .routes
+        .iter()
+        .map(|r| (r.host.as_str(), r.target.as_str(), r.backends[0].port()))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("api.acme.apps.example.com", "acme/api", 8080),
+            ("db.acme.apps.example.com", "acme/db", 5432),
+        ]
+    );
     // Deterministic: the same input gives the same plan, byte for byte.
     assert_eq!(p, plan::plan(&s, &objects(&s), &options()).unwrap());
     // A different lab directory gives different names.
@@ -446,7 +459,7 @@ fn the_probe_matrix_takes_every_verdict_from_the_policy_model() {
     assert!(find("gateway/central", "big-corp/db", 80, ProbeKind::Direct).expected);
     let ingress = find("gateway/central", "acme/db", 5432, ProbeKind::ViaGateway);
     assert!(ingress.expected);
-    assert_eq!(ingress.host.as_deref(), Some("db.acme"));
+    assert_eq!(ingress.host.as_deref(), Some("db.acme.apps.example.com"));
     assert!(!find("acme/web", "internet", 80, ProbeKind::Direct).expected);
     assert!(find("acme/web", "egress-proxy/acme", 3128, ProbeKind::ViaProxy).expected);
     assert!(find("big-corp/db", "internet", 80, ProbeKind::Direct).expected);
@@ -549,4 +562,101 @@ fn the_proxy_config_is_valid_and_names_every_tenant_source_and_egress() {
         back.cluster_deny
             .contains(&ipnet::IpNet::from(s.pool.cidr()))
     );
+}
+
+/// The gateways' routes are the rendered HTTPRoutes', not the store's: a
+/// route dropped from the objects is not served, and a route admitted only
+/// by a ReferenceGrant is (Gateway API: a cross-namespace backendRef needs
+/// one in the Service's namespace).
+#[test]
+fn gateway_routes_come_from_the_rendered_http_routes() {
+    let s = snapshot();
+    let mut objects = objects(&s);
+    let route = |objects: &[serde_json::Value], name: &str| {
+        objects
+            .iter()
+            .position(|o| o["kind"] == "HTTPRoute" && o["metadata"]["name"] == name)
+            .unwrap()
+    };
+    let i = route(&objects, "central-db");
+    objects.remove(i);
+    let p = plan::plan(&s, &objects, &options()).unwrap();
+    let targets: Vec<&str> = p.gateways[0]
+        .routes
+        .iter()
+        .map(|r| r.target.as_str())
+        .collect();
+    assert_eq!(targets, ["acme/api"]);
+
+    // acme's api route moved to big-corp's namespace, still naming acme's
+    // Service: attached (the listener selects every tenant namespace), but
+    // its backend is invalid without a grant.
+    let i = route(&objects, "central-api");
+    objects[i]["metadata"]["namespace"] = "tenant-big-corp".into();
+    objects[i]["spec"]["hostnames"] = serde_json::json!(["api.big-corp.apps.example.com"]);
+    objects[i]["spec"]["rules"][0]["backendRefs"][0]["namespace"] = "tenant-acme".into();
+    let p = plan::plan(&s, &objects, &options()).unwrap();
+    assert!(
+        p.gateways[0].routes.is_empty(),
+        "{:?}",
+        p.gateways[0].routes
+    );
+    objects.push(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "ReferenceGrant",
+        "metadata": {"name": "g", "namespace": "tenant-acme"},
+        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                           "namespace": "tenant-big-corp"}],
+                 "to": [{"group": "", "kind": "Service"}]},
+    }));
+    let p = plan::plan(&s, &objects, &options()).unwrap();
+    let r = &p.gateways[0].routes;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        (r[0].host.as_str(), r[0].target.as_str()),
+        ("api.big-corp.apps.example.com", "acme/api")
+    );
+}
+
+/// The egress-gateway SNAT is the rendered `CiliumEgressGatewayPolicy`'s:
+/// the subnets of the pods its selectors pick go out as the tenant it is
+/// labelled with. A selector that misses the tenant's pods leaves them
+/// un-SNATed; one that picks another tenant's namespace SNATs that
+/// tenant's pods to this tenant's address (what the internet echo then
+/// reports, and verify checks).
+#[test]
+fn egress_gateway_snat_comes_from_the_rendered_policy() {
+    let s = snapshot();
+    let snat_of = |objects: &[serde_json::Value]| {
+        let p = plan::plan(&s, objects, &options()).unwrap();
+        let line = p
+            .ruleset
+            .lines()
+            .skip_while(|l| !l.contains("map egress_snat"))
+            .find(|l| l.contains("elements"))
+            .unwrap_or_default()
+            .to_owned();
+        (p, line)
+    };
+    let mut objects = objects(&s);
+    let (p, line) = snat_of(&objects);
+    let big = p.egress_of("big-corp").unwrap().ip;
+    let big_db = s.deployments[3].subnet;
+    assert!(line.contains(&format!("{big_db} : {big}")), "{line}");
+    assert!(
+        !line.contains(&s.deployments[0].subnet.to_string()),
+        "{line}"
+    );
+
+    let policy = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "CiliumEgressGatewayPolicy")
+        .unwrap();
+    policy["spec"]["selectors"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] =
+        "tenant-acme".into();
+    let (_, line) = snat_of(&objects);
+    assert!(!line.contains(&big_db.to_string()), "{line}");
+    for d in &s.deployments[..3] {
+        assert!(line.contains(&format!("{} : {big}", d.subnet)), "{line}");
+    }
 }

@@ -37,7 +37,7 @@ mod workloads;
 pub use compile::{ANY_PROTOCOLS, Compiled, DirPolicy, Grant, PortRange};
 pub use endpoint::{ContainerPort, Endpoint, Identity, IdentityOptions, Proto, entity_selectors};
 pub use gateway_api::GatewayApi;
-pub use labels::{Label, Selector};
+pub use labels::{Label, RawSelector, SOURCE_K8S, Selector};
 pub use model::{INTERNET_PROBE, RenderedPolicy};
 pub use reach::{AttachedRoute, BackendTarget, RouteDecision, hostnames_intersect};
 pub use rule::Dir;
