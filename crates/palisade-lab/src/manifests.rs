@@ -198,8 +198,9 @@ fn workload_net(i: usize) -> Ipv6Net {
     Ipv6Net::new(Ipv6Addr::from(base), 112).unwrap_or_default()
 }
 
-/// The TCP ports a workload's pods serve: its container ports, 80 when it
-/// declares none (as the matrix probes it).
+/// The TCP ports a workload's pods serve: its TCP container ports, 80
+/// when it declares none (as the matrix probes it) or only UDP/SCTP ones
+/// (a workload process serves at least one port; nothing probes it there).
 fn served_ports(w: &Workload) -> Vec<u16> {
     let tcp: Vec<u16> = w
         .ports
@@ -207,13 +208,12 @@ fn served_ports(w: &Workload) -> Vec<u16> {
         .filter(|p| p.proto == Proto::Tcp)
         .map(|p| p.port)
         .collect();
-    if w.ports.is_empty() {
-        vec![HTTP_PORT]
-    } else {
-        tcp
-    }
+    if tcp.is_empty() { vec![HTTP_PORT] } else { tcp }
 }
 
+/// Workload `i`'s pods. A pod's `tenant` and `deployment` hold the
+/// workload's namespace and name: what its built-in workload answers with,
+/// and what a probe checks.
 fn workload_pods(w: &Workload, i: usize, net: Ipv6Net, prefix: &str) -> Vec<PodPlan> {
     let (ns, name) = w.name.split_once('/').unwrap_or(("default", &w.name));
     (0..PODS_PER_WORKLOAD)
@@ -538,6 +538,16 @@ mod tests {
         judge(&mut wrong, &Ok((200, other)));
         assert_eq!(wrong.ok, Some(false));
         assert!(wrong.detail.unwrap().contains("wrong workload"));
+    }
+
+    #[test]
+    fn a_workload_with_only_udp_ports_still_serves_a_tcp_port() {
+        let udp = "apiVersion: v1\nkind: Pod\nmetadata: {name: syslog}\nspec: {containers: [{name: c, image: i, ports: [{containerPort: 514, protocol: UDP}]}]}\n";
+        let objects = [serde_yaml_ng::from_str(udp).unwrap()];
+        let p = plan(&objects, "pl-x-").unwrap();
+        assert_eq!(p.pods[0].ports, [80]);
+        assert_eq!(p.report.workloads, ["default/syslog"]);
+        assert!(p.report.cells.iter().all(|c| c.port != 80));
     }
 
     #[test]
