@@ -23,7 +23,8 @@ mod check;
 mod convert;
 
 use crate::{
-    Backend, BackendError, CreatedRow, DeploymentRow, Health, NoHistory, Removal, TenantRow,
+    Backend, BackendError, CreatedRow, DeploymentRow, Health, NoHistory, Removal, TenantPage,
+    TenantRow,
 };
 use anyhow::{Context, Result, bail};
 use convert::{TenantCr, deployment_row, tenant_row, tenant_spec, workload_spec};
@@ -722,6 +723,18 @@ impl Backend for Kube {
         let state = self.with(|c| async move { State::read(&c).await })?;
         let t = state.require_tenant(name)?;
         tenant_row(t, state.workloads_of(name).count())
+    }
+
+    fn tenant_page(&mut self, name: &TenantName) -> Result<TenantPage> {
+        // One read of the cluster, not one per part.
+        let state = self.with(|c| async move { State::read(&c).await })?;
+        let t = state.require_tenant(name)?;
+        Ok(TenantPage {
+            tenant: tenant_row(t, state.workloads_of(name).count())?,
+            deployments: state.rows(Some(name)),
+            gateways: state.gateways(),
+            allow_rules: state.rules(Some(name)),
+        })
     }
 
     fn create_deployments(&mut self, batch: &[NewDeployment]) -> Result<Vec<CreatedRow>> {

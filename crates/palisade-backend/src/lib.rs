@@ -25,7 +25,7 @@ use palisade_core::{
     Replicas, Snapshot, Tenant, TenantName, WorkloadSpec,
 };
 use palisade_proxy::compile::DomainRules;
-use palisade_store::{Event, NewDeployment, ObjectCounts, Removed, Store, TenantUsage};
+use palisade_store::{Event, NewDeployment, ObjectCounts, Removed, Store, StoreError, TenantUsage};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -97,8 +97,21 @@ pub trait Backend {
     /// subnet, its rules, its gateways and the central one. The
     /// isolation verdicts between its deployments are those of the whole.
     fn tenant_snapshot(&mut self, name: &TenantName) -> Result<Snapshot> {
-        self.tenant(name)?;
-        Ok(scope_snapshot(self.snapshot()?, name))
+        let all = self.snapshot()?;
+        if all.tenant(name).is_none() {
+            return Err(StoreError::TenantNotFound(name.clone()).into());
+        }
+        Ok(scope_snapshot(all, name))
+    }
+
+    /// What a tenant's page shows, read together.
+    fn tenant_page(&mut self, name: &TenantName) -> Result<TenantPage> {
+        Ok(TenantPage {
+            tenant: self.tenant(name)?,
+            deployments: self.deployments(Some(name))?,
+            gateways: self.gateways()?,
+            allow_rules: self.allow_rules(Some(name))?,
+        })
     }
 
     /// How many objects of each kind there are (pending deployments too).
@@ -119,6 +132,20 @@ pub trait Backend {
             "this store keeps no history of changes".into(),
         )))
     }
+}
+
+/// One tenant with its deployments (pending ones too), every gateway and
+/// its allow rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantPage {
+    /// The tenant.
+    pub tenant: TenantRow,
+    /// Its deployments, by name.
+    pub deployments: Vec<DeploymentRow>,
+    /// Every gateway (the page picks those fronting the tenant).
+    pub gateways: Vec<Gateway>,
+    /// Its allow rules.
+    pub allow_rules: Vec<AllowRule>,
 }
 
 /// Why a store cannot answer [`Backend::history`].
@@ -455,6 +482,26 @@ impl Backend for Sqlite<'_> {
 
     fn tenant_snapshot(&mut self, name: &TenantName) -> Result<Snapshot> {
         Ok(self.store()?.tenant_snapshot(name)?)
+    }
+
+    fn tenant_page(&mut self, name: &TenantName) -> Result<TenantPage> {
+        // One transaction: the tenant's part of the state holds all of it.
+        let part = self.store()?.tenant_snapshot(name)?;
+        let tenant = part
+            .tenants
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::TenantNotFound(name.clone()))?;
+        Ok(TenantPage {
+            tenant: TenantRow {
+                tenant,
+                deployments: part.deployments.len(),
+                rollout: None,
+            },
+            deployments: part.deployments.into_iter().map(Into::into).collect(),
+            gateways: part.gateways,
+            allow_rules: part.allow_rules,
+        })
     }
 
     fn object_counts(&mut self) -> Result<ObjectCounts> {

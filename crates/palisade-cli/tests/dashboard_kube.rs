@@ -238,6 +238,19 @@ async fn the_cluster_dashboard_serves_the_same_rows_as_sqlite() {
         assert_eq!((ls, rs), (200, 200), "{path}: {lv} {rv}");
         assert_eq!(comparable(rv), comparable(lv), "{path}");
     }
+    // A tenant's page reads the cluster once (one LIST per kind), and reads
+    // only.
+    c.api.clear_log();
+    call("GET", format!("{}/api/tenants/acme", remote.url), None).await;
+    let log = c.api.log();
+    assert!(log.iter().all(|l| l.starts_with("GET ")), "{log:?}");
+    for kind in ["tenants?", "tenantdeployments?"] {
+        let lists = log
+            .iter()
+            .filter(|l| l.ends_with(&format!("/{kind}")))
+            .count();
+        assert_eq!(lists, 1, "{kind}: {log:?}");
+    }
     // What the pages are built from is really there (not two empty pages).
     let (_, acme) = call("GET", format!("{}/api/tenants/acme", remote.url), None).await;
     let subnets: Vec<&str> = acme["deployment_list"]

@@ -257,21 +257,12 @@ async fn tenants(State(s): Shared, Extension(who): Who) -> ApiResult {
 async fn tenant(State(s): Shared, Extension(who): Who, Path(raw): Path<String>) -> ApiResult {
     let name = tenant_name(&raw)?;
     authorize(&s, &who, Access::Read(name.clone())).await?;
-    let (tenant, deployments, gateways, rules) = with_backend(&s, move |b| {
-        let tenant = b.tenant(&name)?.tenant;
-        Ok((
-            tenant,
-            b.deployments(Some(&name))?,
-            b.gateways()?,
-            b.allow_rules(Some(&name))?,
-        ))
-    })
-    .await?;
+    let page = with_backend(&s, move |b| b.tenant_page(&name)).await?;
     to_json(&views::tenant_detail(
-        &tenant,
-        &deployments,
-        &gateways,
-        &rules,
+        &page.tenant.tenant,
+        &page.deployments,
+        &page.gateways,
+        &page.allow_rules,
     ))
 }
 
