@@ -647,11 +647,7 @@ fn eval_options() -> EvalOptions {
 
 /// The ruleset compiled from the rendered policies, and what the lab could
 /// not model in them.
-fn rules(
-    objects: &[Value],
-    eps: &[LabEndpoint],
-    snat: Vec<(Ipv6Net, Ipv6Addr)>,
-) -> (String, Vec<String>) {
+fn rules(objects: &[Value], eps: &[LabEndpoint], snat: Snat) -> (String, Vec<String>) {
     let (set, unsupported) = PolicySet::from_objects_with(objects, eval_options());
     let identities: Vec<eval::Endpoint> = eps.iter().map(|e| e.identity.clone()).collect();
     let compiled = set.compile(&identities);
@@ -693,11 +689,14 @@ fn rules(
 /// cluster ("Egress Gateway", Cilium 1.17/1.18 docs); the lab models
 /// policies towards every address (`0.0.0.0/0` stands for the IPv6-only
 /// lab's world), and notes the others as not modelled.
+/// SNAT entries: pod subnet → egress address.
+type Snat = Vec<(Ipv6Net, Ipv6Addr)>;
+
 fn snat(
     objects: &[Value],
     deployments: &[RenderedDeployment],
     egress: &[TenantEgress],
-) -> Result<(Vec<(Ipv6Net, Ipv6Addr)>, Vec<String>)> {
+) -> Result<(Snat, Vec<String>)> {
     let ns_labels = rendered::namespace_labels(objects);
     let mut out = Vec::new();
     let mut notes = Vec::new();

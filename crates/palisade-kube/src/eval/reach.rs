@@ -351,12 +351,7 @@ impl GatewayApi {
 
     /// The grant a cross-namespace backend needs: (grant, from index, to
     /// index), `None` within the route's namespace.
-    #[allow(clippy::type_complexity)]
-    fn grant(
-        &self,
-        r: &Route,
-        b: &BackendRef,
-    ) -> Result<Option<(ObjectRef, usize, usize)>, String> {
+    fn grant(&self, r: &Route, b: &BackendRef) -> Result<Option<GrantAt>, String> {
         let route_ns = r.object.namespace.as_deref().unwrap_or_default();
         if b.namespace == route_ns {
             return Ok(None);
@@ -383,6 +378,9 @@ impl GatewayApi {
         ))
     }
 }
+
+/// A ReferenceGrant and the indices of its matching `from` and `to`.
+type GrantAt = (ObjectRef, usize, usize);
 
 fn from_name(f: &From) -> &'static str {
     match f {
