@@ -11,6 +11,7 @@
 //! - a per-deployment gateway: `gateway: dedicated` on the workload; a
 //!   per-tenant one: the Tenant's `gateway` (or a workload's `gateway:
 //!   tenant`);
+//! - the central gateway: `centralGateway` of the one `Platform` object;
 //! - an allow rule `from -> to`: an `allowFrom` entry of `to`.
 //!
 //! Handlers parse input through the model before calling in here, so bad
@@ -21,12 +22,13 @@
 
 mod check;
 mod convert;
+mod platform;
 
 use crate::{
     Backend, BackendError, CreatedRow, DeploymentRow, Health, NoHistory, Removal, TenantPage,
     TenantRow,
 };
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use convert::{TenantCr, deployment_row, tenant_row, tenant_spec, workload_spec};
 use palisade_core::allocator::PoolUsage;
 use palisade_core::{
@@ -93,6 +95,8 @@ impl Kube {
 struct State {
     tenants: Vec<TenantCr>,
     workloads: Vec<TenantDeployment>,
+    /// The platform's settings (the central gateway).
+    platform: Option<palisade_operator::crd::Platform>,
 }
 
 impl State {
@@ -102,7 +106,12 @@ impl State {
         let mut workloads =
             list(Api::<TenantDeployment>::all(c.clone()), "TenantDeployments").await?;
         workloads.sort_by_key(|w| (w.namespace(), w.name_any()));
-        Ok(Self { tenants, workloads })
+        let platform = platform::read(c).await?;
+        Ok(Self {
+            tenants,
+            workloads,
+            platform,
+        })
     }
 
     fn tenant(&self, name: &TenantName) -> Option<&TenantCr> {
@@ -163,6 +172,9 @@ impl State {
             out.entry(scope.id())
                 .or_insert(Gateway { scope, created_at });
         };
+        if let Some(g) = platform::central(self.platform.as_ref()) {
+            add(g.scope, g.created_at);
+        }
         for t in &self.tenants {
             if let (true, Ok(tenant)) = (t.spec.gateway, t.name_any().parse::<TenantName>()) {
                 add(GatewayScope::PerTenant { tenant }, convert::created(t));
@@ -497,7 +509,10 @@ async fn create_gateway(c: &Client, scope: &GatewayScope) -> Result<()> {
     let state = State::read(c).await?;
     let exists = || StoreError::GatewayExists(scope.id()).into();
     match scope {
-        GatewayScope::Central => bail!(central_unsupported()),
+        GatewayScope::Central => match platform::central(state.platform.as_ref()) {
+            Some(_) => Err(exists()),
+            None => platform::set_central(c, state.platform.as_ref(), true).await,
+        },
         GatewayScope::PerTenant { tenant } => {
             let t = state.require_tenant(tenant)?;
             if state.has_tenant_gateway(tenant) {
@@ -527,7 +542,10 @@ async fn delete_gateway(c: &Client, scope: &GatewayScope) -> Result<()> {
     let state = State::read(c).await?;
     let missing = || StoreError::GatewayNotFound(scope.id()).into();
     match scope {
-        GatewayScope::Central => bail!(central_unsupported()),
+        GatewayScope::Central => match platform::central(state.platform.as_ref()) {
+            Some(_) => platform::set_central(c, state.platform.as_ref(), false).await,
+            None => Err(missing()),
+        },
         GatewayScope::PerTenant { tenant } => {
             if !state.has_tenant_gateway(tenant) {
                 return Err(missing());
@@ -552,12 +570,6 @@ async fn delete_gateway(c: &Client, scope: &GatewayScope) -> Result<()> {
             }
         }
     }
-}
-
-fn central_unsupported() -> String {
-    "--store kubernetes does not support the central gateway: no custom resource holds \
-     platform-wide gateways yet (use per-tenant or per-deployment gateways)"
-        .into()
 }
 
 async fn allow(c: &Client, rule: &AllowRule) -> Result<()> {

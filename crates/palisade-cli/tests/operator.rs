@@ -5,8 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use palisade_operator::crd::{Tenant, TenantDeployment};
+use palisade_operator::crd::{PLATFORM_NAME, Platform, SubnetClaim, Tenant, TenantDeployment};
 use palisade_operator::kube::Api;
+use palisade_operator::platform;
 use palisade_operator::reconcile::{self, Ctx};
 use palisade_operator::testing::FakeApi;
 use serde_json::{Value, json};
@@ -618,14 +619,144 @@ async fn bad_input_to_any_verb_is_refused_before_a_request_and_state_before_a_wr
     assert!(c.api.writes().is_empty(), "{:?}", c.api.writes());
 }
 
+/// One platform pass of the operator over everything (its caches' view).
+async fn platform_pass(ctx: &Ctx, state: &mut platform::PlatformState) {
+    let lp = Default::default();
+    let tenants = Api::<Tenant>::all(ctx.client.clone())
+        .list(&lp)
+        .await
+        .unwrap();
+    let workloads = Api::<TenantDeployment>::all(ctx.client.clone())
+        .list(&lp)
+        .await
+        .unwrap();
+    let claims = Api::<SubnetClaim>::all(ctx.client.clone())
+        .list(&lp)
+        .await
+        .unwrap();
+    let settings = Api::<Platform>::all(ctx.client.clone())
+        .get_opt(PLATFORM_NAME)
+        .await
+        .unwrap();
+    let inputs = platform::Inputs {
+        tenants: &tenants.items,
+        workloads: &workloads.items,
+        claims: &claims.items,
+        platform: settings.as_ref().map(|p| &p.spec),
+    };
+    platform::reconcile_platform(ctx, state, inputs)
+        .await
+        .unwrap();
+}
+
+/// The YAML documents of a multi-document stream.
+fn docs(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---\n")
+        .filter_map(|d| serde_yaml_ng::from_str::<Value>(d).ok())
+        .filter(|d| d.is_object())
+        .collect()
+}
+
+/// `gateway create/delete central` on the cluster (the Platform object):
+/// the same rows and refusals as SQLite, `render` of both stores
+/// byte-identical, and the operator's central Gateway and routes the very
+/// objects `palisade render` puts out; after the delete the operator
+/// removes them (the gateways' namespace, which it did not create, stays).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_central_gateway_is_refused_with_the_reason() {
+async fn the_central_gateway_works_on_both_stores_and_the_operator_renders_it_as_render_does() {
     let c = cluster().await;
+    operator_config(&c.api);
+    let ctx = operator(&c.api);
+    let db = sqlite();
+    for args in [
+        &["create", "acme", "web", "nginx:alpine", "--port", "8080"][..],
+        &["create", "acme", "db", "postgres:16"],
+    ] {
+        db.run(args).ok();
+        assert_eq!(palisade(&c, args).await.code, 0);
+        reconcile_all(&ctx).await;
+    }
+    both(&c, &ctx, &db, &["gateway", "create", "central"]).await;
+    db.run(&["gateway", "create", "central"])
+        .fails_with("gateway central already exists");
+    c.api.clear_log();
     one_line_error(
         &palisade(&c, &["gateway", "create", "central"]).await,
-        "does not support the central gateway",
+        "gateway central already exists",
     );
     assert!(c.api.writes().is_empty(), "{:?}", c.api.writes());
+    same_reads(&c, &db).await;
+
+    let args = [
+        "render",
+        "--stdout",
+        "--no-proxy-deployment",
+        "--proxy-address",
+        "10.0.0.1",
+    ];
+    let local = db.run(&args).ok();
+    let out = palisade(&c, &args).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, local.replace("\"20000\"", "\"3128\""));
+    let mut state = platform::PlatformState::default();
+    platform_pass(&ctx, &mut state).await;
+    reconcile_all(&ctx).await;
+    let rendered = docs(&local);
+    // Every object of the central gateway `render` puts out (its Gateway,
+    // each workload's route to it) is live with the same spec.
+    let central: Vec<&Value> = rendered
+        .iter()
+        .filter(|d| {
+            let name = d["metadata"]["name"].as_str().unwrap_or_default();
+            (d["kind"] == "Gateway" && name == "central")
+                || (d["kind"] == "HTTPRoute" && name.starts_with("central-"))
+        })
+        .collect();
+    assert!(central.len() >= 2, "the Gateway and a route: {central:?}");
+    let plural = |kind: &Value| {
+        if kind == "Gateway" {
+            "gateways"
+        } else {
+            "httproutes"
+        }
+    };
+    for want in &central {
+        let (ns, name) = (
+            want["metadata"]["namespace"].as_str().unwrap(),
+            want["metadata"]["name"].as_str().unwrap(),
+        );
+        let live = c.api.get(GATEWAYS, plural(&want["kind"]), Some(ns), name);
+        assert_eq!(
+            live.map(|l| l["spec"].clone()).as_ref(),
+            Some(&want["spec"]),
+            "{ns}/{name}"
+        );
+    }
+
+    both(&c, &ctx, &db, &["gateway", "delete", "central"]).await;
+    platform_pass(&ctx, &mut state).await;
+    reconcile_all(&ctx).await;
+    for gone in &central {
+        let (ns, name) = (
+            gone["metadata"]["namespace"].as_str(),
+            gone["metadata"]["name"].as_str().unwrap(),
+        );
+        let live = c.api.get(GATEWAYS, plural(&gone["kind"]), ns, name);
+        assert!(live.is_none(), "{ns:?}/{name}");
+    }
+    assert!(
+        c.api
+            .get("v1", "namespaces", None, "palisade-gateways")
+            .is_some()
+    );
+    // The operator has given the tenant its proxy port by now: the two
+    // renders are byte-identical without exception.
+    let out = palisade(&c, &args).await;
+    assert!(out.stdout == db.run(&args).ok(), "{}", out.stdout);
+    one_line_error(
+        &palisade(&c, &["gateway", "delete", "central"]).await,
+        "gateway central not found",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
