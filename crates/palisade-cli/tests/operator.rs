@@ -732,6 +732,23 @@ async fn the_central_gateway_works_on_both_stores_and_the_operator_renders_it_as
             "{ns}/{name}"
         );
     }
+    // The rule letting the gateway in is the tenant's, with the same
+    // ingress (egress differs only by the proxy's address).
+    let policy = rendered
+        .iter()
+        .find(|d| d["kind"] == "CiliumNetworkPolicy" && d["metadata"]["name"] == "deployment-web")
+        .unwrap();
+    assert!(policy["spec"]["ingress"].to_string().contains("\"ingress\""));
+    let live = c
+        .api
+        .get(
+            "cilium.io/v2",
+            "ciliumnetworkpolicies",
+            Some("tenant-acme"),
+            "deployment-web",
+        )
+        .unwrap();
+    assert_eq!(live["spec"]["ingress"], policy["spec"]["ingress"]);
 
     both(&c, &ctx, &db, &["gateway", "delete", "central"]).await;
     platform_pass(&ctx, &mut state).await;

@@ -10,7 +10,8 @@
 //! JSON patches (a failed `test` op is a 422), the status subresource,
 //! deletion that waits for finalizers (`deletionTimestamp` set, removal
 //! when the last finalizer goes), owner-reference garbage collection and
-//! namespace content deletion, `resourceVersion` preconditions (409),
+//! namespace content deletion, `resourceVersion` preconditions and DELETE's
+//! `preconditions.uid` (409),
 //! Service cluster IPs allocated on create and immutable after (422), and
 //! injected refusals ([`FakeApi::reject`], [`FakeApi::fail_lists`]) for
 //! what webhooks, quotas and RBAC do. Every request is logged as

@@ -365,3 +365,36 @@ async fn deployments_roll_out_in_a_change_of_their_own_when_asked() {
         assert_eq!(status(&live), Some((Some(2), Some(3), Some(3), Some(3))));
     }
 }
+
+// https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/delete-options/:
+// `preconditions` "must be fulfilled before a deletion is carried out"; a
+// uid that is not the object's is a 409 Conflict ("Precondition failed:
+// UID in precondition: ..., UID in object meta: ...", k8s.io/apiserver
+// `pkg/storage/etcd3/store.go` `checkPreconditions`), which is what lets a
+// prune refuse to delete an object re-created under a recorded name.
+#[tokio::test]
+async fn a_delete_with_another_objects_uid_is_a_conflict() {
+    let api = FakeApi::new();
+    let cms: Api<ConfigMap> = Api::namespaced(api.client(), "default");
+    let made = cms
+        .create(
+            &PostParams::default(),
+            &config_map("default", "a", json!({})),
+        )
+        .await
+        .unwrap();
+    let with_uid = |uid: &str| DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some(uid.to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let (status, message) = code(cms.delete("a", &with_uid("not-its-uid")).await.unwrap_err());
+    assert_eq!(status, 409);
+    assert!(message.contains("Precondition failed"), "{message}");
+    assert!(cms.get_opt("a").await.unwrap().is_some());
+    let uid = made.metadata.uid.unwrap();
+    cms.delete("a", &with_uid(&uid)).await.unwrap();
+    assert!(cms.get_opt("a").await.unwrap().is_none());
+}
