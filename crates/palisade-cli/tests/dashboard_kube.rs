@@ -458,3 +458,81 @@ async fn a_cluster_dashboard_that_cannot_read_the_cluster_does_not_start() {
         "{err}"
     );
 }
+
+/// What the browser check needs, or why it cannot run.
+fn browser_prerequisites(dir: &std::path::Path) -> Result<(), String> {
+    match std::process::Command::new("node").arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        _ => return Err("node is not installed (apt-get install nodejs npm)".into()),
+    }
+    if !std::path::Path::new(CHROMIUM).exists() {
+        return Err(format!("{CHROMIUM} is missing (apt-get install chromium)"));
+    }
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Err(format!(
+            "playwright-core is not installed: run `npm ci` in {}",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_dashboard_in_chromium_shows_pending_subnets_and_why_there_is_no_history() {
+    let browser =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../palisade-dashboard/browser");
+    if let Err(why) = browser_prerequisites(&browser) {
+        dashboard_support::skip_or_fail(&why);
+        return;
+    }
+    let c = cluster().await;
+    cli(&c, &["create", "acme", "web", "nginx:alpine"]).await;
+    reconcile_all(&c.api).await;
+    // Not reconciled yet: its subnet is pending.
+    cli(&c, &["create", "acme", "api", "nginx:alpine"]).await;
+    let dash = cluster_dashboard(&c, &[]).await;
+    let shots =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/browser-screenshots");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(browser.join("cluster.mjs"))
+            .current_dir(&browser)
+            .env("DASHBOARD_URL", &dash.url)
+            .env("TENANT", "acme")
+            .env("SCREENSHOT_DIR", shots)
+            .env("CHROMIUM", CHROMIUM)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser checks failed:\n{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["tenants"], json!(["acme"]), "{seen}");
+    assert_eq!(seen["headings"][8], "Ready", "{seen}");
+    // The operator's pool: a /48 of /96 subnets.
+    assert_eq!(seen["capacity"], (1u64 << 48).to_string(), "{seen}");
+    assert_eq!(seen["history_unavailable"], "true", "{seen}");
+    assert!(
+        seen["history"]
+            .as_str()
+            .unwrap()
+            .starts_with("The cluster keeps no history of allocations"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["subnets"],
+        json!([
+            {"deployment": "api", "subnet": "pending (the operator allocates it)", "pending": "true", "ready": "Unknown"},
+            {"deployment": "web", "subnet": pool().subnet(0).to_string(), "pending": null, "ready": "False"},
+        ]),
+        "{seen}"
+    );
+}

@@ -124,7 +124,7 @@ function poolChart(s) {
 
 function historyChart(history) {
   // The cluster keeps no history: say so rather than draw nothing.
-  if (history.unavailable) return h("p", { class: "muted", id: "history-chart", "data-unavailable": "true" }, `No allocation history: ${history.unavailable}.`);
+  if (history.unavailable) return h("p", { class: "muted", id: "history-chart", "data-unavailable": "true" }, history.unavailable[0].toUpperCase() + history.unavailable.slice(1) + ".");
   const points = history.points;
   if (points.length < 2) return h("p", { class: "muted", id: "history-chart" }, "Not enough allocation history yet.");
   const W = 800, H = 160, P = 30;
@@ -186,12 +186,16 @@ function tenantsOnly(tenants) {
 async function tenantPage(name, config) {
   document.title = `Palisade: ${name}`;
   const t = await api("/api/tenants/" + encodeURIComponent(name));
+  // The operator's readiness, which only the cluster reports.
+  const rollout = t.deployment_list.some(d => d.ready);
   const deps = t.deployment_list.map(d => h("tr", { "data-deployment": d.name },
     h("td", {}, d.name), h("td", { class: "mono", "data-pending": d.subnet === null ? "true" : null }, d.subnet ?? "pending (the operator allocates it)"), h("td", { class: "mono" }, d.image),
     h("td", { class: "num" }, d.replicas), h("td", {}, d.ports.join(", ")), h("td", {}, d.node_pool || "—"),
     h("td", {}, d.egress_mode), h("td", { class: "mono" }, d.egress_ip || "platform default"),
+    rollout ? h("td", { "data-ready": d.ready }, d.ready) : null,
     config.allow_writes ? h("td", {}, h("button", { class: "secondary", onclick: () => removeDeployment(name, d.name) }, "Delete")) : null));
   const heads = ["Deployment", "Subnet", "Image", "Replicas", "Ports", "Node pool", "Egress mode", "Egress IP"];
+  if (rollout) heads.push("Ready");
   if (config.allow_writes) heads.push("");
   show(
     h("h1", {}, "Tenant ", h("span", { id: "tenant-name" }, t.name)),
