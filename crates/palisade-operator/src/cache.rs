@@ -31,6 +31,7 @@
 //! only up to the end of its initial LIST.
 
 use crate::Error;
+use crate::claim::ClaimLedger;
 use crate::crd::{Platform, SubnetClaim, Tenant, TenantDeployment};
 use crate::desired::{DEPLOYMENT_LABEL, MANAGED_BY_OPERATOR};
 use futures::channel::mpsc::UnboundedSender;
@@ -39,13 +40,14 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment as K8sDeployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::predicates;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
+use palisade_core::Pool;
 use palisade_kube::render::{MANAGED_BY, TENANT_LABEL};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -307,8 +309,17 @@ impl OwnedIndex {
 }
 
 /// A watched kind's writer, shared by the watcher task and
-/// [`Caches::refresh`].
-type Shared<K> = Arc<Mutex<Writer<K>>>;
+/// [`Caches::refresh`], and the resourceVersion of the newest LIST a
+/// refresh filled it from.
+struct Feed<K: Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    writer: Mutex<Writer<K>>,
+    listed: Mutex<Option<String>>,
+}
+
+type Shared<K> = Arc<Feed<K>>;
 
 /// A tenant kind watched as metadata only.
 #[derive(Clone)]
@@ -337,6 +348,7 @@ pub struct Caches {
     pool_resource: ApiResource,
     meta: Vec<MetaKind>,
     claim_index: Arc<Mutex<ClaimIndex>>,
+    ledger: Arc<Mutex<ClaimLedger>>,
     owned_index: Arc<Mutex<OwnedIndex>>,
     writers: Writers,
     states: States,
@@ -368,7 +380,12 @@ where
     K::DynamicType: Eq + Hash + Clone,
 {
     let w = Writer::new(dyntype);
-    (w.as_reader(), Arc::new(Mutex::new(w)))
+    let reader = w.as_reader();
+    let feed = Feed {
+        writer: Mutex::new(w),
+        listed: Mutex::new(None),
+    };
+    (reader, Arc::new(feed))
 }
 
 /// The API resource of a kind, by apiVersion and kind.
@@ -394,15 +411,9 @@ fn platform_incomplete(message: String) -> Error {
     }
 }
 
-impl Default for Caches {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Caches {
-    /// Empty stores, not yet watched.
-    pub fn new() -> Self {
+    /// Empty stores, not yet watched; the claim ledger is over `pool`.
+    pub fn new(pool: Pool) -> Self {
         let (tenants, tw) = shared(());
         let (workloads, ww) = shared(());
         let (claims, cw) = shared(());
@@ -436,6 +447,7 @@ impl Caches {
             pool_resource,
             meta,
             claim_index: Arc::default(),
+            ledger: Arc::new(Mutex::new(ClaimLedger::new(pool))),
             owned_index: Arc::default(),
             writers: Writers {
                 tenants: tw,
@@ -449,6 +461,12 @@ impl Caches {
             states: States::default(),
             watched: Arc::default(),
         }
+    }
+
+    /// The pool's used subnets, kept from the claim and workload events
+    /// (allocation reads it instead of every claim and workload).
+    pub fn ledger(&self) -> &Mutex<ClaimLedger> {
+        &self.ledger
     }
 
     /// The cached claims carrying workload uid `uid`, in name order.
@@ -614,7 +632,11 @@ impl Caches {
                 watcher::Config::default(),
                 &self.writers.claims,
                 (),
-                claim_triggers(triggers.clone(), self.claim_index.clone()),
+                claim_triggers(
+                    triggers.clone(),
+                    self.claim_index.clone(),
+                    self.ledger.clone(),
+                ),
             ),
             self.feed(
                 "Deployment",
@@ -736,12 +758,17 @@ impl Caches {
         let states = self.states.clone();
         let once = !self.watched();
         async move {
-            let stream = watcher::watcher(api, config);
-            let stream = if once {
-                stream.boxed()
-            } else {
-                stream.default_backoff().boxed()
-            };
+            if once {
+                match list_all(&api, &config).await {
+                    Ok((version, items)) => {
+                        apply_list(&writer, &dyntype, version, items, &on_change);
+                        set_state(&states, &kind, KindState::Synced);
+                    }
+                    Err(e) => watch_failed(&states, &kind, &watcher::Error::InitialListFailed(e)),
+                }
+                return;
+            }
+            let stream = watcher::watcher(api, config).default_backoff();
             futures::pin_mut!(stream);
             while let Some(item) = stream.next().await {
                 match item {
@@ -750,22 +777,89 @@ impl Caches {
                         apply(&writer, &dyntype, &event, &on_change);
                         if done {
                             set_state(&states, &kind, KindState::Synced);
-                            if once {
-                                return;
-                            }
                         }
                     }
-                    Err(e) => {
-                        watch_failed(&states, &kind, &e);
-                        if once {
-                            return;
-                        }
-                    }
+                    Err(e) => watch_failed(&states, &kind, &e),
                 }
             }
         }
         .boxed()
     }
+}
+
+/// One LIST of a kind (every page), with the list's resourceVersion.
+async fn list_all<K>(
+    api: &Api<K>,
+    config: &watcher::Config,
+) -> Result<(Option<String>, Vec<K>), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let mut params = ListParams {
+        label_selector: config.label_selector.clone(),
+        field_selector: config.field_selector.clone(),
+        limit: config.page_size,
+        ..ListParams::default()
+    };
+    let mut items = Vec::new();
+    loop {
+        let page = api.list(&params).await?;
+        items.extend(page.items);
+        match page.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(token) => params.continue_token = Some(token),
+            None => {
+                let version = page.metadata.resource_version.filter(|v| !v.is_empty());
+                return Ok((version, items));
+            }
+        }
+    }
+}
+
+/// Fills a kind's store from one LIST, as a watcher's relist would,
+/// unless the store already holds a newer LIST: concurrent refreshes can
+/// finish out of order, and an older LIST would take back claims a newer
+/// one showed (after their reservations were dropped). Returns whether the
+/// LIST was applied.
+fn apply_list<K>(
+    feed: &Shared<K>,
+    dyntype: &K::DynamicType,
+    version: Option<String>,
+    items: Vec<K>,
+    on_change: &(impl Fn(Change<'_, K>) + ?Sized),
+) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    // Held to the end: one LIST of a kind is applied at a time.
+    let mut listed = lock(&feed.listed);
+    if let (Some(new), Some(old)) = (&version, &*listed)
+        && older(new, old)
+    {
+        return false;
+    }
+    apply(feed, dyntype, &Event::Init, on_change);
+    for o in items {
+        apply(feed, dyntype, &Event::InitApply(o), on_change);
+    }
+    apply(feed, dyntype, &Event::InitDone, on_change);
+    *listed = version;
+    true
+}
+
+/// Whether resourceVersion `a` is older than `b` (both of one resource
+/// type). Kubernetes API Concepts, "Resource versions" (since 1.35,
+/// KEP-5504): kube-apiserver's resource versions of one resource type are
+/// orderable as monotonically increasing integers, compared as
+/// apimachinery's `resourceversion.CompareResourceVersion` does (positive
+/// decimal integers without leading zeros, by length, then digit by
+/// digit); before 1.35, and for extension API servers, clients may only
+/// compare them for equality. So a version that is not such an integer is
+/// never called older.
+fn older(a: &str, b: &str) -> bool {
+    let integer =
+        |v: &str| !v.is_empty() && !v.starts_with('0') && v.bytes().all(|c| c.is_ascii_digit());
+    integer(a) && integer(b) && (a.len(), a) < (b.len(), b)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -830,7 +924,7 @@ fn apply<K>(
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
-    let mut w = lock(writer);
+    let mut w = lock(&writer.writer);
     let reader = w.as_reader();
     match event {
         Event::Apply(o) => {
@@ -902,6 +996,7 @@ fn workload_triggers(
     caches: Caches,
 ) -> impl Fn(Change<'_, TenantDeployment>) + Send + Sync + 'static {
     move |c| {
+        follow_status(&caches.ledger, &c);
         let Some(t) = &triggers else { return };
         let w = c.object();
         let ns = w.namespace().unwrap_or_default();
@@ -920,12 +1015,32 @@ fn workload_triggers(
     }
 }
 
+/// The subnet a workload's status names, into the claim ledger.
+fn follow_status(ledger: &Mutex<ClaimLedger>, c: &Change<'_, TenantDeployment>) {
+    let w = c.object();
+    let key = workload_key(&w.namespace().unwrap_or_default(), &w.name_any());
+    let subnet = match c {
+        Change::Deleted(_) => None,
+        Change::Applied { new, .. } => new
+            .status
+            .as_ref()
+            .and_then(|s| s.subnet.as_deref())
+            .and_then(|s| s.parse().ok()),
+    };
+    lock(ledger).workload_subnet(&key, subnet);
+}
+
 fn claim_triggers(
     triggers: Option<Triggers>,
     index: Arc<Mutex<ClaimIndex>>,
+    ledger: Arc<Mutex<ClaimLedger>>,
 ) -> impl Fn(Change<'_, SubnetClaim>) + Send + Sync + 'static {
     move |c| {
         lock(&index).update(&c);
+        match &c {
+            Change::Applied { new, .. } => lock(&ledger).claim_seen(&new.name_any()),
+            Change::Deleted(gone) => lock(&ledger).claim_gone(&gone.name_any()),
+        }
         let Some(t) = &triggers else { return };
         let claim = c.object();
         t.claim(&claim.name_any());
@@ -1011,7 +1126,10 @@ fn pool_triggers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::claim::claim_name;
     use crate::crd::SubnetClaimSpec;
+    use crate::testing::example_pool;
+    use std::time::Instant;
 
     fn claim(name: &str, uid: &str, deployment: &str) -> SubnetClaim {
         SubnetClaim::new(
@@ -1033,15 +1151,28 @@ mod tests {
 
     /// Feeds `events` to the claim store the way its watcher does.
     fn feed(caches: &Caches, events: Vec<Event<SubnetClaim>>) {
-        let on_change = claim_triggers(None, caches.claim_index.clone());
+        let on_change = claim_triggers(None, caches.claim_index.clone(), caches.ledger.clone());
         for e in events {
             apply(&caches.writers.claims, &(), &e, &on_change);
         }
     }
 
+    fn caches() -> Caches {
+        Caches::new(example_pool())
+    }
+
+    /// The name of the pool's `i`-th subnet's claim.
+    fn nth(i: u128) -> String {
+        claim_name(example_pool().subnet(i))
+    }
+
+    fn next(caches: &Caches) -> Option<u128> {
+        lock(&caches.ledger).reserve_next(Instant::now())
+    }
+
     #[test]
     fn claim_lookups_follow_watch_events_and_relists() {
-        let caches = Caches::new();
+        let caches = caches();
         feed(
             &caches,
             vec![
@@ -1081,5 +1212,94 @@ mod tests {
         assert!(caches.claims_of_uid("u3").is_empty());
         assert_eq!(names(&caches.claims_of_tenant("acme")), ["c"]);
         assert!(lock(&caches.claim_index).by_workload.len() == 1);
+    }
+
+    #[test]
+    fn the_ledger_follows_claim_and_workload_events() {
+        let caches = caches();
+        let list = [0, 1, 3].map(|i| Event::InitApply(claim(&nth(i), "u", "web")));
+        feed(
+            &caches,
+            [vec![Event::Init], list.into(), vec![Event::InitDone]].concat(),
+        );
+        // A workload whose status names subnet 2 (its claim about to be
+        // repaired) holds it too.
+        let mut w = TenantDeployment::new(
+            "api",
+            serde_json::from_value(serde_json::json!({"image": "nginx:alpine"})).unwrap(),
+        );
+        w.metadata.namespace = Some("tenant-acme".into());
+        w.status = Some(
+            serde_json::from_value(serde_json::json!(
+            {"subnet": example_pool().subnet(2).to_string()}))
+            .unwrap(),
+        );
+        follow_status(&caches.ledger, &Change::Applied { old: None, new: &w });
+        assert_eq!(next(&caches), Some(4));
+        feed(&caches, vec![Event::Delete(claim(&nth(1), "u", "web"))]);
+        assert_eq!(next(&caches), Some(1));
+        follow_status(&caches.ledger, &Change::Deleted(&w));
+        assert_eq!(next(&caches), Some(2));
+        // A /112 inside the pool of /96s: allocation must refuse while it
+        // lives (fault 8), and may go on once it is gone.
+        let small = claim_name("fd00:1234:5678::1:0/112".parse().unwrap());
+        feed(&caches, vec![Event::Apply(claim(&small, "v", "old"))]);
+        assert_eq!(lock(&caches.ledger).foreign().len(), 1);
+        feed(
+            &caches,
+            vec![
+                Event::Init,
+                Event::InitApply(claim(&nth(0), "u", "web")),
+                Event::InitDone,
+            ],
+        );
+        assert!(lock(&caches.ledger).foreign().is_empty());
+        // The relist dropped 3 and the /112; the reservations made above
+        // (4, 1, 2) still hold theirs until the cache shows their claims.
+        assert_eq!(next(&caches), Some(3));
+    }
+
+    /// The flaky `concurrent_reconciles_in_one_process_take_turns_and_never_conflict`,
+    /// step by step: this process creates claim 0; a refresh's LIST at
+    /// resourceVersion 12 shows it (its reservation is dropped); a refresh
+    /// that started earlier finishes last with its LIST at 10, from before
+    /// the create. Replacing the store with it would free subnet 0 and
+    /// hand it out again (a 409 at best).
+    #[test]
+    fn an_older_list_never_replaces_a_newer_one() {
+        let caches = caches();
+        let on_change = claim_triggers(None, caches.claim_index.clone(), caches.ledger.clone());
+        let created = claim(&nth(0), "u", "web");
+        assert_eq!(next(&caches), Some(0));
+        lock(&caches.ledger).won(created.clone(), Instant::now());
+        let list = |version: &str, items| {
+            apply_list(
+                &caches.writers.claims,
+                &(),
+                Some(version.into()),
+                items,
+                &on_change,
+            )
+        };
+        assert!(list("12", vec![created]));
+        let applied = list("10", vec![]);
+        assert_eq!(next(&caches), Some(1), "subnet 0 handed out twice");
+        assert_eq!(caches.claims.state().len(), 1);
+        assert!(!applied);
+        // A newer LIST without it: deleted meanwhile.
+        assert!(list("13", vec![]));
+        assert_eq!(next(&caches), Some(0));
+    }
+
+    #[test]
+    fn resource_versions_are_ordered_only_when_both_are_integers() {
+        assert!(older("9", "10"));
+        assert!(older("99", "100"));
+        assert!(older("123", "124"));
+        assert!(!older("10", "9"));
+        assert!(!older("12", "12"));
+        for opaque in ["", "010", "abc", "1a", "-1"] {
+            assert!(!older(opaque, "5") && !older("5", opaque), "{opaque}");
+        }
     }
 }

@@ -7,9 +7,11 @@
 //!
 //! Which subnet to try is the core's rule ([`palisade_core::allocator`]):
 //! the lowest free index below the high-water mark (a recycled subnet),
-//! else the next never-used one. [`ClaimLedger`] presents the existing
-//! claims as a [`Ledger`]; a name conflict (409) means someone else just
-//! took the candidate, which is then marked used and the next one tried.
+//! else the next never-used one, over the core's [`HoldLedger`].
+//! [`ClaimLedger`] keeps what holds a subnet (claims, workload statuses,
+//! this process's reservations) from one change to the next, so a
+//! candidate costs O(log n); a name conflict (409) means someone else just
+//! took the candidate, which stays marked used, and the next one is tried.
 //!
 //! ## Names
 //! A custom resource's name must be a DNS-1123 subdomain, which has no `:`
@@ -22,12 +24,14 @@
 //! which denotes the same address. [`subnet_of`] accepts only names that
 //! [`claim_name`] produces, so every subnet has exactly one name.
 
+use crate::crd::SubnetClaim;
 use ipnet::Ipv6Net;
+use kube::ResourceExt;
 use palisade_core::Pool;
-use palisade_core::allocator::{Ledger, SubnetIndex, Timestamp, allocate};
-use std::collections::BTreeSet;
-use std::convert::Infallible;
+use palisade_core::allocator::{HoldLedger, SubnetIndex, Timestamp, allocate};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv6Addr;
+use std::time::{Duration, Instant};
 
 /// The claim object's name for `subnet`.
 pub fn claim_name(subnet: Ipv6Net) -> String {
@@ -52,120 +56,253 @@ pub fn subnet_of(name: &str) -> Option<Ipv6Net> {
     (net.network() == addr && claim_name(net) == name).then_some(net)
 }
 
-/// The claimed indices of a pool as a core [`Ledger`]: what is below the
-/// high-water mark and not claimed is "recycled". Subnets are handed back
-/// by deleting their claim, so nothing is ever quarantined here.
-#[derive(Debug, Clone, Default)]
+/// How long a reservation outlives its claim's creation if the cache never
+/// shows the claim (it was deleted before its watch event arrived).
+pub const RESERVATION_TTL: Duration = Duration::from_secs(300);
+
+/// The pool's used subnets, kept up to date one change at a time: what the
+/// claims cache holds (from its watch events, relists included), the
+/// subnets workload statuses name (in use even while their claim is
+/// missing, about to be repaired), and this process's reservations (a
+/// create in flight, a create the cache does not show yet, a candidate
+/// another claimant won). A subnet is free when none of them holds it;
+/// which free subnet comes next is the core's rule over a
+/// [`HoldLedger`], so a candidate costs O(log n), not a pass over every
+/// claim and workload.
+///
+/// Subnets are handed back by deleting their claim; a released claim in
+/// quarantine still exists, so it still holds its subnet. Claims that
+/// overlap the pool without being one of its subnets (another prefix
+/// length, another pool) are kept apart: allocating while any exists could
+/// hand out a subnet inside a live one, so the operator refuses
+/// ([`ClaimLedger::foreign`]).
+#[derive(Debug, Clone)]
 pub struct ClaimLedger {
-    used: BTreeSet<SubnetIndex>,
-    /// The lowest index that may be free; everything below is used.
-    floor: SubnetIndex,
+    pool: Pool,
+    held: HoldLedger,
+    /// Cached claims that are subnets of the pool, by name.
+    claims: HashMap<String, SubnetIndex>,
+    /// Cached claims overlapping the pool without being its subnets.
+    foreign: BTreeMap<String, Ipv6Net>,
+    /// Subnets named in workload statuses, by workload (`namespace/name`).
+    statuses: HashMap<String, SubnetIndex>,
+    /// This process's claims the cache does not show yet, by name.
+    reserved: HashMap<String, Reservation>,
+    /// Reservations in the order they were made or renewed, to expire them.
+    made: VecDeque<(Instant, String)>,
+}
+
+/// A claim of this process that the cache does not show yet.
+#[derive(Debug, Clone)]
+struct Reservation {
+    index: SubnetIndex,
+    /// The created claim; `None` while the create is in flight or after
+    /// another claimant won the name.
+    claim: Option<SubnetClaim>,
+    at: Instant,
 }
 
 impl ClaimLedger {
-    /// A ledger over the claims named `names` (names outside `pool` are
-    /// ignored: they belong to another pool configuration).
+    /// Nothing used yet in `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            held: HoldLedger::new(),
+            claims: HashMap::new(),
+            foreign: BTreeMap::new(),
+            statuses: HashMap::new(),
+            reserved: HashMap::new(),
+            made: VecDeque::new(),
+        }
+    }
+
+    /// A ledger over the claims named `names` (from one LIST).
     pub fn from_names<'a>(pool: &Pool, names: impl IntoIterator<Item = &'a str>) -> Self {
-        let used = names
-            .into_iter()
-            .filter_map(subnet_of)
-            .filter_map(|s| pool.index_of(s).ok())
-            .collect();
-        Self { used, floor: 0 }
+        let mut ledger = Self::new(pool.clone());
+        for name in names {
+            ledger.claim_seen(name);
+        }
+        ledger
     }
 
     /// Claims that overlap `pool` without being one of its subnets: left
     /// by an earlier configuration (another prefix length, or a pool that
-    /// contains or is contained in this one). [`ClaimLedger::from_names`]
-    /// cannot see them, so allocating while any exists could hand out a
-    /// subnet inside a live one; the operator refuses instead.
+    /// contains or is contained in this one).
     pub fn foreign_overlaps<'a>(
         pool: &Pool,
         names: impl IntoIterator<Item = &'a str>,
     ) -> Vec<Ipv6Net> {
-        let cidr = pool.cidr();
         names
             .into_iter()
             .filter_map(subnet_of)
-            .filter(|s| pool.index_of(*s).is_err())
-            .filter(|s| cidr.contains(s) || s.contains(&cidr))
+            .filter(|s| overlaps_foreign(pool, *s))
             .collect()
     }
 
-    /// Marks `index` used (someone else created its claim first).
-    pub fn mark_used(&mut self, index: SubnetIndex) {
-        self.used.insert(index);
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
-    /// How many subnets are claimed.
+    /// The claim `name` is in the cache (created, updated or relisted).
+    pub fn claim_seen(&mut self, name: &str) {
+        let Some(subnet) = subnet_of(name) else {
+            return;
+        };
+        if let Ok(index) = self.pool.index_of(subnet) {
+            if self.claims.insert(name.to_owned(), index).is_none() {
+                self.held.hold(index);
+            }
+        } else if overlaps_foreign(&self.pool, subnet) {
+            self.foreign.insert(name.to_owned(), subnet);
+        }
+        // The cache shows it now: its own hold replaces the reservation.
+        self.unreserve(name);
+    }
+
+    /// The claim `name` is gone from the cache.
+    pub fn claim_gone(&mut self, name: &str) {
+        if let Some(index) = self.claims.remove(name) {
+            self.held.release(index);
+        }
+        self.foreign.remove(name);
+        self.unreserve(name);
+    }
+
+    /// The workload `key` (`namespace/name`) names `subnet` in its status
+    /// (`None`: no subnet, or the workload is gone).
+    pub fn workload_subnet(&mut self, key: &str, subnet: Option<Ipv6Net>) {
+        let index = subnet.and_then(|s| self.pool.index_of(s).ok());
+        let old = match index {
+            Some(i) => self.statuses.insert(key.to_owned(), i),
+            None => self.statuses.remove(key),
+        };
+        if old == index {
+            return;
+        }
+        if let Some(i) = index {
+            self.held.hold(i);
+        }
+        if let Some(o) = old {
+            self.held.release(o);
+        }
+    }
+
+    /// Cached claims overlapping the pool without being its subnets.
+    pub fn foreign(&self) -> Vec<Ipv6Net> {
+        self.foreign.values().copied().collect()
+    }
+
+    /// How many subnets are used.
     pub fn len(&self) -> usize {
-        self.used.len()
+        self.held.len()
     }
 
-    /// Whether nothing is claimed.
+    /// Whether nothing is used.
     pub fn is_empty(&self) -> bool {
-        self.used.is_empty()
+        self.held.is_empty()
     }
 
-    /// The next subnet to try, per the core rule; `None` when the pool is
-    /// full. The returned index is marked used.
+    /// The next subnet to try, per the core rule, reserved until
+    /// [`ClaimLedger::won`], [`ClaimLedger::unreserve`], the cache showing
+    /// its claim, or [`RESERVATION_TTL`]; `None` when the pool is full. A
+    /// candidate someone else won (409) stays reserved: the cache will
+    /// show the winner's claim.
+    pub fn reserve_next(&mut self, now: Instant) -> Option<SubnetIndex> {
+        self.expire(now);
+        let index = match allocate(&self.pool, &mut self.held, Timestamp(0)) {
+            Ok(found) => found?,
+            Err(never) => match never {},
+        };
+        let name = claim_name(self.pool.subnet(index));
+        self.made.push_back((now, name.clone()));
+        let reservation = Reservation {
+            index,
+            claim: None,
+            at: now,
+        };
+        if let Some(old) = self.reserved.insert(name, reservation) {
+            self.held.release(old.index);
+        }
+        Some(index)
+    }
+
+    /// The next subnet to try, per the core rule, marked used without an
+    /// owner (one-shot use); `None` when the pool is full.
     pub fn next_candidate(&mut self, pool: &Pool) -> Option<SubnetIndex> {
-        match allocate(pool, self, Timestamp(0)) {
+        match allocate(pool, &mut self.held, Timestamp(0)) {
             Ok(found) => found,
             Err(never) => match never {},
         }
     }
-}
 
-impl Ledger for ClaimLedger {
-    type Error = Infallible;
-
-    fn promote_due(&mut self, _now: Timestamp) -> Result<(), Infallible> {
-        Ok(())
+    /// This process created `claim` (a candidate's, or a repaired one): it
+    /// counts as held, and as its workload's, until the cache shows it.
+    pub fn won(&mut self, claim: SubnetClaim, now: Instant) {
+        let name = claim.name_any();
+        if self.claims.contains_key(&name) {
+            self.unreserve(&name);
+            return;
+        }
+        let Some(index) = subnet_of(&name).and_then(|s| self.pool.index_of(s).ok()) else {
+            return;
+        };
+        let reservation = self.reserved.entry(name.clone()).or_insert_with(|| {
+            self.held.hold(index);
+            Reservation {
+                index,
+                claim: None,
+                at: now,
+            }
+        });
+        reservation.claim = Some(claim);
+        reservation.at = now;
+        self.made.push_back((now, name));
     }
 
-    fn pop_lowest_recycled(&mut self) -> Result<Option<SubnetIndex>, Infallible> {
-        let high = self.used.last().map_or(0, |m| m + 1);
-        let mut i = self.floor;
-        // Walk the used set from the floor: the first gap is the lowest
-        // free index. Each call advances the floor, so a run of conflicts
-        // costs O(claims) in total, not per candidate.
-        for &u in self.used.range(self.floor..) {
-            if u != i {
+    /// Drops the reservation of `name`, if any (its create failed, or its
+    /// claim was released).
+    pub fn unreserve(&mut self, name: &str) {
+        if let Some(r) = self.reserved.remove(name) {
+            self.held.release(r.index);
+        }
+    }
+
+    /// This process's created claims that the cache does not show yet and
+    /// `keep` selects.
+    pub fn reserved_claims(
+        &self,
+        now: Instant,
+        keep: impl Fn(&SubnetClaim) -> bool,
+    ) -> Vec<SubnetClaim> {
+        self.reserved
+            .values()
+            .filter(|r| now.saturating_duration_since(r.at) < RESERVATION_TTL)
+            .filter_map(|r| r.claim.as_ref())
+            .filter(|c| keep(c))
+            .cloned()
+            .collect()
+    }
+
+    /// Drops reservations older than [`RESERVATION_TTL`].
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, name)) = self.made.front() {
+            if now.saturating_duration_since(*at) < RESERVATION_TTL {
                 break;
             }
-            i += 1;
-        }
-        self.floor = i;
-        if i < high {
-            self.used.insert(i);
-            Ok(Some(i))
-        } else {
-            Ok(None)
+            if self.reserved.get(name).is_some_and(|r| r.at == *at) {
+                let name = name.clone();
+                self.unreserve(&name);
+            }
+            self.made.pop_front();
         }
     }
+}
 
-    fn high_water(&mut self) -> Result<SubnetIndex, Infallible> {
-        Ok(self.used.last().map_or(0, |m| m + 1))
-    }
-
-    fn set_high_water(&mut self, next: SubnetIndex) -> Result<(), Infallible> {
-        if next > 0 {
-            self.used.insert(next - 1);
-        }
-        Ok(())
-    }
-
-    fn recycle(
-        &mut self,
-        index: SubnetIndex,
-        _: Timestamp,
-        _: Timestamp,
-    ) -> Result<(), Infallible> {
-        self.used.remove(&index);
-        self.floor = self.floor.min(index);
-        Ok(())
-    }
+/// Whether `subnet` overlaps `pool` without being one of its subnets.
+fn overlaps_foreign(pool: &Pool, subnet: Ipv6Net) -> bool {
+    let cidr = pool.cidr();
+    pool.index_of(subnet).is_err() && (cidr.contains(&subnet) || subnet.contains(&cidr))
 }
 
 #[cfg(test)]
@@ -258,16 +395,58 @@ mod tests {
             .collect();
         let mut l = ClaimLedger::from_names(&p, names.iter().map(String::as_str));
         assert_eq!(l.len(), 4);
-        assert_eq!(l.next_candidate(&p), Some(2));
-        assert_eq!(l.next_candidate(&p), Some(4));
-        assert_eq!(l.next_candidate(&p), Some(6));
-        assert_eq!(l.next_candidate(&p), Some(7));
-        // A conflict on 8 (someone else created it): 9 is next.
-        l.mark_used(8);
-        assert_eq!(l.next_candidate(&p), Some(9));
-        // A deleted claim below the floor is found again.
-        l.recycle(1, Timestamp(0), Timestamp(0)).unwrap();
-        assert_eq!(l.next_candidate(&p), Some(1));
+        let now = Instant::now();
+        assert_eq!(l.reserve_next(now), Some(2));
+        assert_eq!(l.reserve_next(now), Some(4));
+        assert_eq!(l.reserve_next(now), Some(6));
+        // 6 was lost to another claimant (409): still held, 7 is next.
+        assert_eq!(l.reserve_next(now), Some(7));
+        // A deleted claim below the others is found again.
+        l.claim_gone(&names[1]);
+        assert_eq!(l.reserve_next(now), Some(1));
+    }
+
+    fn claim(subnet: Ipv6Net) -> SubnetClaim {
+        SubnetClaim::new(
+            &claim_name(subnet),
+            crate::crd::SubnetClaimSpec {
+                subnet: subnet.to_string(),
+                tenant: "acme".into(),
+                namespace: "tenant-acme".into(),
+                deployment: "web".into(),
+                workload_uid: "u".into(),
+                released_at: None,
+            },
+        )
+    }
+
+    #[test]
+    fn a_reservation_lasts_until_the_cache_shows_its_claim_or_it_expires() {
+        let p = pool();
+        let mut l = ClaimLedger::new(p.clone());
+        let t0 = Instant::now();
+        let all = |l: &ClaimLedger, at| l.reserved_claims(at, |_| true).len();
+        // Created by this process: its workload's, and held.
+        assert_eq!(l.reserve_next(t0), Some(0));
+        l.won(claim(p.subnet(0)), t0);
+        assert_eq!(all(&l, t0), 1);
+        // The cache shows it: the claim holds it now, the reservation goes.
+        l.claim_seen(&claim_name(p.subnet(0)));
+        assert_eq!((all(&l, t0), l.len()), (0, 1));
+        // Released before the cache saw it: free at once.
+        assert_eq!(l.reserve_next(t0), Some(1));
+        l.won(claim(p.subnet(1)), t0);
+        l.unreserve(&claim_name(p.subnet(1)));
+        assert_eq!(l.len(), 1);
+        // A lost candidate is held until the TTL, then free again.
+        assert_eq!(l.reserve_next(t0), Some(1));
+        let later = t0 + RESERVATION_TTL;
+        assert_eq!(l.reserve_next(later), Some(1));
+        assert_eq!(all(&l, later), 0);
+        // Won after the cache already showed it: nothing is reserved.
+        l.claim_seen(&claim_name(p.subnet(5)));
+        l.won(claim(p.subnet(5)), later);
+        assert_eq!(all(&l, later), 0);
     }
 
     #[test]
@@ -298,7 +477,7 @@ mod tests {
         )
         .unwrap();
         let mut l = ClaimLedger::from_names(&small, ["not-a-subnet", "2001-db8---96"]);
-        assert!(l.is_empty());
+        assert!(l.is_empty() && l.foreign().is_empty());
         assert_eq!(l.next_candidate(&small), Some(0));
         assert_eq!(l.next_candidate(&small), Some(1));
         assert_eq!(l.next_candidate(&small), None);

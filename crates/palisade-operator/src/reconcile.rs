@@ -54,10 +54,6 @@ pub struct Ctx {
     /// candidates: n claimants cost O(n²) failed creates. Across replicas
     /// the claim objects still decide.
     pub allocation: Arc<tokio::sync::Mutex<()>>,
-    /// Claims this process created that the claims cache may not show yet
-    /// (the watch event is on its way), by name: the next allocation must
-    /// not pick them again, and their workload already holds them.
-    pub reserved: Arc<std::sync::Mutex<HashMap<String, (SubnetClaim, Instant)>>>,
     /// Tenants whose objects this process has applied in full once. Until
     /// then every object is applied (edits made while the operator was
     /// down are repaired); after, only objects that changed.
@@ -82,9 +78,6 @@ pub struct Backoff {
     pub message: String,
 }
 
-/// How long a reservation outlives its claim's creation if the cache never
-/// shows the claim (it was deleted at once).
-const RESERVATION_TTL: Duration = Duration::from_secs(300);
 /// How many versions of an object's own writes are remembered.
 const VERSIONS_KEPT: usize = 4;
 
@@ -98,12 +91,11 @@ impl Ctx {
     pub fn new(client: Client, config: Config) -> Self {
         Self {
             client,
+            caches: Caches::new(config.pool.clone()),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             recorder: None,
-            caches: Caches::new(),
             allocation: Arc::default(),
-            reserved: Arc::default(),
             full_apply: Arc::default(),
             applied: Arc::default(),
             backoff: Arc::default(),
@@ -179,26 +171,15 @@ impl Ctx {
         }
     }
 
-    /// The claims of the cache and those this process created since,
-    /// after dropping reservations the cache now shows (or too old).
-    fn claims(&self) -> Vec<Arc<SubnetClaim>> {
-        let mut out = self.caches.claims.state();
-        let cached: HashSet<String> = out.iter().map(|c| c.name_any()).collect();
-        let mut reserved = lock(&self.reserved);
-        reserved.retain(|name, (_, at)| !cached.contains(name) && at.elapsed() < RESERVATION_TTL);
-        out.extend(reserved.values().map(|(c, _)| Arc::new(c.clone())));
-        out
-    }
-
-    /// What [`Ctx::claims`] holds for workload uid `uid`, from the
-    /// claim index instead of a scan of every claim.
+    /// The claims of workload uid `uid`: cached (from the claim index) or
+    /// created by this process since.
     fn claims_of_uid(&self, uid: &str) -> Vec<Arc<SubnetClaim>> {
         self.with_reserved(self.caches.claims_of_uid(uid), |c| {
             c.spec.workload_uid == uid
         })
     }
 
-    /// What [`Ctx::claims`] holds for tenant `tenant`, from the claim index.
+    /// The claims of tenant `tenant`: cached or created since.
     fn claims_of_tenant(&self, tenant: &str) -> Vec<Arc<SubnetClaim>> {
         self.with_reserved(self.caches.claims_of_tenant(tenant), |c| {
             c.spec.tenant == tenant
@@ -206,26 +187,26 @@ impl Ctx {
     }
 
     /// `cached` and this process's reservations that `keep` selects and
-    /// `cached` lacks.
+    /// `cached` lacks (the ledger drops a reservation once the claim is
+    /// cached; the store is a moment ahead of it).
     fn with_reserved(
         &self,
         mut cached: Vec<Arc<SubnetClaim>>,
         keep: impl Fn(&SubnetClaim) -> bool,
     ) -> Vec<Arc<SubnetClaim>> {
         let names: HashSet<String> = cached.iter().map(|c| c.name_any()).collect();
+        let reserved = lock(self.caches.ledger()).reserved_claims(Instant::now(), keep);
         cached.extend(
-            lock(&self.reserved)
-                .iter()
-                .filter(|(name, (c, at))| {
-                    keep(c) && !names.contains(*name) && at.elapsed() < RESERVATION_TTL
-                })
-                .map(|(_, (c, _))| Arc::new(c.clone())),
+            reserved
+                .into_iter()
+                .filter(|c| !names.contains(&c.name_any()))
+                .map(Arc::new),
         );
         cached
     }
 
     fn reserve(&self, claim: SubnetClaim) {
-        lock(&self.reserved).insert(claim.name_any(), (claim, Instant::now()));
+        lock(self.caches.ledger()).won(claim, Instant::now());
     }
 }
 
@@ -801,8 +782,8 @@ async fn write_tenant_status(
 /// Claims a subnet for a workload from a fresh LIST of the claims (no
 /// cache): the core rule's candidate, created as a claim object; on a name
 /// conflict (someone else was faster) the next candidate. `None` when the
-/// pool is full. The controllers use the cached claims instead
-/// ([`Ctx`]'s reservations cover what the cache does not show yet).
+/// pool is full. The controllers use the cached ledger instead
+/// ([`Caches::ledger`]).
 pub async fn allocate(
     client: &Client,
     pool: &Pool,
@@ -810,32 +791,34 @@ pub async fn allocate(
     metrics: &Metrics,
 ) -> Result<Option<Ipv6Net>, Error> {
     let names = claim_names(client).await?;
-    pool_conflicts(pool, &names)?;
-    let mut ledger = ClaimLedger::from_names(pool, names.iter().map(String::as_str));
-    Ok(claim_first_free(client, pool, spec, &mut ledger, metrics)
+    let ledger = ClaimLedger::from_names(pool, names.iter().map(String::as_str));
+    let ledger = std::sync::Mutex::new(ledger);
+    Ok(claim_first_free(client, spec, &ledger, metrics)
         .await?
         .map(|(net, _)| net))
 }
 
 /// Creates the claim for the ledger's next candidate until one create
-/// succeeds; returns the subnet and the created claim.
+/// succeeds; returns the subnet and the created claim, which the ledger
+/// keeps as this process's until its cache shows it. A candidate lost to
+/// another claimant (409) stays marked used.
 async fn claim_first_free(
     client: &Client,
-    pool: &Pool,
     spec: &SubnetClaimSpec,
-    ledger: &mut ClaimLedger,
+    ledger: &std::sync::Mutex<ClaimLedger>,
     metrics: &Metrics,
 ) -> Result<Option<(Ipv6Net, SubnetClaim)>, Error> {
     let api: Api<SubnetClaim> = Api::all(client.clone());
-    while let Some(index) = ledger.next_candidate(pool) {
-        let subnet = pool.subnet(index);
+    while let Some(subnet) = next_candidate(ledger)? {
         match api
             .create(&PostParams::default(), &claim_for(spec, subnet))
             .await
         {
             Ok(created) => {
+                let mut l = lock(ledger);
+                l.won(created.clone(), Instant::now());
                 metrics.claims_created.inc();
-                metrics.set_pool(pool.capacity(), ledger.len());
+                metrics.set_pool(l.pool().capacity(), l.len());
                 tracing::info!(subnet = %subnet, namespace = %spec.namespace, workload = %spec.deployment, "subnet claimed");
                 return Ok(Some((subnet, created)));
             }
@@ -843,35 +826,31 @@ async fn claim_first_free(
                 metrics.claim_conflicts.inc();
                 tracing::debug!(subnet = %subnet, "claim lost a race; trying the next subnet");
             }
-            Err(e) => return Err(Error::kube("create the claim for", subnet.to_string())(e)),
+            Err(e) => {
+                lock(ledger).unreserve(&claim_name(subnet));
+                return Err(Error::kube("create the claim for", subnet.to_string())(e));
+            }
         }
     }
     Ok(None)
 }
 
-/// Claims a subnet with the cached claims: taken are the cached and
+/// The ledger's next candidate, reserved; `None` when the pool is full.
+/// Refused while claims of another shape overlap the pool.
+fn next_candidate(ledger: &std::sync::Mutex<ClaimLedger>) -> Result<Option<Ipv6Net>, Error> {
+    let mut l = lock(ledger);
+    refuse_overlaps(l.pool(), &l.foreign())?;
+    let index = l.reserve_next(Instant::now());
+    Ok(index.map(|i| l.pool().subnet(i)))
+}
+
+/// Claims a subnet with the cached ledger: taken are the cached and
 /// reserved claims and the subnets named in workload statuses (in use even
 /// while their claim is missing, about to be repaired).
 async fn allocate_cached(ctx: &Ctx, spec: &SubnetClaimSpec) -> Result<Option<Ipv6Net>, Error> {
-    let pool = &ctx.config.pool;
     let _one_at_a_time = ctx.allocation.lock().await;
-    let names: Vec<String> = ctx.claims().iter().map(|c| c.name_any()).collect();
-    pool_conflicts(pool, &names)?;
-    let mut ledger = ClaimLedger::from_names(pool, names.iter().map(String::as_str));
-    for w in ctx.caches.workloads.state() {
-        let known = w.status.as_ref().and_then(|s| s.subnet.as_deref());
-        if let Some(i) = known
-            .and_then(|s| s.parse::<Ipv6Net>().ok())
-            .and_then(|n| pool.index_of(n).ok())
-        {
-            ledger.mark_used(i);
-        }
-    }
-    let got = claim_first_free(&ctx.client, pool, spec, &mut ledger, &ctx.metrics).await?;
-    Ok(got.map(|(net, claim)| {
-        ctx.reserve(claim);
-        net
-    }))
+    let got = claim_first_free(&ctx.client, spec, ctx.caches.ledger(), &ctx.metrics).await?;
+    Ok(got.map(|(net, _)| net))
 }
 
 /// Reconciles one workload under its finalizer: its subnet claim (created,
@@ -1215,7 +1194,7 @@ async fn release_claim(ctx: &Ctx, claim: &SubnetClaim) -> Result<Option<String>,
         Err(e) if is_status(&e, 404) => {}
         Err(e) => return Err(Error::kube("release claim", claim.name_any())(e)),
     }
-    lock(&ctx.reserved).remove(&claim.name_any());
+    lock(ctx.caches.ledger()).unreserve(&claim.name_any());
     Ok(None)
 }
 
@@ -1337,7 +1316,11 @@ pub async fn collect_garbage(ctx: &Ctx) -> Result<Vec<String>, Error> {
 /// settings changed while subnets are in use: a /112 could be handed out
 /// inside a live /96). Run before the controllers start.
 pub async fn check_pool(client: &Client, pool: &Pool) -> Result<(), Error> {
-    pool_conflicts(pool, &claim_names(client).await?)
+    let names = claim_names(client).await?;
+    refuse_overlaps(
+        pool,
+        &ClaimLedger::foreign_overlaps(pool, names.iter().map(String::as_str)),
+    )
 }
 
 /// Every subnet claim's name, from one metadata LIST (a claim's name is
@@ -1353,8 +1336,7 @@ async fn claim_names(client: &Client) -> Result<Vec<String>, Error> {
         .collect())
 }
 
-fn pool_conflicts(pool: &Pool, names: &[String]) -> Result<(), Error> {
-    let foreign = ClaimLedger::foreign_overlaps(pool, names.iter().map(String::as_str));
+fn refuse_overlaps(pool: &Pool, foreign: &[Ipv6Net]) -> Result<(), Error> {
     if foreign.is_empty() {
         return Ok(());
     }
