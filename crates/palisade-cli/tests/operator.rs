@@ -738,7 +738,11 @@ async fn the_central_gateway_works_on_both_stores_and_the_operator_renders_it_as
         .iter()
         .find(|d| d["kind"] == "CiliumNetworkPolicy" && d["metadata"]["name"] == "deployment-web")
         .unwrap();
-    assert!(policy["spec"]["ingress"].to_string().contains("\"ingress\""));
+    assert!(
+        policy["spec"]["ingress"]
+            .to_string()
+            .contains("\"ingress\"")
+    );
     let live = c
         .api
         .get(
@@ -774,6 +778,65 @@ async fn the_central_gateway_works_on_both_stores_and_the_operator_renders_it_as
         &palisade(&c, &["gateway", "delete", "central"]).await,
         "gateway central not found",
     );
+}
+
+/// With a gateway class that runs gateway pods (not Cilium's), the central
+/// gateway also has policies of its own, rendered from every tenant: the
+/// operator's are `palisade render`'s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_central_gateways_own_policies_are_renders_with_a_pod_running_class() {
+    let c = cluster().await;
+    operator_config(&c.api);
+    let mut config = palisade_operator::testing::example_config();
+    config.render.gateway_class = "istio".into();
+    let ctx = Ctx::new(c.api.client(), config);
+    let db = sqlite();
+    for args in [
+        &["create", "acme", "web", "nginx:alpine", "--port", "8080"][..],
+        &["create", "beta", "api", "nginx:alpine", "--port", "9000"],
+        &["gateway", "create", "central"],
+    ] {
+        db.run(args).ok();
+        assert_eq!(palisade(&c, args).await.code, 0);
+        reconcile_all(&ctx).await;
+    }
+    platform_pass(&ctx, &mut platform::PlatformState::default()).await;
+    let local = db
+        .run(&[
+            "render",
+            "--stdout",
+            "--no-proxy-deployment",
+            "--proxy-address",
+            "10.0.0.1",
+            "--gateway-class",
+            "istio",
+        ])
+        .ok();
+    let rendered = docs(&local);
+    let own: Vec<&Value> = rendered
+        .iter()
+        .filter(|d| {
+            d["metadata"]["namespace"] == "palisade-gateways"
+                && d["metadata"]["name"] == "gateway-central"
+        })
+        .collect();
+    assert!(!own.is_empty(), "no policy of the central gateway rendered");
+    for want in own {
+        let plural = match want["kind"].as_str().unwrap() {
+            "CiliumNetworkPolicy" => ("cilium.io/v2", "ciliumnetworkpolicies"),
+            other => panic!("unexpected {other}"),
+        };
+        let live = c
+            .api
+            .get(
+                plural.0,
+                plural.1,
+                Some("palisade-gateways"),
+                "gateway-central",
+            )
+            .unwrap();
+        assert_eq!(live["spec"], want["spec"]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
