@@ -44,7 +44,9 @@
 //! convergence and the window at rest), `PALISADE_BENCH_TIMEOUT` (900 s per
 //! phase; a phase that does not finish in time is reported with how far it
 //! got, the later phases of that operator are skipped, and the benchmark
-//! exits 1), `PALISADE_BENCH_PEERS` (`new,old`).
+//! exits 1), `PALISADE_BENCH_PEERS` (`new,old`), and
+//! `PALISADE_BENCH_NEW_OPERATOR` (another build of today's operator
+//! instead of the one cargo built with this benchmark).
 //!
 //! The figures, with the load of the machine when they were taken, are in
 //! docs/operator.md ("Scale").
@@ -63,6 +65,9 @@ use std::time::{Duration, Instant};
 
 /// Today's operator, built with this benchmark.
 const NEW_OPERATOR: &str = env!("CARGO_BIN_EXE_palisade-operator");
+/// Where another build of today's operator may be named (a copy that
+/// other builds in the shared target dir cannot replace mid-run).
+const NEW_ENV: &str = "PALISADE_BENCH_NEW_OPERATOR";
 /// Where the old operator's binary is named.
 const OLD_ENV: &str = "PALISADE_BENCH_OLD_OPERATOR";
 /// The verbs the tables show, in order.
@@ -154,6 +159,31 @@ fn is_collection(path: &str) -> bool {
         _ => return false,
     };
     matches!(rest, [_] | ["namespaces", _, _])
+}
+
+/// The busiest (verb, resource) pairs of a log, e.g. `LIST subnetclaims 120`.
+fn by_resource(log: &[String]) -> String {
+    let mut out: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for line in log {
+        let verb = by_verb(std::slice::from_ref(line));
+        let verb = verb.keys().next().copied().unwrap_or("other");
+        let path = line.split([' ', '?']).nth(1).unwrap_or_default();
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let plural = match segs.as_slice() {
+            ["api", _, "namespaces", _, p, ..] | ["apis", _, _, "namespaces", _, p, ..] => *p,
+            ["api", _, p, ..] | ["apis", _, _, p, ..] => *p,
+            _ => "?",
+        };
+        *out.entry((verb.to_owned(), plural.to_owned())).or_insert(0) += 1;
+    }
+    let mut pairs: Vec<_> = out.into_iter().collect();
+    pairs.sort_by(|a, b| b.1.cmp(&a.1));
+    let top: Vec<String> = pairs
+        .iter()
+        .take(8)
+        .map(|((v, p), n)| format!("{v} {p} {n}"))
+        .collect();
+    top.join(", ")
 }
 
 fn show(counts: &Counts) -> String {
@@ -354,13 +384,15 @@ async fn at_rest(api: &FakeApi, op: &mut Operator, s: &Settings, f: &mut Figures
         f.failure = Some(format!("at rest: {why}"));
         return false;
     }
-    let counts = by_verb(&api.log());
+    let log = api.log();
+    let counts = by_verb(&log);
     println!(
         "  at rest over {} s (after {} s to settle): {}",
         s.resync.as_secs(),
         s.settle.as_secs(),
         show(&counts)
     );
+    println!("    by resource: {}", by_resource(&log));
     f.at_rest = Some(counts);
     true
 }
@@ -508,7 +540,10 @@ fn peers() -> Vec<(&'static str, PathBuf)> {
     let mut out = Vec::new();
     for peer in wanted.split(',').map(str::trim) {
         match peer {
-            "new" => out.push(("new", PathBuf::from(NEW_OPERATOR))),
+            "new" => {
+                let bin = std::env::var_os(NEW_ENV).unwrap_or_else(|| NEW_OPERATOR.into());
+                out.push(("new", PathBuf::from(bin)));
+            }
             "old" => match std::env::var_os(OLD_ENV) {
                 Some(path) => out.push(("old", PathBuf::from(path))),
                 None => println!(
