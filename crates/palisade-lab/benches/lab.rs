@@ -215,6 +215,7 @@ fn load(lab: &Lab, netns: &str, target: SocketAddr) -> LoadResult {
             proxy: None,
             host: target.to_string(),
             dns: None,
+            udp: false,
         }],
         load: Some(Load {
             concurrency: 8,

@@ -12,7 +12,7 @@ use crate::plan::{
     self, GatewayPlan, HTTP_PORT, InfraNames, LabOptions, PROXY_ADDR, Plan, PodPlan,
     ROUTER_LINK_LOCAL, Runtime, TenantEgress, veth_name,
 };
-use crate::serve::Workload;
+use crate::serve::{ServeSpec, Workload};
 use crate::{LabError, Result};
 use ipnet::Ipv6Net;
 use palisade_core::Snapshot;
@@ -707,7 +707,8 @@ impl Lab {
 
     /// A lab of bare pods (plain processes) behind `ruleset`, with the
     /// internet echo origin answering on ports 80 and 443 as the world:
-    /// what `lab verify --manifests` runs. No proxy, gateways or other
+    /// what `lab verify --manifests` runs. `udp[i]` are the UDP ports pod
+    /// `i` answers on besides its TCP ports. No proxy, gateways or other
     /// stand-ins, and no `state.json`: the caller measures and takes it
     /// down again ([`Lab::down`] finds it by prefix).
     pub fn up_bare(
@@ -715,6 +716,7 @@ impl Lab {
         infra: &InfraNames,
         ruleset: &str,
         pods: &[PodPlan],
+        udp: &[Vec<u16>],
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<()> {
         check_host()?;
@@ -747,8 +749,18 @@ impl Lab {
             total: pods.len() as u64,
         });
         let mut started = Vec::new();
-        for p in pods {
-            let pid = self.spawn(&p.netns, p.runtime, &pod_workload(p), &pod_listen(p), &[])?;
+        for (i, p) in pods.iter().enumerate() {
+            let spec = ServeSpec {
+                workload: pod_workload(p),
+                listen: pod_listen(p),
+                udp: udp
+                    .get(i)
+                    .into_iter()
+                    .flatten()
+                    .map(|port| SocketAddr::new(IpAddr::V6(p.addr), *port))
+                    .collect(),
+            };
+            let pid = self.spawn_spec(&p.netns, p.runtime, &spec, &[])?;
             started.push((p.clone(), pid));
         }
         self.wait_pods(started, &[], progress)?;
@@ -787,7 +799,7 @@ impl Lab {
             .map_err(LabError::io(format!("cannot open {}", path.display())))
     }
 
-    /// Starts `workload` in `netns`.
+    /// Starts `workload` in `netns`, listening on TCP at `listen`.
     fn spawn(
         &self,
         netns: &str,
@@ -796,11 +808,23 @@ impl Lab {
         listen: &[SocketAddr],
         env: &[(&str, String)],
     ) -> Result<u32> {
-        let spec = serde_json::to_string(&crate::serve::ServeSpec {
+        let spec = ServeSpec {
             workload: workload.clone(),
             listen: listen.to_vec(),
-        })
-        .map_err(LabError::json("workload spec"))?;
+            udp: Vec::new(),
+        };
+        self.spawn_spec(netns, runtime, &spec, env)
+    }
+
+    /// Starts `spec` in `netns`.
+    fn spawn_spec(
+        &self,
+        netns: &str,
+        runtime: Runtime,
+        spec: &ServeSpec,
+        env: &[(&str, String)],
+    ) -> Result<u32> {
+        let spec = serde_json::to_string(spec).map_err(LabError::json("workload spec"))?;
         let log = self.open_log(netns)?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns]);

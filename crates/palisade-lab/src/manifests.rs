@@ -7,9 +7,9 @@
 //! ports, service account, and the labels of any Namespace object among
 //! them) become lab pods, their Cilium policies become the router's
 //! nftables through the same `palisade_kube::eval::PolicySet::compile` the
-//! store's lab uses, and real TCP connections fill the matrix: every
-//! workload and the world to every workload's ports, every workload to the
-//! world on 443. Each cell keeps the objects' verdict (with the deciding
+//! store's lab uses, and real TCP connections (a datagram for a UDP port)
+//! fill the matrix: every workload and the world to every workload's
+//! ports, every workload to the world on 443. Each cell keeps the objects' verdict (with the deciding
 //! object and rule) beside what the packets did; a cell where they differ
 //! fails the run.
 //!
@@ -83,6 +83,8 @@ pub struct Cell {
 struct CellProbe {
     netns: String,
     addr: SocketAddr,
+    /// A UDP datagram instead of a TCP connection.
+    udp: bool,
     /// `(namespace, workload)` of the pod that must answer; `None`: the
     /// world's echo origin.
     answer: Option<(String, String)>,
@@ -118,6 +120,9 @@ pub struct ManifestPlan {
     pub infra: InfraNames,
     /// [`PODS_PER_WORKLOAD`] per workload, in workload order.
     pub pods: Vec<PodPlan>,
+    /// The UDP ports each pod answers on (its workload's UDP container
+    /// ports), by pod.
+    pub udp_ports: Vec<Vec<u16>>,
     /// The nftables table.
     pub ruleset: String,
     /// The matrix, with the objects' verdicts and no observations yet.
@@ -176,8 +181,20 @@ pub fn plan(objects: &[Value], prefix: &str) -> Result<ManifestPlan> {
     let (ruleset, mut notes) = ruleset(&set, &workloads, &world, &nets);
     let cells = cells(&set, &workloads, &world, &pods, &infra);
     if cells.iter().any(|c| c.probe.is_none()) {
-        notes.push("UDP and SCTP ports are evaluated but not probed: the lab probes TCP".into());
+        notes.push("SCTP ports are evaluated but not probed: the lab probes TCP and UDP".into());
     }
+    let udp_ports = workloads
+        .iter()
+        .flat_map(|w| {
+            let udp: Vec<u16> = w
+                .ports
+                .iter()
+                .filter(|p| p.proto == Proto::Udp)
+                .map(|p| p.port)
+                .collect();
+            std::iter::repeat_n(udp, PODS_PER_WORKLOAD)
+        })
+        .collect();
     Ok(ManifestPlan {
         report: ManifestReport {
             workloads: workloads.iter().map(|w| w.name.clone()).collect(),
@@ -188,6 +205,7 @@ pub fn plan(objects: &[Value], prefix: &str) -> Result<ManifestPlan> {
         },
         infra,
         pods,
+        udp_ports,
         ruleset,
     })
 }
@@ -294,7 +312,10 @@ fn cells(
             observed: None,
             ok: None,
             detail: None,
-            probe: (protocol == Proto::Tcp).then_some(probe),
+            probe: (protocol != Proto::Sctp).then_some(CellProbe {
+                udp: protocol == Proto::Udp,
+                ..probe
+            }),
         });
     };
     for (j, to) in workloads.iter().enumerate() {
@@ -317,6 +338,7 @@ fn cells(
                 let probe = CellProbe {
                     netns: netns.clone(),
                     addr: SocketAddr::new(IpAddr::V6(target.addr), port.0),
+                    udp: false,
                     answer: Some((target.tenant.clone(), target.deployment.clone())),
                 };
                 cell(from, to, port, probe);
@@ -327,6 +349,7 @@ fn cells(
         let probe = CellProbe {
             netns: first_pod(i).netns.clone(),
             addr: SocketAddr::new(IpAddr::V6(ECHO_ADDR), WORLD_PORT),
+            udp: false,
             answer: None,
         };
         cell(from, world, (WORLD_PORT, Proto::Tcp), probe);
@@ -387,7 +410,13 @@ pub fn run(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<ManifestReport> {
     let measured = lab
-        .up_bare(&plan.infra, &plan.ruleset, &plan.pods, progress)
+        .up_bare(
+            &plan.infra,
+            &plan.ruleset,
+            &plan.pods,
+            &plan.udp_ports,
+            progress,
+        )
         .and_then(|()| measure(lab, &mut plan.report.cells, timeout, parallel, progress));
     let down = lab.down(progress);
     measured?;
@@ -443,6 +472,7 @@ fn measure_some(
             proxy: None,
             host: p.addr.to_string(),
             dns: None,
+            udp: p.udp,
         });
     }
     let batches: Vec<crate::agents::Batch> = by_ns
@@ -513,9 +543,16 @@ mod tests {
         assert_eq!(world.probe.as_ref().unwrap().netns, "pl-abc123-internet");
         assert!(world.verdict.allowed);
         assert!(!cell(&p, "t/client", "t/web", 8080).verdict.allowed);
-        // UDP is evaluated, not probed, and said so.
-        assert!(cell(&p, "t/client", "t/web", 53).probe.is_none());
-        assert!(p.report.notes.iter().any(|n| n.contains("not probed")));
+        // UDP is probed with a datagram to the pod's UDP port.
+        assert!(
+            cell(&p, "t/client", "t/web", 53)
+                .probe
+                .as_ref()
+                .unwrap()
+                .udp
+        );
+        assert_eq!(p.udp_ports[0], [53]);
+        assert!(p.report.notes.is_empty(), "{:?}", p.report.notes);
         assert!(
             p.ruleset.contains("2001:db8:1ab::80 . tcp . 0-65535"),
             "{}",

@@ -42,8 +42,11 @@ pub struct Answer {
 pub struct ServeSpec {
     /// The workload.
     pub workload: Workload,
-    /// Where it listens.
+    /// Where it listens (TCP).
     pub listen: Vec<SocketAddr>,
+    /// Where a pod answers UDP datagrams ([`udp_answers`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub udp: Vec<SocketAddr>,
 }
 
 /// Which workload to run.
@@ -87,10 +90,32 @@ fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 }
 
 /// Serves `workload` on every address of `listen` until killed.
-pub async fn serve(workload: Workload, listen: Vec<SocketAddr>) -> std::io::Result<()> {
+pub async fn serve(
+    workload: Workload,
+    listen: Vec<SocketAddr>,
+    udp: Vec<SocketAddr>,
+) -> std::io::Result<()> {
     let workload = Arc::new(workload);
     let rr = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
+    // Bound before the TCP listeners: a workload listening on TCP (what
+    // readiness checks) already answers UDP.
+    if let Workload::Pod {
+        tenant,
+        deployment,
+        pod,
+    } = &*workload
+    {
+        for addr in udp {
+            let socket = tokio::net::UdpSocket::bind(addr).await?;
+            let who = (tenant.clone(), deployment.clone(), pod.clone());
+            tasks.spawn(async move {
+                if let Err(e) = udp_answers(socket, who).await {
+                    tracing::error!(error = %e, "a pod's UDP port stopped");
+                }
+            });
+        }
+    }
     if let Workload::Dns { names_file } = &*workload {
         let text = std::fs::read_to_string(names_file)?;
         let names: crate::dns::Names = serde_json::from_str(&text)?;
@@ -142,6 +167,55 @@ pub async fn serve(workload: Workload, listen: Vec<SocketAddr>) -> std::io::Resu
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// A pod's UDP port: every datagram is answered with one datagram, the
+/// pod's [`Answer`] (who answered, whom it saw calling), as its TCP ports
+/// answer an HTTP request.
+async fn udp_answers(
+    socket: tokio::net::UdpSocket,
+    (tenant, deployment, pod): (String, String, String),
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (_, peer) = socket.recv_from(&mut buf).await?;
+        let answer = Answer {
+            role: "pod".into(),
+            tenant: Some(tenant.clone()),
+            deployment: Some(deployment.clone()),
+            pod: Some(pod.clone()),
+            caller: peer.ip().to_canonical().to_string(),
+        };
+        let body = serde_json::to_vec(&answer).unwrap_or_default();
+        if let Err(e) = socket.send_to(&body, peer).await {
+            tracing::warn!(%peer, error = %e, "failed to answer a UDP probe");
+        }
+    }
+}
+
+/// Sends one datagram to `addr` and waits `timeout` for one back: (0, the
+/// answer). No answer in time (a dropped datagram) or an ICMP error (port
+/// unreachable) is [`ProbeFailure::Connect`], as a dropped SYN is for TCP.
+pub async fn udp_probe(addr: SocketAddr, timeout: Duration) -> Result<(u16, String), ProbeFailure> {
+    let local: SocketAddr = match addr {
+        SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let exchange = async {
+        let socket = tokio::net::UdpSocket::bind(local).await?;
+        socket.connect(addr).await?;
+        socket.send(b"palisade lab probe").await?;
+        let mut buf = vec![0u8; 2048];
+        let n = socket.recv(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Err(ProbeFailure::Connect(format!(
+            "no UDP answer within {timeout:?}"
+        ))),
+        Ok(Err(e)) => Err(ProbeFailure::Connect(e.to_string())),
+        Ok(Ok(body)) => Ok((0, body)),
+    }
 }
 
 async fn handle(
@@ -360,6 +434,9 @@ pub struct ProbeRequest {
     /// Instead of an HTTP request: ask this name over DNS over TCP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<String>,
+    /// Instead of an HTTP request: one UDP datagram ([`udp_probe`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub udp: bool,
 }
 
 /// A probe agent's answer.
@@ -378,6 +455,7 @@ pub async fn run_probes(requests: Vec<ProbeRequest>, timeout: Duration) -> Vec<P
         set.spawn(async move {
             let outcome = match &r.dns {
                 Some(name) => dns_over_tcp(r.addr, name, timeout).await,
+                None if r.udp => udp_probe(r.addr, timeout).await,
                 None => http_get(r.addr, r.proxy, &r.host, "/", timeout).await,
             };
             ProbeResult { id: r.id, outcome }
@@ -470,7 +548,7 @@ pub fn serve_main(spec: &str) -> crate::Result<()> {
     let spec: ServeSpec =
         serde_json::from_str(spec).map_err(crate::LabError::json("workload spec"))?;
     runtime()
-        .and_then(|rt| rt.block_on(serve(spec.workload, spec.listen)))
+        .and_then(|rt| rt.block_on(serve(spec.workload, spec.listen, spec.udp)))
         .map_err(crate::LabError::io("workload"))
 }
 

@@ -715,6 +715,7 @@ fn measure(
             host: p.host.clone().unwrap_or_else(|| p.addr.to_string()),
             // Cluster DNS answers DNS on TCP 53: the probe asks it a question.
             dns: (p.to == Target::Model(Endpoint::ClusterDns)).then(|| DNS_PROBE_NAME.to_owned()),
+            udp: false,
         };
         match batches.last_mut() {
             Some((ns, requests)) if *ns == p.netns => requests.push(request),
