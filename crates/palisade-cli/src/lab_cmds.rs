@@ -429,7 +429,8 @@ fn verify_manifests(
 }
 
 /// Runs the manifests' lab in a directory of its own (its own lab id, so
-/// it never meets the store's lab or another run), removed afterwards.
+/// it never meets the store's lab or another run), removed afterwards
+/// unless the run failed (its logs say why).
 fn run_manifests(
     objects: &[serde_json::Value],
     timeout: Duration,
@@ -440,9 +441,10 @@ fn run_manifests(
     let dir = std::env::temp_dir().join(format!("palisade-manifests-{}", std::process::id()));
     let lab = Lab { dir, exe };
     let plan = manifests::plan(objects, &lab.prefix())?;
-    let report = manifests::run(&lab, plan, timeout, parallel, &|p| reporter.event(p));
+    let report = manifests::run(&lab, plan, timeout, parallel, &|p| reporter.event(p))
+        .with_context(|| format!("the lab's logs are kept in {}", lab.dir.display()))?;
     let _ = std::fs::remove_dir_all(&lab.dir);
-    Ok(report?)
+    Ok(report)
 }
 
 /// One cell's row of the table.

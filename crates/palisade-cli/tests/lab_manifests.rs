@@ -267,3 +267,68 @@ fn an_extra_hand_written_policy_opens_exactly_its_flow() {
     let opened = [("t/gw", "t/web"), ("t/api", "t/db"), ("t/web", "t/db")];
     check_on_packets(&env, &dir, &opened);
 }
+
+/// A DNS server with 53/UDP and 53/TCP, a client and another pod; the
+/// policy lets the client reach the server's port 53 with `protocol`
+/// (`""`: omitted).
+fn dns_manifests(protocol: &str) -> String {
+    let proto = if protocol.is_empty() {
+        String::new()
+    } else {
+        format!("\n              protocol: {protocol}")
+    };
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: dns, namespace: n}}\nspec:\n  template:\n    metadata: {{labels: {{app: dns}}}}\n    spec: {{containers: [{{name: c, image: i, ports: [{{containerPort: 53, protocol: UDP}}, {{containerPort: 53, protocol: TCP}}]}}]}}\n\
+---\napiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: n, labels: {{app: client}}}}\nspec: {{containers: [{{name: c, image: i}}]}}\n\
+---\napiVersion: v1\nkind: Pod\nmetadata: {{name: other, namespace: n}}\nspec: {{containers: [{{name: c, image: i}}]}}\n\
+---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: dns, namespace: n}}\nspec:\n  endpointSelector:\n    matchLabels: {{app: dns}}\n  ingress:\n    - fromEndpoints:\n        - matchLabels: {{app: client}}\n      toPorts:\n        - ports:\n            - port: \"53\"{proto}\n"
+    )
+}
+
+/// UDP ports are measured with datagrams. A rule naming `protocol: UDP`
+/// opens 53/UDP and leaves 53/TCP closed — so a truncated DNS answer's
+/// retry over TCP would be dropped — while a port without a protocol
+/// covers both ("If omitted or empty, any protocol matches", Cilium docs
+/// "Layer 4 Policies", `PortProtocol`).
+#[test]
+fn udp_ports_are_probed_and_a_udp_only_rule_leaves_tcp_closed() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    for (protocol, tcp_open) in [("UDP", false), ("", true)] {
+        let file = env.dir.path().join(format!("dns-{protocol}.yaml"));
+        std::fs::write(&file, dns_manifests(protocol)).unwrap();
+        let run = env.run(&[
+            "-o",
+            "json",
+            "lab",
+            "verify",
+            "--manifests",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        let out: Value = serde_json::from_str(&run.stdout).unwrap();
+        let cell = |from: &str, proto: &str| {
+            out["cells"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["from"] == from && c["to"] == "n/dns" && c["protocol"] == proto)
+                .unwrap_or_else(|| panic!("no cell {from} -> n/dns {proto}"))
+                .clone()
+        };
+        for (from, proto, want) in [
+            ("n/client", "udp", true),
+            ("n/client", "tcp", tcp_open),
+            ("n/other", "udp", false),
+            ("n/other", "tcp", false),
+            ("world", "udp", false),
+        ] {
+            let c = cell(from, proto);
+            assert_eq!(c["verdict"]["allowed"], want, "{protocol:?}: {c}");
+            assert_eq!(c["observed"], want, "{protocol:?}: {c}");
+            assert_eq!(c["ok"], true, "{c}");
+        }
+    }
+}
