@@ -16,7 +16,7 @@ use super::{ObjectRef, Unsupported};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The Gateway API group: the default `group` of parent references and
 /// route kinds (CRD: "When unspecified, "gateway.networking.k8s.io" is
@@ -240,6 +240,21 @@ pub struct GatewayApi {
     /// Each rendered Namespace's labels as `k8s` labels (the namespace
     /// selectors of `allowedRoutes` match them).
     pub(super) namespaces: BTreeMap<String, Vec<Label>>,
+    /// Indexes built once after reading, so a verdict costs lookups, not
+    /// scans (verify asks one per gateway, pod and port).
+    index: Index,
+}
+
+/// (namespace, name) of an object.
+type Key = (String, String);
+
+#[derive(Debug, Clone, Default)]
+struct Index {
+    gateways: HashMap<Key, usize>,
+    services: HashMap<Key, usize>,
+    services_by_ns: HashMap<String, Vec<usize>>,
+    /// Per Service, every (route, rule, backend) naming it.
+    backends: HashMap<Key, Vec<(usize, usize, usize)>>,
 }
 
 fn meta<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
@@ -264,7 +279,59 @@ impl GatewayApi {
         for obj in objects {
             out.add(obj, unsupported);
         }
+        out.index();
         out
+    }
+
+    fn index(&mut self) {
+        let key = |o: &ObjectRef| (o.namespace.clone().unwrap_or_default(), o.name.clone());
+        let mut ix = Index::default();
+        for (i, g) in self.gateways.iter().enumerate() {
+            ix.gateways.entry(key(&g.object)).or_insert(i);
+        }
+        for (i, svc) in self.services.iter().enumerate() {
+            ix.services
+                .entry((svc.namespace.clone(), svc.name.clone()))
+                .or_insert(i);
+            ix.services_by_ns
+                .entry(svc.namespace.clone())
+                .or_default()
+                .push(i);
+        }
+        for (r, route) in self.routes.iter().enumerate() {
+            for (i, rule) in route.rules.iter().enumerate() {
+                for (j, b) in rule.iter().enumerate() {
+                    let k = (b.namespace.clone(), b.name.clone());
+                    ix.backends.entry(k).or_default().push((r, i, j));
+                }
+            }
+        }
+        self.index = ix;
+    }
+
+    /// The Services of namespace `ns`.
+    pub(super) fn services_in(&self, ns: &str) -> impl Iterator<Item = &Service> + '_ {
+        self.index
+            .services_by_ns
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.services[i])
+    }
+
+    /// Every (route, rule index, backend index) whose backend names the
+    /// Service `namespace/name`, in route order.
+    pub(super) fn backends_of(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Iterator<Item = (&Route, usize, usize)> + '_ {
+        self.index
+            .backends
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .into_iter()
+            .flatten()
+            .map(|&(r, i, j)| (&self.routes[r], i, j))
     }
 
     fn add(&mut self, obj: &Value, unsupported: &mut Vec<Unsupported>) {
@@ -325,16 +392,20 @@ impl GatewayApi {
 
     /// The Gateway `namespace/name`.
     pub(super) fn gateway(&self, namespace: &str, name: &str) -> Option<&Gateway> {
-        self.gateways
-            .iter()
-            .find(|g| g.object.namespace.as_deref() == Some(namespace) && g.object.name == name)
+        let i = self
+            .index
+            .gateways
+            .get(&(namespace.to_owned(), name.to_owned()))?;
+        self.gateways.get(*i)
     }
 
     /// The Service `namespace/name`.
     pub(super) fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
-        self.services
-            .iter()
-            .find(|s| s.namespace == namespace && s.name == name)
+        let i = self
+            .index
+            .services
+            .get(&(namespace.to_owned(), name.to_owned()))?;
+        self.services.get(*i)
     }
 
     /// Whether any Gateway was read.

@@ -148,29 +148,42 @@ impl GatewayApi {
         if proto != Proto::Tcp {
             return deny(format!("{} carries HTTP over TCP only", gw.object), None);
         }
+        let Identity::Pod {
+            namespace, labels, ..
+        } = &to.identity
+        else {
+            return deny(format!("{} is not a pod a Service selects", to.name), None);
+        };
+        // Only routes naming a Service that selects the pod can send there.
         let mut miss = None;
-        for r in &self.routes {
-            for (i, rule) in r.rules.iter().enumerate() {
-                for (j, b) in rule.iter().enumerate() {
-                    if !self.sends_to(b, to, port) {
-                        continue;
-                    }
-                    let at = format!("{} spec.rules[{i}].backendRefs[{j}]", r.object);
-                    match self.admitted(r, b, gw) {
-                        Ok((how, grant)) => {
-                            return RouteDecision {
-                                allowed: true,
-                                route: Some(r.object.clone()),
-                                grant,
-                                detail: format!("{at} {how}"),
-                            };
-                        }
-                        Err(why) => {
-                            miss.get_or_insert_with(|| {
-                                (format!("{at} sends there, but {why}"), r.object.clone())
-                            });
-                        }
-                    }
+        let services = self.services_in(namespace).filter(|svc| {
+            svc.selector
+                .as_ref()
+                .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        });
+        let mut candidates: Vec<(&Route, usize, usize)> = services
+            .flat_map(|svc| self.backends_of(&svc.namespace, &svc.name))
+            .collect();
+        candidates.sort_by_key(|(r, i, j)| (&r.object, *i, *j));
+        for (r, i, j) in candidates {
+            let b = &r.rules[i][j];
+            if !self.sends_to(b, to, port) {
+                continue;
+            }
+            let at = format!("{} spec.rules[{i}].backendRefs[{j}]", r.object);
+            match self.admitted(r, b, gw) {
+                Ok((how, grant)) => {
+                    return RouteDecision {
+                        allowed: true,
+                        route: Some(r.object.clone()),
+                        grant,
+                        detail: format!("{at} {how}"),
+                    };
+                }
+                Err(why) => {
+                    miss.get_or_insert_with(|| {
+                        (format!("{at} sends there, but {why}"), r.object.clone())
+                    });
                 }
             }
         }
