@@ -13,9 +13,9 @@ mod kube_support;
 
 use common::{ctx, reconcile_tenant, reconcile_workload, tenant};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use palisade_operator::crd::{
-    API_VERSION, PLATFORM_NAME, Platform, SubnetClaim, Tenant, TenantDeployment,
+    API_VERSION, PLATFORM_NAME, Platform, PlatformSpec, SubnetClaim, Tenant, TenantDeployment,
 };
 use palisade_operator::platform::{self, PORT_LEDGER, PlatformState};
 use palisade_operator::reconcile::Ctx;
@@ -620,4 +620,112 @@ async fn the_gateways_namespace_goes_with_the_last_gateway() {
     // Nothing is left to record or delete: the inventory says so once.
     let fresh = platform(&c, &mut PlatformState::default()).await;
     assert_eq!((fresh.applied, fresh.pruned), (0, 0));
+}
+
+/// Waits until the API server has seen no write for a second.
+async fn settled(api: &FakeApi) {
+    let start = std::time::Instant::now();
+    loop {
+        let before = api.writes().len();
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if api.writes().len() == before {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never settled"
+        );
+    }
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The running controllers (watches over TCP) follow the Platform object:
+/// its change reaches the platform pass (the Gateway) and every tenant's
+/// (the routes), both ways; then, at rest, only the watches stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_operator_follows_the_platform_object() {
+    let api = FakeApi::new();
+    api.add_tenant("acme");
+    api.add_workload(
+        "acme",
+        "web",
+        json!({"image": "nginx:alpine", "ports": [80]}),
+    );
+    let (addr, server) = api.serve_tcp().await.unwrap();
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
+            .unwrap();
+    let ctx = std::sync::Arc::new(Ctx::new(
+        client.clone(),
+        palisade_operator::testing::example_config(),
+    ));
+    let health = std::sync::Arc::new(palisade_operator::run::Health::default());
+    let operator = tokio::spawn(palisade_operator::run::controllers(ctx, health.clone()));
+    let gw = || {
+        uid(
+            &api,
+            GATEWAYS,
+            "gateways",
+            Some("palisade-gateways"),
+            "central",
+        )
+        .is_some()
+    };
+    let route = || {
+        uid(
+            &api,
+            GATEWAYS,
+            "httproutes",
+            Some("tenant-acme"),
+            "central-web",
+        )
+        .is_some()
+    };
+    eventually("ready with web's Deployment", || {
+        health.is_ready()
+            && api
+                .get("apps/v1", "deployments", Some("tenant-acme"), "web")
+                .is_some()
+    })
+    .await;
+    // Nothing in flight: only the Platform's change can start a pass now.
+    settled(&api).await;
+    let platforms: Api<Platform> = Api::all(client);
+    let on = Platform::new(
+        PLATFORM_NAME,
+        PlatformSpec {
+            central_gateway: true,
+        },
+    );
+    platforms.create(&PostParams::default(), &on).await.unwrap();
+    eventually("the central gateway and web's route", || gw() && route()).await;
+    let off = json!({"spec": {"centralGateway": false}});
+    platforms
+        .patch(PLATFORM_NAME, &PatchParams::default(), &Patch::Merge(&off))
+        .await
+        .unwrap();
+    eventually("the central gateway and web's route gone", || {
+        !gw() && !route()
+    })
+    .await;
+    settled(&api).await;
+    api.clear_log();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let log = api.log();
+    assert!(
+        log.iter().all(|l| l.contains("watch=true")),
+        "at rest: {log:?}"
+    );
+    operator.abort();
+    server.abort();
 }
