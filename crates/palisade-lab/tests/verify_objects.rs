@@ -416,3 +416,35 @@ fn a_granted_cross_tenant_route_is_caught_on_packets() {
         );
     }
 }
+
+/// On packets: the egress-gateway SNAT is the rendered
+/// `CiliumEgressGatewayPolicy`'s. With its namespace selector naming a
+/// namespace that does not exist, big-corp's pods leave un-SNATed and the
+/// internet echo reports their own address: verify fails on exactly
+/// big-corp's direct internet probe, naming the egress IP it expected.
+#[test]
+fn an_egress_gateway_policy_missing_its_tenant_is_caught_on_packets() {
+    let Some(exe) = lab_bin() else { return };
+    let s = every_gateway_scope();
+    let mut objects = palisade_lab::rendered::render(&s).unwrap_or_else(|e| panic!("{e}"));
+    let policy = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "CiliumEgressGatewayPolicy")
+        .unwrap_or_else(|| panic!("big-corp leaves through the egress gateway"));
+    policy["spec"]["selectors"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] =
+        json!("tenant-nobody");
+    let report = verify_lab(exe, &s, &objects);
+    let bad: Vec<_> = report.mismatches().collect();
+    assert!(!bad.is_empty(), "the missing SNAT went unnoticed");
+    for o in &bad {
+        assert_eq!(
+            (o.from.as_str(), o.to.as_str()),
+            ("big-corp/database", "internet"),
+            "{o:?}"
+        );
+        assert!(
+            o.detail.contains("instead of the tenant's egress IP"),
+            "{o:?}"
+        );
+    }
+}
