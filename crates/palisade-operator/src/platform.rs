@@ -46,7 +46,9 @@
 //! reach each workload are the tenant's objects
 //! (`desired::plan_tenant_under`). The routes attach across namespaces
 //! because the Gateway's listener allows routes from namespaces carrying
-//! the tenant label (`allowedRoutes.namespaces.from: Selector`, Gateway
+//! the tenant label (`allowedRoutes.namespaces.from: Selector`, "Routes in
+//! namespaces selected by the selector may be used by this Gateway",
+//! Support: Core, in the pinned Gateway API v1.2.1 standard CRD; Gateway
 //! API "Cross-Namespace routing",
 //! <https://gateway-api.sigs.k8s.io/guides/multiple-ns/>), no
 //! ReferenceGrant needed for a parentRef.
