@@ -62,10 +62,11 @@
 //! uid in an inventory, is deleted once no longer rendered (the central
 //! gateway after `gateway remove --central`, the gateways' namespace when
 //! the last gateway goes): see [`inventory`]. With Cilium's gateway class,
-//! what Cilium generates for a Gateway (its `cilium-gateway-<name>`
-//! CiliumEnvoyConfig and Service) carries a controller owner reference to
-//! the Gateway (Cilium operator `pkg/gateway-api` translation), so the
-//! garbage collector removes it with the Gateway. The egress proxy stays,
+//! the CiliumEnvoyConfig Cilium generates for a Gateway
+//! (`cilium-gateway-<name>`) carries a controller owner reference to the
+//! Gateway (cilium/cilium
+//! `operator/pkg/model/translation/gateway-api/translator_fixture_test.go`),
+//! so the garbage collector removes it with the Gateway. The egress proxy stays,
 //! serving the tenants there are (possibly none).
 
 pub mod inventory;
