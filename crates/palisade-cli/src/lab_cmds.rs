@@ -126,6 +126,8 @@ fn verify_lab(
     apply::check_host()?;
     let lab = lab(cli)?;
     let state = lab.require()?;
+    // What the packets cannot show (the IPv4 metadata address, ICMP, ...).
+    print_notes(&state);
     let (snapshot, policy) = snapshot_and_policy(cli)?;
     let objects = palisade_lab::rendered::render(&snapshot)?;
     if !lab.in_sync(&state, &snapshot, &objects)? {
