@@ -24,11 +24,11 @@ mod check;
 mod convert;
 mod platform;
 
+use crate::error::{Context, Error, Result};
 use crate::{
     Backend, BackendError, CreatedRow, DeploymentRow, Health, NoHistory, Removal, TenantPage,
     TenantRow,
 };
-use anyhow::{Context, Result};
 use convert::{TenantCr, deployment_row, tenant_row, tenant_spec, workload_spec};
 use palisade_core::allocator::PoolUsage;
 use palisade_core::{
@@ -236,12 +236,12 @@ where
 }
 
 /// A 404 on a list means the CRD is not installed.
-fn crd_missing(e: palisade_operator::kube::Error, kind: &str) -> anyhow::Error {
+fn crd_missing(e: palisade_operator::kube::Error, kind: &str) -> Error {
     let missing = matches!(&e, palisade_operator::kube::Error::Api(s) if s.code == 404);
     if missing {
         BackendError::CrdsMissing { kind: kind.into() }.into()
     } else {
-        anyhow::Error::new(e).context(format!("cannot list {kind}"))
+        Error::failed(format!("cannot list {kind}"), e)
     }
 }
 
@@ -315,7 +315,7 @@ async fn create_tenant(c: &Client, tenant: &Tenant) -> Result<()> {
             palisade_operator::kube::Error::Api(s) if s.code == 409 => {
                 StoreError::TenantExists(tenant.name.clone()).into()
             }
-            e => anyhow::Error::new(e).context(format!("cannot create tenant {}", tenant.name)),
+            e => Error::failed(format!("cannot create tenant {}", tenant.name), e),
         })?;
     ensure_namespace(c, &tenant.name).await
 }

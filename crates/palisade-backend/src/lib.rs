@@ -14,10 +14,9 @@ mod error;
 pub mod kube;
 mod thread;
 
-pub use error::BackendError;
 pub use thread::BackendThread;
 
-use anyhow::{Context, Result};
+pub use error::{BackendError, Error, Result};
 use ipnet::Ipv6Net;
 use palisade_core::allocator::{PoolUsage, Timestamp};
 use palisade_core::{
@@ -327,6 +326,9 @@ pub struct Health {
 /// How [`Sqlite`] opens its store, when first needed.
 type Opener<'a> = Box<dyn FnMut() -> Result<Store> + Send + 'a>;
 
+/// What an opener may fail with (the caller's own errors, kept as they are).
+type OpenError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The SQLite store, opened on first use, so a handler's parse errors come
 /// before any file is touched.
 pub struct Sqlite<'a> {
@@ -343,17 +345,23 @@ impl std::fmt::Debug for Sqlite<'_> {
 }
 
 impl<'a> Sqlite<'a> {
-    /// The store `open` opens, on first use (its error comes then).
-    pub fn new(open: impl FnMut() -> Result<Store> + Send + 'a) -> Self {
+    /// The store `open` opens, on first use (its error comes then, as
+    /// [`Error::Other`]).
+    pub fn new<E: Into<OpenError>>(
+        mut open: impl FnMut() -> std::result::Result<Store, E> + Send + 'a,
+    ) -> Self {
         Self {
-            open: Box::new(open),
+            open: Box::new(move || open().map_err(Error::other)),
             store: None,
         }
     }
 
     /// The store at `path`.
     pub fn at(path: std::path::PathBuf) -> Sqlite<'static> {
-        Sqlite::new(move || Ok(Store::open(&path)?))
+        Sqlite {
+            open: Box::new(move || Ok(Store::open(&path)?)),
+            store: None,
+        }
     }
 
     fn store(&mut self) -> Result<&mut Store> {
@@ -362,7 +370,7 @@ impl<'a> Sqlite<'a> {
         }
         self.store
             .as_mut()
-            .context("the state database is not open")
+            .ok_or_else(|| Error::other("the state database is not open"))
     }
 }
 

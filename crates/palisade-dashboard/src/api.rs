@@ -139,7 +139,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// cluster on its own thread.
 async fn with_backend<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&mut dyn Backend) -> anyhow::Result<T> + Send + 'static,
+    f: impl FnOnce(&mut dyn Backend) -> palisade_backend::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
     match &state.config.store {
         Source::Sqlite(path) => {

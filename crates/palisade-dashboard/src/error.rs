@@ -54,25 +54,29 @@ impl ApiError {
     /// What a backend call failed with: the store's own errors keep their
     /// codes (on both stores); anything else is the store failing, and on
     /// the `cluster` a 502, since the API server behind it did.
-    pub fn from_backend(e: anyhow::Error, cluster: bool) -> Self {
-        let e = match e.downcast::<StoreError>() {
-            Ok(e) => return e.into(),
-            Err(e) => e,
+    pub fn from_backend(e: palisade_backend::Error, cluster: bool) -> Self {
+        use palisade_backend::Error;
+        let e = match e {
+            Error::Store(e) => return e.into(),
+            e => e,
         };
-        let (status, code) = match e.downcast_ref::<BackendError>() {
-            Some(BackendError::CrdsMissing { .. } | BackendError::PoolUnknown { .. }) => {
+        let (status, code) = match &e {
+            Error::Refused(BackendError::CrdsMissing { .. } | BackendError::PoolUnknown { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "not_initialised")
             }
-            Some(BackendError::DeploymentExists { .. }) => {
+            Error::Refused(BackendError::DeploymentExists { .. }) => {
                 (StatusCode::CONFLICT, "deployment_exists")
             }
-            Some(BackendError::DuplicateInBatch { .. }) => {
+            Error::Refused(BackendError::DuplicateInBatch { .. }) => {
                 (StatusCode::BAD_REQUEST, "invalid_body")
             }
-            None if cluster => (StatusCode::BAD_GATEWAY, "cluster_error"),
-            None => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+            Error::Model(_) | Error::Pool(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_state")
+            }
+            _ if cluster => (StatusCode::BAD_GATEWAY, "cluster_error"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
         };
-        Self::new(status, code, format!("{e:#}"))
+        Self::new(status, code, chain(&e))
     }
 }
 

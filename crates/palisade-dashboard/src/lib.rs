@@ -14,8 +14,9 @@
 //! short deferred transaction: in WAL mode that never blocks the CLI's
 //! writers, and the dashboard holds no connection between requests. The
 //! cluster backend lives on a thread of its own
-//! ([`palisade_backend::BackendThread`]), since it blocks on a runtime of
-//! its own, which tokio forbids inside the server's.
+//! ([`palisade_backend::BackendThread`]): it blocks on a runtime of its
+//! own, which tokio refuses on the server's async threads, and one thread
+//! keeps that runtime and the connection from one request to the next.
 //!
 //! The store holds every tenant, so the API is guarded as a whole: off
 //! loopback it needs an authenticator ([`auth`]) unless reads are made

@@ -7,7 +7,7 @@
 
 use super::{State, claims, operator_pool};
 use crate::Health;
-use anyhow::Result;
+use crate::error::{Error, Result};
 use ipnet::Ipv6Net;
 use palisade_core::Pool;
 use palisade_core::allocator::PoolUsage;
@@ -71,7 +71,7 @@ async fn ip_pools(c: &Client) -> Result<Vec<(String, Vec<String>)>> {
             .map(|p| (p.name_any(), p.spec.ipv6.cidrs))
             .collect()),
         Err(palisade_operator::kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
-        Err(e) => Err(anyhow::Error::new(e).context("cannot list CiliumPodIPPools")),
+        Err(e) => Err(Error::failed("cannot list CiliumPodIPPools", e)),
     }
 }
 

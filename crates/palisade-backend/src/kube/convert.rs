@@ -2,8 +2,8 @@
 //! go through the model's parsers again (an object someone edited with
 //! kubectl may hold anything); writes keep the model's canonical spelling.
 
+use crate::error::{Context, Error, Result};
 use crate::{DeploymentRow, Rollout, TenantRow};
-use anyhow::{Context, Result};
 use palisade_core::allocator::Timestamp;
 use palisade_core::model::{EnvValue, EnvVar, ScratchVolume, parse_label};
 use palisade_core::{
@@ -34,7 +34,7 @@ pub fn created(o: &impl Resource) -> Timestamp {
 
 /// The tenant whose namespace holds `w`.
 pub fn tenant_of(w: &TenantDeployment) -> Result<TenantName> {
-    Ok(tenant_of_namespace(&w.namespace().unwrap_or_default())?)
+    tenant_of_namespace(&w.namespace().unwrap_or_default()).map_err(Error::other)
 }
 
 fn ready(conditions: Option<&[Condition]>) -> String {
@@ -75,7 +75,8 @@ fn deployment_row_in(tenant: TenantName, w: &TenantDeployment) -> Result<Deploym
         subnet: status
             .and_then(|st| st.subnet.as_deref())
             .map(str::parse)
-            .transpose()?,
+            .transpose()
+            .map_err(Error::other)?,
         labels: s
             .labels
             .iter()

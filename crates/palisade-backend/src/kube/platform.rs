@@ -5,7 +5,7 @@
 //! no CRD for it, reads as no settings; a write names the missing CRD.
 
 use super::convert;
-use anyhow::{Context, Result, anyhow};
+use crate::error::{Context, Error, Result};
 use palisade_core::{Gateway, GatewayScope};
 use palisade_operator::crd::{PLATFORM_NAME, Platform, PlatformSpec};
 use palisade_operator::kube::api::{Api, Patch, PatchParams, PostParams};
@@ -52,11 +52,11 @@ pub(super) async fn set_central(c: &Client, current: Option<&Platform>, on: bool
     match written {
         Ok(_) => Ok(()),
         Err(palisade_operator::kube::Error::Api(s)) if s.code == 404 && current.is_none() => {
-            Err(anyhow!(
+            Err(Error::other(
                 "cannot write the platform's settings: the Platform CRD is not installed \
-                 (kubectl apply -k deploy/crds)"
+                 (kubectl apply -k deploy/crds)",
             ))
         }
-        Err(e) => Err(anyhow::Error::new(e).context("cannot write the platform's settings")),
+        Err(e) => Err(Error::failed("cannot write the platform's settings", e)),
     }
 }
