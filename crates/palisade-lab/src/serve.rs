@@ -395,6 +395,7 @@ pub async fn dns_over_tcp(
         .map_err(|_| ProbeFailure::Connect(format!("timed out after {timeout:?}")))?
         .map_err(|e| ProbeFailure::Connect(e.to_string()))?;
     let exchange = async {
+        let asked = name;
         let name = Name::from_ascii(name).map_err(|e| e.to_string())?;
         let mut query = Message::query();
         query.add_query(Query::query(name, RecordType::AAAA));
@@ -411,7 +412,10 @@ pub async fn dns_over_tcp(
             .map_err(|e| e.to_string())?;
         let reply = Message::from_vec(&reply).map_err(|e| e.to_string())?;
         let code = reply.metadata.response_code;
-        let said = format!("DNS over TCP: {code}, {} records", reply.answers.len());
+        let said = format!(
+            "DNS over TCP: {code} for {asked}, {} records",
+            reply.answers.len()
+        );
         Ok::<_, String>((u16::from(code), said))
     };
     tokio::time::timeout(timeout * 2, exchange)
