@@ -332,3 +332,23 @@ fn udp_ports_are_probed_and_a_udp_only_rule_leaves_tcp_closed() {
         }
     }
 }
+
+/// Without what a lab needs (here: no `ip` or `nft` on PATH), packets are
+/// refused with the reason and the way to the evaluator alone.
+#[test]
+fn packets_without_a_lab_point_to_objects_only() {
+    let env = Env::new();
+    let file = env.dir.path().join("m.yaml");
+    std::fs::write(&file, format!("{WORKLOADS}---\n{POLICIES}")).unwrap();
+    let out = env
+        .cmd()
+        .env("PATH", env.dir.path())
+        .args(["lab", "verify", "--manifests", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("`--objects-only` evaluates"), "{stderr}");
+    assert!(stderr.contains("the lab needs"), "{stderr}");
+}
