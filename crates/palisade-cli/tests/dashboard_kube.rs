@@ -536,3 +536,49 @@ async fn the_cluster_dashboard_in_chromium_shows_pending_subnets_and_why_there_i
         "{seen}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failures_are_clear_json_errors() {
+    let c = cluster().await;
+    cli(&c, &["create", "acme", "web", "nginx:alpine"]).await;
+    let dash = cluster_dashboard(&c, &[]).await;
+    // The API server failing: 502, naming what failed.
+    c.api.fail_lists("tenants", Some((500, "etcd is down")));
+    let (status, reply) = call("GET", format!("{}/api/tenants", dash.url), None).await;
+    assert_eq!(status, 502, "{reply}");
+    assert_eq!(reply["error"]["code"], "cluster_error", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("cannot list Tenants: ") && message.contains("etcd is down"),
+        "{message}"
+    );
+    // The same line the CLI prints for the same failure.
+    let kubeconfig = kubeconfig(&c);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["--store", "kubernetes", "tenant", "list"])
+            .env("KUBECONFIG", kubeconfig)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.lines().last(),
+        Some(format!("error: {message}").as_str())
+    );
+    c.api.fail_lists("tenants", None);
+    // The CRDs gone: 503, saying how to install them.
+    c.api.without_kind("tenantdeployments");
+    let (status, reply) = call("GET", format!("{}/api/tenants/acme", dash.url), None).await;
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["code"], "not_initialised", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CRDs are not installed (kubectl apply -k deploy/crds)"),
+        "{reply}"
+    );
+}
