@@ -8,15 +8,16 @@
 //!
 //! The trait is synchronous: the cluster implementation owns a
 //! current-thread runtime and blocks on each call, which keeps the
-//! handlers and the SQLite path free of async.
+//! handlers and the SQLite path free of async; an async caller (the
+//! dashboard) goes through [`BackendThread`].
 
 mod error;
 pub mod kube;
 mod thread;
 
+pub use error::{BackendError, Error, Result};
 pub use thread::BackendThread;
 
-pub use error::{BackendError, Error, Result};
 use ipnet::Ipv6Net;
 use palisade_core::allocator::{PoolUsage, Timestamp};
 use palisade_core::{
