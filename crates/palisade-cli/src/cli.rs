@@ -618,7 +618,8 @@ pub enum LabCommand {
     palisade dashboard --listen 127.0.0.1:0             # any free port; the URL is printed\n  \
     palisade dashboard --listen 0.0.0.0:7474 --token-file tokens --allow-writes\n  \
     palisade dashboard --listen [::]:7474 --kube-auth   # in a pod: cluster RBAC decides\n  \
-    palisade dashboard --listen 0.0.0.0:7474 --public-read\n\
+    palisade dashboard --listen 0.0.0.0:7474 --public-read\n  \
+    palisade --store kubernetes dashboard               # the cluster's custom resources ($KUBECONFIG)\n\
     Off loopback the dashboard refuses to start unless callers must authenticate\n\
     (--token-file or --kube-auth) or reads are explicitly public (--public-read;\n\
     writes always need authentication there). A token file has one `TOKEN TENANT[,TENANT...]|* [NAME]`\n\
