@@ -140,34 +140,105 @@ fn can_run() -> bool {
     }
 }
 
+/// Seed 000's two hand-written policies, verbatim (`allow-gateway`,
+/// `allow-api-to-db`, namespace `tenant-acme-corp`).
+const SEED_POLICIES: &str = r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: allow-gateway
+  namespace: tenant-acme-corp
+spec:
+  endpointSelector:
+    matchLabels:
+      deployment: web-frontend
+  ingress:
+    - fromEndpoints:
+        - matchLabels:
+            role: gateway
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: allow-api-to-db
+  namespace: tenant-acme-corp
+spec:
+  endpointSelector:
+    matchLabels:
+      deployment: database
+  ingress:
+    - fromEndpoints:
+        - matchLabels:
+            deployment: api-backend
+"#;
+
+/// The pods the policies speak of, with the seed's names and images
+/// (`create acme-corp web-frontend nginx:alpine`, `api-backend
+/// node:18-alpine`, `database postgres:14`) and their usual ports, plus a
+/// gateway pod labelled `role: gateway`; the database in namespace `db_ns`.
+fn seed_workloads(db_ns: &str) -> String {
+    let deployment = |ns: &str, name: &str, image: &str, port: u16| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  template:\n    metadata: {{labels: {{deployment: {name}}}}}\n    spec: {{containers: [{{name: c, image: \"{image}\", ports: [{{containerPort: {port}}}]}}]}}\n---\n"
+        )
+    };
+    let acme = "tenant-acme-corp";
+    [
+        deployment(acme, "web-frontend", "nginx:alpine", 80),
+        deployment(acme, "api-backend", "node:18-alpine", 3000),
+        deployment(db_ns, "database", "postgres:14", 5432),
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: gateway, namespace: {acme}, labels: {{role: gateway}}}}\nspec: {{containers: [{{name: c, image: envoy, ports: [{{containerPort: 80}}]}}]}}\n"),
+    ]
+    .concat()
+}
+
+const WEB: &str = "tenant-acme-corp/web-frontend";
+const API: &str = "tenant-acme-corp/api-backend";
+const DB: &str = "tenant-acme-corp/database";
+const GATEWAY: &str = "tenant-acme-corp/gateway";
+
 /// One more hand-written policy: web-frontend may reach the database on
 /// 5432/TCP (and on nothing else).
-const EXTRA: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: allow-web-to-db\n  namespace: t\nspec:\n  endpointSelector:\n    matchLabels:\n      deployment: database\n  ingress:\n    - fromEndpoints:\n        - matchLabels:\n            deployment: web-frontend\n      toPorts:\n        - ports:\n            - port: \"5432\"\n              protocol: TCP\n";
+const EXTRA: &str = r#"apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: allow-web-to-db
+  namespace: tenant-acme-corp
+spec:
+  endpointSelector:
+    matchLabels:
+      deployment: database
+  ingress:
+    - fromEndpoints:
+        - matchLabels:
+            deployment: web-frontend
+      toPorts:
+        - ports:
+            - port: "5432"
+              protocol: TCP
+"#;
 
 /// What the hand-written policies describe, read with Cilium's default
 /// enforcement mode: "If any rule selects an Endpoint and the rule has an
 /// ingress section, the endpoint goes into default deny at ingress" (docs
 /// "Policy Enforcement Modes", docs.cilium.io/en/stable/security/policy/intro/).
-/// The policies select web-frontend (`t/web`) and database (`t/db`), so
-/// those accept only what a rule allows — not even their own other replica —
-/// while `t/api`, `t/gw` and the world, selected by nothing, stay open both
-/// ways. `opened` lists the (from, to) flows the rules allow.
-fn described(opened: &[(&str, &str)], from: &str, to: &str) -> bool {
-    let selected = ["t/web", "t/db"];
+/// The `selected` workloads accept only what a rule allows — not even
+/// their own other replica, nor the world — while the others, selected by
+/// nothing, stay open both ways. `opened` lists the (from, to) flows the
+/// rules allow.
+fn described(selected: &[&str], opened: &[(&str, &str)], from: &str, to: &str) -> bool {
     !selected.contains(&to) || opened.contains(&(from, to))
 }
 
 /// Runs `lab verify --manifests dir` with packets and checks every cell
 /// against [`described`]: the objects' verdict, and what the packets did.
-fn check_on_packets(env: &Env, dir: &std::path::Path, opened: &[(&str, &str)]) -> Value {
-    let run = env.run(&[
-        "-o",
-        "json",
-        "lab",
-        "verify",
-        "--manifests",
-        dir.to_str().unwrap(),
-    ]);
+fn check_on_packets(
+    env: &Env,
+    dir: &std::path::Path,
+    selected: &[&str],
+    opened: &[(&str, &str)],
+) -> Value {
+    let dir = dir.to_str().unwrap();
+    let run = env.run(&["-o", "json", "lab", "verify", "--manifests", dir]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let out: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(out["packets"], true);
@@ -176,7 +247,7 @@ fn check_on_packets(env: &Env, dir: &std::path::Path, opened: &[(&str, &str)]) -
     assert_eq!(cells.len(), 5 * 4 + 4);
     for c in cells {
         let (from, to) = (c["from"].as_str().unwrap(), c["to"].as_str().unwrap());
-        let want = described(opened, from, to);
+        let want = described(selected, opened, from, to);
         assert_eq!(c["verdict"]["allowed"], want, "objects: {c}");
         assert_eq!(c["observed"], want, "packets: {c}");
         assert_eq!(c["ok"], true, "{c}");
@@ -184,11 +255,12 @@ fn check_on_packets(env: &Env, dir: &std::path::Path, opened: &[(&str, &str)]) -
     out
 }
 
-fn seed_dir(env: &Env) -> std::path::PathBuf {
-    let dir = env.dir.path().join("m");
+/// A directory with the seed's pods (the database in `db_ns`) and policies.
+fn seed_dir(env: &Env, db_ns: &str) -> std::path::PathBuf {
+    let dir = env.dir.path().join(format!("m-{db_ns}"));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("workloads.yaml"), WORKLOADS).unwrap();
-    std::fs::write(dir.join("policies.yaml"), POLICIES).unwrap();
+    std::fs::write(dir.join("workloads.yaml"), seed_workloads(db_ns)).unwrap();
+    std::fs::write(dir.join("policies.yaml"), SEED_POLICIES).unwrap();
     dir
 }
 
@@ -207,21 +279,24 @@ fn seed_policies_on_packets_give_the_reachability_they_describe() {
         return;
     }
     let env = Env::new();
-    let dir = seed_dir(&env);
-    let out = check_on_packets(&env, &dir, &[("t/gw", "t/web"), ("t/api", "t/db")]);
+    let dir = seed_dir(&env, "tenant-acme-corp");
+    let out = check_on_packets(&env, &dir, &[WEB, DB], &[(GATEWAY, WEB), (API, DB)]);
     // The deciding rule is named beside the packets.
     let gw = out["cells"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["from"] == "t/gw" && c["to"] == "t/web")
+        .find(|c| c["from"] == GATEWAY && c["to"] == WEB)
         .unwrap();
     assert_eq!(
         gw["verdict"]["ingress"],
-        "allow by CiliumNetworkPolicy t/allow-gateway spec.ingress[0]"
+        "allow by CiliumNetworkPolicy tenant-acme-corp/allow-gateway spec.ingress[0]"
     );
     assert!(
-        gw["detail"].as_str().unwrap().contains("web-0 answered"),
+        gw["detail"]
+            .as_str()
+            .unwrap()
+            .contains("web-frontend-0 answered"),
         "{gw}"
     );
     // The table names each cell's packets beside the objects; the lab ran
@@ -247,11 +322,11 @@ fn seed_policies_on_packets_give_the_reachability_they_describe() {
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     let row = table
         .lines()
-        .find(|l| l.starts_with("t/api") && l.contains(" t/db "))
+        .find(|l| l.starts_with(API) && l.contains(&format!(" {DB} ")))
         .unwrap();
     assert_eq!(
         row.split_whitespace().take(6).collect::<Vec<_>>(),
-        ["t/api", "t/db", "5432/tcp", "allowed", "allowed", "ok"],
+        [API, DB, "5432/tcp", "allowed", "allowed", "ok"],
         "{table}"
     );
 }
@@ -262,10 +337,37 @@ fn an_extra_hand_written_policy_opens_exactly_its_flow() {
         return;
     }
     let env = Env::new();
-    let dir = seed_dir(&env);
+    let dir = seed_dir(&env, "tenant-acme-corp");
     std::fs::write(dir.join("extra.yaml"), EXTRA).unwrap();
-    let opened = [("t/gw", "t/web"), ("t/api", "t/db"), ("t/web", "t/db")];
-    check_on_packets(&env, &dir, &opened);
+    let opened = [(GATEWAY, WEB), (API, DB), (WEB, DB)];
+    check_on_packets(&env, &dir, &[WEB, DB], &opened);
+}
+
+/// On the seed's own layout the database lives in tenant big-corp
+/// (`create big-corp database postgres:14 1`), but `allow-api-to-db` is a
+/// CiliumNetworkPolicy in `tenant-acme-corp`, and a CiliumNetworkPolicy's
+/// `endpointSelector` selects endpoints of the policy's own namespace only
+/// (Cilium docs "Using Kubernetes Constructs In Policy", Namespaces: "All
+/// Kubernetes objects including NetworkPolicy and CiliumNetworkPolicy
+/// belong to a particular namespace"; cilium/cilium#14580: a selector
+/// selects "all endpoints in the CNP's namespace"). So it selects nothing:
+/// the database stays open to every pod and the world, and only
+/// web-frontend is locked down.
+#[test]
+fn on_the_seeds_own_layout_allow_api_to_db_selects_nothing() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::new();
+    let dir = seed_dir(&env, "tenant-big-corp");
+    let out = check_on_packets(&env, &dir, &[WEB], &[(GATEWAY, WEB)]);
+    let db = out["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["from"] == "world" && c["to"] == "tenant-big-corp/database")
+        .unwrap();
+    assert_eq!(db["verdict"]["ingress"], "no-policy", "{db}");
 }
 
 /// A DNS server with 53/UDP and 53/TCP, a client and another pod; the
