@@ -85,10 +85,21 @@ struct RawParentRef {
 struct RawRule {
     #[serde(default)]
     backend_refs: Vec<RawBackendRef>,
+    #[serde(default)]
+    filters: Vec<RawFilter>,
+}
+
+/// A route or backend filter: only its type matters here.
+#[derive(Debug, Default, Deserialize)]
+struct RawFilter {
+    #[serde(rename = "type", default)]
+    kind: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct RawBackendRef {
+    #[serde(default)]
+    filters: Vec<RawFilter>,
     group: Option<String>,
     kind: Option<String>,
     name: String,
@@ -346,9 +357,18 @@ impl GatewayApi {
             }
             "HTTPRoute" => {
                 if let Some(spec) = spec::<RawRouteSpec>(kind, obj, unsupported) {
-                    self.routes.push(route(oref(kind, obj), spec));
+                    let object = oref(kind, obj);
+                    unsupported.extend(unmodelled_filters(&object, &spec));
+                    self.routes.push(route(object, spec));
                 }
             }
+            "GRPCRoute" | "TCPRoute" | "TLSRoute" | "UDPRoute" => unsupported.push(Unsupported {
+                object: oref(kind, obj),
+                path: "spec".into(),
+                reason: "routes of this kind are not evaluated: their backends are not counted \
+                         as reachable from any gateway"
+                    .into(),
+            }),
             "ReferenceGrant" => {
                 if let Some(spec) = spec::<RawGrantSpec>(kind, obj, unsupported) {
                     self.grants.push(grant(oref(kind, obj), spec));
@@ -477,6 +497,37 @@ fn gateway(object: ObjectRef, spec: RawGatewaySpec, out: &mut Vec<Unsupported>) 
         })
         .collect();
     Gateway { object, listeners }
+}
+
+/// `RequestMirror` sends a copy of the traffic to another backend, and an
+/// `ExtensionRef` does what its implementation says: neither is modelled,
+/// so a mirror's backend is not counted as reachable (CRD
+/// `HTTPRouteFilter`).
+fn unmodelled_filters(object: &ObjectRef, spec: &RawRouteSpec) -> Vec<Unsupported> {
+    let mut out = Vec::new();
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let backend_filters = rule.backend_refs.iter().enumerate().flat_map(|(j, b)| {
+            b.filters
+                .iter()
+                .enumerate()
+                .map(move |(k, f)| (format!("spec.rules[{i}].backendRefs[{j}].filters[{k}]"), f))
+        });
+        let rule_filters = rule
+            .filters
+            .iter()
+            .enumerate()
+            .map(|(k, f)| (format!("spec.rules[{i}].filters[{k}]"), f));
+        for (path, f) in rule_filters.chain(backend_filters) {
+            if matches!(f.kind.as_str(), "RequestMirror" | "ExtensionRef") {
+                out.push(Unsupported {
+                    object: object.clone(),
+                    path,
+                    reason: format!("{} filters are not evaluated", f.kind),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn route(object: ObjectRef, spec: RawRouteSpec) -> Route {

@@ -541,6 +541,30 @@ mod tests {
         assert!(d.allowed && d.grant.is_some(), "{d}");
     }
 
+    /// What the evaluator does not model is reported, not dropped: a
+    /// mirror filter (a second backend) and other route kinds.
+    #[test]
+    fn mirrors_and_other_route_kinds_are_reported() {
+        let mut r = route("app", json!({"name": "app", "port": 80}));
+        r["spec"]["rules"][0]["filters"] = json!([{"type": "RequestMirror",
+            "requestMirror": {"backendRef": {"name": "other", "port": 80}}}]);
+        let tcp = json!({"kind": "TCPRoute", "metadata": {"name": "t", "namespace": "app"},
+                         "spec": {}});
+        let mut unsupported = Vec::new();
+        GatewayApi::from_objects(&[r, tcp], &mut unsupported);
+        let paths: Vec<String> = unsupported
+            .iter()
+            .map(|u| format!("{} {}", u.object, u.path))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "HTTPRoute app/r spec.rules[0].filters[0]",
+                "TCPRoute app/t spec"
+            ]
+        );
+    }
+
     /// The CRD's examples: `*.example.com` matches `test.example.com` and
     /// `foo.test.example.com` but not `example.com`.
     #[test]
