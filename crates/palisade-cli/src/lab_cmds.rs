@@ -427,6 +427,13 @@ fn verify_manifests(
         );
         return Ok(ExitCode::FAILURE);
     }
+    if report.packets && format == Format::Table {
+        let probed = report.cells.iter().filter(|c| c.ok.is_some()).count();
+        outln!(
+            "packets agree with the objects in all {probed} probed cells ({} not probed)",
+            report.cells.len() - probed
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

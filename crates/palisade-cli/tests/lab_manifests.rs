@@ -329,6 +329,10 @@ fn seed_policies_on_packets_give_the_reachability_they_describe() {
         [API, DB, "5432/tcp", "allowed", "allowed", "ok"],
         "{table}"
     );
+    assert_eq!(
+        table.lines().last(),
+        Some("packets agree with the objects in all 24 probed cells (0 not probed)")
+    );
 }
 
 #[test]
