@@ -39,7 +39,7 @@ pub use endpoint::{ContainerPort, Endpoint, Identity, IdentityOptions, Proto, en
 pub use gateway_api::GatewayApi;
 pub use labels::{Label, RawSelector, SOURCE_K8S, Selector};
 pub use model::{INTERNET_PROBE, RenderedPolicy};
-pub use reach::{AttachedRoute, BackendTarget, RouteDecision, hostnames_intersect};
+pub use reach::{ANY_HOST, AttachedRoute, BackendTarget, RouteDecision, hostnames_intersect};
 pub use rule::Dir;
 pub use workloads::{container_ports, gateway_pods, pods_from_manifests};
 

@@ -102,11 +102,17 @@ pub struct AttachedRoute {
     /// The HTTPRoute.
     pub route: ObjectRef,
     /// Its host names that the accepting listener serves (exact names
-    /// only: a wildcard host has no single name to ask for).
+    /// only: a wildcard host has no single name to ask for); a route with
+    /// none serves the listener's name, or [`ANY_HOST`].
     pub hostnames: Vec<String>,
     /// The valid backends of its rules.
     pub backends: Vec<BackendTarget>,
 }
+
+/// The host name of an attached route without an exact one of its own
+/// on a listener without one: it matches any `Host` ("When unspecified,
+/// all hostnames are matched"), and no request names it literally.
+pub const ANY_HOST: &str = "*";
 
 /// Whether two Gateway API host names intersect (CRD `hostnames`: a
 /// `*.` label is a suffix match on one or more labels).
@@ -217,7 +223,7 @@ impl GatewayApi {
                 .filter(|b| b.weight != 0 && self.grant(r, b).is_ok())
                 .filter_map(|b| self.target(b))
                 .collect();
-            let hostnames = r
+            let mut hostnames: Vec<String> = r
                 .hostnames
                 .iter()
                 .filter(|h| !h.starts_with("*."))
@@ -229,6 +235,12 @@ impl GatewayApi {
                 })
                 .cloned()
                 .collect();
+            if hostnames.is_empty() {
+                // No exact name of its own: it serves the listener's
+                // (or any, [`ANY_HOST`]).
+                let own = listener.hostname.clone().filter(|h| !h.starts_with("*."));
+                hostnames.push(own.unwrap_or_else(|| ANY_HOST.to_owned()));
+            }
             out.push(AttachedRoute {
                 route: r.object.clone(),
                 hostnames,
@@ -499,6 +511,12 @@ mod tests {
                 .reach("infra", "gw", &pod("app"), 8080, Proto::Tcp)
                 .allowed
         );
+        // No host names of its own: it serves whatever the listener does.
+        let mut any_host = route("app", backend.clone());
+        any_host["spec"]["hostnames"] = json!([]);
+        let objs = [gateway(http(sel.clone())), any_host, service("app")];
+        let attached = api(&objs).attached("infra", "gw");
+        assert_eq!(attached[0].hostnames, [ANY_HOST]);
         let mut other_host = route("app", backend);
         other_host["spec"]["hostnames"] = json!(["app.example.net"]);
         let objs = [gateway(http(sel)), other_host, service("app")];
