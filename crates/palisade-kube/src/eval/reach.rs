@@ -36,7 +36,7 @@
 use super::ObjectRef;
 use super::endpoint::{ContainerPort, Endpoint, Identity, Proto};
 use super::gateway_api::{
-    BackendRef, From, GROUP, Gateway, GatewayApi, Listener, Route, TargetPort,
+    BackendRef, From, GROUP, Gateway, GatewayApi, Listener, Route, Service, TargetPort,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -54,6 +54,17 @@ pub struct RouteDecision {
     pub grant: Option<ObjectRef>,
     /// In words: which rule, listener and grant, or why not.
     pub detail: String,
+}
+
+impl RouteDecision {
+    fn denied(detail: String, route: Option<ObjectRef>) -> Self {
+        Self {
+            allowed: false,
+            route,
+            grant: None,
+            detail,
+        }
+    }
 }
 
 impl fmt::Display for RouteDecision {
@@ -139,39 +150,16 @@ impl GatewayApi {
         port: u16,
         proto: Proto,
     ) -> RouteDecision {
-        let deny = |detail: String, route: Option<ObjectRef>| RouteDecision {
-            allowed: false,
-            route,
-            grant: None,
-            detail,
-        };
         let Some(gw) = self.gateway(namespace, name) else {
-            return deny(
-                format!("no Gateway {namespace}/{name} among the objects"),
-                None,
-            );
+            let why = format!("no Gateway {namespace}/{name} among the objects");
+            return RouteDecision::denied(why, None);
         };
         if proto != Proto::Tcp {
-            return deny(format!("{} carries HTTP over TCP only", gw.object), None);
+            let why = format!("{} carries HTTP over TCP only", gw.object);
+            return RouteDecision::denied(why, None);
         }
-        let Identity::Pod {
-            namespace, labels, ..
-        } = &to.identity
-        else {
-            return deny(format!("{} is not a pod a Service selects", to.name), None);
-        };
-        // Only routes naming a Service that selects the pod can send there.
         let mut miss = None;
-        let services = self.services_in(namespace).filter(|svc| {
-            svc.selector
-                .as_ref()
-                .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
-        });
-        let mut candidates: Vec<(&Route, usize, usize)> = services
-            .flat_map(|svc| self.backends_of(&svc.namespace, &svc.name))
-            .collect();
-        candidates.sort_by_key(|(r, i, j)| (&r.object, *i, *j));
-        for (r, i, j) in candidates {
+        for (r, i, j) in self.candidates(to) {
             let b = &r.rules[i][j];
             if !self.sends_to(b, to, port) {
                 continue;
@@ -194,8 +182,8 @@ impl GatewayApi {
             }
         }
         match miss {
-            Some((detail, route)) => deny(detail, Some(route)),
-            None => deny(
+            Some((why, route)) => RouteDecision::denied(why, Some(route)),
+            None => RouteDecision::denied(
                 format!(
                     "no HTTPRoute attached to {} sends to {} on port {port}",
                     gw.object, to.name
@@ -203,6 +191,30 @@ impl GatewayApi {
                 None,
             ),
         }
+    }
+
+    /// Every (route, rule, backend) naming a Service that selects the pod
+    /// `to`: only those can send there. Sorted by route, so the first miss
+    /// reported does not depend on input order.
+    fn candidates(&self, to: &Endpoint) -> Vec<(&Route, usize, usize)> {
+        let Identity::Pod {
+            namespace, labels, ..
+        } = &to.identity
+        else {
+            return Vec::new();
+        };
+        let selects = |svc: &&Service| {
+            svc.selector
+                .as_ref()
+                .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        };
+        let mut out: Vec<(&Route, usize, usize)> = self
+            .services_in(namespace)
+            .filter(selects)
+            .flat_map(|svc| self.backends_of(&svc.namespace, &svc.name))
+            .collect();
+        out.sort_by_key(|(r, i, j)| (&r.object, *i, *j));
+        out
     }
 
     /// The routes attached to the Gateway `namespace/name`, each with its
