@@ -30,10 +30,15 @@
 //!   and now omits are removed, other managers' fields conflict (409)
 //!   unless forced;
 //! - watches resume from a `resourceVersion`; one older than the kept
-//!   history ([`FakeApi::set_watch_history`], the API server's compaction)
-//!   gets a `410 Gone` (`Expired`) ERROR event, as does a watcher too slow
+//!   history of its resource ([`FakeApi::set_watch_history`], the API
+//!   server's per-resource watch cache and compaction) gets a `410 Gone` (`Expired`) ERROR event, as does a watcher too slow
 //!   to keep up, so clients relist. A watch without a `resourceVersion`
 //!   starts with synthetic `ADDED` events for what exists.
+//!
+//! On request ([`FakeApi::roll_out_deployments`]) it also plays the
+//! Deployment controller with pods that start at once: a Deployment's
+//! status follows its generation in a change of its own, so workloads
+//! become ready (the scale benchmark needs that).
 //!
 //! Watches are served over TCP only (the real operator binary runs against
 //! it); through the mock service a watch is refused. It is not a
@@ -97,13 +102,17 @@ struct State {
     list_failure: BTreeMap<String, (u16, String)>,
     /// Service cluster IPs handed out so far.
     cluster_ips: u32,
-    /// Recent changes, oldest first, for watches that resume.
-    history: VecDeque<Event>,
-    /// How many changes `history` keeps (0: the default).
+    /// Recent changes per resource (group/version, plural), oldest first,
+    /// for watches that resume: the API server keeps one watch cache per
+    /// resource (kubernetes/apiserver `pkg/storage/cacher`, sized per
+    /// resource by `--watch-cache-sizes`), so a kind that does not change
+    /// stays resumable however busy the others are.
+    history: BTreeMap<(String, String), VecDeque<Event>>,
+    /// How many changes `history` keeps per resource (0: the default).
     history_limit: usize,
-    /// The newest resourceVersion dropped from `history`: a watch from an
-    /// older one may have missed changes (410 Gone).
-    compacted: u64,
+    /// Per resource, the newest resourceVersion dropped from its history:
+    /// a watch from an older one may have missed changes (410 Gone).
+    compacted: BTreeMap<(String, String), u64>,
     /// Server-side apply field owners, per object.
     owners: BTreeMap<Key, ssa::Owners>,
     /// Deployments roll out as soon as their spec changes
@@ -288,16 +297,12 @@ impl FakeApi {
             kind,
             obj: obj.clone(),
         };
-        st.history.push_back(event.clone());
-        let limit = match st.history_limit {
-            0 => DEFAULT_WATCH_HISTORY,
-            n => n,
-        };
-        while st.history.len() > limit {
-            if let Some(old) = st.history.pop_front() {
-                st.compacted = old.rv;
-            }
-        }
+        let resource = (key.0.clone(), key.1.clone());
+        st.history
+            .entry(resource)
+            .or_default()
+            .push_back(event.clone());
+        Self::compact(st);
         // No watcher: nobody to tell.
         let _ = self.events.send(event);
     }
@@ -308,9 +313,23 @@ impl FakeApi {
     pub fn set_watch_history(&self, events: usize) {
         let mut st = self.lock();
         st.history_limit = events.max(1);
-        while st.history.len() > st.history_limit {
-            if let Some(old) = st.history.pop_front() {
-                st.compacted = old.rv;
+        Self::compact(&mut st);
+    }
+
+    /// Drops each resource's changes beyond the kept history.
+    fn compact(st: &mut State) {
+        let limit = match st.history_limit {
+            0 => DEFAULT_WATCH_HISTORY,
+            n => n,
+        };
+        let State {
+            history, compacted, ..
+        } = st;
+        for (resource, events) in history.iter_mut() {
+            while events.len() > limit {
+                if let Some(old) = events.pop_front() {
+                    compacted.insert(resource.clone(), old.rv);
+                }
             }
         }
     }
@@ -1148,6 +1167,7 @@ impl FakeApi {
         let from = query_param(query, "resourceVersion")
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|rv| *rv > 0);
+        let resource = (t.gv.clone(), t.plural.clone());
         let hit = move |e: &Event| {
             let (gv, plural, ns, _) = &e.key;
             gv == &t.gv
@@ -1159,12 +1179,20 @@ impl FakeApi {
         // gap or an overlap, since changes are emitted under it too.
         let mut st = self.lock();
         st.log.push(format!("GET {uri}"));
+        let compacted = st.compacted.get(&resource).copied().unwrap_or(0);
         let start: Vec<Event> = match from {
-            Some(rv) if rv < st.compacted => {
-                let gone = expired(rv, st.compacted);
+            Some(rv) if rv < compacted => {
+                let gone = expired(rv, compacted);
                 return Some(Box::pin(futures::stream::iter([Ok(frame(&gone))])));
             }
-            Some(rv) => st.history.iter().filter(|e| e.rv > rv).cloned().collect(),
+            Some(rv) => st
+                .history
+                .get(&resource)
+                .into_iter()
+                .flatten()
+                .filter(|e| e.rv > rv)
+                .cloned()
+                .collect(),
             None => st
                 .objects
                 .iter()

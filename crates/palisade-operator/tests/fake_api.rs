@@ -398,3 +398,67 @@ async fn a_delete_with_another_objects_uid_is_a_conflict() {
     cms.delete("a", &with_uid(&uid)).await.unwrap();
     assert!(cms.get_opt("a").await.unwrap().is_none());
 }
+
+// The API server keeps one watch cache per resource (kubernetes/apiserver
+// pkg/storage/cacher; kube-apiserver's --watch-cache-sizes sizes it per
+// resource), so how far back a watch can resume depends on the changes of
+// its own resource only: a quiet kind stays resumable while another kind
+// churns, and the churning kind's old resourceVersions are gone (410).
+#[tokio::test]
+async fn a_quiet_kind_stays_resumable_while_another_churns() {
+    use k8s_openapi::api::core::v1::Secret;
+    let api = FakeApi::new();
+    api.set_watch_history(2);
+    let (client, server) = tcp_client(&api).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let quiet: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "quiet", "namespace": "default"}}))
+            .unwrap();
+    let rv = secrets
+        .create(&PostParams::default(), &quiet)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..5 {
+        let cm = config_map("default", &format!("c{i}"), json!({}));
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let first = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&first, WatchEvent::Error(e) if e.code == 410),
+        "{first:?}"
+    );
+    secrets
+        .patch(
+            "quiet",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    let first = secrets
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    match first {
+        WatchEvent::Modified(s) => assert_eq!(s.metadata.name.as_deref(), Some("quiet")),
+        other => panic!("expected the Secret's change, got {other:?}"),
+    }
+    server.abort();
+}
