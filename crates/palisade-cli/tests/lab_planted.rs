@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use palisade_core::policy::{Policy, PolicyOptions};
-use palisade_core::{GatewayScope, Port, Snapshot};
+use palisade_core::{Port, Snapshot};
 use palisade_kube::eval::RenderedPolicy;
 use palisade_lab::apply::Lab;
 use palisade_lab::verify::{self, Outcome, Report};
@@ -42,14 +42,11 @@ fn can_run() -> bool {
     }
 }
 
-/// The seeds' tenants and deployments behind the central gateway only
-/// (every gateway shares Cilium's `ingress` identity, so a per-tenant
-/// gateway reaching other tenants' ports at L3/L4 is a real disagreement of
-/// its own, not what these tests plant); acme-corp's database also serves
-/// metrics on 9187, which no rule opens.
+/// The seeds' tenants, deployments and gateways of all three kinds (their
+/// shared `ingress` identity is told apart by the Gateway API layer);
+/// acme-corp's database also serves metrics on 9187, which no rule opens.
 fn snapshot() -> Snapshot {
     let mut s = palisade_kube::fixtures::seed();
-    s.gateways.retain(|g| g.scope == GatewayScope::Central);
     for d in &mut s.deployments {
         d.replicas = 1.try_into().unwrap();
         if d.tenant.as_str() == "acme-corp" && d.name.as_str() == "database" {

@@ -11,8 +11,7 @@
 //! The model is not what users apply: [`attach_objects`] adds a third
 //! verdict per probe, what Cilium would do with the objects `render` ships
 //! (`palisade_kube::eval`), and a probe is right only when all three agree.
-//! [`manifest_matrix`] evaluates hand-written manifests the same way, for a
-//! pre-merge check without a lab.
+//! Hand-written manifests get their own lab (`crate::manifests`).
 
 use crate::apply::{Lab, LabState, Progress};
 use crate::plan::{
@@ -23,11 +22,7 @@ use crate::serve::{Answer, DNS_PROBE_NAME, ProbeFailure, ProbeRequest};
 use crate::{LabError, Result};
 use palisade_core::policy::{Endpoint, Policy, PortProto};
 use palisade_core::{DeploymentName, Port, TenantName};
-use palisade_kube::eval::{
-    Endpoint as Workload, Identity, PolicySet, Proto, RenderedPolicy, Unsupported, Verdict,
-    pods_from_manifests,
-};
-use serde_json::Value;
+use palisade_kube::eval::{Endpoint as Workload, Identity, Proto, RenderedPolicy, Verdict};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -599,74 +594,6 @@ pub fn attach_objects(probes: &mut [Probe], objects: &RenderedPolicy) -> Result<
         });
     }
     Ok(())
-}
-
-/// One cell of the matrix of hand-written manifests.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Reach {
-    /// The client (`<namespace>/<workload>` or `world`).
-    pub from: String,
-    /// The server.
-    pub to: String,
-    /// The destination port.
-    pub port: u16,
-    /// Its protocol.
-    pub protocol: Proto,
-    /// Whether Cilium would let it through, and who decided.
-    pub verdict: ObjectsVerdict,
-}
-
-/// `lab verify --manifests`: every workload to every other workload's
-/// ports (80/TCP when it declares none), the world to each, each to the
-/// world on 443/TCP, and what the evaluator could not model.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ManifestReport {
-    /// The workloads found.
-    pub workloads: Vec<String>,
-    /// Every cell.
-    pub cells: Vec<Reach>,
-    /// What the evaluator did not model.
-    pub unsupported: Vec<Unsupported>,
-}
-
-/// Evaluates the policies among `objects` on the workloads among them.
-pub fn manifest_matrix(objects: &[Value]) -> ManifestReport {
-    let (set, unsupported) = PolicySet::from_objects(objects);
-    let pods = pods_from_manifests(objects);
-    let mut world = Workload::reserved("world", Identity::World);
-    world.addresses = palisade_kube::eval::INTERNET_PROBE
-        .parse()
-        .into_iter()
-        .collect();
-    let mut cells = Vec::new();
-    let mut cell = |from: &Workload, to: &Workload, port: u16, protocol: Proto| {
-        cells.push(Reach {
-            from: from.name.clone(),
-            to: to.name.clone(),
-            port,
-            protocol,
-            verdict: set.verdict(from, to, port, protocol).into(),
-        });
-    };
-    for to in &pods {
-        let ports: Vec<(u16, Proto)> = match to.ports.as_slice() {
-            [] => vec![(HTTP_PORT, Proto::Tcp)],
-            ps => ps.iter().map(|p| (p.port, p.proto)).collect(),
-        };
-        for from in pods.iter().chain([&world]) {
-            for &(port, proto) in &ports {
-                cell(from, to, port, proto);
-            }
-        }
-    }
-    for from in &pods {
-        cell(from, &world, 443, Proto::Tcp);
-    }
-    ManifestReport {
-        workloads: pods.iter().map(|p| p.name.clone()).collect(),
-        cells,
-        unsupported,
-    }
 }
 
 /// What a probe agent measured for one probe.

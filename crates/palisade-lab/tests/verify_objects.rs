@@ -220,7 +220,9 @@ fn manifest_matrix_of_the_seed_policies() {
     let objects: Vec<Value> = serde_yaml_ng::Deserializer::from_str(yaml)
         .filter_map(|d| serde::Deserialize::deserialize(d).ok())
         .collect();
-    let r = verify::manifest_matrix(&objects);
+    let r = palisade_lab::manifests::plan(&objects, "t-")
+        .unwrap()
+        .report;
     assert!(r.unsupported.is_empty());
     assert_eq!(r.workloads, ["t/web", "t/api", "t/db", "t/gw"]);
     let allowed: Vec<String> = r
