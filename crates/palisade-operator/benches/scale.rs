@@ -177,7 +177,7 @@ fn by_resource(log: &[String]) -> String {
         *out.entry((verb.to_owned(), plural.to_owned())).or_insert(0) += 1;
     }
     let mut pairs: Vec<_> = out.into_iter().collect();
-    pairs.sort_by(|a, b| b.1.cmp(&a.1));
+    pairs.sort_by_key(|p| std::cmp::Reverse(p.1));
     let top: Vec<String> = pairs
         .iter()
         .take(8)
