@@ -348,6 +348,7 @@ pub struct Caches {
     pool_resource: ApiResource,
     meta: Vec<MetaKind>,
     claim_index: Arc<Mutex<ClaimIndex>>,
+    workload_index: Arc<Mutex<NamespaceIndex>>,
     ledger: Arc<Mutex<ClaimLedger>>,
     owned_index: Arc<Mutex<OwnedIndex>>,
     writers: Writers,
@@ -447,6 +448,7 @@ impl Caches {
             pool_resource,
             meta,
             claim_index: Arc::default(),
+            workload_index: Arc::default(),
             ledger: Arc::new(Mutex::new(ClaimLedger::new(pool))),
             owned_index: Arc::default(),
             writers: Writers {
@@ -483,6 +485,20 @@ impl Caches {
         indexed(&self.claims, &self.claim_index, By::Workload, &key, |c| {
             c.spec.namespace == namespace && c.spec.deployment == name
         })
+    }
+
+    /// The cached workloads in namespace `namespace`, in name order (from
+    /// an index kept from the watch events: filtering every cached workload
+    /// made each tenant pass linear in all workloads).
+    pub fn workloads_in(&self, namespace: &str) -> Vec<Arc<TenantDeployment>> {
+        let names: Vec<String> = lock(&self.workload_index)
+            .get(namespace)
+            .map(|n| n.iter().cloned().collect())
+            .unwrap_or_default();
+        names
+            .iter()
+            .filter_map(|n| self.workloads.get(&ObjectRef::new(n).within(namespace)))
+            .collect()
     }
 
     /// The cached claims of tenant `tenant`, in name order.
@@ -997,6 +1013,7 @@ fn workload_triggers(
 ) -> impl Fn(Change<'_, TenantDeployment>) + Send + Sync + 'static {
     move |c| {
         follow_status(&caches.ledger, &c);
+        index_namespace(&caches.workload_index, &c);
         let Some(t) = &triggers else { return };
         let w = c.object();
         let ns = w.namespace().unwrap_or_default();
@@ -1010,6 +1027,29 @@ fn workload_triggers(
             let uid = w.uid().unwrap_or_default();
             for claim in caches.claims_of_uid(&uid) {
                 t.claim(&claim.name_any());
+            }
+        }
+    }
+}
+
+/// Names of objects by namespace.
+type NamespaceIndex = HashMap<String, BTreeSet<String>>;
+
+/// Keeps `index` in step with one event (a namespace never changes).
+fn index_namespace<K: Resource>(index: &Mutex<NamespaceIndex>, c: &Change<'_, K>) {
+    let o = c.object();
+    let ns = o.namespace().unwrap_or_default();
+    let mut index = lock(index);
+    match c {
+        Change::Applied { .. } => {
+            index.entry(ns).or_default().insert(o.name_any());
+        }
+        Change::Deleted(_) => {
+            if let Some(names) = index.get_mut(&ns) {
+                names.remove(&o.name_any());
+                if names.is_empty() {
+                    index.remove(&ns);
+                }
             }
         }
     }
@@ -1145,8 +1185,8 @@ mod tests {
         )
     }
 
-    fn names(claims: &[Arc<SubnetClaim>]) -> Vec<String> {
-        claims.iter().map(|c| c.name_any()).collect()
+    fn names<K: Resource>(objects: &[Arc<K>]) -> Vec<String> {
+        objects.iter().map(|o| o.name_any()).collect()
     }
 
     /// Feeds `events` to the claim store the way its watcher does.
@@ -1257,6 +1297,50 @@ mod tests {
         // The relist dropped 3 and the /112; the reservations made above
         // (4, 1, 2) still hold theirs until the cache shows their claims.
         assert_eq!(next(&caches), Some(3));
+    }
+
+    fn workload_in(namespace: &str, name: &str) -> TenantDeployment {
+        let mut w = TenantDeployment::new(
+            name,
+            serde_json::from_value(serde_json::json!({"image": "nginx:alpine"})).unwrap(),
+        );
+        w.metadata.namespace = Some(namespace.into());
+        w
+    }
+
+    /// A tenant pass reads its namespace's workloads from the index, which
+    /// follows applies, deletes and relists (one that drops an object
+    /// included), so a pass never sees a workload that is gone.
+    #[test]
+    fn workloads_by_namespace_follow_the_events() {
+        let caches = caches();
+        let on_change = workload_triggers(None, caches.clone());
+        let events = [
+            Event::Init,
+            Event::InitApply(workload_in("tenant-a", "web")),
+            Event::InitApply(workload_in("tenant-a", "api")),
+            Event::InitApply(workload_in("tenant-b", "web")),
+            Event::InitDone,
+        ];
+        for e in &events {
+            apply(&caches.writers.workloads, &(), e, &on_change);
+        }
+        assert_eq!(names(&caches.workloads_in("tenant-a")), ["api", "web"]);
+        assert_eq!(names(&caches.workloads_in("tenant-b")), ["web"]);
+        let delete = Event::Delete(workload_in("tenant-a", "api"));
+        apply(&caches.writers.workloads, &(), &delete, &on_change);
+        assert_eq!(names(&caches.workloads_in("tenant-a")), ["web"]);
+        let relist = [
+            Event::Init,
+            Event::InitApply(workload_in("tenant-a", "web")),
+            Event::InitDone,
+        ];
+        for e in &relist {
+            apply(&caches.writers.workloads, &(), e, &on_change);
+        }
+        assert_eq!(names(&caches.workloads_in("tenant-a")), ["web"]);
+        assert!(caches.workloads_in("tenant-b").is_empty());
+        assert!(lock(&caches.workload_index).get("tenant-b").is_none());
     }
 
     /// The flaky `concurrent_reconciles_in_one_process_take_turns_and_never_conflict`,

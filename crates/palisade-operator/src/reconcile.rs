@@ -451,10 +451,8 @@ pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Ctx) -> Result<Action, Erro
 fn workloads_of(ctx: &Ctx, tenant: &str) -> Vec<TenantDeployment> {
     let ns = format!("{}{tenant}", desired::NAMESPACE_PREFIX);
     ctx.caches
-        .workloads
-        .state()
+        .workloads_in(&ns)
         .iter()
-        .filter(|w| w.namespace().as_deref() == Some(ns.as_str()))
         .map(|w| (**w).clone())
         .collect()
 }
