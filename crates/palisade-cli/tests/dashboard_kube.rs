@@ -6,59 +6,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster_support;
 mod dashboard_support;
 mod support;
 
-use dashboard_support::{BIN, Server, http, http_body, serve};
-use palisade_operator::crd::{Tenant, TenantDeployment};
-use palisade_operator::kube::Api;
-use palisade_operator::reconcile::{self, Ctx};
+use cluster_support::{BIN, Cluster, GV, comparable, operator, operator_config, palisade};
+use dashboard_support::{Server, http, http_body, serve};
 use palisade_operator::testing::{FakeApi, example_pool as pool};
 use serde_json::{Value, json};
-use std::path::PathBuf;
-
-const GV: &str = "palisade.io/v1alpha1";
-
-struct Cluster {
-    api: FakeApi,
-    kubeconfig: PathBuf,
-    dir: tempfile::TempDir,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
 
 /// The in-memory API server on a socket, with the operator's ConfigMap
 /// (its pool, the SQLite store's below) as deploy/ installs it.
 async fn cluster() -> Cluster {
-    let api = FakeApi::new();
-    let (addr, server) = api.serve_tcp().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, FakeApi::kubeconfig(addr)).unwrap();
-    api.insert(
-        "v1",
-        "namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace",
-               "metadata": {"name": "palisade-gateways"}}),
-    );
-    api.insert(
-        "v1",
-        "configmaps",
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {"name": "palisade-operator", "namespace": "palisade-system"},
-               "data": {"PALISADE_POOL": "fd00:1234:5678::/48", "PALISADE_PREFIX_LEN": "96"}}),
-    );
-    Cluster {
-        api,
-        kubeconfig,
-        dir,
-        server,
-    }
+    let c = cluster_support::cluster().await;
+    operator_config(&c.api);
+    c
 }
 
 fn kubeconfig(c: &Cluster) -> String {
@@ -67,45 +29,16 @@ fn kubeconfig(c: &Cluster) -> String {
 
 /// `palisade --store kubernetes args...`, which must succeed.
 async fn cli(c: &Cluster, args: &[&str]) {
-    let kubeconfig = kubeconfig(c);
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(BIN)
-            .args(["--store", "kubernetes"])
-            .args(&args)
-            .env("KUBECONFIG", kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    })
-    .await
-    .unwrap();
+    let out = palisade(c, args).await;
+    assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
 }
 
 /// Two passes of both controllers over everything, as the watches would
 /// trigger them.
 async fn reconcile_all(api: &FakeApi) {
-    let ctx = Ctx::new(api.client(), palisade_operator::testing::example_config());
+    let ctx = operator(api);
     for _ in 0..2 {
-        let ws = Api::<TenantDeployment>::all(ctx.client.clone())
-            .list(&Default::default())
-            .await
-            .unwrap();
-        for w in ws.items {
-            reconcile::reconcile_workload(&w, &ctx).await.unwrap();
-        }
-        let ts = Api::<Tenant>::all(ctx.client.clone())
-            .list(&Default::default())
-            .await
-            .unwrap();
-        for t in ts.items {
-            reconcile::reconcile_tenant(&t, &ctx).await.unwrap();
-        }
+        cluster_support::reconcile_all(&ctx).await;
     }
 }
 
@@ -143,25 +76,6 @@ async fn call(method: &str, url: String, body: Option<Value>) -> (u16, Value) {
     })
     .await
     .unwrap()
-}
-
-/// Drops what only one store knows: creation times, the operator's
-/// readiness report and the egress-proxy port (SQLite assigns it at once).
-fn comparable(mut v: Value) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                for k in ["created_at", "ready", "proxy_port"] {
-                    m.remove(k);
-                }
-                m.values_mut().for_each(strip);
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    strip(&mut v);
-    v
 }
 
 /// The script both stores run: two tenants, pinned egress, a label, an

@@ -5,72 +5,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster_support;
+
+use cluster_support::{
+    BIN, Cluster, GV, Out, cluster, comparable, operator, operator_config, palisade, reconcile_all,
+};
+
 use palisade_operator::crd::{PLATFORM_NAME, Platform, SubnetClaim, Tenant, TenantDeployment};
 use palisade_operator::kube::Api;
 use palisade_operator::platform;
-use palisade_operator::reconcile::{self, Ctx};
+use palisade_operator::reconcile::Ctx;
 use palisade_operator::testing::FakeApi;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 
-const BIN: &str = env!("CARGO_BIN_EXE_palisade");
-const GV: &str = "palisade.io/v1alpha1";
 const GATEWAYS: &str = "gateway.networking.k8s.io/v1";
-
-struct Cluster {
-    api: FakeApi,
-    kubeconfig: PathBuf,
-    _dir: tempfile::TempDir,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn cluster() -> Cluster {
-    let api = FakeApi::new();
-    let (addr, server) = api.serve_tcp().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, FakeApi::kubeconfig(addr)).unwrap();
-    Cluster {
-        api,
-        kubeconfig,
-        _dir: dir,
-        server,
-    }
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn palisade(c: &Cluster, args: &[&str]) -> Out {
-    let kubeconfig = c.kubeconfig.clone();
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(BIN)
-            .arg("--store")
-            .arg("kubernetes")
-            .args(&args)
-            .env("KUBECONFIG", kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .output()
-            .unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    })
-    .await
-    .unwrap()
-}
 
 #[track_caller]
 fn one_line_error(out: &Out, needle: &str) {
@@ -85,29 +33,6 @@ fn one_line_error(out: &Out, needle: &str) {
 }
 
 use palisade_operator::testing::example_pool as pool;
-
-fn operator(api: &FakeApi) -> Ctx {
-    Ctx::new(api.client(), palisade_operator::testing::example_config())
-}
-
-/// One pass of both controllers over everything, as the watches would
-/// trigger them.
-async fn reconcile_all(ctx: &Ctx) {
-    let ws = Api::<TenantDeployment>::all(ctx.client.clone())
-        .list(&Default::default())
-        .await
-        .unwrap();
-    for w in ws.items {
-        reconcile::reconcile_workload(&w, ctx).await.unwrap();
-    }
-    let ts = Api::<Tenant>::all(ctx.client.clone())
-        .list(&Default::default())
-        .await
-        .unwrap();
-    for t in ts.items {
-        reconcile::reconcile_tenant(&t, ctx).await.unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_list_stats_delete_through_the_custom_resources() {
@@ -313,44 +238,6 @@ fn sqlite() -> support::Env {
     ])
     .ok();
     env
-}
-
-/// The operator's ConfigMap, as deploy/ installs it, and the gateways'
-/// namespace of the platform.
-fn operator_config(api: &FakeApi) {
-    api.insert(
-        "v1",
-        "namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace",
-               "metadata": {"name": "palisade-gateways"}}),
-    );
-    api.insert(
-        "v1",
-        "configmaps",
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-               "metadata": {"name": "palisade-operator", "namespace": "palisade-system"},
-               "data": {"PALISADE_POOL": "fd00:1234:5678::/48", "PALISADE_PREFIX_LEN": "96"}}),
-    );
-}
-
-/// Drops what only one store knows: creation times (two runs), the
-/// operator's readiness report (the cluster's), and the egress-proxy port
-/// (SQLite assigns it at once, the operator later).
-fn comparable(mut v: Value) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                for k in ["created_at", "ready", "ready_replicas", "proxy_port"] {
-                    m.remove(k);
-                }
-                m.values_mut().for_each(strip);
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    strip(&mut v);
-    v
 }
 
 /// Runs one write on both stores (the operator reconciling after it) and
