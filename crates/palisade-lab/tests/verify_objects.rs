@@ -90,15 +90,10 @@ fn probes_carry_the_objects_verdict_including_the_routes() {
     );
 }
 
-/// A route in big-corp's namespace sending to acme-corp's Service, with a
-/// ReferenceGrant in acme-corp's namespace: the objects let big-corp's
-/// gateway reach acme-corp's api-backend, the model does not, and the
-/// probe fails naming the HTTPRoute and the grant, whatever the packets.
-#[test]
-fn a_granted_cross_tenant_route_is_a_disagreement_naming_the_route() {
-    let snap = fixtures::seed();
-    let policy = Policy::compile_with(&snap, &PolicyOptions::default());
-    let mut objects = palisade_lab::rendered::render(&snap).unwrap_or_default();
+/// Plants a copy of the central gateway's api-backend route in big-corp's
+/// namespace, attached to big-corp's gateway and sending to acme-corp's
+/// Service, with the ReferenceGrant in acme-corp's namespace that allows it.
+fn plant_granted_cross_tenant_route(objects: &mut Vec<Value>) {
     let mut route = objects
         .iter()
         .find(|o| o["kind"] == "HTTPRoute" && o["metadata"]["name"] == "central-api-backend")
@@ -119,6 +114,18 @@ fn a_granted_cross_tenant_route_is_a_disagreement_naming_the_route() {
                            "namespace": "tenant-big-corp"}],
                  "to": [{"group": "", "kind": "Service"}]},
     }));
+}
+
+/// A route in big-corp's namespace sending to acme-corp's Service, with a
+/// ReferenceGrant in acme-corp's namespace: the objects let big-corp's
+/// gateway reach acme-corp's api-backend, the model does not, and the
+/// probe fails naming the HTTPRoute and the grant, whatever the packets.
+#[test]
+fn a_granted_cross_tenant_route_is_a_disagreement_naming_the_route() {
+    let snap = fixtures::seed();
+    let policy = Policy::compile_with(&snap, &PolicyOptions::default());
+    let mut objects = palisade_lab::rendered::render(&snap).unwrap_or_default();
+    plant_granted_cross_tenant_route(&mut objects);
     let rendered =
         RenderedPolicy::from_objects(&snap, &palisade_lab::rendered::render_options(), &objects);
     let mut probes = vec![gateway_probe(
@@ -376,26 +383,7 @@ fn a_granted_cross_tenant_route_is_caught_on_packets() {
     let Some(exe) = lab_bin() else { return };
     let s = every_gateway_scope();
     let mut objects = palisade_lab::rendered::render(&s).unwrap_or_else(|e| panic!("{e}"));
-    let mut route = objects
-        .iter()
-        .find(|o| o["kind"] == "HTTPRoute" && o["metadata"]["name"] == "central-api-backend")
-        .cloned()
-        .unwrap_or_else(|| panic!("the seed routes api-backend"));
-    route["metadata"]["namespace"] = json!("tenant-big-corp");
-    route["metadata"]["name"] = json!("stolen");
-    route["spec"]["parentRefs"] =
-        json!([{"name": "tenant-big-corp", "namespace": "palisade-gateways"}]);
-    route["spec"]["hostnames"] = json!(["api.big-corp.apps.example.com"]);
-    route["spec"]["rules"][0]["backendRefs"][0]["namespace"] = json!("tenant-acme-corp");
-    objects.push(route);
-    objects.push(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1beta1",
-        "kind": "ReferenceGrant",
-        "metadata": {"name": "let-big-corp-in", "namespace": "tenant-acme-corp"},
-        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
-                           "namespace": "tenant-big-corp"}],
-                 "to": [{"group": "", "kind": "Service"}]},
-    }));
+    plant_granted_cross_tenant_route(&mut objects);
     let report = verify_lab(exe, &s, &objects);
     let bad: Vec<_> = report.mismatches().collect();
     assert!(!bad.is_empty(), "the planted route went unnoticed");
