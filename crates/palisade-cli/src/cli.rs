@@ -600,7 +600,7 @@ pub enum LabCommand {
     /// (internal) Run a workload inside a lab namespace.
     #[command(name = "__serve", hide = true)]
     Serve {
-        /// The workload spec (JSON).
+        /// The workload spec (JSON), or `@FILE` holding it.
         spec: String,
     },
     /// (internal) Run probes from inside a lab namespace (JSON on stdin).

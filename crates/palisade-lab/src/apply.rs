@@ -26,6 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+/// The longest workload spec passed inline to `__serve`; a longer one goes
+/// through a file (one argument may hold at most 128 KiB, execve(2)).
+const INLINE_SPEC_MAX: usize = 64 * 1024;
+
 /// Progress of a long operation, for a progress bar or plain lines.
 #[derive(Debug, Clone)]
 pub enum Progress {
@@ -799,6 +803,19 @@ impl Lab {
             .map_err(LabError::io(format!("cannot open {}", path.display())))
     }
 
+    /// `spec` as `__serve`'s argument: inline, or `@FILE` beside the log
+    /// when it would pass [`INLINE_SPEC_MAX`].
+    fn spec_arg(&self, netns: &str, spec: &ServeSpec) -> Result<String> {
+        let json = serde_json::to_string(spec).map_err(LabError::json("workload spec"))?;
+        if json.len() <= INLINE_SPEC_MAX {
+            return Ok(json);
+        }
+        let path = self.log_path(netns).with_extension("spec.json");
+        std::fs::write(&path, json)
+            .map_err(LabError::io(format!("cannot write {}", path.display())))?;
+        Ok(format!("@{}", path.display()))
+    }
+
     /// Starts `workload` in `netns`, listening on TCP at `listen`.
     fn spawn(
         &self,
@@ -824,7 +841,7 @@ impl Lab {
         spec: &ServeSpec,
         env: &[(&str, String)],
     ) -> Result<u32> {
-        let spec = serde_json::to_string(spec).map_err(LabError::json("workload spec"))?;
+        let spec = self.spec_arg(netns, spec)?;
         let log = self.open_log(netns)?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns]);

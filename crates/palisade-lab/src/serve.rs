@@ -547,10 +547,22 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Entry point of `palisade lab __serve SPEC`: serves until killed.
-pub fn serve_main(spec: &str) -> crate::Result<()> {
-    let spec: ServeSpec =
-        serde_json::from_str(spec).map_err(crate::LabError::json("workload spec"))?;
+/// The spec of `__serve`: inline JSON, or `@FILE` holding it (a gateway
+/// with thousands of routes exceeds the kernel's 128 KiB limit on one
+/// argument, `MAX_ARG_STRLEN` in execve(2)).
+pub fn read_spec(arg: &str) -> crate::Result<ServeSpec> {
+    let json = match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(crate::LabError::io(format!(
+            "cannot read the workload spec {path}"
+        )))?,
+        None => arg.to_owned(),
+    };
+    serde_json::from_str(&json).map_err(crate::LabError::json("workload spec"))
+}
+
+/// Entry point of `palisade lab __serve SPEC|@FILE`: serves until killed.
+pub fn serve_main(arg: &str) -> crate::Result<()> {
+    let spec = read_spec(arg)?;
     runtime()
         .and_then(|rt| rt.block_on(serve(spec.workload, spec.listen, spec.udp)))
         .map_err(crate::LabError::io("workload"))
@@ -583,4 +595,36 @@ pub fn probe_main() -> crate::Result<()> {
         writeln!(out, "{line}").map_err(crate::LabError::io("probe output"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A gateway fronting 5,000 deployments: its spec is far over the
+    /// 128 KiB one argument may hold, so it travels as `@FILE`.
+    #[test]
+    fn a_spec_is_read_inline_or_from_a_file() {
+        let backend: SocketAddr = "[fd00::1]:8080".parse().unwrap();
+        let spec = ServeSpec {
+            workload: Workload::Gateway {
+                routes: (0..5000)
+                    .map(|i| (format!("d{i}.tenant.apps.example.com"), vec![backend]))
+                    .collect(),
+            },
+            listen: vec!["[fd00::2]:80".parse().unwrap()],
+            udp: Vec::new(),
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.len() > 128 * 1024);
+        assert_eq!(read_spec(&json).unwrap(), spec);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.spec.json");
+        std::fs::write(&path, &json).unwrap();
+        assert_eq!(read_spec(&format!("@{}", path.display())).unwrap(), spec);
+        let missing = read_spec("@/nonexistent/spec.json").unwrap_err();
+        assert!(missing.to_string().contains("/nonexistent/spec.json"));
+    }
 }
