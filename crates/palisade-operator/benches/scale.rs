@@ -495,9 +495,7 @@ async fn measure(label: &str, bin: &std::path::Path, s: &Settings) -> Figures {
     );
     let api = populated(s);
     let (addr, server) = api.serve_tcp().await.unwrap();
-    let client =
-        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
-            .unwrap();
+    let client = FakeApi::tcp_client(addr).unwrap();
     api.clear_log();
     let mut op = Operator::start(bin, addr, s);
     let mut f = Figures::default();

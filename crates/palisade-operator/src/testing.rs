@@ -1307,6 +1307,15 @@ impl FakeApi {
         Ok((addr, task))
     }
 
+    /// A client of the server [`FakeApi::serve_tcp`] started at `addr`,
+    /// over a real socket, as the operator binary's would be.
+    pub fn tcp_client(
+        addr: SocketAddr,
+    ) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
+        let url: http::Uri = format!("http://{addr}").parse()?;
+        Ok(kube::Client::try_from(kube::Config::new(url))?)
+    }
+
     /// A kubeconfig for a server at `addr` (plain HTTP, no credentials).
     pub fn kubeconfig(addr: SocketAddr) -> String {
         format!(

@@ -662,9 +662,7 @@ async fn the_running_operator_follows_the_platform_object() {
         json!({"image": "nginx:alpine", "ports": [80]}),
     );
     let (addr, server) = api.serve_tcp().await.unwrap();
-    let client =
-        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
-            .unwrap();
+    let client = FakeApi::tcp_client(addr).unwrap();
     let ctx = std::sync::Arc::new(Ctx::new(
         client.clone(),
         palisade_operator::testing::example_config(),

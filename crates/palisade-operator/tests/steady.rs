@@ -85,9 +85,7 @@ async fn at_rest_the_controllers_make_no_list_and_no_write_and_still_see_changes
         );
     }
     let (addr, server) = api.serve_tcp().await.unwrap();
-    let client =
-        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
-            .unwrap();
+    let client = FakeApi::tcp_client(addr).unwrap();
     let ctx = Arc::new(Ctx::new(client, example_config()));
     let health = Arc::new(Health::default());
     let operator = tokio::spawn(controllers(ctx, health.clone()));
@@ -166,9 +164,7 @@ async fn a_deleted_platform_object_is_restored_at_the_next_resync() {
         json!({"image": "nginx:alpine", "ports": [80]}),
     );
     let (addr, server) = api.serve_tcp().await.unwrap();
-    let client =
-        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
-            .unwrap();
+    let client = FakeApi::tcp_client(addr).unwrap();
     let mut config = example_config();
     config.resync = Duration::from_secs(2);
     let ctx = Arc::new(Ctx::new(client, config));
