@@ -24,6 +24,19 @@ fn code(e: kube::Error) -> (u16, String) {
     }
 }
 
+/// The first event of a watch from `rv`.
+async fn first_event<K>(api: &Api<K>, rv: &str) -> WatchEvent<K>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut events = api
+        .watch(&WatchParams::default(), rv)
+        .await
+        .unwrap()
+        .boxed();
+    events.next().await.unwrap().unwrap()
+}
+
 // https://kubernetes.io/docs/reference/access-authn-authz/admission-controllers/#namespacelifecycle:
 // "enforces that a Namespace that is undergoing termination cannot have
 // new objects created in it, and ensures that requests in a non-existent
@@ -282,15 +295,7 @@ async fn watches_resume_from_a_resource_version_and_a_compacted_one_is_gone() {
 
     // Compacted: the old resourceVersion is gone.
     api.set_watch_history(1);
-    let first = cms
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .unwrap()
-        .boxed()
-        .next()
-        .await
-        .unwrap()
-        .unwrap();
+    let first = first_event(&cms, &rv).await;
     match first {
         WatchEvent::Error(e) => {
             assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{e:?}");
@@ -426,15 +431,7 @@ async fn a_quiet_kind_stays_resumable_while_another_churns() {
         let cm = config_map("default", &format!("c{i}"), json!({}));
         cms.create(&PostParams::default(), &cm).await.unwrap();
     }
-    let first = cms
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .unwrap()
-        .boxed()
-        .next()
-        .await
-        .unwrap()
-        .unwrap();
+    let first = first_event(&cms, &rv).await;
     assert!(
         matches!(&first, WatchEvent::Error(e) if e.code == 410),
         "{first:?}"
@@ -447,15 +444,7 @@ async fn a_quiet_kind_stays_resumable_while_another_churns() {
         )
         .await
         .unwrap();
-    let first = secrets
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .unwrap()
-        .boxed()
-        .next()
-        .await
-        .unwrap()
-        .unwrap();
+    let first = first_event(&secrets, &rv).await;
     match first {
         WatchEvent::Modified(s) => assert_eq!(s.metadata.name.as_deref(), Some("quiet")),
         other => panic!("expected the Secret's change, got {other:?}"),
