@@ -517,3 +517,66 @@ fn rendered_in_cluster_proxy_carries_a_config_the_proxy_accepts() {
         "{out}"
     );
 }
+
+/// A lab gateway stand-in fronting 5,000 deployments: its spec is over the
+/// 128 KiB the kernel lets one argument hold (`MAX_ARG_STRLEN`, execve(2)
+/// fails with E2BIG), so passed inline it cannot even start; as `@FILE` it
+/// runs, routes its last host (503: its backend is down) and refuses a host
+/// it has no route for (404). Checked with curl.
+#[test]
+fn lab_serve_reads_a_spec_too_long_for_one_argument_from_a_file() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let routes: Vec<serde_json::Value> = (0..5000)
+        .map(|i| serde_json::json!([format!("d{i}.t.apps.example.com"), ["127.0.0.1:1"]]))
+        .collect();
+    let spec = serde_json::json!({
+        "workload": {"role": "gateway", "routes": routes},
+        "listen": [format!("127.0.0.1:{port}")],
+    })
+    .to_string();
+    assert!(spec.len() > 128 * 1024);
+    let inline = std::process::Command::new(BIN)
+        .args(["lab", "__serve", &spec])
+        .spawn();
+    assert_eq!(
+        inline.err().and_then(|e| e.raw_os_error()),
+        Some(7),
+        "E2BIG"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.spec.json");
+    std::fs::write(&path, &spec).unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["lab", "__serve", &format!("@{}", path.display())])
+        .spawn()
+        .unwrap();
+    let status = |host: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("Host: {host}"))
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (routed, unrouted) = (
+        status("d4999.t.apps.example.com"),
+        status("nowhere.example.com"),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!((routed.as_str(), unrouted.as_str()), ("503", "404"));
+}
